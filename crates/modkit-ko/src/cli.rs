@@ -1,0 +1,156 @@
+//! Command-line front ends (clap) for `modkit depmod`, `modkit modinfo` and
+//! `modkit modprobe`, mirroring kmod's options. Each `run_*` returns the exit status.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::depmod::{self, DepmodOptions};
+
+/// `modkit depmod [-b BASEDIR] [-e] [-E Module.symvers | -F System.map] [VERSION [FILES]]`
+#[derive(Debug, Clone, Args)]
+pub struct DepmodArgs {
+    /// Probe all modules (the default when no files are given).
+    #[arg(short = 'a', long = "all")]
+    pub all: bool,
+    /// Only do the work if a module is newer than modules.dep.
+    #[arg(short = 'A', long = "quick")]
+    pub quick: bool,
+    /// Use an image of a module tree rooted at DIR.
+    #[arg(short = 'b', long = "basedir", value_name = "DIR")]
+    pub basedir: Option<PathBuf>,
+    /// Read configuration from PATH instead of the depmod.d directories (repeatable).
+    #[arg(short = 'C', long = "config", value_name = "PATH")]
+    pub config: Vec<PathBuf>,
+    /// Module.symvers of the kernel (vmlinux exports with CRCs).
+    #[arg(short = 'E', long = "symvers", value_name = "FILE")]
+    pub symvers: Option<PathBuf>,
+    /// System.map of the kernel (vmlinux exports).
+    #[arg(short = 'F', long = "filesyms", value_name = "FILE")]
+    pub filesyms: Option<PathBuf>,
+    /// Report symbols that no module or the kernel provides.
+    #[arg(short = 'e', long = "errsyms")]
+    pub errsyms: bool,
+    /// Write the dependency files to stdout only.
+    #[arg(short = 'n', long = "show", visible_alias = "dry-run")]
+    pub show: bool,
+    /// Architecture symbol prefix (one character).
+    #[arg(short = 'P', long = "symbol-prefix", value_name = "C")]
+    pub symbol_prefix: Option<String>,
+    /// Warn on duplicate index entries.
+    #[arg(short = 'w', long = "warn")]
+    pub warn: bool,
+    /// Verbose (accepted for compatibility).
+    #[arg(short = 'v', long = "verbose")]
+    pub verbose: bool,
+    /// Deprecated options kmod accepts and ignores.
+    #[arg(short = 'u', hide = true)]
+    pub deprecated_u: bool,
+    /// Deprecated.
+    #[arg(short = 'q', hide = true)]
+    pub deprecated_q: bool,
+    /// Deprecated.
+    #[arg(short = 'r', hide = true)]
+    pub deprecated_r: bool,
+    /// Deprecated.
+    #[arg(short = 'm', hide = true)]
+    pub deprecated_m: bool,
+    /// Kernel version (default: the running kernel), then optional module files.
+    #[arg(value_name = "VERSION")]
+    pub args: Vec<String>,
+}
+
+/// Running kernel release (`uname -r`).
+pub fn uname_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// `is_version_number`: `sscanf("%u.%u") == 2`.
+fn is_version_number(v: &str) -> bool {
+    let t = v.trim_start();
+    let t = t.strip_prefix('+').unwrap_or(t);
+    let n = t.bytes().take_while(u8::is_ascii_digit).count();
+    if n == 0 {
+        return false;
+    }
+    let rest = &t[n..];
+    let Some(rest) = rest.strip_prefix('.') else {
+        return false;
+    };
+    let rest = rest.trim_start();
+    let rest = rest.strip_prefix('+').unwrap_or(rest);
+    rest.bytes().next().is_some_and(|b| b.is_ascii_digit())
+}
+
+/// Runs `modkit depmod`.
+pub fn run_depmod(args: &DepmodArgs) -> i32 {
+    let stderr = std::io::stderr();
+    let mut err = stderr.lock();
+    for (set, c) in [
+        (args.deprecated_u, 'u'),
+        (args.deprecated_q, 'q'),
+        (args.deprecated_r, 'r'),
+        (args.deprecated_m, 'm'),
+    ] {
+        if set {
+            let _ = writeln!(err, "depmod: WARNING: Ignored deprecated option -{c}");
+        }
+    }
+    let sym_prefix = match args.symbol_prefix.as_deref() {
+        None => 0,
+        Some(p) if p.len() == 1 => p.as_bytes()[0],
+        Some(_) => {
+            let _ = writeln!(err, "depmod: FATAL: -P only takes a single char");
+            return 1;
+        }
+    };
+    let mut positional = args.args.iter();
+    let kversion = match positional.next() {
+        Some(v) if !is_version_number(v) => {
+            let _ = writeln!(err, "depmod: ERROR: Bad version passed {v}");
+            return 1;
+        }
+        Some(v) => v.clone(),
+        None => uname_release(),
+    };
+    let files: Vec<PathBuf> = positional.map(PathBuf::from).collect();
+    let opts = DepmodOptions {
+        basedir: args.basedir.clone(),
+        kversion,
+        print_unknown: args.errsyms,
+        symvers: args.symvers.clone(),
+        system_map: args.filesyms.clone(),
+        config_paths: (!args.config.is_empty()).then(|| args.config.clone()),
+        dry_run: args.show,
+        warn_dups: args.warn,
+        sym_prefix,
+        quick: args.quick,
+        module_files: if args.all { Vec::new() } else { files },
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match depmod::run(&opts, &mut out, &mut err) {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = writeln!(err, "depmod: ERROR: {e}");
+            1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_numbers() {
+        assert!(is_version_number("6.1.0-56-cloud-amd64"));
+        assert!(is_version_number("4.4"));
+        assert!(!is_version_number("abc"));
+        assert!(!is_version_number("6"));
+        assert!(!is_version_number("6.x"));
+    }
+}

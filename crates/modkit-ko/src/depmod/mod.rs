@@ -1,0 +1,321 @@
+//! A byte-exact reimplementation of kmod 30's `depmod`.
+//!
+//! The pipeline follows `tools/depmod.c`: discover modules (with depmod.d priorities),
+//! order them (hash order, then `modules.order`), read every module in parallel, build the
+//! symbol table (vmlinux first, then modules; last writer wins), compute dependencies,
+//! sort them topologically (reporting cycles like depmod) and write the ten output files.
+
+pub mod config;
+mod cycles;
+mod discover;
+mod output;
+mod symbols;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::kmodhash::sort_in_hash_order;
+use crate::ko::{CrcSymbol, DependencySymbol, KoModule, ModinfoEntry};
+use crate::ParseError;
+
+pub use config::DepmodConfig;
+
+/// Options of a depmod run (the command-line flags of kmod's depmod).
+#[derive(Debug, Clone, Default)]
+pub struct DepmodOptions {
+    /// `-b BASEDIR`: root of the module tree (made absolute).
+    pub basedir: Option<PathBuf>,
+    /// The kernel version (`VERSION` argument, else `uname -r`).
+    pub kversion: String,
+    /// `-e`: report unresolved symbols.
+    pub print_unknown: bool,
+    /// `-E Module.symvers`.
+    pub symvers: Option<PathBuf>,
+    /// `-F System.map`.
+    pub system_map: Option<PathBuf>,
+    /// `-C`: configuration files or directories instead of the defaults.
+    pub config_paths: Option<Vec<PathBuf>>,
+    /// `-n`: write the text files to stdout instead of the module directory.
+    pub dry_run: bool,
+    /// `-w`: warn about duplicate index entries.
+    pub warn_dups: bool,
+    /// `-P`: symbol prefix character (0 for none).
+    pub sym_prefix: u8,
+    /// `-A`: do nothing when no module is newer than `modules.dep`.
+    pub quick: bool,
+    /// Explicit module files (absolute paths); empty means "all modules" (`-a`).
+    pub module_files: Vec<PathBuf>,
+}
+
+/// One module of the depmod array.
+#[derive(Debug)]
+pub(crate) struct Mod {
+    /// Absolute path as found.
+    pub path: String,
+    /// Path relative to the module directory, if inside it.
+    pub relpath: Option<String>,
+    /// `relpath` cut after `<modname>.ko` (to match `modules.order`).
+    pub uncrelpath: Option<String>,
+    /// Normalised module name.
+    pub modname: String,
+    /// `.modinfo` entries.
+    pub info: Vec<ModinfoEntry>,
+    /// kmod's export list, or why it could not be read.
+    pub symbols: std::result::Result<Vec<CrcSymbol>, ParseError>,
+    /// Symbols this module needs.
+    pub dep_syms: Vec<DependencySymbol>,
+    /// Direct dependencies (array indices) in first-use order, later sorted.
+    pub deps: Vec<usize>,
+    /// How many modules depend on this one.
+    pub users: u32,
+    /// Topological index.
+    pub dep_sort_idx: u32,
+}
+
+impl Mod {
+    /// The path written to the outputs (relative when inside the module directory).
+    pub fn out_path(&self) -> &str {
+        self.relpath.as_deref().unwrap_or(&self.path)
+    }
+}
+
+/// Where diagnostics go, with kmod's `depmod: LEVEL: ` prefix.
+pub(crate) struct Log<'a> {
+    pub err: &'a mut dyn Write,
+}
+
+impl Log<'_> {
+    pub fn msg(&mut self, level: &str, text: &str) {
+        let _ = write!(self.err, "depmod: {level}: {text}");
+    }
+}
+
+/// `strerror`-style text of an I/O error (without Rust's " (os error N)" suffix).
+pub fn strerror(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.find(" (os error") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+/// The module directory `<basedir>/lib/modules/<version>`.
+pub fn module_dir(basedir: Option<&Path>, kversion: &str) -> String {
+    let root = basedir
+        .map(|b| b.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    format!("{root}/lib/modules/{kversion}")
+}
+
+/// Runs depmod; diagnostics go to `err`, `-n` output to `out`. Returns the exit status.
+pub fn run(opts: &DepmodOptions, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32> {
+    let mut log = Log { err };
+    let basedir = match &opts.basedir {
+        Some(b) if b.is_relative() => Some(
+            std::env::current_dir()
+                .map_err(|e| Error::io(".", e))?
+                .join(b),
+        ),
+        other => other.clone(),
+    };
+    let dirname = module_dir(basedir.as_deref(), &opts.kversion);
+    let print_unknown = opts.print_unknown && (opts.symvers.is_some() || opts.system_map.is_some());
+
+    if opts.quick && !opts.dry_run && discover::up_to_date(&dirname, &mut log) {
+        return Ok(0);
+    }
+
+    let mut syms = symbols::SymbolTable::new(opts.sym_prefix);
+    if let Some(p) = &opts.symvers {
+        if let Err(e) = syms.load_symvers(p, &mut log) {
+            log.msg(
+                "FATAL",
+                &format!("could not load {}: {}\n", p.display(), strerror(&e)),
+            );
+            return Ok(1);
+        }
+    } else if let Some(p) = &opts.system_map {
+        if let Err(e) = syms.load_system_map(p, &mut log) {
+            log.msg(
+                "FATAL",
+                &format!("could not load {}: {}\n", p.display(), strerror(&e)),
+            );
+            return Ok(1);
+        }
+    } else if opts.print_unknown {
+        log.msg("WARNING", "-e needs -E or -F\n");
+    }
+
+    // Discovery.
+    let found: Vec<discover::Found> = if opts.module_files.is_empty() {
+        let cfg_paths: Vec<PathBuf> = match &opts.config_paths {
+            Some(p) => p.clone(),
+            None => config::DEFAULT_CONFIG_PATHS
+                .iter()
+                .map(PathBuf::from)
+                .collect(),
+        };
+        let cfg = DepmodConfig::load(&cfg_paths, &opts.kversion, &mut |m| {
+            let (level, text) = m.split_once(": ").unwrap_or(("ERROR", &m));
+            log.msg(level, text)
+        });
+        match discover::search(&dirname, &cfg, &mut log) {
+            Ok(f) => f,
+            Err(e) => {
+                log.msg(
+                    "FATAL",
+                    &format!("could not search modules: {}\n", strerror(&e)),
+                );
+                return Ok(1);
+            }
+        }
+    } else {
+        let mut v = Vec::new();
+        for p in &opts.module_files {
+            let s = p.to_string_lossy().into_owned();
+            if !s.starts_with('/') {
+                log.msg("FATAL", &format!("{s}: not absolute path.\n"));
+                return Ok(1);
+            }
+            let Some(modname) = crate::names::path_to_modname(&s) else {
+                log.msg("FATAL", &format!("could not add module {s}\n"));
+                return Ok(1);
+            };
+            v.push(discover::Found { path: s, modname });
+        }
+        v
+    };
+
+    // Array in hash order, then modules.order.
+    let mut found = found;
+    sort_in_hash_order(&mut found, 512, |f| f.modname.as_bytes());
+    let mut mods: Vec<Mod> = found
+        .into_iter()
+        .map(|f| {
+            let (relpath, uncrelpath) = discover::relpaths(&f.path, &dirname, &f.modname);
+            Mod {
+                path: f.path,
+                relpath,
+                uncrelpath,
+                modname: f.modname,
+                info: Vec::new(),
+                symbols: Ok(Vec::new()),
+                dep_syms: Vec::new(),
+                deps: Vec::new(),
+                users: 0,
+                dep_sort_idx: u32::MAX,
+            }
+        })
+        .collect();
+    discover::sort_by_modules_order(&mut mods, &dirname, &mut log);
+
+    // Read every module, on all cores.
+    let parsed: Vec<std::result::Result<KoModule, Error>> = mods
+        .par_iter()
+        .map(|m| KoModule::from_path(Path::new(&m.path)))
+        .collect();
+    for (m, p) in mods.iter_mut().zip(parsed) {
+        match p {
+            Ok(ko) => {
+                m.info = ko.modinfo.unwrap_or_default();
+                m.symbols = ko.crc_symbols;
+                m.dep_syms = ko.dependency_symbols.unwrap_or_default();
+            }
+            Err(e) => {
+                // kmod: the module stays in the outputs, without symbols or information.
+                let msg = match e {
+                    Error::Parse { source, .. } => source.to_string(),
+                    Error::Io { source, .. } => strerror(&source),
+                    other => other.to_string(),
+                };
+                log.msg(
+                    "ERROR",
+                    &format!("failed to load symbols from {}: {msg}\n", m.path),
+                );
+            }
+        }
+    }
+
+    // Symbols: modules in array order, the last exporter wins.
+    for (i, m) in mods.iter().enumerate() {
+        match &m.symbols {
+            Ok(list) => {
+                for s in list {
+                    syms.add(&s.name, false, s.crc, Some(i));
+                }
+            }
+            Err(ParseError::MissingSection(_)) => {}
+            Err(e) => {
+                log.msg(
+                    "ERROR",
+                    &format!("failed to load symbols from {}: {e}\n", m.path),
+                );
+            }
+        }
+    }
+
+    // Dependencies.
+    let check_symvers = opts.symvers.is_some();
+    let mut warn = String::new();
+    for i in 0..mods.len() {
+        let mut deps = std::mem::take(&mut mods[i].deps);
+        let dep_syms = std::mem::take(&mut mods[i].dep_syms);
+        for ds in &dep_syms {
+            let Some(sym) = syms.find(&ds.name) else {
+                if print_unknown && !ds.weak {
+                    warn.push_str(&format!(
+                        "depmod: WARNING: {} needs unknown symbol {}\n",
+                        mods[i].path, ds.name
+                    ));
+                }
+                continue;
+            };
+            if check_symvers && sym.crc != ds.crc && !ds.weak && print_unknown {
+                warn.push_str(&format!(
+                    "depmod: WARNING: {} disagrees about version of symbol {}\n",
+                    mods[i].path, ds.name
+                ));
+            }
+            if let Some(owner) = sym.owner {
+                if !deps.contains(&owner) {
+                    deps.push(owner);
+                    mods[owner].users += 1;
+                }
+            }
+        }
+        mods[i].deps = deps;
+        mods[i].dep_syms = dep_syms;
+    }
+    let _ = log.err.write_all(warn.as_bytes());
+
+    if !cycles::topo_sort(&mut mods, &mut log) {
+        return Ok(1);
+    }
+    for i in 0..mods.len() {
+        let mut deps = std::mem::take(&mut mods[i].deps);
+        deps.sort_by_key(|&d| mods[d].dep_sort_idx);
+        mods[i].deps = deps;
+    }
+
+    let ctx = output::Ctx {
+        mods: &mods,
+        syms: &syms,
+        dirname: &dirname,
+        warn_dups: opts.warn_dups,
+    };
+    if opts.dry_run {
+        let mut text = Vec::new();
+        for f in output::FILES {
+            if !f.binary {
+                (f.write)(&ctx, &mut text, &mut log);
+            }
+        }
+        out.write_all(&text).map_err(|e| Error::io("<stdout>", e))?;
+        return Ok(0);
+    }
+    let ok = output::write_all(&ctx, &mut log);
+    Ok(if ok { 0 } else { 1 })
+}

@@ -1,0 +1,458 @@
+//! The ten files depmod writes, in depmod's order and formats.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+
+use super::symbols::SymbolTable;
+use super::{strerror, Log, Mod};
+use crate::index::IndexBuilder;
+use crate::kmodhash::sort_in_hash_order;
+use crate::names::{alias_normalize, path_to_modname};
+
+/// Everything the writers need.
+pub(crate) struct Ctx<'a> {
+    pub mods: &'a [Mod],
+    pub syms: &'a SymbolTable,
+    pub dirname: &'a str,
+    pub warn_dups: bool,
+}
+
+/// An output file and its writer.
+pub(crate) struct OutFile {
+    pub name: &'static str,
+    pub binary: bool,
+    pub write: fn(&Ctx, &mut Vec<u8>, &mut Log),
+}
+
+/// depmod's output files, in the order it writes them.
+pub(crate) const FILES: [OutFile; 10] = [
+    OutFile {
+        name: "modules.dep",
+        binary: false,
+        write: deps,
+    },
+    OutFile {
+        name: "modules.dep.bin",
+        binary: true,
+        write: deps_bin,
+    },
+    OutFile {
+        name: "modules.alias",
+        binary: false,
+        write: aliases,
+    },
+    OutFile {
+        name: "modules.alias.bin",
+        binary: true,
+        write: aliases_bin,
+    },
+    OutFile {
+        name: "modules.softdep",
+        binary: false,
+        write: softdeps,
+    },
+    OutFile {
+        name: "modules.symbols",
+        binary: false,
+        write: symbols,
+    },
+    OutFile {
+        name: "modules.symbols.bin",
+        binary: true,
+        write: symbols_bin,
+    },
+    OutFile {
+        name: "modules.builtin.bin",
+        binary: true,
+        write: builtin_bin,
+    },
+    OutFile {
+        name: "modules.builtin.alias.bin",
+        binary: true,
+        write: builtin_alias_bin,
+    },
+    OutFile {
+        name: "modules.devname",
+        binary: false,
+        write: devname,
+    },
+];
+
+/// Writes every file to a temporary name and renames it into place, like depmod.
+pub(crate) fn write_all(ctx: &Ctx, log: &mut Log) -> bool {
+    if let Err(e) = std::fs::read_dir(ctx.dirname) {
+        log.msg(
+            "FATAL",
+            &format!(
+                "could not open directory {}: {}\n",
+                ctx.dirname,
+                strerror(&e)
+            ),
+        );
+        return false;
+    }
+    // Build the contents on all cores, then write in depmod's order.
+    let contents: Vec<(Vec<u8>, Vec<u8>)> = {
+        use rayon::prelude::*;
+        FILES
+            .par_iter()
+            .map(|f| {
+                let mut buf = Vec::new();
+                let mut msgs = Vec::new();
+                let mut l = Log { err: &mut msgs };
+                (f.write)(ctx, &mut buf, &mut l);
+                (buf, msgs)
+            })
+            .collect()
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    for (f, (buf, msgs)) in FILES.iter().zip(contents) {
+        let _ = log.err.write_all(&msgs);
+        let tmp = format!(
+            "{}/{}.{}.{}.{}",
+            ctx.dirname,
+            f.name,
+            std::process::id(),
+            now.subsec_micros(),
+            now.as_secs()
+        );
+        let dest = format!("{}/{}", ctx.dirname, f.name);
+        let res = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .and_then(|mut fh| fh.write_all(&buf));
+        if let Err(e) = res {
+            let _ = std::fs::remove_file(&tmp);
+            log.msg(
+                "ERROR",
+                &format!("Could not write index '{}': {}\n", f.name, strerror(&e)),
+            );
+            return false;
+        }
+        if let Err(e) = std::fs::rename(&tmp, &dest) {
+            log.msg(
+                "FATAL",
+                &format!("renameat({}, {}): {}\n", ctx.dirname, f.name, strerror(&e)),
+            );
+            return false;
+        }
+    }
+    true
+}
+
+/// The full, sorted dependency line of module `i` (without the trailing newline).
+fn dep_line(ctx: &Ctx, i: usize, seen: &mut [bool], out: &mut String) {
+    let m = &ctx.mods[i];
+    out.push_str(m.out_path());
+    out.push(':');
+    if m.deps.is_empty() {
+        return;
+    }
+    let mut all = Vec::new();
+    let mut stack: Vec<usize> = m.deps.iter().rev().copied().collect();
+    while let Some(d) = stack.pop() {
+        if seen[d] {
+            continue;
+        }
+        seen[d] = true;
+        all.push(d);
+        stack.extend(ctx.mods[d].deps.iter().rev().copied());
+    }
+    for &d in &all {
+        seen[d] = false;
+    }
+    all.sort_by_key(|&d| ctx.mods[d].dep_sort_idx);
+    for d in all {
+        out.push(' ');
+        out.push_str(ctx.mods[d].out_path());
+    }
+}
+
+fn deps(ctx: &Ctx, out: &mut Vec<u8>, _log: &mut Log) {
+    let mut seen = vec![false; ctx.mods.len()];
+    let mut s = String::with_capacity(128 * 1024);
+    for i in 0..ctx.mods.len() {
+        dep_line(ctx, i, &mut seen, &mut s);
+        s.push('\n');
+    }
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn deps_bin(ctx: &Ctx, out: &mut Vec<u8>, log: &mut Log) {
+    let mut seen = vec![false; ctx.mods.len()];
+    let mut idx = IndexBuilder::new();
+    for (i, m) in ctx.mods.iter().enumerate() {
+        let mut line = String::new();
+        dep_line(ctx, i, &mut seen, &mut line);
+        if idx.insert(&m.modname, &line, i as u32) && ctx.warn_dups {
+            log.msg("WARNING", &format!("duplicate module deps:\n{line}\n"));
+        }
+    }
+    out.extend_from_slice(&idx.write());
+}
+
+fn info_values<'a>(m: &'a Mod, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    m.info
+        .iter()
+        .filter(move |e| e.key == key)
+        .map(|e| e.value.as_str())
+}
+
+fn aliases(ctx: &Ctx, out: &mut Vec<u8>, _log: &mut Log) {
+    let mut s = String::from("# Aliases extracted from modules themselves.\n");
+    for m in ctx.mods {
+        for v in info_values(m, "alias") {
+            let _ = writeln!(s, "alias {v} {}", m.modname);
+        }
+    }
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn aliases_bin(ctx: &Ctx, out: &mut Vec<u8>, log: &mut Log) {
+    let mut idx = IndexBuilder::new();
+    for (i, m) in ctx.mods.iter().enumerate() {
+        for v in info_values(m, "alias") {
+            let Some(alias) = alias_normalize(v) else {
+                log.msg("WARNING", &format!("Unmatched bracket in {v}\n"));
+                continue;
+            };
+            if idx.insert(&alias, &m.modname, i as u32) && ctx.warn_dups {
+                log.msg(
+                    "WARNING",
+                    &format!("duplicate module alias:\n{alias} {}\n", m.modname),
+                );
+            }
+        }
+    }
+    out.extend_from_slice(&idx.write());
+}
+
+fn softdeps(ctx: &Ctx, out: &mut Vec<u8>, _log: &mut Log) {
+    let mut s = String::from("# Soft dependencies extracted from modules themselves.\n");
+    for m in ctx.mods {
+        for v in info_values(m, "softdep") {
+            let _ = writeln!(s, "softdep {} {v}", m.modname);
+        }
+    }
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Owned symbols in the iteration order of depmod's 2048-bucket hash.
+fn symbols_in_hash_order<'a>(ctx: &'a Ctx) -> Vec<(&'a str, usize)> {
+    let mut v: Vec<(&str, usize)> = ctx.syms.owned().collect();
+    sort_in_hash_order(&mut v, 2048, |(n, _)| n.as_bytes());
+    v
+}
+
+fn symbols(ctx: &Ctx, out: &mut Vec<u8>, _log: &mut Log) {
+    let mut s = String::from("# Aliases for symbols, used by symbol_request().\n");
+    for (name, owner) in symbols_in_hash_order(ctx) {
+        let _ = writeln!(s, "alias symbol:{name} {}", ctx.mods[owner].modname);
+    }
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn symbols_bin(ctx: &Ctx, out: &mut Vec<u8>, log: &mut Log) {
+    let mut idx = IndexBuilder::new();
+    for (name, owner) in symbols_in_hash_order(ctx) {
+        let key = format!("symbol:{name}");
+        let m = &ctx.mods[owner];
+        if idx.insert(&key, &m.modname, owner as u32) && ctx.warn_dups {
+            log.msg(
+                "WARNING",
+                &format!("duplicate module syms:\n{key} {}\n", m.modname),
+            );
+        }
+    }
+    out.extend_from_slice(&idx.write());
+}
+
+fn open_input(ctx: &Ctx, name: &str, log: &mut Log) -> Option<Vec<u8>> {
+    match std::fs::read(format!("{}/{name}", ctx.dirname)) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            log.msg(
+                "WARNING",
+                &format!(
+                    "could not open {name} at {}: {}\n",
+                    ctx.dirname,
+                    strerror(&e)
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn builtin_bin(ctx: &Ctx, out: &mut Vec<u8>, log: &mut Log) {
+    let Some(data) = open_input(ctx, "modules.builtin", log) else {
+        return;
+    };
+    let mut idx = IndexBuilder::new();
+    for line in super::discover::fgets_lines(&data) {
+        let line = String::from_utf8_lossy(line);
+        if !line.as_bytes().first().is_some_and(u8::is_ascii_alphabetic) {
+            log.msg("ERROR", &format!("Invalid modules.builtin line: {line}\n"));
+            continue;
+        }
+        if let Some(modname) = path_to_modname(&line) {
+            idx.insert(&modname, "", 0);
+        }
+    }
+    out.extend_from_slice(&idx.write());
+}
+
+/// A byte stream with `fgetc` semantics, for `output_builtin_alias_bin`'s parser.
+struct Stream<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl Stream<'_> {
+    fn getc(&mut self) -> Option<u8> {
+        let c = self.data.get(self.pos).copied();
+        if c.is_some() {
+            self.pos += 1;
+        }
+        c
+    }
+    fn eof(&self) -> bool {
+        self.pos >= self.data.len()
+    }
+    /// `flush_stream_to`: reads up to `end`, NUL or EOF; returns the text if `end` was hit.
+    fn read_to(&mut self, end: u8) -> (Vec<u8>, bool) {
+        let mut v = Vec::new();
+        loop {
+            match self.getc() {
+                Some(c) if c == end => return (v, true),
+                Some(0) | None => return (v, false),
+                Some(c) => v.push(c),
+            }
+        }
+    }
+}
+
+fn builtin_alias_bin(ctx: &Ctx, out: &mut Vec<u8>, log: &mut Log) {
+    let Some(data) = open_input(ctx, "modules.builtin.modinfo", log) else {
+        return;
+    };
+    let mut idx = IndexBuilder::new();
+    let mut st = Stream {
+        data: &data,
+        pos: 0,
+    };
+    // Format: modname.key=value\0, parsed with kmod's exact (quirky) loop.
+    while !st.eof() {
+        let (modname, ok) = st.read_to(b'.');
+        if !ok || modname.is_empty() {
+            continue;
+        }
+        let (key, ok) = st.read_to(b'=');
+        if !ok || key != b"alias" {
+            let _ = st.read_to(0);
+            continue;
+        }
+        let (value, ok) = st.read_to(0);
+        if !ok || value.is_empty() {
+            continue;
+        }
+        let value = String::from_utf8_lossy(&value);
+        let Some(alias) = alias_normalize(&value) else {
+            log.msg("WARNING", &format!("Unmatched bracket in {value}\n"));
+            continue;
+        };
+        idx.insert(&alias, &String::from_utf8_lossy(&modname), 0);
+    }
+    out.extend_from_slice(&idx.write());
+}
+
+/// `sscanf(value, "<prefix>%u-%u")`.
+fn scan_major_minor(value: &str, prefix: &str) -> Option<(u32, u32)> {
+    let rest = value.strip_prefix(prefix)?;
+    let (maj, rest) = scan_u(rest)?;
+    let rest = rest.strip_prefix('-')?;
+    let (min, _) = scan_u(rest)?;
+    Some((maj, min))
+}
+
+/// `%u`: optional whitespace and sign, then decimal digits (wrapping like glibc).
+fn scan_u(s: &str) -> Option<(u32, &str)> {
+    let t = s.trim_start_matches([' ', '\t', '\n', '\r', '\x0b', '\x0c']);
+    let (neg, t) = match t.as_bytes().first() {
+        Some(b'-') => (true, &t[1..]),
+        Some(b'+') => (false, &t[1..]),
+        _ => (false, t),
+    };
+    let n = t.bytes().take_while(u8::is_ascii_digit).count();
+    if n == 0 {
+        return None;
+    }
+    let v = t[..n].bytes().fold(0u64, |a, d| {
+        a.saturating_mul(10).saturating_add((d - b'0') as u64)
+    });
+    let v = if v > u32::MAX as u64 {
+        u32::MAX
+    } else {
+        v as u32
+    };
+    Some((if neg { v.wrapping_neg() } else { v }, &t[n..]))
+}
+
+fn devname(ctx: &Ctx, out: &mut Vec<u8>, log: &mut Log) {
+    let mut s = String::new();
+    for m in ctx.mods {
+        let mut devname: Option<&str> = None;
+        let mut dev: Option<(char, u32, u32)> = None;
+        for v in info_values(m, "alias") {
+            if let Some(d) = v.strip_prefix("devname:") {
+                devname = Some(d);
+            } else if let Some((a, b)) = scan_major_minor(v, "char-major-") {
+                dev = Some(('c', a, b));
+            } else if let Some((a, b)) = scan_major_minor(v, "block-major-") {
+                dev = Some(('b', a, b));
+            }
+            if dev.is_some() && devname.is_some() {
+                break;
+            }
+        }
+        let Some(dn) = devname else { continue };
+        match dev {
+            Some((t, a, b)) => {
+                if s.is_empty() {
+                    s.push_str("# Device nodes to trigger on-demand module loading.\n");
+                }
+                let _ = writeln!(s, "{} {dn} {t}{a}:{b}", m.modname);
+            }
+            None => log.msg(
+                "ERROR",
+                &format!(
+                    "Module '{}' has devname ({dn}) but lacks major and minor information. Ignoring.\n",
+                    m.modname
+                ),
+            ),
+        }
+    }
+    out.extend_from_slice(s.as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scans_like_sscanf() {
+        assert_eq!(
+            scan_major_minor("char-major-10-229", "char-major-"),
+            Some((10, 229))
+        );
+        assert_eq!(scan_major_minor("char-major-10-", "char-major-"), None);
+        assert_eq!(
+            scan_major_minor("char-major-10-5x", "char-major-"),
+            Some((10, 5))
+        );
+        assert_eq!(scan_major_minor("block-major-8-*", "block-major-"), None);
+    }
+}

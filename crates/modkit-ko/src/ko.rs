@@ -1,0 +1,411 @@
+//! Everything modkit reads from one kernel module file, with kmod's extraction rules.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use crate::compress::{decompress, Compression};
+use crate::elf::{cstr_at, ElfView, SHN_ABS, SHN_UNDEF};
+use crate::error::{Error, ParseError};
+use crate::signature::SignatureTrailer;
+
+/// One `key=value` string of `.modinfo` (a string without `=` has the whole string as key
+/// and an empty value, as in kmod).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModinfoEntry {
+    /// The part before the first `=`.
+    pub key: String,
+    /// The part after the first `=`.
+    pub value: String,
+}
+
+/// A symbol as kmod's `kmod_elf_get_symbols` reports it: what depmod treats as an export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrcSymbol {
+    /// Symbol name.
+    pub name: String,
+    /// CRC (`u64::MAX` when the `__crc_` symbol points outside its section, as in kmod).
+    pub crc: u64,
+}
+
+/// A symbol the module needs (`kmod_elf_get_dependency_symbols`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DependencySymbol {
+    /// Symbol name.
+    pub name: String,
+    /// CRC from `__versions`, 0 when absent.
+    pub crc: u64,
+    /// Weak undefined symbol (no warning when unresolved).
+    pub weak: bool,
+}
+
+/// An export decoded from `__ksymtab`/`__ksymtab_gpl` (with its namespace and CRC).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Export {
+    /// Symbol name.
+    pub name: String,
+    /// Namespace (`EXPORT_SYMBOL_NS`), `None` when empty.
+    pub namespace: Option<String>,
+    /// CRC from `__kcrctab*` (via `__crc_NAME`), when the kernel has modversions.
+    pub crc: Option<u32>,
+    /// Exported with `EXPORT_SYMBOL_GPL`.
+    pub gpl: bool,
+}
+
+/// The parsed contents of a `.ko` file.
+#[derive(Debug, Clone)]
+pub struct KoModule {
+    /// How the file was compressed.
+    pub compression: Compression,
+    /// Size of the uncompressed image in bytes.
+    pub image_len: usize,
+    /// The signature trailer, when the module is signed.
+    pub signature: Option<SignatureTrailer>,
+    /// `.modinfo` entries in section order; `None` when there is no `.modinfo` section.
+    pub modinfo: Option<Vec<ModinfoEntry>>,
+    /// kmod's export list (the `__crc_*` symbols, or `__ksymtab_strings` as fallback).
+    pub crc_symbols: Result<Vec<CrcSymbol>, ParseError>,
+    /// Symbols the module needs, in kmod's order.
+    pub dependency_symbols: Result<Vec<DependencySymbol>, ParseError>,
+    /// `__versions` entries (name, crc) in section order.
+    pub versions: Vec<(String, u64)>,
+    /// Exports decoded from the ksymtab sections, in section then entry order.
+    pub exports: Vec<Export>,
+    /// The name in `.gnu.linkonce.this_module` (offset 24 on 64-bit, 12 on 32-bit).
+    pub this_module_name: Option<String>,
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+impl KoModule {
+    /// Reads and parses a module file.
+    pub fn from_path(path: &Path) -> Result<KoModule, Error> {
+        let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        KoModule::from_bytes(&raw).map_err(|source| Error::Parse {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Parses the bytes of a module file (compressed or not).
+    pub fn from_bytes(raw: &[u8]) -> Result<KoModule, ParseError> {
+        let (compression, image) = decompress(raw)?;
+        KoModule::from_image(compression, &image)
+    }
+
+    /// Parses an uncompressed module image.
+    pub fn from_image(compression: Compression, image: &[u8]) -> Result<KoModule, ParseError> {
+        let elf = ElfView::parse(image)?;
+        Ok(KoModule {
+            compression,
+            image_len: image.len(),
+            signature: SignatureTrailer::parse(image),
+            modinfo: modinfo(&elf),
+            crc_symbols: crc_symbols(&elf),
+            dependency_symbols: dependency_symbols(&elf),
+            versions: versions(&elf).unwrap_or_default(),
+            exports: exports(&elf),
+            this_module_name: this_module_name(&elf),
+        })
+    }
+
+    /// Values of every `.modinfo` entry with this key, in order.
+    pub fn modinfo_values<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.modinfo
+            .iter()
+            .flatten()
+            .filter(move |e| e.key == key)
+            .map(|e| e.value.as_str())
+    }
+}
+
+/// Splits a string section like `kmod_elf_get_strings` (drops empty strings, and returns
+/// nothing when at most one byte follows the leading NULs).
+pub fn split_strings(mut s: &[u8]) -> Vec<&[u8]> {
+    while s.len() > 1 && s[0] == 0 {
+        s = &s[1..];
+    }
+    if s.len() <= 1 {
+        return Vec::new();
+    }
+    s.split(|&b| b == 0).filter(|x| !x.is_empty()).collect()
+}
+
+fn modinfo(elf: &ElfView) -> Option<Vec<ModinfoEntry>> {
+    let data = elf.section_data(".modinfo")?;
+    Some(
+        split_strings(data)
+            .into_iter()
+            .map(|s| match s.iter().position(|&b| b == b'=') {
+                Some(i) => ModinfoEntry {
+                    key: lossy(&s[..i]),
+                    value: lossy(&s[i + 1..]),
+                },
+                None => ModinfoEntry {
+                    key: lossy(s),
+                    value: String::new(),
+                },
+            })
+            .collect(),
+    )
+}
+
+/// kmod's `kmod_elf_resolve_crc`.
+fn resolve_crc(elf: &ElfView, value: u64, shndx: u16) -> u64 {
+    if shndx == SHN_ABS || shndx == SHN_UNDEF {
+        return value;
+    }
+    let Some(sec) = elf.sections.get(shndx as usize) else {
+        return u64::MAX;
+    };
+    let Some(data) = sec.data else {
+        return u64::MAX;
+    };
+    if value > sec.size.wrapping_sub(4) {
+        return u64::MAX;
+    }
+    elf.read_uint(&data[value as usize..], 4)
+        .unwrap_or(u64::MAX)
+}
+
+fn crc_symbols(elf: &ElfView) -> Result<Vec<CrcSymbol>, ParseError> {
+    if let Ok(syms) = &elf.symbols {
+        if syms.iter().all(|s| s.name.is_some()) {
+            let out: Vec<CrcSymbol> = syms
+                .iter()
+                .filter_map(|s| {
+                    let name = s.name?.strip_prefix(b"__crc_")?;
+                    Some(CrcSymbol {
+                        name: lossy(name),
+                        crc: resolve_crc(elf, s.value, s.shndx),
+                    })
+                })
+                .collect();
+            if !out.is_empty() {
+                return Ok(out);
+            }
+        }
+    }
+    let strings = elf
+        .section_data("__ksymtab_strings")
+        .ok_or(ParseError::MissingSection("__ksymtab_strings"))?;
+    Ok(split_strings(strings)
+        .into_iter()
+        .map(|s| CrcSymbol {
+            name: lossy(s),
+            crc: 0,
+        })
+        .collect())
+}
+
+/// Size of one `__versions` entry (`struct modversion_info`), on 32- and 64-bit alike.
+const VERSION_ENTRY_SIZE: usize = 64;
+
+fn versions_raw<'d>(elf: &ElfView<'d>) -> Option<Vec<(&'d [u8], u64)>> {
+    let data = elf.section_data("__versions")?;
+    let esz = VERSION_ENTRY_SIZE;
+    if data.is_empty() || data.len() % esz != 0 {
+        return None;
+    }
+    let crclen = if elf.is_64 { 8 } else { 4 };
+    Some(
+        data.chunks_exact(esz)
+            .map(|e| {
+                let name = cstr_at(&e[crclen..], 0).unwrap_or_default();
+                (name, elf.read_uint(e, crclen).unwrap_or(0))
+            })
+            .collect(),
+    )
+}
+
+fn versions(elf: &ElfView) -> Option<Vec<(String, u64)>> {
+    Some(
+        versions_raw(elf)?
+            .into_iter()
+            .map(|(n, c)| (lossy(n.strip_prefix(b".").unwrap_or(n)), c))
+            .collect(),
+    )
+}
+
+fn dependency_symbols(elf: &ElfView) -> Result<Vec<DependencySymbol>, ParseError> {
+    const STB_WEAK: u8 = 2;
+    const STT_REGISTER: u8 = 13;
+    let versions = versions_raw(elf).unwrap_or_default();
+    let mut visited = vec![false; versions.len()];
+    let mut first_version: HashMap<&[u8], usize> = HashMap::with_capacity(versions.len());
+    for (i, (n, _)) in versions.iter().enumerate() {
+        first_version.entry(n).or_insert(i);
+    }
+    let syms = elf.symbols.as_ref().map_err(Clone::clone)?;
+    let sparc = matches!(elf.machine, 2 | 43);
+    let mut out = Vec::new();
+    for s in syms {
+        if s.shndx != SHN_UNDEF || (sparc && s.kind() == STT_REGISTER) {
+            continue;
+        }
+        let name = s.name.ok_or_else(|| ParseError::Section {
+            section: ".symtab".into(),
+            message: format!(
+                "an undefined symbol's name lies outside .strtab ({} bytes)",
+                elf.strtab_len
+            ),
+        })?;
+        if name.is_empty() {
+            continue;
+        }
+        let mut crc = 0;
+        if let Some(&i) = first_version.get(name) {
+            visited[i] = true;
+            crc = versions[i].1;
+        }
+        out.push(DependencySymbol {
+            name: lossy(name),
+            crc,
+            weak: s.bind() == STB_WEAK,
+        });
+    }
+    for (i, (name, crc)) in versions.iter().enumerate() {
+        if !visited[i] {
+            out.push(DependencySymbol {
+                name: lossy(name),
+                crc: *crc,
+                weak: false,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn this_module_name(elf: &ElfView) -> Option<String> {
+    let data = elf.section_data(".gnu.linkonce.this_module")?;
+    let off = if elf.is_64 { 24 } else { 12 };
+    let field = data.get(off..(off + 56).min(data.len()))?;
+    let name = cstr_at(field, 0)?;
+    (!name.is_empty()).then(|| lossy(name))
+}
+
+/// Reads the string that a ksymtab field points at (symbol + addend inside its section).
+fn string_at(elf: &ElfView, sym_index: u32, addend: i64) -> Option<String> {
+    let syms = elf.symbols.as_ref().ok()?;
+    let sym = syms.get((sym_index as usize).checked_sub(1)?)?;
+    let sec = elf.sections.get(sym.shndx as usize)?;
+    let data = sec.data?;
+    const STT_SECTION: u8 = 3;
+    let base = if sym.kind() == STT_SECTION {
+        0
+    } else {
+        sym.value
+    };
+    let off = base.checked_add_signed(addend)?;
+    cstr_at(data, usize::try_from(off).ok()?).map(lossy)
+}
+
+fn exports(elf: &ElfView) -> Vec<Export> {
+    let syms: &[_] = elf.symbols.as_deref().unwrap_or(&[]);
+    let mut crcs: HashMap<&[u8], u32> = HashMap::new();
+    let mut nslabels: HashMap<&[u8], (u64, u16)> = HashMap::new();
+    for s in syms {
+        let Some(n) = s.name else { continue };
+        if let Some(n) = n.strip_prefix(b"__crc_") {
+            crcs.entry(n)
+                .or_insert_with(|| resolve_crc(elf, s.value, s.shndx) as u32);
+        } else if let Some(n) = n.strip_prefix(b"__kstrtabns_") {
+            nslabels.entry(n).or_insert((s.value, s.shndx));
+        }
+    }
+    let crc_of = |name: &str| crcs.get(name.as_bytes()).copied();
+    let mut out = Vec::new();
+    for (secname, gpl) in [("__ksymtab", false), ("__ksymtab_gpl", true)] {
+        let Some(sec) = elf.section(secname) else {
+            continue;
+        };
+        let relocs = elf
+            .relas
+            .iter()
+            .find(|(target, _)| *target == sec.index)
+            .map(|(_, r)| r.as_slice())
+            .unwrap_or(&[]);
+        // 6.1 layout: 12-byte entries of three PC-relative 32-bit fields
+        // (value, name, namespace), each with a relocation.
+        let mut entries: Vec<(Option<String>, Option<String>)> = Vec::new();
+        if sec.size % 12 == 0 && !relocs.is_empty() {
+            entries.resize((sec.size / 12) as usize, (None, None));
+            for r in relocs {
+                let (entry, field) = ((r.offset / 12) as usize, r.offset % 12);
+                let Some(slot) = entries.get_mut(entry) else {
+                    continue;
+                };
+                match field {
+                    4 => slot.0 = string_at(elf, r.sym, r.addend),
+                    8 => slot.1 = string_at(elf, r.sym, r.addend),
+                    _ => {}
+                }
+            }
+        }
+        if !entries.is_empty() && entries.iter().all(|e| e.0.is_some()) {
+            for (name, ns) in entries {
+                let name = name.unwrap_or_default();
+                out.push(Export {
+                    crc: crc_of(&name),
+                    namespace: ns.filter(|n| !n.is_empty()),
+                    name,
+                    gpl,
+                });
+            }
+            continue;
+        }
+        // Fallback (other layouts): the `__ksymtab_NAME` labels in this section.
+        let mut labelled: Vec<(u64, String)> = syms
+            .iter()
+            .filter(|s| s.shndx as usize == sec.index)
+            .filter_map(|s| {
+                let n = s.name?.strip_prefix(b"__ksymtab_")?;
+                Some((s.value, lossy(n)))
+            })
+            .collect();
+        labelled.sort();
+        let strings = elf.section("__ksymtab_strings");
+        for (_, name) in labelled {
+            let namespace = nslabels
+                .get(name.as_bytes())
+                .and_then(|&(value, shndx)| {
+                    let sec = strings.filter(|t| t.index == shndx as usize)?;
+                    cstr_at(sec.data?, usize::try_from(value).ok()?).map(lossy)
+                })
+                .filter(|n| !n.is_empty());
+            out.push(Export {
+                crc: crc_of(&name),
+                namespace,
+                name,
+                gpl,
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_strings_like_kmod() {
+        assert_eq!(split_strings(b"\0\0a=1\0\0b\0"), vec![&b"a=1"[..], b"b"]);
+        assert!(split_strings(b"\0\0x").is_empty());
+        assert!(split_strings(b"").is_empty());
+        assert_eq!(split_strings(b"ab\0cd"), vec![&b"ab"[..], b"cd"]);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for data in [
+            &b""[..],
+            b"\x7fELF",
+            b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0\x01\0",
+            b"hello world, not a module",
+        ] {
+            assert!(KoModule::from_bytes(data).is_err());
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! Module-name and alias normalisation helpers shared by kmod's tools.
+
+/// Module file extensions that Debian's kmod 30 (`+ZSTD +XZ -ZLIB`) treats as modules.
+/// `.ko.gz` files are still readable with [`crate::KoModule`], but depmod and modinfo
+/// ignore them, exactly as kmod does.
+pub const KMOD_EXTS: [&str; 3] = [".ko", ".ko.xz", ".ko.zst"];
+
+/// Does this file name end in one of [`KMOD_EXTS`] (and has something before it)?
+pub fn has_kmod_ext(name: &str) -> bool {
+    KMOD_EXTS
+        .iter()
+        .any(|e| name.len() > e.len() && name.ends_with(e))
+}
+
+/// kmod's `modname_normalize`: up to the first `.`, with `-` replaced by `_`.
+pub fn modname_normalize(name: &str) -> String {
+    name.split('.').next().unwrap_or("").replace('-', "_")
+}
+
+/// kmod's `path_to_modname`: [`modname_normalize`] of the basename.
+pub fn path_to_modname(path: &str) -> Option<String> {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    if base.is_empty() {
+        return None;
+    }
+    Some(modname_normalize(base))
+}
+
+/// kmod's `alias_normalize`: `-` becomes `_` outside `[...]`; `None` on an unmatched
+/// bracket.
+pub fn alias_normalize(alias: &str) -> Option<String> {
+    let b = alias.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'-' => out.push(b'_'),
+            b']' => return None,
+            b'[' => {
+                while i < b.len() && b[i] != b']' {
+                    out.push(b[i]);
+                    i += 1;
+                }
+                if i >= b.len() {
+                    return None;
+                }
+                out.push(b']');
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// kmod's `underscores`: like [`alias_normalize`], but on a stray bracket the rest of the
+/// string is left untouched (kmod stops converting there).
+pub fn underscores(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = b.to_vec();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'-' => out[i] = b'_',
+            b']' => return String::from_utf8_lossy(&out).into_owned(),
+            b'[' => {
+                let close = b[i..].iter().position(|&c| c == b']');
+                match close {
+                    Some(n) => i += n,
+                    None => return String::from_utf8_lossy(&out).into_owned(),
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalises() {
+        assert_eq!(modname_normalize("nvme-core.ko.xz"), "nvme_core");
+        assert_eq!(path_to_modname("kernel/a-b/c-d.ko").unwrap(), "c_d");
+        assert_eq!(alias_normalize("pci:v-[0-9]d-").unwrap(), "pci:v_[0-9]d_");
+        assert_eq!(alias_normalize("a]"), None);
+        assert_eq!(alias_normalize("a[1-"), None);
+        assert_eq!(underscores("a-b[1-2]-c"), "a_b[1-2]_c");
+        assert!(has_kmod_ext("x.ko.zst"));
+        assert!(!has_kmod_ext(".ko"));
+        assert!(!has_kmod_ext("x.ko.gz"));
+    }
+}
