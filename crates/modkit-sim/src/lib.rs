@@ -1,1 +1,29 @@
-pub fn x(){}
+//! # modkit-sim
+//!
+//! Scenario files (format 1), the deterministic simulator that runs them under virtual
+//! time with modkit's semantics or those of a chosen Linux version, expectations, and
+//! reports.
+//!
+//! ```
+//! let sc = modkit_sim::scenario::parse("demo.toml", r#"
+//! [[module]]
+//! name = "a"
+//! [[event]]
+//! id = "boot"
+//! modprobe = "a"
+//! [[expect]]
+//! final = { a = "live" }
+//! "#).unwrap();
+//! let blocks = modkit_sim::check::check(&sc, None).unwrap();
+//! assert!(blocks[0].passed());
+//! ```
+
+pub mod check;
+pub mod duration;
+mod raw;
+pub mod report;
+pub mod scenario;
+pub mod sim;
+
+pub use scenario::{load, parse, Scenario, ScenarioError};
+pub use sim::{Run, Sim, SimError};

@@ -1,0 +1,105 @@
+//! Diagnostics: what went wrong, the chain that led there, and what would fix it.
+
+use std::fmt;
+
+/// The kinds of diagnostic a run can report (the scenario format's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DiagKind {
+    /// A wait that would close a cycle; carries the chain.
+    DependencyCycle,
+    /// The run ended with actors waiting and nothing able to wake them.
+    Stalled,
+    /// A bounded wait gave up.
+    Timeout,
+    /// An import no live module exports.
+    UnknownSymbol,
+    /// A GPL-only symbol wanted by a module that is not GPL-compatible.
+    GplOnly,
+    /// A namespaced symbol used without `MODULE_IMPORT_NS`.
+    NamespaceNotImported,
+    /// A modversions CRC disagreement.
+    VersionMismatch,
+    /// Unload refused: holders or pins named.
+    InUse,
+    /// The request_module concurrency limit was reached.
+    LimitReached,
+    /// A module went away with registrations still present.
+    Leak,
+    /// A module exported a symbol another module already exports.
+    DuplicateExport,
+}
+
+impl DiagKind {
+    /// Every kind, for parsing and suggestions.
+    pub const ALL: [DiagKind; 11] = [
+        DiagKind::DependencyCycle,
+        DiagKind::Stalled,
+        DiagKind::Timeout,
+        DiagKind::UnknownSymbol,
+        DiagKind::GplOnly,
+        DiagKind::NamespaceNotImported,
+        DiagKind::VersionMismatch,
+        DiagKind::InUse,
+        DiagKind::LimitReached,
+        DiagKind::Leak,
+        DiagKind::DuplicateExport,
+    ];
+
+    /// The snake_case name used in scenario files and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            DiagKind::DependencyCycle => "dependency_cycle",
+            DiagKind::Stalled => "stalled",
+            DiagKind::Timeout => "timeout",
+            DiagKind::UnknownSymbol => "unknown_symbol",
+            DiagKind::GplOnly => "gpl_only",
+            DiagKind::NamespaceNotImported => "namespace_not_imported",
+            DiagKind::VersionMismatch => "version_mismatch",
+            DiagKind::InUse => "in_use",
+            DiagKind::LimitReached => "limit_reached",
+            DiagKind::Leak => "leak",
+            DiagKind::DuplicateExport => "duplicate_export",
+        }
+    }
+
+    /// Parses a snake_case name.
+    pub fn from_name(s: &str) -> Option<DiagKind> {
+        DiagKind::ALL.iter().copied().find(|k| k.name() == s)
+    }
+}
+
+impl fmt::Display for DiagKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One diagnostic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// Virtual time (ns) when it was raised.
+    pub time: u64,
+    /// Kind.
+    pub kind: DiagKind,
+    /// The module it is about, if one.
+    pub module: Option<String>,
+    /// What happened, in one sentence.
+    pub message: String,
+    /// The chain of waits or dependencies that led here (for cycles and stalls).
+    pub chain: Vec<String>,
+    /// What would fix it.
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind, self.message)?;
+        if !self.chain.is_empty() {
+            write!(f, "\n    chain: {}", self.chain.join(" → "))?;
+        }
+        if let Some(h) = &self.hint {
+            write!(f, "\n    fix: {h}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,470 @@
+//! The kernel's module state: registry, symbol table, references, registrations, pins,
+//! the request_module limiter, the log and the diagnostics. No I/O, no clock: the driver
+//! sets the time before each step.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use crate::diag::{DiagKind, Diagnostic};
+use crate::errno::{Errno, Outcome};
+use crate::policy::Policy;
+use crate::spec::ModuleDb;
+use crate::waits::{TaskId, WaitGraph, WaitKey};
+
+/// Index of a module in the [`ModuleDb`].
+pub type ModId = usize;
+/// Virtual time in nanoseconds.
+pub type Time = u64;
+
+/// One second of virtual time.
+pub const SEC: Time = 1_000_000_000;
+
+/// The state of a module present in the module list (`enum module_state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ModState {
+    /// Still being set up; invisible to `find_module` and `find_symbol`.
+    Unformed,
+    /// Fully formed, running its init.
+    Coming,
+    /// Normal state.
+    Live,
+    /// Going away.
+    Going,
+}
+
+impl ModState {
+    /// The word scenario files and reports use.
+    pub fn name(self) -> &'static str {
+        match self {
+            ModState::Unformed => "unformed",
+            ModState::Coming => "coming",
+            ModState::Live => "live",
+            ModState::Going => "going",
+        }
+    }
+}
+
+/// A module present in the module list.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    /// State.
+    pub state: ModState,
+    /// `module_refcount()`: what lsmod shows (1 during init for the initial reference).
+    pub refcount: i64,
+    /// Modules using this one (`source_list`, lsmod's "used by").
+    pub holders: BTreeSet<ModId>,
+    /// Modules this one uses (`target_list`).
+    pub targets: BTreeSet<ModId>,
+    /// Init steps completed (`init_progress`).
+    pub progress: usize,
+    /// The task running this module's init or exit.
+    pub owner_task: Option<TaskId>,
+    /// modkit `rmmod --wait`: new pins are refused while the unload waits.
+    pub draining: bool,
+}
+
+/// A reference taken with try_module_get (a pin), and who holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pin {
+    /// The pinned module.
+    pub module: ModId,
+    /// Who holds it: an open file, a lookup, an actor.
+    pub holder: String,
+}
+
+/// An exported symbol in the kernel's symbol table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SymEntry {
+    /// Owner module.
+    pub owner: ModId,
+    /// Namespace.
+    pub namespace: Option<String>,
+    /// GPL-only.
+    pub gpl_only: bool,
+    /// CRC.
+    pub crc: Option<u32>,
+}
+
+/// One kernel log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// Virtual time (ns).
+    pub time: Time,
+    /// Text, in the kernel's words under `linux-X.Y`.
+    pub text: String,
+}
+
+/// The request_module limiter's state.
+#[derive(Debug, Clone, Default)]
+pub struct KmodLimit {
+    /// Slots in use.
+    pub in_use: usize,
+    /// FIFO of tasks waiting for a slot (semaphore era).
+    pub queue: VecDeque<TaskId>,
+    /// Tasks handed a slot by `up()` while they slept.
+    pub granted: BTreeSet<TaskId>,
+    /// "runaway loop" messages printed so far (at most 5).
+    pub runaway_msgs: u32,
+    /// Start of the ratelimit window and messages printed in it.
+    pub ratelimit: (Time, u32),
+    /// Highest number of slots in use at once.
+    pub peak: usize,
+}
+
+/// A load or request in flight that others merge onto.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InFlight {
+    /// The task doing the work.
+    pub task: TaskId,
+    /// Generation: the key of its result.
+    pub gen: u64,
+}
+
+/// The whole module system state.
+#[derive(Debug)]
+pub struct Kernel {
+    /// The module files known (modules.dep, modules.alias).
+    pub db: ModuleDb,
+    /// The semantics in force.
+    pub policy: Policy,
+    /// Present modules.
+    pub instances: Vec<Option<Instance>>,
+    /// Exported symbols of formed modules and of builtin modules.
+    pub symtab: HashMap<String, SymEntry>,
+    /// Registrations (`kind:name` → owner).
+    pub registrations: BTreeMap<String, ModId>,
+    /// Pins by id.
+    pub pins: BTreeMap<u64, Pin>,
+    next_pin: u64,
+    /// `/proc/sys/kernel/modprobe`.
+    pub modprobe_path: String,
+    /// The request_module limiter.
+    pub kmod: KmodLimit,
+    /// Times each module's init table started.
+    pub init_calls: Vec<u32>,
+    /// Loads in flight by module, for merging (modkit) and idempotent finit (6.5+).
+    pub inflight_loads: HashMap<ModId, InFlight>,
+    /// Identical request_module calls in flight (modkit).
+    pub inflight_requests: HashMap<String, InFlight>,
+    /// Shared results by generation.
+    pub results: HashMap<u64, Outcome>,
+    next_gen: u64,
+    /// Exit outcomes of finished tasks (for request_module's wait on modprobe).
+    pub task_exits: HashMap<TaskId, Outcome>,
+    /// Who waits on what.
+    pub waits: WaitGraph,
+    /// The kernel log.
+    pub log: Vec<LogLine>,
+    /// Diagnostics raised.
+    pub diagnostics: Vec<Diagnostic>,
+    /// Wakeups to deliver (drained by the driver).
+    pub wakes: Vec<WaitKey>,
+    /// The current virtual time.
+    pub now: Time,
+    /// Warnings printed once (`pr_warn_once`).
+    warned_once: BTreeSet<String>,
+}
+
+/// Paths at which a modprobe binary exists in the simulated root file system.
+pub const MODPROBE_PATHS: [&str; 4] = [
+    "/sbin/modprobe",
+    "/usr/sbin/modprobe",
+    "/bin/modprobe",
+    "/usr/bin/modprobe",
+];
+
+impl Kernel {
+    /// A kernel with the given modules; builtin modules are live from the start.
+    pub fn new(db: ModuleDb, policy: Policy) -> Self {
+        let n = db.len();
+        let mut k = Kernel {
+            db,
+            policy,
+            instances: vec![None; n],
+            symtab: HashMap::new(),
+            registrations: BTreeMap::new(),
+            pins: BTreeMap::new(),
+            next_pin: 1,
+            modprobe_path: "/sbin/modprobe".into(),
+            kmod: KmodLimit::default(),
+            init_calls: vec![0; n],
+            inflight_loads: HashMap::new(),
+            inflight_requests: HashMap::new(),
+            results: HashMap::new(),
+            next_gen: 1,
+            task_exits: HashMap::new(),
+            waits: WaitGraph::default(),
+            log: Vec::new(),
+            diagnostics: Vec::new(),
+            wakes: Vec::new(),
+            now: 0,
+            warned_once: BTreeSet::new(),
+        };
+        for id in 0..n {
+            if k.db.spec(id).builtin {
+                let exports = k.db.spec(id).exports.clone();
+                for e in exports {
+                    k.symtab.insert(
+                        e.name.clone(),
+                        SymEntry {
+                            owner: id,
+                            namespace: e.namespace,
+                            gpl_only: e.gpl_only,
+                            crc: e.crc,
+                        },
+                    );
+                }
+                k.instances[id] = Some(Instance {
+                    state: ModState::Live,
+                    refcount: 0,
+                    holders: BTreeSet::new(),
+                    targets: BTreeSet::new(),
+                    progress: 0,
+                    owner_task: None,
+                    draining: false,
+                });
+            }
+        }
+        k
+    }
+
+    /// The name of module `id`.
+    pub fn name(&self, id: ModId) -> &str {
+        &self.db.spec(id).name
+    }
+
+    /// The state of module `id`, `None` when absent.
+    pub fn state(&self, id: ModId) -> Option<ModState> {
+        self.instances[id].as_ref().map(|i| i.state)
+    }
+
+    /// `find_module()`: the module if present and not UNFORMED.
+    pub fn find_module(&self, name: &str) -> Option<ModId> {
+        let id = self.db.id(name)?;
+        match self.state(id) {
+            Some(ModState::Unformed) | None => None,
+            Some(_) => Some(id),
+        }
+    }
+
+    /// Appends a kernel log line at the current time.
+    pub fn printk(&mut self, text: impl Into<String>) {
+        self.log.push(LogLine {
+            time: self.now,
+            text: text.into(),
+        });
+    }
+
+    /// `pr_warn_once`: prints `text` the first time only.
+    pub fn printk_once(&mut self, text: String) {
+        if self.warned_once.insert(text.clone()) {
+            self.printk(text);
+        }
+    }
+
+    /// `pr_warn_ratelimited` with the kernel's default burst (10 messages per 5 s).
+    pub fn printk_ratelimited(&mut self, text: String) {
+        let (start, n) = self.kmod.ratelimit;
+        if self.now >= start + 5 * SEC {
+            self.kmod.ratelimit = (self.now, 1);
+            self.printk(text);
+        } else if n < 10 {
+            self.kmod.ratelimit.1 = n + 1;
+            self.printk(text);
+        }
+    }
+
+    /// Raises a diagnostic.
+    pub fn diagnose(
+        &mut self,
+        kind: DiagKind,
+        module: Option<ModId>,
+        message: String,
+        chain: Vec<String>,
+        hint: Option<String>,
+    ) {
+        let module = module.map(|m| self.name(m).to_string());
+        self.diagnostics.push(Diagnostic {
+            time: self.now,
+            kind,
+            module,
+            message,
+            chain,
+            hint,
+        });
+    }
+
+    /// `wake_up_all(&module_wq)`.
+    pub fn wake_module_wq(&mut self) {
+        self.wakes.push(WaitKey::ModuleWq);
+    }
+
+    /// A fresh generation number for a shared result.
+    pub fn new_gen(&mut self) -> u64 {
+        let g = self.next_gen;
+        self.next_gen += 1;
+        g
+    }
+
+    /// `try_module_get()` by a named holder: succeeds for COMING and LIVE modules that are
+    /// not being drained by a waiting rmmod. Returns the pin id.
+    pub fn try_module_get(&mut self, id: ModId, holder: &str) -> Result<u64, Errno> {
+        let inst = self.instances[id].as_mut().ok_or(Errno::ENOENT)?;
+        match inst.state {
+            ModState::Coming | ModState::Live if !inst.draining => {}
+            _ => return Err(Errno::ENOENT),
+        }
+        if !self.db.spec(id).builtin {
+            inst.refcount += 1;
+        }
+        let pin = self.next_pin;
+        self.next_pin += 1;
+        self.pins.insert(
+            pin,
+            Pin {
+                module: id,
+                holder: holder.to_string(),
+            },
+        );
+        Ok(pin)
+    }
+
+    /// `module_put()` of a pin taken by [`Kernel::try_module_get`].
+    pub fn module_put(&mut self, pin: u64) -> Result<(), Errno> {
+        let p = self.pins.remove(&pin).ok_or(Errno::EINVAL)?;
+        let builtin = self.db.spec(p.module).builtin;
+        if let Some(inst) = self.instances[p.module].as_mut() {
+            if !builtin {
+                inst.refcount -= 1;
+                debug_assert!(inst.refcount >= 0);
+            }
+            if inst.refcount == 0 {
+                self.wakes.push(WaitKey::Pins(p.module));
+            }
+        }
+        Ok(())
+    }
+
+    /// Finds a pin on `id` held by `holder` (for put_module by name).
+    pub fn find_pin(&self, id: ModId, holder: &str) -> Option<u64> {
+        self.pins
+            .iter()
+            .find(|(_, p)| p.module == id && p.holder == holder)
+            .or_else(|| self.pins.iter().find(|(_, p)| p.module == id))
+            .map(|(k, _)| *k)
+    }
+
+    /// Registers `key` (`kind:name`) for `owner`; EEXIST when already registered.
+    pub fn register(&mut self, owner: ModId, key: &str) -> Result<(), Errno> {
+        if let Some(&prev) = self.registrations.get(key) {
+            let gone = self.instances[prev].is_none();
+            let leaked = if gone {
+                format!(" (left behind by {}, which is gone)", self.name(prev))
+            } else {
+                String::new()
+            };
+            let line = format!(
+                "{}: cannot register {key}: already registered by {}{leaked}",
+                self.name(owner),
+                self.name(prev)
+            );
+            self.printk(line);
+            return Err(Errno::EEXIST);
+        }
+        self.registrations.insert(key.to_string(), owner);
+        Ok(())
+    }
+
+    /// Removes `key`; ENOENT when absent.
+    pub fn unregister(&mut self, key: &str) -> Result<(), Errno> {
+        self.registrations
+            .remove(key)
+            .map(|_| ())
+            .ok_or(Errno::ENOENT)
+    }
+
+    /// Finds the owner of `key`; with `get`, pins it (get_fs_type, misc open).
+    pub fn lookup(&mut self, key: &str, get: bool, holder: &str) -> Result<Option<u64>, Errno> {
+        let owner = *self.registrations.get(key).ok_or(Errno::ENOENT)?;
+        if !get {
+            return Ok(None);
+        }
+        self.try_module_get(owner, holder).map(Some)
+    }
+
+    /// Checks, when module `id` is freed, that it left no registrations behind.
+    pub(crate) fn check_leaks(&mut self, id: ModId) {
+        let left: Vec<String> = self
+            .registrations
+            .iter()
+            .filter(|(_, &o)| o == id)
+            .map(|(k, _)| k.clone())
+            .collect();
+        if !left.is_empty() {
+            let name = self.name(id).to_string();
+            self.diagnose(
+                DiagKind::Leak,
+                Some(id),
+                format!(
+                    "{name} went away with registrations still present: {}",
+                    left.join(", ")
+                ),
+                Vec::new(),
+                Some(format!(
+                    "undo each registration in {name}'s exit (or in the init step's undo) so the next load can register it again"
+                )),
+            );
+        }
+    }
+
+    /// `free_module()`: drops the module's symbols and its references on other modules,
+    /// checks for leaks and unlinks it; wakes module_wq.
+    pub(crate) fn free_module(&mut self, id: ModId) {
+        let inst = match self.instances[id].take() {
+            Some(i) => i,
+            None => return,
+        };
+        self.symtab.retain(|_, e| e.owner != id);
+        for t in inst.targets {
+            if let Some(ti) = self.instances[t].as_mut() {
+                ti.holders.remove(&id);
+                if !self.db.spec(t).builtin {
+                    ti.refcount -= 1;
+                }
+                if ti.refcount == 0 {
+                    self.wakes.push(WaitKey::Pins(t));
+                }
+            }
+        }
+        self.check_leaks(id);
+        self.wake_module_wq();
+    }
+
+    /// Holders ("used by") of module `id`, by name.
+    pub fn holders(&self, id: ModId) -> Vec<String> {
+        self.instances[id]
+            .as_ref()
+            .map(|i| {
+                i.holders
+                    .iter()
+                    .map(|&h| self.name(h).to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Pins on module `id`, by holder.
+    pub fn pins_of(&self, id: ModId) -> Vec<String> {
+        self.pins
+            .values()
+            .filter(|p| p.module == id)
+            .map(|p| p.holder.clone())
+            .collect()
+    }
+
+    /// Records the exit of a task, waking those waiting for it.
+    pub fn task_exit(&mut self, task: TaskId, outcome: Outcome) {
+        self.task_exits.insert(task, outcome);
+        self.waits.forget(task);
+        self.wakes.push(WaitKey::Task(task));
+    }
+}

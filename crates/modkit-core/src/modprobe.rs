@@ -1,0 +1,186 @@
+//! Userspace `modprobe`, as kmod's `kmod_module_probe_insert_module()` does it: look the
+//! name or alias up, build the probe list (softdeps pre, dependencies deepest first, the
+//! module, softdeps post), skip what is LIVE or builtin, insert the rest, EEXIST is success.
+
+use std::collections::BTreeSet;
+
+use crate::errno::{Errno, Outcome};
+use crate::kernel::{Kernel, ModId, ModState};
+use crate::load::Load;
+use crate::proc::{Proc, Resume, Step};
+use crate::spec::ModuleDb;
+use crate::waits::TaskId;
+
+/// One entry of the probe list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    module: ModId,
+    /// The module this one is loaded for.
+    needed_by: Option<ModId>,
+    /// A failure of a softdep is not a failure of the modprobe.
+    required: bool,
+}
+
+/// A modprobe run.
+#[derive(Debug, Clone)]
+pub struct Modprobe {
+    /// The name or alias asked for.
+    pub target: String,
+    /// `-q`: no messages (request_module runs `modprobe -q -- NAME`).
+    pub quiet: bool,
+    list: Option<Vec<Entry>>,
+    idx: usize,
+    awaiting: bool,
+}
+
+/// The kernel release modprobe reports in its messages.
+pub const UNAME_R: &str = "6.1.0-modkit";
+
+impl Modprobe {
+    /// `modprobe [-q] TARGET`.
+    pub fn new(target: &str, quiet: bool) -> Self {
+        Modprobe {
+            target: target.to_string(),
+            quiet,
+            list: None,
+            idx: 0,
+            awaiting: false,
+        }
+    }
+
+    /// The probe list for `target` in insertion order, without repeats.
+    fn probe_list(db: &ModuleDb, cands: &[ModId]) -> Vec<Entry> {
+        let mut out: Vec<Entry> = Vec::new();
+        let mut seen = BTreeSet::new();
+        for &c in cands {
+            Self::visit(db, c, None, true, &mut out, &mut seen);
+        }
+        out
+    }
+
+    fn visit(
+        db: &ModuleDb,
+        m: ModId,
+        needed_by: Option<ModId>,
+        required: bool,
+        out: &mut Vec<Entry>,
+        seen: &mut BTreeSet<ModId>,
+    ) {
+        if !seen.insert(m) {
+            return;
+        }
+        let spec = db.spec(m);
+        for pre in &spec.softdeps_pre {
+            for p in db.lookup(pre) {
+                Self::visit(db, p, Some(m), false, out, seen);
+            }
+        }
+        for &d in db.deps(m) {
+            Self::visit(db, d, Some(m), required, out, seen);
+        }
+        out.push(Entry {
+            module: m,
+            needed_by,
+            required,
+        });
+        for post in &spec.softdeps_post {
+            for p in db.lookup(post) {
+                Self::visit(db, p, Some(m), false, out, seen);
+            }
+        }
+    }
+
+    /// Advances the modprobe.
+    pub fn poll(&mut self, k: &mut Kernel, _task: TaskId, r: Resume) -> Step {
+        if self.list.is_none() {
+            let cands = k.db.lookup(&self.target);
+            if cands.is_empty() {
+                if !self.quiet {
+                    k.printk(format!(
+                        "modprobe: FATAL: Module {} not found in directory /lib/modules/{}",
+                        self.target, UNAME_R
+                    ));
+                }
+                return Step::Done(Outcome::Err(Errno::ENOENT));
+            }
+            self.list = Some(Self::probe_list(&k.db, &cands));
+        }
+        let list = self.list.as_ref().expect("built above");
+        if self.awaiting {
+            self.awaiting = false;
+            let e = list[self.idx];
+            let Resume::Child(o) = r else {
+                debug_assert!(false, "modprobe resumed with {r:?}");
+                return Step::Done(Outcome::Err(Errno::EINVAL));
+            };
+            self.idx += 1;
+            match o {
+                Outcome::Ok | Outcome::Err(Errno::EEXIST) => {}
+                Outcome::Err(err) if e.required => {
+                    if !self.quiet {
+                        let why = match err {
+                            Errno::ENOENT => {
+                                "Unknown symbol in module, or unknown parameter (see dmesg)"
+                                    .to_string()
+                            }
+                            other => other.strerror().to_string(),
+                        };
+                        k.printk(format!(
+                            "modprobe: ERROR: could not insert '{}': {why}",
+                            k.name(e.module)
+                        ));
+                    }
+                    return Step::Done(Outcome::Err(err));
+                }
+                _ => {}
+            }
+        }
+        let list = self.list.as_ref().expect("built above");
+        while self.idx < list.len() {
+            let e = list[self.idx];
+            let inkernel = k.db.spec(e.module).builtin || k.state(e.module) == Some(ModState::Live);
+            if inkernel {
+                self.idx += 1;
+                continue;
+            }
+            self.awaiting = true;
+            return Step::Call(Box::new(Proc::Load(Load::new(e.module, e.needed_by))));
+        }
+        Step::Done(Outcome::Ok)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{ExportSpec, ImportSpec, ModuleSpec};
+
+    #[test]
+    fn probe_list_order() {
+        let mut a = ModuleSpec::new("a");
+        a.exports.push(ExportSpec {
+            name: "as".into(),
+            namespace: None,
+            gpl_only: false,
+            crc: None,
+        });
+        let mut b = ModuleSpec::new("b");
+        b.imports.push(ImportSpec {
+            name: "as".into(),
+            crc: None,
+        });
+        b.softdeps_pre = vec!["pre".into()];
+        b.softdeps_post = vec!["post".into()];
+        let db =
+            ModuleDb::new(vec![a, b, ModuleSpec::new("pre"), ModuleSpec::new("post")]).unwrap();
+        let l = Modprobe::probe_list(&db, &[1]);
+        let names: Vec<(&str, bool)> = l
+            .iter()
+            .map(|e| (db.spec(e.module).name.as_str(), e.required))
+            .collect();
+        assert_eq!(
+            names,
+            [("pre", false), ("a", true), ("b", true), ("post", false)]
+        );
+    }
+}

@@ -1,0 +1,188 @@
+//! Procedures: the kernel's and kmod's multi-step operations as explicit state machines.
+//!
+//! A driver owns a stack of procedures per task. It calls [`Proc::poll`] with how the task
+//! was resumed; the procedure advances until it needs something from the driver, which it
+//! returns as a [`Step`]: wait on a key (with the deadline the policy chose), call a nested
+//! procedure, run module code (an init step or its undo), spawn a new task, or finish.
+//! Procedures never sleep and never read a clock.
+
+use crate::errno::{Errno, Outcome};
+use crate::kernel::{Kernel, ModId, Time};
+use crate::load::Load;
+use crate::modprobe::Modprobe;
+use crate::request::Request;
+use crate::unload::Unload;
+use crate::waits::{TaskId, WaitInfo};
+
+/// How a task resumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resume {
+    /// First poll of a procedure.
+    Start,
+    /// The key it waited on was woken.
+    Woken,
+    /// Its deadline passed.
+    TimedOut,
+    /// A nested procedure finished.
+    Child(Outcome),
+    /// The task it spawned has this id.
+    Spawned(TaskId),
+    /// Module code the driver ran finished.
+    Body(BodyResult),
+}
+
+/// What a piece of module code (an init step or an undo) returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyResult {
+    /// Success.
+    Ok,
+    /// Early success: later init steps are skipped, the module stays loaded.
+    Stop,
+    /// Failure with an errno.
+    Fail(Errno),
+}
+
+/// Module code the driver must run for a procedure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body {
+    /// Step `step` of module `module`'s init table.
+    Init {
+        /// Module.
+        module: ModId,
+        /// Step index.
+        step: usize,
+    },
+    /// The undo of step `step`.
+    Undo {
+        /// Module.
+        module: ModId,
+        /// Step index.
+        step: usize,
+    },
+}
+
+/// What a procedure asks of its driver.
+#[derive(Debug)]
+pub enum Step {
+    /// Finished with this outcome.
+    Done(Outcome),
+    /// Park until the key is woken or the deadline passes.
+    Wait(WaitInfo),
+    /// Run a nested procedure on this task; its outcome comes back as [`Resume::Child`].
+    Call(Box<Proc>),
+    /// Run module code on this task; its result comes back as [`Resume::Body`].
+    Run(Body),
+    /// Start a new task running `proc`; its id comes back as [`Resume::Spawned`].
+    Spawn {
+        /// The new task's procedure.
+        proc: Box<Proc>,
+        /// A label for reports.
+        label: String,
+    },
+}
+
+/// A procedure.
+#[derive(Debug, Clone)]
+pub enum Proc {
+    /// Userspace `modprobe NAME`: dependencies, softdeps, then the module.
+    Modprobe(Modprobe),
+    /// `finit_module()` of one module: duplicate checks, symbol resolution, init.
+    Load(Load),
+    /// `delete_module()`.
+    Unload(Unload),
+    /// `request_module()`.
+    Request(Request),
+}
+
+impl Proc {
+    /// Advances the procedure.
+    pub fn poll(&mut self, k: &mut Kernel, task: TaskId, r: Resume) -> Step {
+        match self {
+            Proc::Modprobe(p) => p.poll(k, task, r),
+            Proc::Load(p) => p.poll(k, task, r),
+            Proc::Unload(p) => p.poll(k, task, r),
+            Proc::Request(p) => p.poll(k, task, r),
+        }
+    }
+
+    /// A short description for reports.
+    pub fn describe(&self, k: &Kernel) -> String {
+        match self {
+            Proc::Modprobe(p) => format!("modprobe {}", p.target),
+            Proc::Load(p) => format!("finit_module({})", k.name(p.module)),
+            Proc::Unload(p) => format!("delete_module({})", p.name),
+            Proc::Request(p) => format!("request_module({})", p.name),
+        }
+    }
+}
+
+/// Builds a wait.
+pub(crate) fn wait(
+    key: crate::waits::WaitKey,
+    reason: String,
+    target: Option<TaskId>,
+    deadline: Option<Time>,
+) -> Step {
+    Step::Wait(WaitInfo {
+        key,
+        reason,
+        target,
+        deadline,
+    })
+}
+
+impl Kernel {
+    /// If `task` waiting on `target` for `reason` would close a cycle, raises a
+    /// `dependency_cycle` diagnostic naming the whole chain and returns true.
+    pub(crate) fn refuse_cycle(
+        &mut self,
+        task: TaskId,
+        target: Option<TaskId>,
+        reason: &str,
+    ) -> bool {
+        let Some(target) = target else { return false };
+        let Some(cycle) = self.waits.cycle_through(task, target) else {
+            return false;
+        };
+        let reasons: Vec<String> = cycle
+            .iter()
+            .map(|&t| {
+                if t == task {
+                    reason.to_string()
+                } else {
+                    self.waits
+                        .get(t)
+                        .map(|w| w.reason.clone())
+                        .unwrap_or_default()
+                }
+            })
+            .collect();
+        let start = cycle
+            .iter()
+            .position(|&t| self.waits.running_module(t).is_some())
+            .unwrap_or(0);
+        let head = match self.waits.running_module(cycle[start]) {
+            Some(m) => self.name(m).to_string(),
+            None => self.waits.label(cycle[start]),
+        };
+        let mut chain = vec![head.clone()];
+        for i in 0..cycle.len() {
+            chain.push(reasons[(start + i) % cycle.len()].clone());
+        }
+        let module = self.waits.running_module(cycle[start]);
+        let msg = format!(
+            "waiting would close a cycle: {}; refused with EDEADLK",
+            chain.join(" → ")
+        );
+        self.diagnose(
+            crate::diag::DiagKind::DependencyCycle,
+            module,
+            msg,
+            chain,
+            Some(format!(
+                "{head} must not wait during its init for something that needs {head} live: request it without waiting (request_module_nowait or a work item) after init, or move the shared symbols into a third module"
+            )),
+        );
+        true
+    }
+}

@@ -1,0 +1,182 @@
+//! Expectations: run a scenario once per `[[expect]]` block under that block's policy and
+//! compare every key.
+
+use modkit_core::ModState;
+
+use crate::duration::format_duration;
+use crate::report::module_table;
+use crate::scenario::{Expect, Scenario};
+use crate::sim::{Run, Sim, SimError};
+
+/// The verdict on one block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockResult {
+    /// 1-based block index.
+    pub index: usize,
+    /// Line of the block.
+    pub line: usize,
+    /// Policy it ran under.
+    pub policy: String,
+    /// Each difference: `final.kvmgt: expected absent, got live`.
+    pub failures: Vec<String>,
+}
+
+impl BlockResult {
+    /// True when every key held.
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+fn state_name(s: Option<ModState>) -> &'static str {
+    s.map(|x| x.name()).unwrap_or("absent")
+}
+
+/// Compares a run with one block.
+pub fn compare(ex: &Expect, run: &Run) -> Vec<String> {
+    let k = &run.kernel;
+    let rows = module_table(k);
+    let row = |n: &str| rows.iter().find(|r| r.name == n).expect("checked at parse");
+    let mut f = Vec::new();
+    for (m, want) in &ex.final_ {
+        let got = row(m).state;
+        if got != *want {
+            f.push(format!(
+                "final.{m}: expected {}, got {}",
+                state_name(*want),
+                state_name(got)
+            ));
+        }
+    }
+    for (id, codes) in &ex.results {
+        let got = &run.results[id];
+        if got.is_empty() {
+            f.push(format!(
+                "results.{id}: expected {}, but the event never finished",
+                codes_str(codes)
+            ));
+            continue;
+        }
+        let bad: Vec<String> = got
+            .iter()
+            .filter(|o| !codes.iter().any(|c| c.matches(**o)))
+            .map(|o| o.to_string())
+            .collect();
+        let expected_threads = run.results.get(id).map(|v| v.len()).unwrap_or(0);
+        if !bad.is_empty() {
+            f.push(format!(
+                "results.{id}: expected {}, got {}",
+                codes_str(codes),
+                crate::report::summarize(got)
+            ));
+        } else if expected_threads == 0 {
+            f.push(format!("results.{id}: no thread finished"));
+        }
+    }
+    for (id, codes) in &ex.results_any {
+        let got = &run.results[id];
+        for c in codes {
+            if !got.iter().any(|o| c.matches(*o)) {
+                f.push(format!(
+                    "results_any.{id}: expected some thread to get {}, got {}",
+                    c.0,
+                    crate::report::summarize(got)
+                ));
+            }
+        }
+    }
+    for (m, n) in &ex.init_calls {
+        let got = row(m).init_calls;
+        if got != *n {
+            f.push(format!("init_calls.{m}: expected {n}, got {got}"));
+        }
+    }
+    for (m, n) in &ex.refcount {
+        let r = row(m);
+        if r.state.is_none() {
+            f.push(format!("refcount.{m}: expected {n}, but {m} is absent"));
+        } else if r.refcount != *n {
+            f.push(format!("refcount.{m}: expected {n}, got {}", r.refcount));
+        }
+    }
+    for (m, hs) in &ex.holders {
+        let got = &row(m).used_by;
+        if got != hs {
+            f.push(format!(
+                "holders.{m}: expected [{}], got [{}]",
+                hs.join(", "),
+                got.join(", ")
+            ));
+        }
+    }
+    if let Some(t) = ex.time_max {
+        if run.end_time > t {
+            f.push(format!(
+                "time_max: expected the run to end by {}, it ended at {}",
+                format_duration(t),
+                format_duration(run.end_time)
+            ));
+        }
+    }
+    if let Some(t) = ex.time_min {
+        if run.end_time < t {
+            f.push(format!(
+                "time_min: expected the run to last at least {}, it ended at {}",
+                format_duration(t),
+                format_duration(run.end_time)
+            ));
+        }
+    }
+    for want in &ex.log {
+        if !k.log.iter().any(|l| l.text.contains(want.as_str())) {
+            f.push(format!("log: no line contains \"{want}\""));
+        }
+    }
+    for bad in &ex.log_absent {
+        if let Some(l) = k.log.iter().find(|l| l.text.contains(bad.as_str())) {
+            f.push(format!("log_absent: \"{bad}\" appears in \"{}\"", l.text));
+        }
+    }
+    for d in &ex.diagnostics {
+        if !k.diagnostics.iter().any(|x| x.kind == *d) {
+            let got: Vec<&str> = k.diagnostics.iter().map(|x| x.kind.name()).collect();
+            f.push(format!(
+                "diagnostics: expected {d}, got [{}]",
+                got.join(", ")
+            ));
+        }
+    }
+    for d in &ex.diagnostics_absent {
+        if let Some(x) = k.diagnostics.iter().find(|x| x.kind == *d) {
+            f.push(format!(
+                "diagnostics_absent: {d} was reported: {}",
+                x.message
+            ));
+        }
+    }
+    f
+}
+
+fn codes_str(codes: &[crate::scenario::Code]) -> String {
+    codes
+        .iter()
+        .map(|c| c.0.to_string())
+        .collect::<Vec<_>>()
+        .join(" or ")
+}
+
+/// Runs every block of a scenario (with `seed`, or the file's).
+pub fn check(sc: &Scenario, seed: Option<u64>) -> Result<Vec<BlockResult>, SimError> {
+    let seed = seed.unwrap_or(sc.seed);
+    let mut out = Vec::new();
+    for ex in &sc.expects {
+        let run = Sim::new(sc, ex.policy, seed).run()?;
+        out.push(BlockResult {
+            index: ex.index,
+            line: ex.line,
+            policy: ex.policy.to_string(),
+            failures: compare(ex, &run),
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,238 @@
+//! The scenario file as written (format 1), deserialised with serde; unknown keys are
+//! refused. [`crate::scenario`] turns it into a checked [`crate::scenario::Scenario`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// Top level.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScenario {
+    pub name: Option<String>,
+    pub policy: Option<Spanned<String>>,
+    pub seed: Option<u64>,
+    pub modprobe: Option<String>,
+    #[serde(default)]
+    pub module: Vec<Spanned<RawModule>>,
+    #[serde(default)]
+    pub event: Vec<Spanned<RawEvent>>,
+    #[serde(default)]
+    pub expect: Vec<Spanned<RawExpect>>,
+}
+
+/// `[[module]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModule {
+    pub name: String,
+    pub license: Option<String>,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    pub softdeps: Option<RawSoftdeps>,
+    #[serde(default)]
+    pub exports: Vec<NameOr<RawExport>>,
+    #[serde(default)]
+    pub imports: Vec<NameOr<RawImport>>,
+    #[serde(default)]
+    pub import_namespaces: Vec<String>,
+    pub has_exit: Option<bool>,
+    pub builtin: Option<bool>,
+    #[serde(default)]
+    pub init: Vec<RawStep>,
+    pub depends: Option<Vec<String>>,
+}
+
+/// `softdeps = { pre = [...], post = [...] }`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawSoftdeps {
+    #[serde(default)]
+    pub pre: Vec<String>,
+    #[serde(default)]
+    pub post: Vec<String>,
+}
+
+/// An export written as a table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExport {
+    pub name: String,
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub gpl_only: bool,
+    pub crc: Option<u32>,
+}
+
+/// An import written as a table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawImport {
+    pub name: String,
+    pub crc: Option<u32>,
+}
+
+/// A bare name or a table.
+#[derive(Debug)]
+pub enum NameOr<T> {
+    Name(String),
+    Table(T),
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for NameOr<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = NameOr<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a name or a table")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(NameOr::Name(v.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(NameOr::Table)
+            }
+        }
+        d.deserialize_any(V(PhantomData))
+    }
+}
+
+/// `[[module.init]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStep {
+    pub step: String,
+    #[serde(default)]
+    pub run: Vec<RawAction>,
+    pub undo: Option<RawUndo>,
+}
+
+/// `undo = true` or `undo = [actions]`.
+#[derive(Debug)]
+pub enum RawUndo {
+    Flag(bool),
+    Actions(Vec<RawAction>),
+}
+
+impl<'de> Deserialize<'de> for RawUndo {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawUndo;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("true, false or a list of actions")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(RawUndo::Flag(v))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                Vec::<RawAction>::deserialize(de::value::SeqAccessDeserializer::new(seq))
+                    .map(RawUndo::Actions)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// One action: exactly one verb key, with its modifiers.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAction {
+    pub sleep: Option<String>,
+    pub fail: Option<RawCode>,
+    pub stop: Option<bool>,
+    pub request_module: Option<String>,
+    pub wait: Option<bool>,
+    pub required: Option<bool>,
+    pub get_module: Option<String>,
+    pub put_module: Option<String>,
+    pub use_symbol: Option<String>,
+    pub register: Option<String>,
+    pub unregister: Option<String>,
+    pub lookup: Option<String>,
+    pub get: Option<bool>,
+    pub open: Option<String>,
+    #[serde(rename = "as")]
+    pub as_: Option<String>,
+    pub close: Option<String>,
+    pub spawn: Option<Vec<RawAction>>,
+    pub complete: Option<String>,
+    pub wait_for: Option<String>,
+    pub timeout: Option<String>,
+}
+
+/// `[[event]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEvent {
+    pub id: Option<String>,
+    pub at: Option<String>,
+    pub threads: Option<u32>,
+    pub modprobe: Option<String>,
+    pub insmod: Option<String>,
+    pub rmmod: Option<String>,
+    pub request_module: Option<String>,
+    pub run: Option<Vec<RawAction>>,
+    pub set: Option<RawSet>,
+    pub force: Option<bool>,
+    pub wait: Option<bool>,
+    pub timeout: Option<String>,
+}
+
+/// `set = { modprobe = "" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSet {
+    pub modprobe: Option<String>,
+}
+
+/// An error code: `"ok"`, an errno name, or a number.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(untagged)]
+pub enum RawCode {
+    Name(String),
+    Number(i64),
+}
+
+/// One code or a list of codes.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(untagged)]
+pub enum RawCodes {
+    One(RawCode),
+    Many(Vec<RawCode>),
+}
+
+/// `[[expect]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExpect {
+    pub policy: Option<String>,
+    pub note: Option<String>,
+    #[serde(rename = "final", default)]
+    pub final_: BTreeMap<String, String>,
+    #[serde(default)]
+    pub results: BTreeMap<String, RawCodes>,
+    #[serde(default)]
+    pub results_any: BTreeMap<String, Vec<RawCode>>,
+    #[serde(default)]
+    pub init_calls: BTreeMap<String, u32>,
+    #[serde(default)]
+    pub refcount: BTreeMap<String, i64>,
+    #[serde(default)]
+    pub holders: BTreeMap<String, Vec<String>>,
+    pub time_max: Option<String>,
+    pub time_min: Option<String>,
+    #[serde(default)]
+    pub log: Vec<String>,
+    #[serde(default)]
+    pub log_absent: Vec<String>,
+    #[serde(default)]
+    pub diagnostics: Vec<String>,
+    #[serde(default)]
+    pub diagnostics_absent: Vec<String>,
+}

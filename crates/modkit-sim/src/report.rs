@@ -1,0 +1,171 @@
+//! Reports of a run: the log with virtual timestamps, the final module table (lsmod),
+//! each event's results, the diagnostics with their chains, and the end time; as text
+//! or as one JSON object.
+
+use std::fmt::Write as _;
+
+use modkit_core::{Kernel, ModState, Outcome, Policy};
+use serde_json::{json, Value};
+
+use crate::duration::format_duration;
+use crate::sim::Run;
+
+/// One row of the module table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleRow {
+    /// Name.
+    pub name: String,
+    /// State (`None` = absent).
+    pub state: Option<ModState>,
+    /// lsmod refcount.
+    pub refcount: i64,
+    /// lsmod "used by".
+    pub used_by: Vec<String>,
+    /// Builtin.
+    pub builtin: bool,
+    /// Times the init table started.
+    pub init_calls: u32,
+}
+
+/// The module table, in the order modules appear in the scenario.
+pub fn module_table(k: &Kernel) -> Vec<ModuleRow> {
+    (0..k.db.len())
+        .map(|i| {
+            let inst = k.instances[i].as_ref();
+            let spec = k.db.spec(i);
+            let mut used_by = k.holders(i);
+            used_by.sort();
+            ModuleRow {
+                name: spec.name.clone(),
+                state: inst.map(|x| x.state),
+                refcount: inst.map(|x| x.refcount).unwrap_or(0),
+                used_by,
+                builtin: spec.builtin,
+                init_calls: k.init_calls[i],
+            }
+        })
+        .collect()
+}
+
+/// `[   30.000000]` as dmesg prints time.
+pub fn stamp(ns: u64) -> String {
+    format!(
+        "[{:>5}.{:06}]",
+        ns / 1_000_000_000,
+        (ns % 1_000_000_000) / 1_000
+    )
+}
+
+/// Summarises thread results: `ok ×49, EBUSY ×1`.
+pub fn summarize(results: &[Outcome]) -> String {
+    let mut counts: Vec<(Outcome, usize)> = Vec::new();
+    for r in results {
+        match counts.iter_mut().find(|(o, _)| o == r) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((*r, 1)),
+        }
+    }
+    if results.is_empty() {
+        return "(not finished)".into();
+    }
+    counts
+        .iter()
+        .map(|(o, n)| {
+            if *n == 1 && results.len() == 1 {
+                o.to_string()
+            } else {
+                format!("{o} ×{n}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The text report.
+pub fn text(title: &str, policy: Policy, seed: u64, run: &Run) -> String {
+    let k = &run.kernel;
+    let mut s = String::new();
+    let _ = writeln!(s, "== {title}  (policy {policy}, seed {seed})");
+    let _ = writeln!(s, "\n-- log");
+    if k.log.is_empty() {
+        let _ = writeln!(s, "(empty)");
+    }
+    for l in &k.log {
+        let _ = writeln!(s, "{} {}", stamp(l.time), l.text);
+    }
+    let _ = writeln!(s, "\n-- modules");
+    let rows = module_table(k);
+    let w = rows.iter().map(|r| r.name.len()).max().unwrap_or(6).max(6);
+    let _ = writeln!(s, "{:<w$}  {:<8} {:>4}  Used by", "Module", "State", "Refs");
+    for r in &rows {
+        let state = if r.builtin {
+            "builtin"
+        } else {
+            r.state.map(|x| x.name()).unwrap_or("absent")
+        };
+        let refs = if r.state.is_some() && !r.builtin {
+            r.refcount.to_string()
+        } else {
+            "-".into()
+        };
+        let _ = writeln!(
+            s,
+            "{:<w$}  {:<8} {:>4}  {}",
+            r.name,
+            state,
+            refs,
+            r.used_by.join(",")
+        );
+    }
+    let _ = writeln!(s, "\n-- events");
+    for id in &run.event_order {
+        let res = &run.results[id];
+        let _ = writeln!(s, "{id}: {}", summarize(res));
+    }
+    let _ = writeln!(s, "\n-- diagnostics");
+    if k.diagnostics.is_empty() {
+        let _ = writeln!(s, "(none)");
+    }
+    for d in &k.diagnostics {
+        let _ = writeln!(s, "{} {d}", stamp(d.time));
+    }
+    let _ = writeln!(
+        s,
+        "\n-- ended at {} of virtual time ({} scheduler steps)",
+        format_duration(run.end_time),
+        run.steps
+    );
+    s
+}
+
+/// The JSON report.
+pub fn json(title: &str, policy: Policy, seed: u64, run: &Run) -> Value {
+    let k = &run.kernel;
+    json!({
+        "scenario": title,
+        "policy": policy.to_string(),
+        "seed": seed,
+        "log": k.log.iter().map(|l| json!({"time_ns": l.time, "text": l.text})).collect::<Vec<_>>(),
+        "modules": module_table(k).iter().map(|r| json!({
+            "name": r.name,
+            "state": if r.builtin { "builtin" } else { r.state.map(|x| x.name()).unwrap_or("absent") },
+            "refcount": r.refcount,
+            "used_by": r.used_by,
+            "init_calls": r.init_calls,
+        })).collect::<Vec<_>>(),
+        "events": run.event_order.iter().map(|id| json!({
+            "id": id,
+            "results": run.results[id].iter().map(|o| o.to_string()).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "diagnostics": k.diagnostics.iter().map(|d| json!({
+            "time_ns": d.time,
+            "kind": d.kind.name(),
+            "module": d.module,
+            "message": d.message,
+            "chain": d.chain,
+            "hint": d.hint,
+        })).collect::<Vec<_>>(),
+        "end_time_ns": run.end_time,
+        "steps": run.steps,
+    })
+}

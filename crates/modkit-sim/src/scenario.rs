@@ -1,0 +1,913 @@
+//! A checked scenario: modules, events and expectations, compiled from the file format
+//! with every name, duration and code validated. Errors name the file, the line and the
+//! key, with the nearest known key or name for a typo.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use modkit_core::spec::{normalize_name, strsim_distance};
+use modkit_core::{
+    DiagKind, Errno, ExportSpec, ImportSpec, InitStepSpec, ModState, ModuleDb, ModuleSpec, Outcome,
+    Policy, SpecError, Time,
+};
+
+use crate::duration::parse_duration;
+use crate::raw::*;
+
+/// A scenario file that could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}:{col}: {message}")]
+pub struct ScenarioError {
+    /// The file.
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub col: usize,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+/// One action of an init step, an undo, an event or a work item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Takes virtual time.
+    Sleep(Time),
+    /// Fails with that error.
+    Fail(Errno),
+    /// Early success of the init table.
+    Stop,
+    /// request_module (`wait = false`: nowait; `required`: non-zero fails the step).
+    RequestModule {
+        /// Name or alias.
+        name: String,
+        /// Wait for modprobe.
+        wait: bool,
+        /// A non-zero result fails the step.
+        required: bool,
+    },
+    /// try_module_get.
+    GetModule(String),
+    /// module_put.
+    PutModule(String),
+    /// Calls a symbol.
+    UseSymbol(String),
+    /// Registers `kind:name`.
+    Register(String),
+    /// Unregisters `kind:name`.
+    Unregister(String),
+    /// Finds a registration, optionally pinning its owner.
+    Lookup {
+        /// `kind:name`.
+        key: String,
+        /// Pin the owner.
+        get: bool,
+    },
+    /// Opens `kind:name` as a file that pins its owner.
+    Open {
+        /// `kind:name`.
+        key: String,
+        /// File name for a later close.
+        fd: String,
+    },
+    /// Closes a file.
+    Close(String),
+    /// Queues the actions as a work item.
+    Spawn(Vec<Action>),
+    /// complete_all on a completion.
+    Complete(String),
+    /// Waits for a completion.
+    WaitFor {
+        /// The completion.
+        name: String,
+        /// Bound.
+        timeout: Option<Time>,
+    },
+}
+
+/// One init step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// Name.
+    pub name: String,
+    /// Its actions.
+    pub run: Vec<Action>,
+    /// Its undo, if it has one.
+    pub undo: Option<Vec<Action>>,
+}
+
+/// What an event does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventKind {
+    /// modprobe NAME-OR-ALIAS.
+    Modprobe(String),
+    /// insmod NAME.
+    Insmod(String),
+    /// rmmod NAME.
+    Rmmod {
+        /// Name.
+        name: String,
+        /// rmmod -f.
+        force: bool,
+        /// Wait for pins (modkit).
+        wait: bool,
+        /// Bound of that wait.
+        timeout: Option<Time>,
+    },
+    /// A kernel-internal request_module.
+    RequestModule {
+        /// Name or alias.
+        name: String,
+        /// false: request_module_nowait.
+        wait: bool,
+    },
+    /// Any actions.
+    Run(Vec<Action>),
+    /// Change /proc/sys/kernel/modprobe.
+    SetModprobe(String),
+}
+
+/// One event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Id used in expectations (`event3` when not given: 1-based position).
+    pub id: String,
+    /// When.
+    pub at: Time,
+    /// Copies run at once.
+    pub threads: u32,
+    /// What.
+    pub kind: EventKind,
+}
+
+/// An expected code: matches one outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Code(pub Outcome);
+
+impl Code {
+    /// True when `o` is this code (EWOULDBLOCK and EAGAIN are one).
+    pub fn matches(self, o: Outcome) -> bool {
+        self.0.raw() == o.raw()
+    }
+}
+
+/// One `[[expect]]` block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expect {
+    /// 1-based index in the file.
+    pub index: usize,
+    /// Line of the block.
+    pub line: usize,
+    /// Its policy.
+    pub policy: Policy,
+    /// A note for the report.
+    pub note: Option<String>,
+    /// Final states (`None` = absent).
+    pub final_: BTreeMap<String, Option<ModState>>,
+    /// Every thread got one of these.
+    pub results: BTreeMap<String, Vec<Code>>,
+    /// Each code was got by at least one thread.
+    pub results_any: BTreeMap<String, Vec<Code>>,
+    /// Init table starts per module.
+    pub init_calls: BTreeMap<String, u32>,
+    /// lsmod refcounts.
+    pub refcount: BTreeMap<String, i64>,
+    /// lsmod "used by".
+    pub holders: BTreeMap<String, Vec<String>>,
+    /// Virtual end time at most.
+    pub time_max: Option<Time>,
+    /// Virtual end time at least.
+    pub time_min: Option<Time>,
+    /// Each is contained in some log line.
+    pub log: Vec<String>,
+    /// None is contained in any log line.
+    pub log_absent: Vec<String>,
+    /// Kinds that must be reported.
+    pub diagnostics: Vec<DiagKind>,
+    /// Kinds that must not be reported.
+    pub diagnostics_absent: Vec<DiagKind>,
+}
+
+/// A checked scenario.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// The file it came from.
+    pub file: String,
+    /// Its name.
+    pub name: Option<String>,
+    /// Default policy.
+    pub policy: Policy,
+    /// Tie-break seed.
+    pub seed: u64,
+    /// Initial /proc/sys/kernel/modprobe.
+    pub modprobe: String,
+    /// The modules.
+    pub db: ModuleDb,
+    /// Init steps' actions per module id.
+    pub steps: Vec<Vec<Step>>,
+    /// Events in file order.
+    pub events: Vec<Event>,
+    /// Expectation blocks.
+    pub expects: Vec<Expect>,
+}
+
+struct Ctx<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn at(&self, offset: usize, message: impl Into<String>) -> ScenarioError {
+        let offset = offset.min(self.text.len());
+        let before = &self.text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let col = offset - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+        ScenarioError {
+            file: self.file.to_string(),
+            line,
+            col,
+            message: message.into(),
+        }
+    }
+}
+
+fn nearest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim_distance(word, c), c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
+        .min()
+        .map(|(_, c)| c)
+}
+
+fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    match nearest(word, candidates) {
+        Some(c) => format!(" (did you mean `{c}`?)"),
+        None => String::new(),
+    }
+}
+
+/// Adds "did you mean" to serde's unknown-field messages.
+fn improve_serde_message(msg: &str) -> String {
+    let msg = msg.trim_end();
+    if let Some(rest) = msg.strip_prefix("unknown field `") {
+        if let Some(end) = rest.find('`') {
+            let field = &rest[..end];
+            let known: Vec<&str> = rest[end..].split('`').skip(1).step_by(2).collect();
+            return format!("{msg}{}", did_you_mean(field, known.iter().copied()));
+        }
+    }
+    msg.to_string()
+}
+
+fn code(c: &RawCode) -> Result<Code, String> {
+    match c {
+        RawCode::Number(0) => Ok(Code(Outcome::Ok)),
+        RawCode::Number(n) if *n < 0 => Errno::from_code(-*n as i32)
+            .map(|e| Code(Outcome::Err(e)))
+            .ok_or_else(|| format!("unknown errno number {n}")),
+        RawCode::Number(n) => Ok(Code(Outcome::Status(*n as i32))),
+        RawCode::Name(s) if s == "ok" => Ok(Code(Outcome::Ok)),
+        RawCode::Name(s) => Errno::from_name(s).map(|e| Code(Outcome::Err(e))).ok_or_else(|| {
+            format!(
+                "unknown error code `{s}`{}: use \"ok\", an errno name such as \"ENOENT\", or a number",
+                did_you_mean(s, Errno::ALL.iter().map(|e| e.name()))
+            )
+        }),
+    }
+}
+
+fn errno_of(c: &RawCode) -> Result<Errno, String> {
+    match code(c)?.0 {
+        Outcome::Err(e) => Ok(e),
+        other => Err(format!(
+            "`fail` needs an errno name such as \"ENOMEM\", not {other}"
+        )),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Where {
+    Init,
+    Undo,
+    Event,
+}
+
+fn action(a: &RawAction, wh: Where) -> Result<Action, String> {
+    let mut verbs = Vec::new();
+    macro_rules! verb {
+        ($field:ident, $name:literal) => {
+            if a.$field.is_some() {
+                verbs.push($name);
+            }
+        };
+    }
+    verb!(sleep, "sleep");
+    verb!(fail, "fail");
+    verb!(stop, "stop");
+    verb!(request_module, "request_module");
+    verb!(get_module, "get_module");
+    verb!(put_module, "put_module");
+    verb!(use_symbol, "use_symbol");
+    verb!(register, "register");
+    verb!(unregister, "unregister");
+    verb!(lookup, "lookup");
+    verb!(open, "open");
+    verb!(close, "close");
+    verb!(spawn, "spawn");
+    verb!(complete, "complete");
+    verb!(wait_for, "wait_for");
+    if verbs.len() != 1 {
+        return Err(if verbs.is_empty() {
+            "an action needs one verb key (sleep, fail, stop, request_module, get_module, put_module, use_symbol, register, unregister, lookup, open, close, spawn, complete, wait_for)".into()
+        } else {
+            format!(
+                "an action has one verb, this one has {}: split it into one action per verb",
+                verbs.join(" and ")
+            )
+        });
+    }
+    let verb = verbs[0];
+    let extra = |allowed: &[&str]| -> Result<(), String> {
+        let present = [
+            ("wait", a.wait.is_some()),
+            ("required", a.required.is_some()),
+            ("get", a.get.is_some()),
+            ("as", a.as_.is_some()),
+            ("timeout", a.timeout.is_some()),
+        ];
+        for (k, p) in present {
+            if p && !allowed.contains(&k) {
+                return Err(format!("`{k}` does not go with `{verb}`"));
+            }
+        }
+        Ok(())
+    };
+    let key_ok = |k: &str| -> Result<(), String> {
+        match k.split_once(':') {
+            Some((kind, name)) if !kind.is_empty() && !name.is_empty() => Ok(()),
+            _ => Err(format!(
+                "`{k}` is not `kind:name` (for example \"fs:xfs\", \"misc:test_kmod0\")"
+            )),
+        }
+    };
+    Ok(match verb {
+        "sleep" => {
+            extra(&[])?;
+            Action::Sleep(parse_duration(a.sleep.as_deref().unwrap_or_default())?)
+        }
+        "fail" => {
+            extra(&[])?;
+            Action::Fail(errno_of(a.fail.as_ref().expect("verb"))?)
+        }
+        "stop" => {
+            extra(&[])?;
+            if wh != Where::Init {
+                return Err(
+                    "`stop` ends an init table early; it belongs only in an init step's `run`"
+                        .into(),
+                );
+            }
+            if a.stop != Some(true) {
+                return Err("write `stop = true`".into());
+            }
+            Action::Stop
+        }
+        "request_module" => {
+            extra(&["wait", "required"])?;
+            Action::RequestModule {
+                name: a.request_module.clone().expect("verb"),
+                wait: a.wait.unwrap_or(true),
+                required: a.required.unwrap_or(false),
+            }
+        }
+        "get_module" => {
+            extra(&[])?;
+            Action::GetModule(normalize_name(a.get_module.as_deref().expect("verb")))
+        }
+        "put_module" => {
+            extra(&[])?;
+            Action::PutModule(normalize_name(a.put_module.as_deref().expect("verb")))
+        }
+        "use_symbol" => {
+            extra(&[])?;
+            Action::UseSymbol(a.use_symbol.clone().expect("verb"))
+        }
+        "register" => {
+            extra(&[])?;
+            let k = a.register.clone().expect("verb");
+            key_ok(&k)?;
+            Action::Register(k)
+        }
+        "unregister" => {
+            extra(&[])?;
+            let k = a.unregister.clone().expect("verb");
+            key_ok(&k)?;
+            Action::Unregister(k)
+        }
+        "lookup" => {
+            extra(&["get"])?;
+            let k = a.lookup.clone().expect("verb");
+            key_ok(&k)?;
+            Action::Lookup {
+                key: k,
+                get: a.get.unwrap_or(false),
+            }
+        }
+        "open" => {
+            extra(&["as"])?;
+            let k = a.open.clone().expect("verb");
+            key_ok(&k)?;
+            let fd = a
+                .as_
+                .clone()
+                .ok_or("`open` needs `as = \"NAME\"` so that a later `close` can name the file")?;
+            Action::Open { key: k, fd }
+        }
+        "close" => {
+            extra(&[])?;
+            Action::Close(a.close.clone().expect("verb"))
+        }
+        "spawn" => {
+            extra(&[])?;
+            let inner = a.spawn.as_ref().expect("verb");
+            let mut out = Vec::new();
+            for x in inner {
+                out.push(action(x, Where::Event)?);
+            }
+            Action::Spawn(out)
+        }
+        "complete" => {
+            extra(&[])?;
+            Action::Complete(a.complete.clone().expect("verb"))
+        }
+        "wait_for" => {
+            extra(&["timeout"])?;
+            Action::WaitFor {
+                name: a.wait_for.clone().expect("verb"),
+                timeout: a.timeout.as_deref().map(parse_duration).transpose()?,
+            }
+        }
+        _ => unreachable!("verbs listed above"),
+    })
+}
+
+fn actions(list: &[RawAction], wh: Where) -> Result<Vec<Action>, String> {
+    list.iter()
+        .enumerate()
+        .map(|(i, a)| action(a, wh).map_err(|e| format!("action {}: {e}", i + 1)))
+        .collect()
+}
+
+/// Reads and checks a scenario file.
+pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
+        file: file.clone(),
+        line: 0,
+        col: 0,
+        message: format!("cannot read the file: {e}"),
+    })?;
+    parse(&file, &text)
+}
+
+/// Parses and checks scenario text; `file` names it in errors.
+pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
+    let cx = Ctx { file, text };
+    let raw: RawScenario = toml::from_str(text).map_err(|e| {
+        let off = e.span().map(|s| s.start).unwrap_or(0);
+        cx.at(off, improve_serde_message(e.message()))
+    })?;
+    let policy = match &raw.policy {
+        Some(p) => p
+            .get_ref()
+            .parse::<Policy>()
+            .map_err(|e| cx.at(p.span().start, format!("key `policy`: {e}")))?,
+        None => Policy::Modkit,
+    };
+
+    // Modules.
+    let mut specs = Vec::new();
+    let mut steps = Vec::new();
+    let mut module_lines: BTreeMap<String, usize> = BTreeMap::new();
+    for m in &raw.module {
+        let off = m.span().start;
+        let rm = m.get_ref();
+        let name = normalize_name(&rm.name);
+        let err = |msg: String| cx.at(off, format!("[[module]] `{}`: {msg}", rm.name));
+        let mut spec = ModuleSpec::new(&name);
+        if let Some(l) = &rm.license {
+            spec.license = l.clone();
+        }
+        spec.aliases = rm.aliases.clone();
+        if let Some(sd) = &rm.softdeps {
+            spec.softdeps_pre = sd.pre.clone();
+            spec.softdeps_post = sd.post.clone();
+        }
+        for e in &rm.exports {
+            spec.exports.push(match e {
+                NameOr::Name(n) => ExportSpec {
+                    name: n.clone(),
+                    namespace: None,
+                    gpl_only: false,
+                    crc: None,
+                },
+                NameOr::Table(t) => ExportSpec {
+                    name: t.name.clone(),
+                    namespace: t.namespace.clone().filter(|s| !s.is_empty()),
+                    gpl_only: t.gpl_only,
+                    crc: t.crc,
+                },
+            });
+        }
+        let mut seen_imports = BTreeSet::new();
+        for i in &rm.imports {
+            let imp = match i {
+                NameOr::Name(n) => ImportSpec {
+                    name: n.clone(),
+                    crc: None,
+                },
+                NameOr::Table(t) => ImportSpec {
+                    name: t.name.clone(),
+                    crc: t.crc,
+                },
+            };
+            if !seen_imports.insert(imp.name.clone()) {
+                return Err(err(format!(
+                    "imports `{}` twice; list each symbol once",
+                    imp.name
+                )));
+            }
+            spec.imports.push(imp);
+        }
+        spec.import_namespaces = rm.import_namespaces.clone();
+        spec.has_exit = rm.has_exit.unwrap_or(true);
+        spec.builtin = rm.builtin.unwrap_or(false);
+        spec.depends_override = rm.depends.clone();
+        let mut msteps = Vec::new();
+        for (i, s) in rm.init.iter().enumerate() {
+            let run = actions(&s.run, Where::Init)
+                .map_err(|e| err(format!("init step {} `{}`: {e}", i + 1, s.step)))?;
+            let undo = match &s.undo {
+                None | Some(RawUndo::Flag(false)) => None,
+                Some(RawUndo::Flag(true)) => Some(Vec::new()),
+                Some(RawUndo::Actions(a)) => Some(
+                    actions(a, Where::Undo)
+                        .map_err(|e| err(format!("init step {} `{}` undo: {e}", i + 1, s.step)))?,
+                ),
+            };
+            spec.init.push(InitStepSpec {
+                name: s.step.clone(),
+                has_undo: undo.is_some(),
+            });
+            msteps.push(Step {
+                name: s.step.clone(),
+                run,
+                undo,
+            });
+        }
+        if spec.builtin && !msteps.is_empty() {
+            return Err(err(
+                "a builtin module has no init table to run; drop `init` or `builtin`".into(),
+            ));
+        }
+        module_lines.entry(name).or_insert(off);
+        specs.push(spec);
+        steps.push(msteps);
+    }
+    let db = ModuleDb::new(specs).map_err(|e| {
+        let name = match &e {
+            SpecError::DuplicateModule(n) => Some(n.clone()),
+            SpecError::DuplicateExport { module, .. }
+            | SpecError::UnknownReference { module, .. }
+            | SpecError::BadAlias { module, .. } => Some(module.clone()),
+            SpecError::DuplicateBuiltinExport { second, .. } => Some(second.clone()),
+            SpecError::EmptyName => None,
+        };
+        let off = name
+            .and_then(|n| {
+                if matches!(e, SpecError::DuplicateModule(_)) {
+                    raw.module
+                        .iter()
+                        .filter(|m| normalize_name(&m.get_ref().name) == n)
+                        .nth(1)
+                        .map(|m| m.span().start)
+                } else {
+                    module_lines.get(&n).copied()
+                }
+            })
+            .unwrap_or(0);
+        cx.at(off, e.to_string())
+    })?;
+    let module_names: Vec<String> = db.specs().iter().map(|s| s.name.clone()).collect();
+    let unknown_module = |n: &str| {
+        format!(
+            "no module is named `{n}`{}",
+            did_you_mean(n, module_names.iter().map(|s| s.as_str()))
+        )
+    };
+
+    // Events.
+    let mut events = Vec::new();
+    let mut ids = BTreeSet::new();
+    for (i, ev) in raw.event.iter().enumerate() {
+        let off = ev.span().start;
+        let re = ev.get_ref();
+        let id = re.id.clone().unwrap_or_else(|| format!("event{}", i + 1));
+        let err = |msg: String| cx.at(off, format!("[[event]] `{id}`: {msg}"));
+        if !ids.insert(id.clone()) {
+            return Err(err(
+                "this id is used by an earlier event; ids must be unique".into(),
+            ));
+        }
+        let at = re
+            .at
+            .as_deref()
+            .map(parse_duration)
+            .transpose()
+            .map_err(|e| err(format!("key `at`: {e}")))?
+            .unwrap_or(0);
+        let threads = re.threads.unwrap_or(1);
+        if threads == 0 {
+            return Err(err("`threads` must be at least 1".into()));
+        }
+        let mut kinds = Vec::new();
+        if let Some(m) = &re.modprobe {
+            kinds.push(EventKind::Modprobe(m.clone()));
+        }
+        if let Some(m) = &re.insmod {
+            if db.id(m).is_none() {
+                return Err(err(format!("key `insmod`: {}", unknown_module(m))));
+            }
+            kinds.push(EventKind::Insmod(normalize_name(m)));
+        }
+        let timeout = re
+            .timeout
+            .as_deref()
+            .map(parse_duration)
+            .transpose()
+            .map_err(|e| err(format!("key `timeout`: {e}")))?;
+        if let Some(m) = &re.rmmod {
+            kinds.push(EventKind::Rmmod {
+                name: normalize_name(m),
+                force: re.force.unwrap_or(false),
+                wait: re.wait.unwrap_or(false),
+                timeout,
+            });
+        } else if re.force.is_some() || re.timeout.is_some() {
+            return Err(err("`force` and `timeout` go with `rmmod`".into()));
+        }
+        if let Some(m) = &re.request_module {
+            kinds.push(EventKind::RequestModule {
+                name: m.clone(),
+                wait: re.wait.unwrap_or(true),
+            });
+        }
+        if re.wait.is_some() && re.rmmod.is_none() && re.request_module.is_none() {
+            return Err(err("`wait` goes with `rmmod` or `request_module`".into()));
+        }
+        if let Some(r) = &re.run {
+            kinds.push(EventKind::Run(
+                actions(r, Where::Event).map_err(|e| err(format!("key `run`: {e}")))?,
+            ));
+        }
+        if let Some(s) = &re.set {
+            match &s.modprobe {
+                Some(p) => kinds.push(EventKind::SetModprobe(p.clone())),
+                None => {
+                    return Err(err(
+                        "`set` needs a setting, e.g. set = { modprobe = \"\" }".into()
+                    ))
+                }
+            }
+        }
+        if kinds.len() != 1 {
+            return Err(err(format!(
+                "an event does exactly one of modprobe, insmod, rmmod, request_module, run, set; this one has {}",
+                kinds.len()
+            )));
+        }
+        events.push(Event {
+            id,
+            at,
+            threads,
+            kind: kinds.pop().expect("one"),
+        });
+    }
+
+    // Expectations.
+    let mut expects = Vec::new();
+    for (i, ex) in raw.expect.iter().enumerate() {
+        let off = ex.span().start;
+        let re = ex.get_ref();
+        let err = |msg: String| cx.at(off, format!("[[expect]] #{}: {msg}", i + 1));
+        let pol = match &re.policy {
+            Some(p) => p
+                .parse::<Policy>()
+                .map_err(|e| err(format!("key `policy`: {e}")))?,
+            None => policy,
+        };
+        let check_module = |key: &str, n: &str| -> Result<String, ScenarioError> {
+            let nn = normalize_name(n);
+            if db.id(&nn).is_none() {
+                return Err(err(format!("key `{key}`: {}", unknown_module(n))));
+            }
+            Ok(nn)
+        };
+        let check_event = |key: &str, id: &str| -> Result<(), ScenarioError> {
+            if !ids.contains(id) {
+                return Err(err(format!(
+                    "key `{key}`: no event has id `{id}`{}",
+                    did_you_mean(id, ids.iter().map(|s| s.as_str()))
+                )));
+            }
+            Ok(())
+        };
+        let mut final_ = BTreeMap::new();
+        for (m, s) in &re.final_ {
+            let m = check_module("final", m)?;
+            let st = match s.as_str() {
+                "absent" => None,
+                "unformed" => Some(ModState::Unformed),
+                "coming" => Some(ModState::Coming),
+                "live" => Some(ModState::Live),
+                "going" => Some(ModState::Going),
+                other => return Err(err(format!(
+                    "key `final`: `{other}` is not a state{}; use absent, coming, live or going",
+                    did_you_mean(other, ["absent", "coming", "live", "going"])
+                ))),
+            };
+            final_.insert(m, st);
+        }
+        let mut results = BTreeMap::new();
+        for (id, c) in &re.results {
+            check_event("results", id)?;
+            let list = match c {
+                RawCodes::One(c) => vec![c.clone()],
+                RawCodes::Many(v) => v.clone(),
+            };
+            let codes = list
+                .iter()
+                .map(code)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| err(format!("key `results.{id}`: {e}")))?;
+            results.insert(id.clone(), codes);
+        }
+        let mut results_any = BTreeMap::new();
+        for (id, list) in &re.results_any {
+            check_event("results_any", id)?;
+            let codes = list
+                .iter()
+                .map(code)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| err(format!("key `results_any.{id}`: {e}")))?;
+            results_any.insert(id.clone(), codes);
+        }
+        let mut init_calls = BTreeMap::new();
+        for (m, n) in &re.init_calls {
+            init_calls.insert(check_module("init_calls", m)?, *n);
+        }
+        let mut refcount = BTreeMap::new();
+        for (m, n) in &re.refcount {
+            refcount.insert(check_module("refcount", m)?, *n);
+        }
+        let mut holders = BTreeMap::new();
+        for (m, hs) in &re.holders {
+            let m = check_module("holders", m)?;
+            let mut v = Vec::new();
+            for h in hs {
+                v.push(check_module("holders", h)?);
+            }
+            v.sort();
+            holders.insert(m, v);
+        }
+        let diag = |key: &str, list: &[String]| -> Result<Vec<DiagKind>, ScenarioError> {
+            list.iter()
+                .map(|d| {
+                    DiagKind::from_name(d).ok_or_else(|| {
+                        err(format!(
+                            "key `{key}`: `{d}` is not a diagnostic kind{}",
+                            did_you_mean(d, DiagKind::ALL.iter().map(|k| k.name()))
+                        ))
+                    })
+                })
+                .collect()
+        };
+        let dur = |key: &str, v: &Option<String>| -> Result<Option<Time>, ScenarioError> {
+            v.as_deref()
+                .map(parse_duration)
+                .transpose()
+                .map_err(|e| err(format!("key `{key}`: {e}")))
+        };
+        expects.push(Expect {
+            index: i + 1,
+            line: cx.at(off, "").line,
+            policy: pol,
+            note: re.note.clone(),
+            final_,
+            results,
+            results_any,
+            init_calls,
+            refcount,
+            holders,
+            time_max: dur("time_max", &re.time_max)?,
+            time_min: dur("time_min", &re.time_min)?,
+            log: re.log.clone(),
+            log_absent: re.log_absent.clone(),
+            diagnostics: diag("diagnostics", &re.diagnostics)?,
+            diagnostics_absent: diag("diagnostics_absent", &re.diagnostics_absent)?,
+        });
+    }
+
+    Ok(Scenario {
+        file: file.to_string(),
+        name: raw.name.clone(),
+        policy,
+        seed: raw.seed.unwrap_or(0),
+        modprobe: raw
+            .modprobe
+            .clone()
+            .unwrap_or_else(|| "/sbin/modprobe".into()),
+        db,
+        steps,
+        events,
+        expects,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> ScenarioError {
+        parse("t.toml", text).expect_err("should fail")
+    }
+
+    #[test]
+    fn typo_gets_line_and_suggestion() {
+        let e = err("[[module]]\nnmae = \"x\"\n");
+        assert_eq!(e.line, 2, "{e}");
+        assert!(e.message.contains("did you mean `name`"), "{e}");
+        let e = err(
+            "[[module]]\nname = \"x\"\n[[module.init]]\nstep = \"a\"\nrun = [{ slep = \"1s\" }]\n",
+        );
+        assert!(e.message.contains("did you mean `sleep`"), "{e}");
+        assert_eq!(e.line, 5, "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_place() {
+        let e = err("[[module]]\nname = \"a\"\n\n[[event]]\ninsmod = \"b\"\n");
+        assert_eq!(e.line, 4);
+        assert!(e.message.contains("no module is named `b`"), "{e}");
+        let e = err("[[module]]\nname = \"a\"\n[[event]]\nid = \"x\"\nmodprobe = \"a\"\n[[expect]]\nresults = { y = \"ok\" }\n");
+        assert!(e.message.contains("no event has id `y`"), "{e}");
+        let e = err("[[module]]\nname = \"a\"\n[[expect]]\nfinal = { a = \"lvie\" }\n");
+        assert!(e.message.contains("did you mean `live`"), "{e}");
+        let e = err("policy = \"linux-x\"\n");
+        assert!(e.message.contains("unknown policy"), "{e}");
+        let e = err("[[module]]\nname = \"a\"\n[[module]]\nname = \"a\"\n");
+        assert_eq!(e.line, 3, "{e}");
+        let e = err("[[event]]\nmodprobe = \"a\"\ninsmod = \"a\"\n");
+        assert!(e.message.contains("exactly one"), "{e}");
+        let e = err("[[module]]\nname = \"a\"\n[[module.init]]\nstep = \"s\"\nrun = [{ sleep = \"1s\", fail = \"EIO\" }]\n");
+        assert!(e.message.contains("one verb"), "{e}");
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let s = parse(
+            "t.toml",
+            r#"
+policy = "linux-5.15"
+[[module]]
+name = "i915"
+exports = ["a", { name = "b", namespace = "NS", gpl_only = true, crc = 0x1c2b3a4d }]
+[[module.init]]
+step = "globals"
+undo = true
+[[module.init]]
+step = "req"
+run = [{ request_module = "kvmgt", wait = false }]
+undo = [{ sleep = "1ms" }]
+[[module]]
+name = "kvm-gt"
+imports = ["a", { name = "b", crc = 0x1c2b3a4d }]
+import_namespaces = ["NS"]
+[[event]]
+id = "boot"
+modprobe = "i915"
+[[expect]]
+final = { i915 = "live", kvm_gt = "absent" }
+results = { boot = ["ok", 0] }
+time_max = "1s"
+diagnostics = ["dependency_cycle"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(s.db.len(), 2);
+        assert_eq!(s.steps[0].len(), 2);
+        assert_eq!(s.expects[0].policy.to_string(), "linux-5.15");
+        assert!(s.db.id("kvm_gt").is_some());
+    }
+}
