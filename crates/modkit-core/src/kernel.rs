@@ -162,6 +162,12 @@ pub struct Kernel {
     pub now: Time,
     /// Warnings printed once (`pr_warn_once`).
     warned_once: BTreeSet<String>,
+    /// Completed-but-not-undone init steps with an undo, per (module, step).
+    step_balance: HashMap<(ModId, usize), i32>,
+    /// Broken invariants seen so far (must stay empty; property tests check it).
+    pub violations: Vec<String>,
+    /// A forced unload is under way for this module (it may be freed while pinned).
+    forced: BTreeSet<ModId>,
 }
 
 /// Paths at which a modprobe binary exists in the simulated root file system.
@@ -198,6 +204,9 @@ impl Kernel {
             wakes: Vec::new(),
             now: 0,
             warned_once: BTreeSet::new(),
+            step_balance: HashMap::new(),
+            violations: Vec::new(),
+            forced: BTreeSet::new(),
         };
         for id in 0..n {
             if k.db.spec(id).builtin {
@@ -335,7 +344,10 @@ impl Kernel {
         if let Some(inst) = self.instances[p.module].as_mut() {
             if !builtin {
                 inst.refcount -= 1;
-                debug_assert!(inst.refcount >= 0);
+            }
+            if inst.refcount < 0 {
+                let v = format!("{}: refcount went negative", self.db.spec(p.module).name);
+                self.violations.push(v);
             }
             if inst.refcount == 0 {
                 self.wakes.push(WaitKey::Pins(p.module));
@@ -416,6 +428,34 @@ impl Kernel {
         }
     }
 
+    /// Records that init step `step` of `m` completed.
+    pub(crate) fn step_done(&mut self, m: ModId, step: usize) {
+        if !self.db.spec(m).init[step].has_undo {
+            return;
+        }
+        let b = self.step_balance.entry((m, step)).or_insert(0);
+        *b += 1;
+        if *b != 1 {
+            let v = format!("{}: init step {step} completed twice without its undo", self.name(m));
+            self.violations.push(v);
+        }
+    }
+
+    /// Records that the undo of step `step` of `m` runs.
+    pub(crate) fn step_undone(&mut self, m: ModId, step: usize) {
+        let b = self.step_balance.entry((m, step)).or_insert(0);
+        *b -= 1;
+        if *b != 0 {
+            let v = format!("{}: undo of init step {step} ran without the step having completed", self.name(m));
+            self.violations.push(v);
+        }
+    }
+
+    /// Marks the unload of `m` as forced (rmmod -f): it may free a pinned module.
+    pub(crate) fn set_forced(&mut self, m: ModId) {
+        self.forced.insert(m);
+    }
+
     /// `free_module()`: drops the module's symbols and its references on other modules,
     /// checks for leaks and unlinks it; wakes module_wq.
     pub(crate) fn free_module(&mut self, id: ModId) {
@@ -423,6 +463,30 @@ impl Kernel {
             Some(i) => i,
             None => return,
         };
+        let forced = self.forced.remove(&id);
+        if !forced && self.pins.values().any(|p| p.module == id) {
+            let v = format!("{} freed while pinned by {:?}", self.name(id), self.pins_of(id));
+            self.violations.push(v);
+        }
+        if !inst.holders.is_empty() {
+            let v = format!("{} freed while used by {:?}", self.name(id), inst.holders);
+            self.violations.push(v);
+        }
+        if inst.refcount < 0 {
+            let v = format!("{} had a negative refcount {}", self.name(id), inst.refcount);
+            self.violations.push(v);
+        }
+        let left: Vec<usize> = self
+            .step_balance
+            .iter()
+            .filter(|((m, _), b)| *m == id && **b != 0)
+            .map(|((_, s), _)| *s)
+            .collect();
+        if !left.is_empty() && !(forced && !self.db.spec(id).has_exit) {
+            let v = format!("{} freed with init steps {left:?} not undone", self.name(id));
+            self.violations.push(v);
+        }
+        self.step_balance.retain(|(m, _), _| *m != id);
         self.symtab.retain(|_, e| e.owner != id);
         for t in inst.targets {
             if let Some(ti) = self.instances[t].as_mut() {

@@ -366,6 +366,7 @@ impl Load {
                         self.awaiting_body = false;
                         match r {
                             Resume::Body(BodyResult::Ok) => {
+                                k.step_done(m, self.step);
                                 self.step += 1;
                                 if let Some(i) = k.instances[m].as_mut() {
                                     i.progress = self.step;

@@ -165,6 +165,9 @@ impl Unload {
         inst.owner_task = Some(task);
         // Without an exit function a forced unload runs no teardown at all.
         self.step = if has_exit { inst.progress } else { 0 };
+        if self.force {
+            k.set_forced(m);
+        }
         k.waits.enter_module(task, m);
         self.phase = Phase::Exit;
     }

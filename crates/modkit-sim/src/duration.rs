@@ -41,9 +41,10 @@ pub fn format_duration(ns: Time) -> String {
     } else if ns % 1_000_000_000 == 0 {
         format!("{}s", ns / 1_000_000_000)
     } else if ns >= 1_000_000_000 {
-        format!("{:.6}s", ns as f64 / 1e9)
-            .trim_end_matches('0')
-            .to_string()
+        format!(
+            "{}s",
+            format!("{:.6}", ns as f64 / 1e9).trim_end_matches('0')
+        )
     } else if ns % 1_000_000 == 0 {
         format!("{}ms", ns / 1_000_000)
     } else if ns % 1_000 == 0 {
