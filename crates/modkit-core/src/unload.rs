@@ -144,6 +144,7 @@ impl Unload {
                             i.progress = self.step;
                         }
                         if k.db.spec(m).init[self.step].has_undo {
+                            k.step_undone(m, self.step);
                             return Step::Run(Body::Undo {
                                 module: m,
                                 step: self.step,

@@ -409,3 +409,60 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod fake_tests {
+    use super::*;
+    use crate::testutil::FakeModule;
+
+    #[test]
+    fn reads_a_synthetic_module() {
+        let mut f = FakeModule::new("foo", &["foo_a", "foo_b"], &["bar_x", "printk"]);
+        f.weak_imports.push("maybe".into());
+        f.modinfo = vec!["alias=fs-foo".into(), "license=GPL".into(), "flag".into()];
+        let bytes = f.build();
+        let m = KoModule::from_bytes(&bytes).unwrap();
+        let info = m.modinfo.as_ref().unwrap();
+        assert_eq!(info[0], ModinfoEntry { key: "alias".into(), value: "fs-foo".into() });
+        assert_eq!(info[2], ModinfoEntry { key: "flag".into(), value: String::new() });
+        assert_eq!(m.modinfo_values("name").collect::<Vec<_>>(), ["foo"]);
+        let crcs = m.crc_symbols.as_ref().unwrap();
+        assert_eq!(crcs.len(), 2);
+        assert_eq!(crcs[0], CrcSymbol { name: "foo_a".into(), crc: 0x1234 });
+        let deps = m.dependency_symbols.as_ref().unwrap();
+        let names: Vec<_> = deps.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["bar_x", "printk", "maybe", "module_layout"]);
+        assert!(deps[2].weak && !deps[0].weak);
+        assert_eq!(deps[0].crc, 0x1234);
+        assert_eq!(deps[3].crc, 0x99);
+        assert_eq!(m.this_module_name.as_deref(), Some("foo"));
+        assert_eq!(m.versions.len(), 4);
+        assert!(m.signature.is_none());
+    }
+
+    #[test]
+    fn every_truncation_is_an_error_or_a_module() {
+        let bytes = FakeModule::new("t", &["e"], &["i"]).build();
+        for n in 0..bytes.len() {
+            let _ = KoModule::from_bytes(&bytes[..n]);
+        }
+        // Flip bytes one at a time in the headers: never a panic.
+        for i in 0..bytes.len().min(2048) {
+            let mut b = bytes.clone();
+            b[i] ^= 0xff;
+            let _ = KoModule::from_bytes(&b);
+        }
+    }
+
+    #[test]
+    fn compressed_modules_parse_the_same() {
+        use std::io::Write;
+        let bytes = FakeModule::new("c", &["x"], &[]).build();
+        let mut e = xz2::write::XzEncoder::new(Vec::new(), 1);
+        e.write_all(&bytes).unwrap();
+        let xz = e.finish().unwrap();
+        let m = KoModule::from_bytes(&xz).unwrap();
+        assert_eq!(m.compression, Compression::Xz);
+        assert_eq!(m.crc_symbols.unwrap()[0].name, "x");
+    }
+}

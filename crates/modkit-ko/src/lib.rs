@@ -22,3 +22,5 @@ pub mod fnmatch;
 pub mod index;
 pub mod kmodhash;
 pub mod names;
+#[cfg(test)]
+pub(crate) mod testutil;
