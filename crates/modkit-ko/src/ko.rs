@@ -423,12 +423,30 @@ mod fake_tests {
         let bytes = f.build();
         let m = KoModule::from_bytes(&bytes).unwrap();
         let info = m.modinfo.as_ref().unwrap();
-        assert_eq!(info[0], ModinfoEntry { key: "alias".into(), value: "fs-foo".into() });
-        assert_eq!(info[2], ModinfoEntry { key: "flag".into(), value: String::new() });
+        assert_eq!(
+            info[0],
+            ModinfoEntry {
+                key: "alias".into(),
+                value: "fs-foo".into()
+            }
+        );
+        assert_eq!(
+            info[2],
+            ModinfoEntry {
+                key: "flag".into(),
+                value: String::new()
+            }
+        );
         assert_eq!(m.modinfo_values("name").collect::<Vec<_>>(), ["foo"]);
         let crcs = m.crc_symbols.as_ref().unwrap();
         assert_eq!(crcs.len(), 2);
-        assert_eq!(crcs[0], CrcSymbol { name: "foo_a".into(), crc: 0x1234 });
+        assert_eq!(
+            crcs[0],
+            CrcSymbol {
+                name: "foo_a".into(),
+                crc: 0x1234
+            }
+        );
         let deps = m.dependency_symbols.as_ref().unwrap();
         let names: Vec<_> = deps.iter().map(|d| d.name.as_str()).collect();
         assert_eq!(names, ["bar_x", "printk", "maybe", "module_layout"]);

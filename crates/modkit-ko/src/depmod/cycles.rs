@@ -65,9 +65,7 @@ fn report_cycles(mods: &[Mod], users: &[u32], log: &mut Log) {
                 let mut text = String::new();
                 for &c in chain.iter().rev() {
                     loop_set.insert(c);
-                    if let Some(pos) = roots.iter().position(|&r| r == c) {
-                        roots.remove(pos);
-                    }
+                    remove_data(&mut roots, c);
                     text.push_str(&mods[c].modname);
                     text.push_str(" -> ");
                 }
@@ -77,9 +75,7 @@ fn report_cycles(mods: &[Mod], users: &[u32], log: &mut Log) {
             }
             visited[m] = true;
             if mods[m].deps.is_empty() {
-                if let Some(pos) = roots.iter().position(|&r| r == m) {
-                    roots.remove(pos);
-                }
+                remove_data(&mut roots, m);
                 continue;
             }
             for &d in &mods[m].deps {
@@ -95,4 +91,16 @@ fn report_cycles(mods: &[Mod], users: &[u32], log: &mut Log) {
         "ERROR",
         &format!("Found {} modules in dependency cycles!\n", loop_set.len()),
     );
+}
+
+/// `kmod_list_remove_data` on kmod's circular list: removes `x` and makes the element that
+/// followed it the new head (a quirk that decides the order of cycle reports).
+fn remove_data(roots: &mut VecDeque<usize>, x: usize) {
+    if let Some(p) = roots.iter().position(|&r| r == x) {
+        roots.remove(p);
+        if !roots.is_empty() {
+            let p = p % roots.len();
+            roots.rotate_left(p);
+        }
+    }
 }

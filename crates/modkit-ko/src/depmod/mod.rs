@@ -319,3 +319,6 @@ pub fn run(opts: &DepmodOptions, out: &mut dyn Write, err: &mut dyn Write) -> Re
     let ok = output::write_all(&ctx, &mut log);
     Ok(if ok { 0 } else { 1 })
 }
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -1,0 +1,147 @@
+//! End-to-end depmod tests on synthetic module trees.
+
+use std::path::{Path, PathBuf};
+
+use super::{run, DepmodOptions};
+use crate::testutil::FakeModule;
+
+pub(crate) fn temp_tree(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("modkit-ko-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(d.join("lib/modules/4.4.4/kernel")).unwrap();
+    d
+}
+
+pub(crate) fn put(base: &Path, rel: &str, m: &FakeModule) {
+    let p = base.join("lib/modules/4.4.4").join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, m.build()).unwrap();
+}
+
+fn depmod(base: &Path) -> (i32, String) {
+    let opts = DepmodOptions {
+        basedir: Some(base.to_path_buf()),
+        kversion: "4.4.4".into(),
+        config_paths: Some(Vec::new()),
+        ..Default::default()
+    };
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = run(&opts, &mut out, &mut err).unwrap();
+    (code, String::from_utf8(err).unwrap())
+}
+
+/// kmod's testsuite `detect-loop` fixture: the same graph must give kmod's exact report
+/// (`testsuite/rootfs-pristine/test-depmod/detect-loop/correct.txt`).
+#[test]
+fn detects_loops_like_kmod() {
+    let base = temp_tree("loop");
+    let graph: [(&str, &[&str]); 11] = [
+        ("a", &["printB", "printF", "printG"]),
+        ("b", &["printC", "printF", "printG"]),
+        ("c", &["printA"]),
+        ("d", &["printE"]),
+        ("e", &["printD"]),
+        ("f", &[]),
+        ("g", &[]),
+        ("h", &["printI"]),
+        ("i", &["printJ"]),
+        ("j", &["printH", "printK"]),
+        ("k", &["printH"]),
+    ];
+    for (n, imports) in graph {
+        let export = format!("print{}", n.to_uppercase());
+        let m = FakeModule::new(&format!("mod_loop_{n}"), &[&export], imports);
+        put(&base, &format!("kernel/mod-loop-{n}.ko"), &m);
+    }
+    std::fs::write(base.join("lib/modules/4.4.4/modules.order"), "").unwrap();
+    let (code, err) = depmod(&base);
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "depmod: ERROR: Cycle detected: mod_loop_d -> mod_loop_e -> mod_loop_d\n\
+         depmod: ERROR: Cycle detected: mod_loop_i -> mod_loop_j -> mod_loop_k -> mod_loop_h -> mod_loop_i\n\
+         depmod: ERROR: Cycle detected: mod_loop_i -> mod_loop_j -> mod_loop_h -> mod_loop_i\n\
+         depmod: ERROR: Cycle detected: mod_loop_c -> mod_loop_a -> mod_loop_b -> mod_loop_c\n\
+         depmod: ERROR: Found 9 modules in dependency cycles!\n"
+    );
+    assert!(!base.join("lib/modules/4.4.4/modules.dep").exists());
+    std::fs::remove_dir_all(&base).unwrap();
+}
+
+#[test]
+fn writes_dependencies_aliases_and_devnames() {
+    let base = temp_tree("deps");
+    let mut fuse = FakeModule::new("fuse", &["fuse_x"], &["core_y"]);
+    fuse.modinfo = vec![
+        "alias=devname:fuse".into(),
+        "alias=char-major-10-229".into(),
+        "softdep=pre: core".into(),
+    ];
+    put(&base, "kernel/fs/fuse.ko", &fuse);
+    put(
+        &base,
+        "kernel/lib/core.ko",
+        &FakeModule::new("core", &["core_y"], &[]),
+    );
+    let mut top = FakeModule::new("top-mod", &[], &["fuse_x"]);
+    top.modinfo = vec!["alias=pci:v-1[a-b]*".into()];
+    put(&base, "kernel/top-mod.ko", &top);
+    std::fs::write(
+        base.join("lib/modules/4.4.4/modules.order"),
+        "kernel/top-mod.ko\nkernel/fs/fuse.ko\nkernel/lib/core.ko\n",
+    )
+    .unwrap();
+    let (code, err) = depmod(&base);
+    assert_eq!(code, 0, "{err}");
+    let read = |f: &str| std::fs::read_to_string(base.join("lib/modules/4.4.4").join(f)).unwrap();
+    assert_eq!(
+        read("modules.dep"),
+        "kernel/top-mod.ko: kernel/fs/fuse.ko kernel/lib/core.ko\nkernel/fs/fuse.ko: kernel/lib/core.ko\nkernel/lib/core.ko:\n"
+    );
+    assert_eq!(
+        read("modules.alias"),
+        "# Aliases extracted from modules themselves.\nalias pci:v-1[a-b]* top_mod\nalias devname:fuse fuse\nalias char-major-10-229 fuse\n"
+    );
+    assert_eq!(
+        read("modules.devname"),
+        "# Device nodes to trigger on-demand module loading.\nfuse fuse c10:229\n"
+    );
+    assert_eq!(
+        read("modules.softdep"),
+        "# Soft dependencies extracted from modules themselves.\nsoftdep fuse pre: core\n"
+    );
+    assert!(read("modules.symbols").contains("alias symbol:core_y core\n"));
+    assert!(err.contains("could not open modules.builtin at"));
+    assert_eq!(
+        std::fs::metadata(base.join("lib/modules/4.4.4/modules.builtin.bin"))
+            .unwrap()
+            .len(),
+        0
+    );
+    let idx = crate::index::IndexReader::new(
+        std::fs::read(base.join("lib/modules/4.4.4/modules.alias.bin")).unwrap(),
+    )
+    .unwrap();
+    let hits = idx.search_wild("pci:v_1a00");
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].value, "top_mod");
+    std::fs::remove_dir_all(&base).unwrap();
+}
+
+#[test]
+fn corrupt_module_is_reported_and_kept() {
+    let base = temp_tree("corrupt");
+    let p = base.join("lib/modules/4.4.4/kernel/bad.ko");
+    std::fs::write(
+        &p,
+        b"\x7fELF\x02\x01\x01garbage-garbage-garbage-garbage-garbage",
+    )
+    .unwrap();
+    let (code, err) = depmod(&base);
+    assert_eq!(code, 0);
+    assert!(err.contains("failed to load symbols from"), "{err}");
+    assert!(err.contains("bad.ko"), "{err}");
+    let dep = std::fs::read_to_string(base.join("lib/modules/4.4.4/modules.dep")).unwrap();
+    assert_eq!(dep, "kernel/bad.ko:\n");
+    std::fs::remove_dir_all(&base).unwrap();
+}
