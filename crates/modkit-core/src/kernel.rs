@@ -374,11 +374,16 @@ impl Kernel {
             } else {
                 String::new()
             };
-            let line = format!(
-                "{}: cannot register {key}: already registered by {}{leaked}",
-                self.name(owner),
-                self.name(prev)
-            );
+            let line = match key.split_once(':') {
+                Some(("debugfs", name)) => {
+                    format!("debugfs: Directory '{name}' with parent '/' already present!")
+                }
+                _ => format!(
+                    "{}: cannot register {key}: already registered by {}{leaked}",
+                    self.name(owner),
+                    self.name(prev)
+                ),
+            };
             self.printk(line);
             return Err(Errno::EEXIST);
         }

@@ -422,7 +422,15 @@ impl Load {
                     }
                     k.waits.leave_module(task, m);
                     k.free_module(m);
-                    let e = self.err.unwrap_or(Errno::EINVAL);
+                    let mut e = self.err.unwrap_or(Errno::EINVAL);
+                    if e == Errno::EEXIST && k.policy.is_modkit() {
+                        // EEXIST is the loader's word for "already loaded"; an init that
+                        // fails with it would read as success to modprobe. modkit reports
+                        // EBUSY instead (the safety net proposed for Linux in Dec 2025).
+                        let line = format!("{}: init failed with EEXIST; reported as EBUSY", k.name(m));
+                        k.printk(line);
+                        e = Errno::EBUSY;
+                    }
                     return self.finish(k, Outcome::Err(e));
                 }
             }

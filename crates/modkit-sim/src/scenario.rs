@@ -345,7 +345,7 @@ fn action(a: &RawAction, wh: Where) -> Result<Action, String> {
     };
     let key_ok = |k: &str| -> Result<(), String> {
         match k.split_once(':') {
-            Some((kind, name)) if !kind.is_empty() && !name.is_empty() => Ok(()),
+            Some((kind, _)) if !kind.is_empty() => Ok(()),
             _ => Err(format!(
                 "`{k}` is not `kind:name` (for example \"fs:xfs\", \"misc:test_kmod0\")"
             )),
