@@ -13,12 +13,18 @@ struct Cli {
 enum Cmd {
     /// kmod-compatible depmod.
     Depmod(modkit_ko::cli::DepmodArgs),
+    /// kmod-compatible modinfo.
+    Modinfo(modkit_ko::cli::ModinfoArgs),
+    /// kmod-compatible modprobe (dry-run modes).
+    Modprobe(modkit_ko::cli::ModprobeArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
     let code = match cli.cmd {
         Cmd::Depmod(a) => modkit_ko::cli::run_depmod(&a),
+        Cmd::Modinfo(a) => modkit_ko::cli::run_modinfo(&a),
+        Cmd::Modprobe(a) => modkit_ko::cli::run_modprobe(&a),
     };
     std::process::exit(code);
 }

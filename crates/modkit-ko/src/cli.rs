@@ -154,3 +154,158 @@ mod tests {
         assert!(!is_version_number("6.x"));
     }
 }
+
+/// `modkit modinfo [-F FIELD] [-0] [-m] [-k VERSION] [-b BASEDIR] MODULE...`
+#[derive(Debug, Clone, Args)]
+pub struct ModinfoArgs {
+    /// Print only 'author'.
+    #[arg(short = 'a', long = "author")]
+    pub author: bool,
+    /// Print only 'description'.
+    #[arg(short = 'd', long = "description")]
+    pub description: bool,
+    /// Print only 'license'.
+    #[arg(short = 'l', long = "license")]
+    pub license: bool,
+    /// Print only 'parm'.
+    #[arg(short = 'p', long = "parameters")]
+    pub parameters: bool,
+    /// Print only 'filename'.
+    #[arg(short = 'n', long = "filename")]
+    pub filename: bool,
+    /// Use \0 instead of \n.
+    #[arg(short = '0', long = "null")]
+    pub null: bool,
+    /// Handle arguments as module names instead of aliases or file names.
+    #[arg(short = 'm', long = "modname")]
+    pub modname: bool,
+    /// Print only the given field.
+    #[arg(short = 'F', long = "field", value_name = "FIELD")]
+    pub field: Option<String>,
+    /// Use VERSION instead of `uname -r`.
+    #[arg(short = 'k', long = "set-version", value_name = "VERSION")]
+    pub set_version: Option<String>,
+    /// Use DIR as filesystem root for /lib/modules.
+    #[arg(short = 'b', long = "basedir", value_name = "DIR")]
+    pub basedir: Option<String>,
+    /// Module names, aliases or files.
+    #[arg(value_name = "MODULE", required = true)]
+    pub modules: Vec<String>,
+}
+
+/// The module directory libkmod would use: `ROOT/lib/modules/VERSION` made absolute, or
+/// `/lib/modules/$(uname -r)`.
+fn kmod_dirname(root: Option<&str>, version: Option<&str>) -> String {
+    if root.is_none() && version.is_none() {
+        return format!("/lib/modules/{}", uname_release());
+    }
+    let v = version.map(str::to_string).unwrap_or_else(uname_release);
+    let d = format!("{}/lib/modules/{v}", root.unwrap_or(""));
+    if d.starts_with('/') {
+        d
+    } else {
+        let cwd = std::env::current_dir()
+            .map(|c| c.display().to_string())
+            .unwrap_or_default();
+        format!("{cwd}/{d}")
+    }
+}
+
+/// Runs `modkit modinfo`.
+pub fn run_modinfo(args: &ModinfoArgs) -> i32 {
+    let field = [
+        (args.author, "author"),
+        (args.description, "description"),
+        (args.license, "license"),
+        (args.parameters, "parm"),
+        (args.filename, "filename"),
+    ]
+    .iter()
+    .filter(|(set, _)| *set)
+    .map(|(_, f)| f.to_string())
+    .last()
+    .or_else(|| args.field.clone());
+    let opts = crate::modinfo::ModinfoOptions {
+        field,
+        null: args.null,
+        modname: args.modname,
+        dirname: kmod_dirname(args.basedir.as_deref(), args.set_version.as_deref()),
+    };
+    let stdout = std::io::stdout();
+    let stderr = std::io::stderr();
+    crate::modinfo::run(&opts, &args.modules, &mut stdout.lock(), &mut stderr.lock())
+}
+
+/// `modkit modprobe [-D|-R] [-d ROOT] [-S VERSION] [-C CONFIG] NAME [PARAM=VALUE...]`
+/// (dry-run modes only: modkit never loads modules into the running kernel).
+#[derive(Debug, Clone, Args)]
+pub struct ModprobeArgs {
+    /// Print the insmod/install commands that loading NAME would run.
+    #[arg(short = 'D', long = "show-depends")]
+    pub show_depends: bool,
+    /// Print the module names NAME resolves to.
+    #[arg(short = 'R', long = "resolve-alias")]
+    pub resolve_alias: bool,
+    /// Root directory of the module tree (ROOT/lib/modules/VERSION).
+    #[arg(short = 'd', long = "dirname", value_name = "ROOT")]
+    pub dirname: Option<String>,
+    /// Kernel version.
+    #[arg(short = 'S', long = "set-version", value_name = "VERSION")]
+    pub set_version: Option<String>,
+    /// Configuration file or directory instead of the modprobe.d directories (repeatable).
+    #[arg(short = 'C', long = "config", value_name = "PATH")]
+    pub config: Vec<PathBuf>,
+    /// Apply the blacklist to module names, not only to aliases.
+    #[arg(short = 'b', long = "use-blacklist")]
+    pub use_blacklist: bool,
+    /// Ignore install commands.
+    #[arg(short = 'i', long = "ignore-install")]
+    pub ignore_install: bool,
+    /// Module name or alias, then module parameters.
+    #[arg(value_name = "NAME", required = true)]
+    pub args: Vec<String>,
+}
+
+/// Runs `modkit modprobe`.
+pub fn run_modprobe(args: &ModprobeArgs) -> i32 {
+    let stdout = std::io::stdout();
+    let stderr = std::io::stderr();
+    let (mut out, mut err) = (stdout.lock(), stderr.lock());
+    if !args.show_depends && !args.resolve_alias {
+        let _ = writeln!(
+            err,
+            "modprobe: ERROR: modkit only supports the dry-run modes --show-depends (-D) and --resolve-alias (-R)"
+        );
+        return 1;
+    }
+    let dirname = kmod_dirname(args.dirname.as_deref(), args.set_version.as_deref());
+    let cmdline = std::fs::read_to_string("/proc/cmdline").ok();
+    let cfg_paths = (!args.config.is_empty()).then_some(args.config.as_slice());
+    let config = crate::modprobe::config::ModprobeConfig::load(
+        cfg_paths,
+        &dirname,
+        cmdline.as_deref(),
+        &mut |m| {
+            let _ = write!(std::io::stderr(), "modprobe: ERROR: {m}");
+        },
+    );
+    let mut ctx = crate::modprobe::context::Context::new(dirname, config);
+    let opts = crate::modprobe::ProbeOptions {
+        mode: if args.resolve_alias {
+            crate::modprobe::Mode::ResolveAlias
+        } else {
+            crate::modprobe::Mode::ShowDepends
+        },
+        use_blacklist: args.use_blacklist,
+        ignore_commands: args.ignore_install,
+    };
+    let extra = crate::modprobe::options_from_args(&args.args[1..]);
+    crate::modprobe::probe(
+        &mut ctx,
+        &args.args[0],
+        extra.as_deref(),
+        &opts,
+        &mut out,
+        &mut err,
+    )
+}

@@ -21,6 +21,8 @@ pub mod depmod;
 pub mod fnmatch;
 pub mod index;
 pub mod kmodhash;
+pub mod modinfo;
+pub mod modprobe;
 pub mod names;
 #[cfg(test)]
 pub(crate) mod testutil;
