@@ -501,10 +501,7 @@ impl<'a> Sim<'a> {
                         let Action::RequestModule { required, .. } = &f.list[f.pc] else {
                             unreachable!("only request_module calls procedures")
                         };
-                        if !o.is_ok()
-                            && !*required
-                            && matches!(f.kind, ListKind::Init | ListKind::Undo)
-                        {
+                        if !o.is_ok() && !*required {
                             Outcome::Ok
                         } else {
                             o
