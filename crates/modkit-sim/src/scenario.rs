@@ -253,7 +253,7 @@ fn improve_serde_message(msg: &str) -> String {
     if let Some(rest) = msg.strip_prefix("unknown field `") {
         if let Some(end) = rest.find('`') {
             let field = &rest[..end];
-            let known: Vec<&str> = rest[end..].split('`').skip(1).step_by(2).collect();
+            let known: Vec<&str> = rest[end..].split('`').skip(2).step_by(2).collect();
             return format!("{msg}{}", did_you_mean(field, known.iter().copied()));
         }
     }
@@ -868,7 +868,7 @@ mod tests {
         assert!(e.message.contains("unknown policy"), "{e}");
         let e = err("[[module]]\nname = \"a\"\n[[module]]\nname = \"a\"\n");
         assert_eq!(e.line, 3, "{e}");
-        let e = err("[[event]]\nmodprobe = \"a\"\ninsmod = \"a\"\n");
+        let e = err("[[module]]\nname = \"a\"\n[[event]]\nmodprobe = \"a\"\ninsmod = \"a\"\n");
         assert!(e.message.contains("exactly one"), "{e}");
         let e = err("[[module]]\nname = \"a\"\n[[module.init]]\nstep = \"s\"\nrun = [{ sleep = \"1s\", fail = \"EIO\" }]\n");
         assert!(e.message.contains("one verb"), "{e}");
