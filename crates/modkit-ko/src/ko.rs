@@ -454,8 +454,37 @@ mod fake_tests {
         assert_eq!(deps[0].crc, 0x1234);
         assert_eq!(deps[3].crc, 0x99);
         assert_eq!(m.this_module_name.as_deref(), Some("foo"));
+        let names: Vec<_> = m.exports.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["foo_a", "foo_b"]);
+        assert_eq!(m.exports[0].crc, Some(0x1234));
+        assert!(!m.exports[0].gpl && m.exports[0].namespace.is_none());
         assert_eq!(m.versions.len(), 4);
         assert!(m.signature.is_none());
+    }
+
+    #[test]
+    fn exports_with_namespaces_and_gpl() {
+        let mut f = FakeModule::new("ns", &["zeta", "alpha"], &[]);
+        f.gpl = true;
+        f.namespaces = vec![("zeta".into(), "MY_NS".into())];
+        let m = KoModule::from_bytes(&f.build()).unwrap();
+        assert_eq!(
+            m.exports,
+            vec![
+                Export {
+                    name: "alpha".into(),
+                    namespace: None,
+                    crc: Some(0x1234),
+                    gpl: true
+                },
+                Export {
+                    name: "zeta".into(),
+                    namespace: Some("MY_NS".into()),
+                    crc: Some(0x1234),
+                    gpl: true
+                },
+            ]
+        );
     }
 
     #[test]

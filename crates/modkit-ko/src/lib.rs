@@ -26,3 +26,4 @@ pub mod modprobe;
 pub mod names;
 #[cfg(test)]
 pub(crate) mod testutil;
+pub mod tree;
