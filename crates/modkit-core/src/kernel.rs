@@ -487,7 +487,7 @@ impl Kernel {
             .filter(|((m, _), b)| *m == id && **b != 0)
             .map(|((_, s), _)| *s)
             .collect();
-        if !left.is_empty() && !(forced && !self.db.spec(id).has_exit) {
+        if !left.is_empty() && (!forced || self.db.spec(id).has_exit) {
             let v = format!("{} freed with init steps {left:?} not undone", self.name(id));
             self.violations.push(v);
         }

@@ -51,20 +51,16 @@ pub enum KmodLimiter {
 }
 
 /// The semantics a run follows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Policy {
     /// modkit's own semantics: cycles refused with the chain, loads and requests merged,
     /// rmmod that can wait for pins, leak diagnostics.
+    #[default]
     Modkit,
     /// Exactly what that kernel did.
     Linux(Version),
 }
 
-impl Default for Policy {
-    fn default() -> Self {
-        Policy::Modkit
-    }
-}
 
 /// Maximum concurrent request_module calls (`MAX_KMOD_CONCURRENT`).
 pub const MAX_KMOD_CONCURRENT: usize = 50;

@@ -38,16 +38,16 @@ pub fn parse_duration(s: &str) -> Result<Time, String> {
 pub fn format_duration(ns: Time) -> String {
     if ns == 0 {
         "0s".into()
-    } else if ns % 1_000_000_000 == 0 {
+    } else if ns.is_multiple_of(1_000_000_000) {
         format!("{}s", ns / 1_000_000_000)
     } else if ns >= 1_000_000_000 {
         format!(
             "{}s",
             format!("{:.6}", ns as f64 / 1e9).trim_end_matches('0')
         )
-    } else if ns % 1_000_000 == 0 {
+    } else if ns.is_multiple_of(1_000_000) {
         format!("{}ms", ns / 1_000_000)
-    } else if ns % 1_000 == 0 {
+    } else if ns.is_multiple_of(1_000) {
         format!("{}us", ns / 1_000)
     } else {
         format!("{ns}ns")

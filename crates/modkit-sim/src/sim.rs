@@ -95,7 +95,7 @@ pub struct Sim<'a> {
     k: Kernel,
     tasks: HashMap<TaskId, Task>,
     next_task: TaskId,
-    queue: BinaryHeap<Reverse<(Time, u64, u64, TaskId, u64, u8)>>,
+    queue: BinaryHeap<Reverse<QueueEntry>>,
     seq: u64,
     rng: Option<ChaCha8Rng>,
     waiters: HashMap<WaitKey, Vec<(TaskId, u64)>>,
@@ -105,6 +105,9 @@ pub struct Sim<'a> {
     steps_taken: u64,
     max_steps: u64,
 }
+
+/// (due time, seeded tie-break, sequence, task, wait token, resume kind).
+type QueueEntry = (Time, u64, u64, TaskId, u64, u8);
 
 const R_START: u8 = 0;
 const R_WOKEN: u8 = 1;
