@@ -441,7 +441,10 @@ impl Kernel {
         let b = self.step_balance.entry((m, step)).or_insert(0);
         *b += 1;
         if *b != 1 {
-            let v = format!("{}: init step {step} completed twice without its undo", self.name(m));
+            let v = format!(
+                "{}: init step {step} completed twice without its undo",
+                self.name(m)
+            );
             self.violations.push(v);
         }
     }
@@ -451,7 +454,10 @@ impl Kernel {
         let b = self.step_balance.entry((m, step)).or_insert(0);
         *b -= 1;
         if *b != 0 {
-            let v = format!("{}: undo of init step {step} ran without the step having completed", self.name(m));
+            let v = format!(
+                "{}: undo of init step {step} ran without the step having completed",
+                self.name(m)
+            );
             self.violations.push(v);
         }
     }
@@ -470,7 +476,11 @@ impl Kernel {
         };
         let forced = self.forced.remove(&id);
         if !forced && self.pins.values().any(|p| p.module == id) {
-            let v = format!("{} freed while pinned by {:?}", self.name(id), self.pins_of(id));
+            let v = format!(
+                "{} freed while pinned by {:?}",
+                self.name(id),
+                self.pins_of(id)
+            );
             self.violations.push(v);
         }
         if !inst.holders.is_empty() {
@@ -478,7 +488,11 @@ impl Kernel {
             self.violations.push(v);
         }
         if inst.refcount < 0 {
-            let v = format!("{} had a negative refcount {}", self.name(id), inst.refcount);
+            let v = format!(
+                "{} had a negative refcount {}",
+                self.name(id),
+                inst.refcount
+            );
             self.violations.push(v);
         }
         let left: Vec<usize> = self
@@ -488,7 +502,10 @@ impl Kernel {
             .map(|((_, s), _)| *s)
             .collect();
         if !left.is_empty() && (!forced || self.db.spec(id).has_exit) {
-            let v = format!("{} freed with init steps {left:?} not undone", self.name(id));
+            let v = format!(
+                "{} freed with init steps {left:?} not undone",
+                self.name(id)
+            );
             self.violations.push(v);
         }
         self.step_balance.retain(|(m, _), _| *m != id);

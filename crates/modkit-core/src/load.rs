@@ -427,7 +427,8 @@ impl Load {
                         // EEXIST is the loader's word for "already loaded"; an init that
                         // fails with it would read as success to modprobe. modkit reports
                         // EBUSY instead (the safety net proposed for Linux in Dec 2025).
-                        let line = format!("{}: init failed with EEXIST; reported as EBUSY", k.name(m));
+                        let line =
+                            format!("{}: init failed with EEXIST; reported as EBUSY", k.name(m));
                         k.printk(line);
                         e = Errno::EBUSY;
                     }

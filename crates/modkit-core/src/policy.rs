@@ -61,7 +61,6 @@ pub enum Policy {
     Linux(Version),
 }
 
-
 /// Maximum concurrent request_module calls (`MAX_KMOD_CONCURRENT`).
 pub const MAX_KMOD_CONCURRENT: usize = 50;
 /// Seconds request_module waits for a slot (`MAX_KMOD_ALL_BUSY_TIMEOUT`).

@@ -732,10 +732,12 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                 "coming" => Some(ModState::Coming),
                 "live" => Some(ModState::Live),
                 "going" => Some(ModState::Going),
-                other => return Err(err(format!(
+                other => {
+                    return Err(err(format!(
                     "key `final`: `{other}` is not a state{}; use absent, coming, live or going",
                     did_you_mean(other, ["absent", "coming", "live", "going"])
-                ))),
+                )))
+                }
             };
             final_.insert(m, st);
         }
