@@ -146,6 +146,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn last_field_option_wins() {
+        let v = |s: &str| s.split(' ').map(str::to_string).collect::<Vec<_>>();
+        assert_eq!(
+            field_from_argv(&v("modkit modinfo -l -a -d fuse")),
+            Some(Some("description".into()))
+        );
+        assert_eq!(
+            field_from_argv(&v("modkit modinfo -lF alias -b /x fuse")),
+            Some(Some("alias".into()))
+        );
+        assert_eq!(field_from_argv(&v("modkit modinfo -b /x fuse")), None);
+        assert_eq!(
+            field_from_argv(&v("modkit modinfo --field=x -p fuse")),
+            Some(Some("parm".into()))
+        );
+    }
+
+    #[test]
     fn version_numbers() {
         assert!(is_version_number("6.1.0-56-cloud-amd64"));
         assert!(is_version_number("4.4"));
@@ -211,20 +229,87 @@ fn kmod_dirname(root: Option<&str>, version: Option<&str>) -> String {
     }
 }
 
+/// kmod's modinfo keeps the *last* of `-a -d -l -p -n -F`; clap's derive loses their
+/// order, so it is recovered from the command line (after the `modinfo` word).
+/// `None` when no such option is present.
+fn field_from_argv(argv: &[String]) -> Option<Option<String>> {
+    let start = argv.iter().position(|a| a == "modinfo")? + 1;
+    let mut field: Option<Option<String>> = None;
+    let mut i = start;
+    while i < argv.len() {
+        let a = &argv[i];
+        i += 1;
+        if a == "--" {
+            break;
+        }
+        let short = |c: char| match c {
+            'a' => Some("author"),
+            'd' => Some("description"),
+            'l' => Some("license"),
+            'p' => Some("parm"),
+            'n' => Some("filename"),
+            _ => None,
+        };
+        if let Some(long) = a.strip_prefix("--") {
+            let (name, val) = match long.split_once('=') {
+                Some((n, v)) => (n, Some(v.to_string())),
+                None => (long, None),
+            };
+            match name {
+                "author" | "description" | "license" | "filename" => {
+                    field = Some(Some(name.to_string()))
+                }
+                "parameters" => field = Some(Some("parm".into())),
+                "field" => {
+                    let v = val.or_else(|| argv.get(i).cloned());
+                    if !long.contains('=') {
+                        i += 1;
+                    }
+                    field = Some(v);
+                }
+                "set-version" | "basedir" if !long.contains('=') => i += 1,
+                _ => {}
+            }
+        } else if let Some(cluster) = a.strip_prefix('-').filter(|c| !c.is_empty()) {
+            for (k, c) in cluster.char_indices() {
+                if let Some(f) = short(c) {
+                    field = Some(Some(f.to_string()));
+                } else if matches!(c, 'F' | 'k' | 'b') {
+                    let rest = &cluster[k + 1..];
+                    let v = if rest.is_empty() {
+                        i += 1;
+                        argv.get(i - 1).cloned()
+                    } else {
+                        Some(rest.to_string())
+                    };
+                    if c == 'F' {
+                        field = Some(v);
+                    }
+                    break;
+                }
+            }
+        }
+    }
+    field
+}
+
 /// Runs `modkit modinfo`.
 pub fn run_modinfo(args: &ModinfoArgs) -> i32 {
-    let field = [
-        (args.author, "author"),
-        (args.description, "description"),
-        (args.license, "license"),
-        (args.parameters, "parm"),
-        (args.filename, "filename"),
-    ]
-    .iter()
-    .filter(|(set, _)| *set)
-    .map(|(_, f)| f.to_string())
-    .last()
-    .or_else(|| args.field.clone());
+    let argv: Vec<String> = std::env::args().collect();
+    let field = field_from_argv(&argv).unwrap_or_else(|| {
+        [
+            (args.author, "author"),
+            (args.description, "description"),
+            (args.license, "license"),
+            (args.parameters, "parm"),
+            (args.filename, "filename"),
+        ]
+        .iter()
+        .filter(|(set, _)| *set)
+        .map(|(_, f)| f.to_string())
+        .last()
+        .or_else(|| args.field.clone())
+    });
     let opts = crate::modinfo::ModinfoOptions {
         field,
         null: args.null,
