@@ -40,6 +40,13 @@ enum Command {
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// kmod 30-compatible depmod: write modules.dep, .alias, .symbols, .softdep, .devname
+    /// and the .bin indexes of a real module tree.
+    Depmod(modkit_ko::cli::DepmodArgs),
+    /// kmod 30-compatible modinfo for module files, names or aliases.
+    Modinfo(modkit_ko::cli::ModinfoArgs),
+    /// kmod 30-compatible modprobe, dry-run modes (--show-depends, --resolve-alias).
+    Modprobe(modkit_ko::cli::ModprobeArgs),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +63,9 @@ fn main() -> ExitCode {
             json,
         } => simulate(&file, policy, seed, json),
         Command::Check { files, seed } => check(&files, seed),
+        Command::Depmod(a) => ExitCode::from(modkit_ko::cli::run_depmod(&a) as u8),
+        Command::Modinfo(a) => ExitCode::from(modkit_ko::cli::run_modinfo(&a) as u8),
+        Command::Modprobe(a) => ExitCode::from(modkit_ko::cli::run_modprobe(&a) as u8),
     }
 }
 
