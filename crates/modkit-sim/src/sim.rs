@@ -237,17 +237,21 @@ impl<'a> Sim<'a> {
                 });
             }
             debug_assert!(at >= self.k.now);
-            self.k.now = at;
             if kind == R_EVENT {
+                self.k.now = at;
                 self.start_event(task as usize);
                 continue;
             }
+            // A stale entry (a task gone, or woken before this deadline) is no event: it
+            // must not move the clock, or the run would seem to end at a deadline that
+            // never fired.
             let Some(t) = self.tasks.get_mut(&task) else {
                 continue;
             };
             if t.token != token {
                 continue;
             }
+            self.k.now = at;
             t.token += 1;
             let resume = match kind {
                 R_START => Resume::Start,
