@@ -1,0 +1,216 @@
+//! Stress tests: storms of concurrent loads and requests, checked against the kernel's
+//! documented behaviour (`reference/linux-module-loader.md` §2.1 for duplicate loads, §5.2 for
+//! the request_module limit) and modkit's own semantics. Counts and results only: speed is
+//! measured by the `engine` benchmark, not asserted here.
+
+use modkit_core::{Errno, Outcome, Policy};
+use modkit_sim::{Run, Scenario, Sim};
+
+/// One module `m` whose init sleeps 10 ms and then runs `tail` (an action list, may be
+/// empty), and one event `storm` of `threads` copies of `verb = "m"` at time 0.
+fn storm(verb: &str, threads: u32, tail: &str) -> Scenario {
+    let text = format!(
+        r#"
+[[module]]
+name = "m"
+exports = ["m_sym"]
+[[module.init]]
+step = "probe"
+run = [{{ sleep = "10ms" }}{tail}]
+undo = true
+
+[[event]]
+id = "storm"
+threads = {threads}
+{verb} = "m"
+"#
+    );
+    modkit_sim::parse("storm.toml", &text).expect("valid scenario")
+}
+
+fn run(sc: &Scenario, policy: &str) -> Run {
+    let p: Policy = policy.parse().expect("policy");
+    let run = Sim::new(sc, p, 0).run().expect("the run finishes");
+    assert_eq!(run.kernel.violations, Vec::<String>::new(), "{policy}");
+    run
+}
+
+fn count(results: &[Outcome], o: Outcome) -> usize {
+    results.iter().filter(|&&r| r == o).count()
+}
+
+fn init_calls(run: &Run, m: &str) -> u32 {
+    run.kernel.init_calls[run.kernel.db.id(m).expect("module")]
+}
+
+const STORM: u32 = 10_000;
+
+/// modkit: 10,000 concurrent modprobes of one module merge onto one load: one init, every
+/// thread gets its success.
+#[test]
+fn modkit_modprobe_storm_runs_one_init() {
+    let sc = storm("modprobe", STORM, "");
+    let run = run(&sc, "modkit");
+    let res = &run.results["storm"];
+    assert_eq!(res.len(), STORM as usize);
+    assert_eq!(count(res, Outcome::Ok), STORM as usize);
+    assert_eq!(init_calls(&run, "m"), 1);
+    let k = &run.kernel;
+    let m = k.db.id("m").expect("m");
+    assert_eq!(k.state(m).map(|s| s.name()), Some("live"));
+    assert_eq!(k.instances[m].as_ref().expect("live").refcount, 0);
+    assert!(k.pins.is_empty());
+}
+
+/// modkit: a failing init is run once and its error shared by all 10,000 threads.
+#[test]
+fn modkit_failing_storm_shares_one_error() {
+    let sc = storm("modprobe", STORM, r#", { fail = "ENOMEM" }"#);
+    let run = run(&sc, "modkit");
+    let res = &run.results["storm"];
+    assert_eq!(count(res, Outcome::Err(Errno::ENOMEM)), STORM as usize);
+    assert_eq!(init_calls(&run, "m"), 1);
+    assert!(run.kernel.instances[run.kernel.db.id("m").expect("m")].is_none());
+}
+
+/// Linux 6.1 (era B, §2.3): every finit_module waiting in add_unformed_module retries after
+/// the failed load is freed, one at a time: the init runs once per thread and every thread
+/// gets the init's error. Each retry wakes every waiter on module_wq (wake_up_all), so the
+/// run costs O(threads²) scheduler steps; 1,000 threads keep it quick.
+#[test]
+fn linux_6_1_failing_storm_retries_serially() {
+    const T: u32 = 1_000;
+    let sc = storm("modprobe", T, r#", { fail = "ENOMEM" }"#);
+    let run = run(&sc, "linux-6.1");
+    let res = &run.results["storm"];
+    assert_eq!(res.len(), T as usize);
+    assert_eq!(count(res, Outcome::Err(Errno::ENOMEM)), T as usize);
+    assert_eq!(init_calls(&run, "m"), T);
+    // Serialised: each init takes its 10 ms in turn.
+    assert_eq!(run.end_time, u64::from(T) * 10_000_000);
+}
+
+/// Linux 6.1 with an init that succeeds: the first load wins, the others wait for it and
+/// then find the module LIVE (EEXIST, which modprobe counts as success).
+#[test]
+fn linux_6_1_modprobe_storm_one_init() {
+    let sc = storm("modprobe", STORM, "");
+    let run = run(&sc, "linux-6.1");
+    let res = &run.results["storm"];
+    assert_eq!(count(res, Outcome::Ok), STORM as usize);
+    assert_eq!(init_calls(&run, "m"), 1);
+}
+
+/// Linux 6.6 (era E, §2.1): concurrent finit_module of one file wait for the first and
+/// return its result: one init, one shared error.
+#[test]
+fn linux_6_6_failing_storm_shares_one_result() {
+    let sc = storm("modprobe", STORM, r#", { fail = "ENOMEM" }"#);
+    let run = run(&sc, "linux-6.6");
+    let res = &run.results["storm"];
+    assert_eq!(count(res, Outcome::Err(Errno::ENOMEM)), STORM as usize);
+    assert_eq!(init_calls(&run, "m"), 1);
+}
+
+/// Linux 6.2 (era C): the waiters wait once, then find the failed module gone: EBUSY, no
+/// new attempt.
+#[test]
+fn linux_6_2_failing_storm_gets_ebusy() {
+    let sc = storm("insmod", 100, r#", { fail = "ENOMEM" }"#);
+    let run = run(&sc, "linux-6.2");
+    let res = &run.results["storm"];
+    assert_eq!(count(res, Outcome::Err(Errno::ENOMEM)), 1);
+    assert_eq!(count(res, Outcome::Err(Errno::EBUSY)), 99);
+    assert_eq!(init_calls(&run, "m"), 1);
+}
+
+/// `n` concurrent request_module("m") calls (kernel threads, as lib/test_kmod.c makes them),
+/// the module's init taking `init` of virtual time.
+fn requests(n: u32, init: &str) -> Scenario {
+    let text = format!(
+        r#"
+[[module]]
+name = "m"
+[[module.init]]
+step = "probe"
+run = [{{ sleep = "{init}" }}]
+
+[[event]]
+id = "req"
+threads = {n}
+request_module = "m"
+"#
+    );
+    modkit_sim::parse("requests.toml", &text).expect("valid scenario")
+}
+
+/// Linux ≤ 4.12 (§5.2): above MAX_KMOD_CONCURRENT (50) a request fails at once with
+/// -ENOMEM, and "runaway loop" is printed at most 5 times.
+#[test]
+fn linux_4_12_request_storm_enomem_beyond_50() {
+    for n in [58u32, 62] {
+        let run = run(&requests(n, "1s"), "linux-4.12");
+        let res = &run.results["req"];
+        assert_eq!(res.len(), n as usize);
+        assert_eq!(count(res, Outcome::Ok), 50, "{n}");
+        assert_eq!(
+            count(res, Outcome::Err(Errno::ENOMEM)),
+            n as usize - 50,
+            "{n}"
+        );
+        let runaway = run
+            .kernel
+            .log
+            .iter()
+            .filter(|l| l.text.contains("request_module: runaway loop modprobe m"))
+            .count();
+        assert_eq!(runaway, (n as usize - 50).min(5), "{n}");
+        assert_eq!(run.kernel.kmod.peak, 50);
+        assert_eq!(init_calls(&run, "m"), 1);
+    }
+}
+
+/// Linux 6.4+ (§5.2): a FIFO semaphore of 50 with a 5 s timeout. With a 1 s init the extra
+/// requests wait for a slot and all succeed; the peak stays at 50.
+#[test]
+fn linux_6_4_request_storm_waits_for_slots() {
+    for n in [58u32, 62] {
+        let run = run(&requests(n, "1s"), "linux-6.4");
+        let res = &run.results["req"];
+        assert_eq!(count(res, Outcome::Ok), n as usize, "{n}");
+        assert_eq!(run.kernel.kmod.peak, 50);
+        assert_eq!(init_calls(&run, "m"), 1);
+        assert!(run.kernel.diagnostics.is_empty(), "{n}");
+        // The waiters got their slots when the first 50 finished, at 1 s.
+        assert_eq!(run.end_time, 1_000_000_000);
+    }
+}
+
+/// Linux 6.4+ with an init slower than the 5 s slot timeout: the requests beyond 50 give up
+/// with -ETIME and the "cannot be processed" message.
+#[test]
+fn linux_6_4_request_storm_times_out_beyond_50() {
+    for n in [58u32, 62] {
+        let run = run(&requests(n, "10s"), "linux-6.4");
+        let res = &run.results["req"];
+        assert_eq!(count(res, Outcome::Ok), 50, "{n}");
+        assert_eq!(
+            count(res, Outcome::Err(Errno::ETIME)),
+            n as usize - 50,
+            "{n}"
+        );
+        assert!(run.kernel.log.iter().any(|l| l
+            .text
+            .contains("request_module: modprobe m cannot be processed, kmod busy with 50 threads for more than 5 seconds now")));
+    }
+}
+
+/// modkit merges identical requests into one modprobe: 62 requests of one name use one slot.
+#[test]
+fn modkit_request_storm_merges() {
+    let run = run(&requests(62, "10s"), "modkit");
+    let res = &run.results["req"];
+    assert_eq!(count(res, Outcome::Ok), 62);
+    assert_eq!(run.kernel.kmod.peak, 1);
+    assert_eq!(init_calls(&run, "m"), 1);
+}
