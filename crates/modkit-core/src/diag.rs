@@ -27,11 +27,14 @@ pub enum DiagKind {
     Leak,
     /// A module exported a symbol another module already exports.
     DuplicateExport,
+    /// A module was freed while references on it were still held (the kernel does this
+    /// when an init fails after a try_module_get, or on a forced unload): a use after free.
+    FreedWhilePinned,
 }
 
 impl DiagKind {
     /// Every kind, for parsing and suggestions.
-    pub const ALL: [DiagKind; 11] = [
+    pub const ALL: [DiagKind; 12] = [
         DiagKind::DependencyCycle,
         DiagKind::Stalled,
         DiagKind::Timeout,
@@ -43,6 +46,7 @@ impl DiagKind {
         DiagKind::LimitReached,
         DiagKind::Leak,
         DiagKind::DuplicateExport,
+        DiagKind::FreedWhilePinned,
     ];
 
     /// The snake_case name used in scenario files and reports.
@@ -59,6 +63,7 @@ impl DiagKind {
             DiagKind::LimitReached => "limit_reached",
             DiagKind::Leak => "leak",
             DiagKind::DuplicateExport => "duplicate_export",
+            DiagKind::FreedWhilePinned => "freed_while_pinned",
         }
     }
 

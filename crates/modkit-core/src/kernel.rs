@@ -134,6 +134,8 @@ pub struct Kernel {
     pub registrations: BTreeMap<String, ModId>,
     /// Pins by id.
     pub pins: BTreeMap<u64, Pin>,
+    /// Pins whose module was freed under them (a use after free waiting to happen).
+    pub dangling: BTreeMap<u64, Pin>,
     next_pin: u64,
     /// `/proc/sys/kernel/modprobe`.
     pub modprobe_path: String,
@@ -189,6 +191,7 @@ impl Kernel {
             symtab: HashMap::new(),
             registrations: BTreeMap::new(),
             pins: BTreeMap::new(),
+            dangling: BTreeMap::new(),
             next_pin: 1,
             modprobe_path: "/sbin/modprobe".into(),
             kmod: KmodLimit::default(),
@@ -339,6 +342,21 @@ impl Kernel {
 
     /// `module_put()` of a pin taken by [`Kernel::try_module_get`].
     pub fn module_put(&mut self, pin: u64) -> Result<(), Errno> {
+        if let Some(p) = self.dangling.remove(&pin) {
+            let name = self.name(p.module).to_string();
+            let msg = format!(
+                "{} put a reference on {name} after {name} was freed",
+                p.holder
+            );
+            self.diagnose(
+                DiagKind::FreedWhilePinned,
+                Some(p.module),
+                msg,
+                Vec::new(),
+                None,
+            );
+            return Ok(());
+        }
         let p = self.pins.remove(&pin).ok_or(Errno::EINVAL)?;
         let builtin = self.db.spec(p.module).builtin;
         if let Some(inst) = self.instances[p.module].as_mut() {
@@ -362,6 +380,7 @@ impl Kernel {
             .iter()
             .find(|(_, p)| p.module == id && p.holder == holder)
             .or_else(|| self.pins.iter().find(|(_, p)| p.module == id))
+            .or_else(|| self.dangling.iter().find(|(_, p)| p.module == id))
             .map(|(k, _)| *k)
     }
 
@@ -475,13 +494,32 @@ impl Kernel {
             None => return,
         };
         let forced = self.forced.remove(&id);
-        if !forced && self.pins.values().any(|p| p.module == id) {
-            let v = format!(
-                "{} freed while pinned by {:?}",
-                self.name(id),
-                self.pins_of(id)
+        let pinned: Vec<u64> = self
+            .pins
+            .iter()
+            .filter(|(_, p)| p.module == id)
+            .map(|(k, _)| *k)
+            .collect();
+        if !pinned.is_empty() {
+            let holders = self.pins_of(id);
+            if self.policy.is_modkit() && !forced {
+                let v = format!("{} freed while pinned by {holders:?}", self.name(id));
+                self.violations.push(v);
+            }
+            let name = self.name(id).to_string();
+            let msg = format!(
+                "{name} was freed while pinned by {}: their module_put will touch freed memory",
+                holders.join(", ")
             );
-            self.violations.push(v);
+            let hint = Some(format!(
+                "a reference taken while {name} is COMING must not outlive a failed init; modkit waits for such pins before freeing"
+            ));
+            self.diagnose(DiagKind::FreedWhilePinned, Some(id), msg, Vec::new(), hint);
+            for k in pinned {
+                if let Some(p) = self.pins.remove(&k) {
+                    self.dangling.insert(k, p);
+                }
+            }
         }
         if !inst.holders.is_empty() {
             let v = format!("{} freed while used by {:?}", self.name(id), inst.holders);

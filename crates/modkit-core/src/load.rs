@@ -40,6 +40,7 @@ pub struct Load {
     given_up: BTreeSet<ModId>,
     step: usize,
     awaiting_body: bool,
+    going: bool,
 }
 
 /// What resolving one import gave.
@@ -64,6 +65,7 @@ impl Load {
             given_up: BTreeSet::new(),
             step: 0,
             awaiting_body: false,
+            going: false,
         }
     }
 
@@ -416,9 +418,23 @@ impl Load {
                         }
                     }
                     // do_init_module() failure: GOING, drop the initial reference, free.
-                    if let Some(i) = k.instances[m].as_mut() {
-                        i.state = ModState::Going;
-                        i.refcount -= 1;
+                    if !self.going {
+                        self.going = true;
+                        if let Some(i) = k.instances[m].as_mut() {
+                            i.state = ModState::Going;
+                            i.refcount -= 1;
+                        }
+                    }
+                    let refs = k.instances[m].as_ref().map(|i| i.refcount).unwrap_or(0);
+                    if refs > 0 && k.policy.is_modkit() {
+                        // modkit never frees code someone holds: wait for the pins taken
+                        // while the module was COMING (new ones are refused: it is GOING).
+                        let reason = format!(
+                            "failed load of {} waits for its pins to drop ({})",
+                            k.name(m),
+                            k.pins_of(m).join(", ")
+                        );
+                        return wait(WaitKey::Pins(m), reason, None, None);
                     }
                     k.waits.leave_module(task, m);
                     k.free_module(m);

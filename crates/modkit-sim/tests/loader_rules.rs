@@ -255,3 +255,56 @@ modprobe = "m"
         .iter()
         .all(|o| *o == Outcome::Err(Errno::EBUSY)));
 }
+
+#[test]
+fn a_failed_init_with_a_pin_taken_while_coming() {
+    let text = r#"
+[[module]]
+name = "a"
+[[module.init]]
+step = "s"
+run = [{ sleep = "10ms" }, { fail = "ENOMEM" }]
+[[event]]
+id = "load"
+modprobe = "a"
+[[event]]
+id = "pin"
+at = "5ms"
+run = [{ get_module = "a" }]
+[[event]]
+id = "reload"
+at = "1s"
+modprobe = "a"
+[[event]]
+id = "put"
+at = "2s"
+run = [{ put_module = "a" }]
+"#;
+    // Linux frees the module under the pin; the late module_put touches freed memory.
+    let r = run("linux-6.6", text);
+    assert_eq!(result(&r, "load"), Outcome::Err(Errno::ENOMEM));
+    let kinds: Vec<DiagKind> = r.kernel.diagnostics.iter().map(|d| d.kind).collect();
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == DiagKind::FreedWhilePinned)
+            .count(),
+        2,
+        "{kinds:?}"
+    );
+    // modkit holds the failed module (GOING) until the pin drops, then frees it.
+    let r = run("modkit", text);
+    assert_eq!(result(&r, "load"), Outcome::Err(Errno::ENOMEM));
+    assert!(r
+        .kernel
+        .diagnostics
+        .iter()
+        .all(|d| d.kind != DiagKind::FreedWhilePinned));
+    assert_eq!(result(&r, "put"), Outcome::Ok);
+    assert!(r.kernel.instances[0].is_none());
+    // The reload at 1 s found the failed module still GOING (pinned), waited for it to go
+    // at 2 s, then made its own attempt, which failed 10 ms later.
+    assert_eq!(result(&r, "reload"), Outcome::Err(Errno::ENOMEM));
+    assert_eq!(r.kernel.init_calls[0], 2);
+    assert_eq!(r.end_time, 2_010_000_000);
+}
