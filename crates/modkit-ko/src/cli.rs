@@ -305,9 +305,9 @@ pub fn run_modinfo(args: &ModinfoArgs) -> i32 {
             (args.filename, "filename"),
         ]
         .iter()
-        .filter(|(set, _)| *set)
+        .rev()
+        .find(|(set, _)| *set)
         .map(|(_, f)| f.to_string())
-        .last()
         .or_else(|| args.field.clone())
     });
     let opts = crate::modinfo::ModinfoOptions {

@@ -88,8 +88,10 @@ pub struct ElfView<'d> {
     pub symbols: Result<Vec<Symbol<'d>>, ParseError>,
     /// Size of `.strtab` (kmod checks `st_name` against it).
     pub strtab_len: u64,
-    /// Relocations of each `SHT_RELA` section, keyed by the target section index (`sh_info`).
-    pub relas: Vec<(usize, Vec<Reloc>)>,
+    /// Raw `SHT_RELA` sections as (target section index `sh_info`, bytes); decoded on
+    /// demand by [`ElfView::relocations`].
+    pub relas: Vec<(usize, &'d [u8])>,
+    decode_relas: fn(Endianness, &[u8]) -> Vec<Reloc>,
 }
 
 fn elf_err(e: object::read::Error) -> ParseError {
@@ -116,6 +118,16 @@ impl<'d> ElfView<'d> {
             .skip(1)
             .filter(|s| s.data.is_some())
             .find(|s| s.name == Some(name.as_bytes()))
+    }
+
+    /// Relocations applying to section `target` (from the first `SHT_RELA` section whose
+    /// `sh_info` names it); empty when there is none or it is malformed.
+    pub fn relocations(&self, target: usize) -> Vec<Reloc> {
+        self.relas
+            .iter()
+            .find(|(t, _)| *t == target)
+            .map(|(_, bytes)| (self.decode_relas)(self.endian, bytes))
+            .unwrap_or_default()
     }
 
     /// The bytes of the first section with this name.
@@ -200,6 +212,7 @@ fn parse_generic<'d, Elf: FileHeader<Endian = Endianness>>(
         symbols: Ok(Vec::new()),
         strtab_len: 0,
         relas: Vec::new(),
+        decode_relas: decode_relas::<Elf>,
     };
     let strtab = view.section_data(".strtab");
     let symtab = view.section_data(".symtab");
@@ -209,26 +222,31 @@ fn parse_generic<'d, Elf: FileHeader<Endian = Endianness>>(
         (_, None) => Err(ParseError::MissingSection(".symtab")),
         (Some(strtab), Some(symtab)) => read_symbols::<Elf>(endian, strtab, symtab),
     };
-    for s in &view.sections {
-        if s.sh_type != SHT_RELA {
-            continue;
-        }
-        let Some(bytes) = s.data else { continue };
-        let Ok(relas) = object::pod::slice_from_all_bytes::<Elf::Rela>(bytes) else {
-            continue;
-        };
-        let relocs = relas
-            .iter()
-            .map(|r| Reloc {
-                offset: r.r_offset(endian).into(),
-                sym: r.r_sym(endian, false),
-                r_type: r.r_type(endian, false),
-                addend: r.r_addend(endian).into(),
-            })
-            .collect();
-        view.relas.push((s.info as usize, relocs));
-    }
+    view.relas = view
+        .sections
+        .iter()
+        .filter(|s| s.sh_type == SHT_RELA)
+        .filter_map(|s| Some((s.info as usize, s.data?)))
+        .collect();
     Ok(view)
+}
+
+fn decode_relas<Elf: FileHeader<Endian = Endianness>>(
+    endian: Endianness,
+    bytes: &[u8],
+) -> Vec<Reloc> {
+    let Ok(relas) = object::pod::slice_from_all_bytes::<Elf::Rela>(bytes) else {
+        return Vec::new();
+    };
+    relas
+        .iter()
+        .map(|r| Reloc {
+            offset: r.r_offset(endian).into(),
+            sym: r.r_sym(endian, false),
+            r_type: r.r_type(endian, false),
+            addend: r.r_addend(endian).into(),
+        })
+        .collect()
 }
 
 fn read_symbols<'d, Elf: FileHeader<Endian = Endianness>>(

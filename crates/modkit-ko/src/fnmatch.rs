@@ -40,13 +40,13 @@ pub fn fnmatch(pat: &[u8], s: &[u8]) -> bool {
                         continue;
                     }
                 }
-                b'\\' if p + 1 < pat.len() => {
-                    if i < s.len() && s[i] == pat[p + 1] {
-                        p += 2;
-                        i += 1;
-                        continue;
-                    }
+                b'\\' if p + 1 < pat.len() && i < s.len() && s[i] == pat[p + 1] => {
+                    p += 2;
+                    i += 1;
+                    continue;
                 }
+                // An escape that does not match: fall through to backtracking.
+                b'\\' if p + 1 < pat.len() => {}
                 c if c != b'?' && c != b'[' && i < s.len() && s[i] == c => {
                     p += 1;
                     i += 1;

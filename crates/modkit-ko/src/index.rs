@@ -52,7 +52,7 @@ impl IndexBuilder {
 
     /// Serialises the index exactly as depmod's `index_write` does.
     pub fn write(&self) -> Vec<u8> {
-        let mut entries: Vec<(&[u8], Vec<&(u32, usize, String)>)> = self
+        let mut entries: Vec<Entry> = self
             .keys
             .iter()
             .map(|(k, v)| {
@@ -376,7 +376,7 @@ mod tests {
         want.extend_from_slice(&1u32.to_be_bytes());
         want.extend_from_slice(&7u32.to_be_bytes());
         want.extend_from_slice(b"v\0");
-        want.extend_from_slice(&[b'k', b'k']);
+        want.extend_from_slice(b"kk");
         want.extend_from_slice(&(12u32 | F_PREFIX | F_VALUES).to_be_bytes());
         assert_eq!(bytes, want);
     }

@@ -79,13 +79,32 @@ fn lossy(b: &[u8]) -> String {
 }
 
 impl KoModule {
-    /// Reads and parses a module file.
+    /// Reads and parses a module file (memory-mapped, so only the parts that are read
+    /// are paged in).
     pub fn from_path(path: &Path) -> Result<KoModule, Error> {
-        let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        KoModule::from_bytes(&raw).map_err(|source| Error::Parse {
-            path: path.to_path_buf(),
-            source,
-        })
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        let parse = |bytes: &[u8]| {
+            KoModule::from_bytes(bytes).map_err(|source| Error::Parse {
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        if len == 0 {
+            return parse(&[]);
+        }
+        // SAFETY: the mapping is private and read-only, and is dropped before this
+        // function returns. Like kmod (which also maps module files), we assume nobody
+        // truncates or rewrites a module file while it is being indexed; every access
+        // into the mapping is bounds-checked against the length taken at map time.
+        let map = unsafe { memmap2::Mmap::map(&file) };
+        match map {
+            Ok(map) => parse(&map),
+            Err(_) => {
+                let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+                parse(&raw)
+            }
+        }
     }
 
     /// Parses the bytes of a module file (compressed or not).
@@ -320,12 +339,7 @@ fn exports(elf: &ElfView) -> Vec<Export> {
         let Some(sec) = elf.section(secname) else {
             continue;
         };
-        let relocs = elf
-            .relas
-            .iter()
-            .find(|(target, _)| *target == sec.index)
-            .map(|(_, r)| r.as_slice())
-            .unwrap_or(&[]);
+        let relocs = &elf.relocations(sec.index);
         // 6.1 layout: 12-byte entries of three PC-relative 32-bit fields
         // (value, name, namespace), each with a relocation.
         let mut entries: Vec<(Option<String>, Option<String>)> = Vec::new();

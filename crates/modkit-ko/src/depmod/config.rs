@@ -196,7 +196,7 @@ mod tests {
         .unwrap();
         std::fs::write(dir.join("ignored.txt"), "search nope\n").unwrap();
         let mut logs = Vec::new();
-        let cfg = DepmodConfig::load(&[dir.clone()], "6.1.0", &mut |m| logs.push(m));
+        let cfg = DepmodConfig::load(std::slice::from_ref(&dir), "6.1.0", &mut |m| logs.push(m));
         assert_eq!(
             cfg.searches,
             vec![Search::Builtin, Search::Path("extra".into())]

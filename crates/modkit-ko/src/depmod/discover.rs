@@ -66,7 +66,7 @@ fn walk(st: &mut State, dir: &str, log: &mut Log) {
     for de in rd {
         let Ok(de) = de else { continue };
         let name = de.file_name().to_string_lossy().into_owned();
-        if name == "build" || name == "source" || st.cfg.excludes.iter().any(|e| *e == name) {
+        if name == "build" || name == "source" || st.cfg.excludes.contains(&name) {
             continue;
         }
         let path = format!("{dir}/{name}");

@@ -230,7 +230,7 @@ impl Context {
         self.config.blacklists.iter().any(|b| b == name)
     }
 
-    fn from_alias_index(&mut self, which: u8, name: &str) -> Vec<ModId> {
+    fn search_alias_index(&mut self, which: u8, name: &str) -> Vec<ModId> {
         let idx = match which {
             0 => &self.alias,
             1 => &self.symbols,
@@ -274,7 +274,7 @@ impl Context {
         }
         // 3. symbols
         if name.starts_with("symbol:") {
-            let v = self.from_alias_index(1, &name);
+            let v = self.search_alias_index(1, &name);
             if !v.is_empty() {
                 return Some(v);
             }
@@ -296,7 +296,7 @@ impl Context {
             return Some(vec![id]);
         }
         // 5. aliases
-        let v = self.from_alias_index(0, &name);
+        let v = self.search_alias_index(0, &name);
         if !v.is_empty() {
             return Some(v);
         }
@@ -312,7 +312,7 @@ impl Context {
             return Some(vec![id]);
         }
         // 7. built-in aliases
-        let v = self.from_alias_index(2, &name);
+        let v = self.search_alias_index(2, &name);
         for &id in &v {
             self.pool[id].builtin = Some(true);
         }
