@@ -181,10 +181,16 @@ fn resolve_crc(elf: &ElfView, value: u64, shndx: u16) -> u64 {
     let Some(data) = sec.data else {
         return u64::MAX;
     };
-    if value > sec.size.wrapping_sub(4) {
-        return u64::MAX;
+    // kmod checks `value > size - 4` (which wraps for sections shorter than 4 bytes);
+    // here any CRC word not wholly inside the section is unresolvable.
+    match value.checked_add(4) {
+        Some(end) if end <= sec.size => {}
+        _ => return u64::MAX,
     }
-    elf.read_uint(&data[value as usize..], 4)
+    usize::try_from(value)
+        .ok()
+        .and_then(|v| data.get(v..))
+        .and_then(|b| elf.read_uint(b, 4))
         .unwrap_or(u64::MAX)
 }
 
@@ -499,6 +505,29 @@ mod fake_tests {
                 },
             ]
         );
+    }
+
+    /// Regression (found by the `ko_reader` fuzz target): a `__crc_` symbol whose value
+    /// lies far outside its section must not panic.
+    #[test]
+    fn crc_symbol_outside_its_section() {
+        let mut bytes = FakeModule::new("c", &["x"], &[]).build();
+        let (off, count, strtab) = {
+            let elf = ElfView::parse(&bytes).unwrap();
+            let sym = elf.section(".symtab").unwrap();
+            let strtab = elf.section_data(".strtab").unwrap().to_vec();
+            (sym.offset as usize, sym.size as usize / 24, strtab)
+        };
+        for i in 1..count {
+            let e = off + 24 * i;
+            let name_off = u32::from_le_bytes(bytes[e..e + 4].try_into().unwrap()) as usize;
+            if cstr_at(&strtab, name_off) == Some(&b"__crc_x"[..]) {
+                bytes[e + 8..e + 16].copy_from_slice(&0xAB00_0000_0000_0000u64.to_le_bytes());
+            }
+        }
+        let m = KoModule::from_bytes(&bytes).unwrap();
+        assert_eq!(m.crc_symbols.unwrap()[0].crc, u64::MAX);
+        assert_eq!(m.exports[0].crc, Some(u32::MAX));
     }
 
     #[test]
