@@ -19,6 +19,9 @@ struct Entry {
     needed_by: Option<ModId>,
     /// A failure of a softdep is not a failure of the modprobe.
     required: bool,
+    /// The module was in the kernel with a closed closure ([`ModuleDb::closed`]) when the
+    /// list was built, so its dependencies were left out: all of them are live while it is.
+    pruned: bool,
 }
 
 /// A modprobe run.
@@ -48,12 +51,16 @@ impl Modprobe {
         }
     }
 
-    /// The probe list for `target` in insertion order, without repeats.
-    fn probe_list(db: &ModuleDb, cands: &[ModId]) -> Vec<Entry> {
+    /// The probe list for `target` in insertion order, without repeats. `inkernel` tells
+    /// which modules are LIVE or builtin now: the closure of such a module is left out when
+    /// it is closed (the module alone stands for it), which keeps a modprobe proportional to
+    /// what it may have to insert rather than to its whole closure; the modules left out
+    /// are exactly ones kmod would find in the kernel and skip.
+    fn probe_list(db: &ModuleDb, cands: &[ModId], inkernel: &dyn Fn(ModId) -> bool) -> Vec<Entry> {
         let mut out: Vec<Entry> = Vec::new();
         let mut seen = BTreeSet::new();
         for &c in cands {
-            Self::visit(db, c, None, true, &mut out, &mut seen);
+            Self::visit(db, c, None, true, inkernel, &mut out, &mut seen);
         }
         out
     }
@@ -63,31 +70,47 @@ impl Modprobe {
         m: ModId,
         needed_by: Option<ModId>,
         required: bool,
+        inkernel: &dyn Fn(ModId) -> bool,
         out: &mut Vec<Entry>,
         seen: &mut BTreeSet<ModId>,
     ) {
         if !seen.insert(m) {
             return;
         }
+        if db.closed(m) && inkernel(m) {
+            out.push(Entry {
+                module: m,
+                needed_by,
+                required,
+                pruned: true,
+            });
+            return;
+        }
         let spec = db.spec(m);
         for pre in &spec.softdeps_pre {
             for p in db.lookup(pre) {
-                Self::visit(db, p, Some(m), false, out, seen);
+                Self::visit(db, p, Some(m), false, inkernel, out, seen);
             }
         }
         for &d in db.deps(m) {
-            Self::visit(db, d, Some(m), required, out, seen);
+            Self::visit(db, d, Some(m), required, inkernel, out, seen);
         }
         out.push(Entry {
             module: m,
             needed_by,
             required,
+            pruned: false,
         });
         for post in &spec.softdeps_post {
             for p in db.lookup(post) {
-                Self::visit(db, p, Some(m), false, out, seen);
+                Self::visit(db, p, Some(m), false, inkernel, out, seen);
             }
         }
+    }
+
+    /// True when module `m` is LIVE or builtin (`module_is_inkernel`).
+    fn inkernel(k: &Kernel, m: ModId) -> bool {
+        k.db.spec(m).builtin || k.state(m) == Some(ModState::Live)
     }
 
     /// Advances the modprobe.
@@ -103,7 +126,7 @@ impl Modprobe {
                 }
                 return Step::Done(Outcome::Err(Errno::ENOENT));
             }
-            self.list = Some(Self::probe_list(&k.db, &cands));
+            self.list = Some(Self::probe_list(&k.db, &cands, &|m| Self::inkernel(k, m)));
         }
         let list = self.list.as_ref().expect("built above");
         if self.awaiting {
@@ -135,12 +158,37 @@ impl Modprobe {
                 _ => {}
             }
         }
-        let list = self.list.as_ref().expect("built above");
+        let list = self.list.as_mut().expect("built above");
         while self.idx < list.len() {
             let e = list[self.idx];
-            let inkernel = k.db.spec(e.module).builtin || k.state(e.module) == Some(ModState::Live);
-            if inkernel {
+            if Self::inkernel(k, e.module) {
                 self.idx += 1;
+                continue;
+            }
+            if e.pruned {
+                // It left the kernel since the list was built: put its closure back where
+                // kmod's full list has it, before it, each module once.
+                let mut seen: BTreeSet<ModId> = list[..self.idx].iter().map(|e| e.module).collect();
+                let mut sub = Vec::new();
+                let ink = |m| Self::inkernel(k, m);
+                Self::visit(
+                    &k.db,
+                    e.module,
+                    e.needed_by,
+                    e.required,
+                    &ink,
+                    &mut sub,
+                    &mut seen,
+                );
+                let again: BTreeSet<ModId> = sub.iter().map(|e| e.module).collect();
+                let rest: Vec<Entry> = list[self.idx + 1..]
+                    .iter()
+                    .filter(|x| !again.contains(&x.module))
+                    .copied()
+                    .collect();
+                list.truncate(self.idx);
+                list.extend(sub);
+                list.extend(rest);
                 continue;
             }
             self.awaiting = true;
@@ -173,7 +221,7 @@ mod tests {
         b.softdeps_post = vec!["post".into()];
         let db =
             ModuleDb::new(vec![a, b, ModuleSpec::new("pre"), ModuleSpec::new("post")]).unwrap();
-        let l = Modprobe::probe_list(&db, &[1]);
+        let l = Modprobe::probe_list(&db, &[1], &|_| false);
         let names: Vec<(&str, bool)> = l
             .iter()
             .map(|e| (db.spec(e.module).name.as_str(), e.required))

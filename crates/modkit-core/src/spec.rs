@@ -166,6 +166,8 @@ pub struct ModuleDb {
     /// Exporter of each symbol among loadable (non-builtin) modules, first definition wins,
     /// as depmod picks (used only for modules.dep).
     exporter: HashMap<String, usize>,
+    /// `closed[i]`: see [`ModuleDb::closed`].
+    closed: Vec<bool>,
 }
 
 /// Alias strings are normalised as kmod's `alias_normalize()` does: '-' → '_' outside
@@ -288,13 +290,24 @@ impl ModuleDb {
             }
             deps.push(d);
         }
+        let closed = closed_closures(&specs, &deps);
         Ok(ModuleDb {
             specs,
             by_name,
             deps,
             aliases,
             exporter,
+            closed,
         })
+    }
+
+    /// True when module `id`'s dependency closure is exactly what its loads link: no
+    /// `depends` override, no softdeps and only symbols with a single exporter, in it and in
+    /// every module it depends on. A LIVE module with a closed closure holds every module of
+    /// that closure LIVE (each is a target it references, and a module with holders cannot
+    /// be unloaded), so modprobe can skip the whole closure at once.
+    pub fn closed(&self, id: usize) -> bool {
+        self.closed[id]
     }
 
     /// All specs, indexed by module id.
@@ -367,6 +380,55 @@ impl ModuleDb {
         }
         out.push(id);
     }
+}
+
+/// [`ModuleDb::closed`] for every module, in O(modules + dependencies) (iterative, so deep
+/// dependency chains do not exhaust the stack; a module on a dependency cycle is not closed).
+fn closed_closures(specs: &[ModuleSpec], deps: &[Vec<usize>]) -> Vec<bool> {
+    let mut exporters: HashMap<&str, u32> = HashMap::new();
+    for s in specs {
+        for e in &s.exports {
+            *exporters.entry(e.name.as_str()).or_default() += 1;
+        }
+    }
+    let own = |s: &ModuleSpec| {
+        s.depends_override.is_none()
+            && s.softdeps_pre.is_empty()
+            && s.softdeps_post.is_empty()
+            && s.imports
+                .iter()
+                .all(|i| exporters.get(i.name.as_str()).copied().unwrap_or(0) <= 1)
+    };
+    // 0: not visited, 1: on the DFS stack, 2: done.
+    let mut mark = vec![0u8; specs.len()];
+    let mut closed: Vec<bool> = specs.iter().map(own).collect();
+    for root in 0..specs.len() {
+        if mark[root] != 0 {
+            continue;
+        }
+        mark[root] = 1;
+        let mut stack = vec![(root, 0usize)];
+        while let Some(&mut (m, ref mut next)) = stack.last_mut() {
+            if let Some(&d) = deps[m].get(*next) {
+                *next += 1;
+                match mark[d] {
+                    0 => {
+                        mark[d] = 1;
+                        stack.push((d, 0));
+                    }
+                    1 => closed[m] = false,
+                    _ => closed[m] &= closed[d],
+                }
+            } else {
+                mark[m] = 2;
+                stack.pop();
+                if let Some(&(parent, _)) = stack.last() {
+                    closed[parent] &= closed[m];
+                }
+            }
+        }
+    }
+    closed
 }
 
 fn aliases_mention(specs: &[ModuleSpec], name: &str) -> bool {
