@@ -30,11 +30,13 @@ pub enum DiagKind {
     /// A module was freed while references on it were still held (the kernel does this
     /// when an init fails after a try_module_get, or on a forced unload): a use after free.
     FreedWhilePinned,
+    /// Module code panicked (host driver): the step failed with EFAULT.
+    ModulePanic,
 }
 
 impl DiagKind {
     /// Every kind, for parsing and suggestions.
-    pub const ALL: [DiagKind; 12] = [
+    pub const ALL: [DiagKind; 13] = [
         DiagKind::DependencyCycle,
         DiagKind::Stalled,
         DiagKind::Timeout,
@@ -47,6 +49,7 @@ impl DiagKind {
         DiagKind::Leak,
         DiagKind::DuplicateExport,
         DiagKind::FreedWhilePinned,
+        DiagKind::ModulePanic,
     ];
 
     /// The snake_case name used in scenario files and reports.
@@ -64,6 +67,7 @@ impl DiagKind {
             DiagKind::Leak => "leak",
             DiagKind::DuplicateExport => "duplicate_export",
             DiagKind::FreedWhilePinned => "freed_while_pinned",
+            DiagKind::ModulePanic => "module_panic",
         }
     }
 

@@ -15,6 +15,8 @@ pub enum Errno {
     ENOEXEC,
     /// Bad file descriptor (9).
     EBADF,
+    /// Bad address (14); modkit: module code crashed (panicked).
+    EFAULT,
     /// Try again; the kernel's EWOULDBLOCK (11).
     EWOULDBLOCK,
     /// Out of memory (12).
@@ -39,12 +41,13 @@ pub enum Errno {
 
 impl Errno {
     /// Every errno the model knows, for parsing and suggestions.
-    pub const ALL: [Errno; 15] = [
+    pub const ALL: [Errno; 16] = [
         Errno::EPERM,
         Errno::ENOENT,
         Errno::EINTR,
         Errno::ENOEXEC,
         Errno::EBADF,
+        Errno::EFAULT,
         Errno::EWOULDBLOCK,
         Errno::ENOMEM,
         Errno::EBUSY,
@@ -65,6 +68,7 @@ impl Errno {
             Errno::EINTR => 4,
             Errno::ENOEXEC => 8,
             Errno::EBADF => 9,
+            Errno::EFAULT => 14,
             Errno::EWOULDBLOCK => 11,
             Errno::ENOMEM => 12,
             Errno::EBUSY => 16,
@@ -86,6 +90,7 @@ impl Errno {
             Errno::EINTR => "EINTR",
             Errno::ENOEXEC => "ENOEXEC",
             Errno::EBADF => "EBADF",
+            Errno::EFAULT => "EFAULT",
             Errno::EWOULDBLOCK => "EWOULDBLOCK",
             Errno::ENOMEM => "ENOMEM",
             Errno::EBUSY => "EBUSY",
@@ -107,6 +112,7 @@ impl Errno {
             Errno::EINTR => "Interrupted system call",
             Errno::ENOEXEC => "Exec format error",
             Errno::EBADF => "Bad file descriptor",
+            Errno::EFAULT => "Bad address",
             Errno::EWOULDBLOCK => "Resource temporarily unavailable",
             Errno::ENOMEM => "Cannot allocate memory",
             Errno::EBUSY => "Device or resource busy",

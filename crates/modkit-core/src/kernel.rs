@@ -139,6 +139,9 @@ pub struct Kernel {
     next_pin: u64,
     /// `/proc/sys/kernel/modprobe`.
     pub modprobe_path: String,
+    /// Virtual time a modprobe process takes before its first insertion (exec, reading
+    /// modules.dep): 0 for in-process hosts, 1 ms by default in scenarios.
+    pub modprobe_exec: Time,
     /// The request_module limiter.
     pub kmod: KmodLimit,
     /// Times each module's init table started.
@@ -194,6 +197,7 @@ impl Kernel {
             dangling: BTreeMap::new(),
             next_pin: 1,
             modprobe_path: "/sbin/modprobe".into(),
+            modprobe_exec: 0,
             kmod: KmodLimit::default(),
             init_calls: vec![0; n],
             inflight_loads: HashMap::new(),
@@ -212,31 +216,54 @@ impl Kernel {
             forced: BTreeSet::new(),
         };
         for id in 0..n {
-            if k.db.spec(id).builtin {
-                let exports = k.db.spec(id).exports.clone();
-                for e in exports {
-                    k.symtab.insert(
-                        e.name.clone(),
-                        SymEntry {
-                            owner: id,
-                            namespace: e.namespace,
-                            gpl_only: e.gpl_only,
-                            crc: e.crc,
-                        },
-                    );
-                }
-                k.instances[id] = Some(Instance {
-                    state: ModState::Live,
-                    refcount: 0,
-                    holders: BTreeSet::new(),
-                    targets: BTreeSet::new(),
-                    progress: 0,
-                    owner_task: None,
-                    draining: false,
-                });
-            }
+            k.install_builtin(id);
         }
         k
+    }
+
+    /// Makes a builtin module live with its exports in the symbol table.
+    fn install_builtin(&mut self, id: ModId) {
+        if !self.db.spec(id).builtin {
+            return;
+        }
+        let exports = self.db.spec(id).exports.clone();
+        for e in exports {
+            self.symtab.insert(
+                e.name.clone(),
+                SymEntry {
+                    owner: id,
+                    namespace: e.namespace,
+                    gpl_only: e.gpl_only,
+                    crc: e.crc,
+                },
+            );
+        }
+        self.instances[id] = Some(Instance {
+            state: ModState::Live,
+            refcount: 0,
+            holders: BTreeSet::new(),
+            targets: BTreeSet::new(),
+            progress: 0,
+            owner_task: None,
+            draining: false,
+        });
+    }
+
+    /// Adds a module file (as copying a .ko in and rerunning depmod would). Checks it
+    /// against the others; on error nothing changes.
+    pub fn add_module(
+        &mut self,
+        spec: crate::spec::ModuleSpec,
+    ) -> Result<ModId, crate::spec::SpecError> {
+        let mut specs = self.db.specs().to_vec();
+        specs.push(spec);
+        let db = ModuleDb::new(specs)?;
+        let id = db.len() - 1;
+        self.db = db;
+        self.instances.push(None);
+        self.init_calls.push(0);
+        self.install_builtin(id);
+        Ok(id)
     }
 
     /// The name of module `id`.

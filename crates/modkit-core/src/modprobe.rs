@@ -34,6 +34,7 @@ pub struct Modprobe {
     list: Option<Vec<Entry>>,
     idx: usize,
     awaiting: bool,
+    started: bool,
 }
 
 /// The kernel release modprobe reports in its messages.
@@ -48,6 +49,7 @@ impl Modprobe {
             list: None,
             idx: 0,
             awaiting: false,
+            started: false,
         }
     }
 
@@ -115,6 +117,17 @@ impl Modprobe {
 
     /// Advances the modprobe.
     pub fn poll(&mut self, k: &mut Kernel, _task: TaskId, r: Resume) -> Step {
+        if !self.started {
+            self.started = true;
+            if k.modprobe_exec > 0 {
+                return crate::proc::wait(
+                    crate::waits::WaitKey::Timer,
+                    format!("modprobe {} starting", self.target),
+                    None,
+                    Some(k.now + k.modprobe_exec),
+                );
+            }
+        }
         if self.list.is_none() {
             let cands = k.db.lookup(&self.target);
             if cands.is_empty() {
@@ -129,7 +142,7 @@ impl Modprobe {
             self.list = Some(Self::probe_list(&k.db, &cands, &|m| Self::inkernel(k, m)));
         }
         let list = self.list.as_ref().expect("built above");
-        if self.awaiting {
+        if self.awaiting && matches!(r, Resume::Child(_)) {
             self.awaiting = false;
             let e = list[self.idx];
             let Resume::Child(o) = r else {

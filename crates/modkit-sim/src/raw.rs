@@ -17,6 +17,7 @@ pub struct RawScenario {
     pub policy: Option<Spanned<String>>,
     pub seed: Option<u64>,
     pub modprobe: Option<String>,
+    pub modprobe_time: Option<String>,
     #[serde(default)]
     pub module: Vec<Spanned<RawModule>>,
     #[serde(default)]

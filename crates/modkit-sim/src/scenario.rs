@@ -201,6 +201,8 @@ pub struct Scenario {
     pub seed: u64,
     /// Initial /proc/sys/kernel/modprobe.
     pub modprobe: String,
+    /// Virtual time each modprobe process takes before inserting anything.
+    pub modprobe_time: Time,
     /// The modules.
     pub db: ModuleDb,
     /// Init steps' actions per module id.
@@ -484,6 +486,11 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
             .parse::<Policy>()
             .map_err(|e| cx.at(p.span().start, format!("key `policy`: {e}")))?,
         None => Policy::Modkit,
+    };
+
+    let modprobe_time = match &raw.modprobe_time {
+        Some(t) => parse_duration(t).map_err(|e| cx.at(0, format!("key `modprobe_time`: {e}")))?,
+        None => 1_000_000,
     };
 
     // Modules.
@@ -830,6 +837,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
             .modprobe
             .clone()
             .unwrap_or_else(|| "/sbin/modprobe".into()),
+        modprobe_time,
         db,
         steps,
         events,

@@ -119,6 +119,7 @@ impl<'a> Sim<'a> {
     pub fn new(sc: &'a Scenario, policy: Policy, seed: u64) -> Self {
         let mut k = Kernel::new(sc.db.clone(), policy);
         k.modprobe_path = sc.modprobe.clone();
+        k.modprobe_exec = sc.modprobe_time;
         let mut sim = Sim {
             sc,
             k,

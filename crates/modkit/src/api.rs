@@ -1,0 +1,288 @@
+//! The host's public operations: add modules, modprobe/insmod/rmmod, request_module,
+//! symbol_get, try_module_get, lsmod.
+
+use std::any::Any;
+use std::sync::Arc;
+use std::time::Duration;
+
+use modkit_core::load::Load;
+use modkit_core::modprobe::Modprobe;
+use modkit_core::request::Request;
+use modkit_core::unload::Unload;
+use modkit_core::{Diagnostic, Errno, Kernel, ModId, ModState, ModuleDb, Outcome, Policy, Proc};
+
+use crate::error::Error;
+use crate::host::{Clock, Host};
+use crate::module::Module;
+use crate::symbol::{ModuleRef, Symbol};
+
+/// How `rmmod` behaves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rmmod {
+    /// Wait for pins to drop (modkit policy): new pins are refused at once.
+    pub wait: bool,
+    /// How long to wait (None: no limit).
+    pub deadline: Option<Duration>,
+    /// `rmmod -f`: unload even when in use or without an exit.
+    pub force: bool,
+}
+
+/// One row of [`Host::lsmod`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleInfo {
+    /// Name.
+    pub name: String,
+    /// State; `None` when not loaded.
+    pub state: Option<ModState>,
+    /// Refcount as lsmod shows it.
+    pub refcount: i64,
+    /// Modules using this one.
+    pub used_by: Vec<String>,
+    /// Who holds references (pins) on it.
+    pub pinned_by: Vec<String>,
+}
+
+impl Host {
+    /// An empty host with the real clock, under `policy` (`modkit`, or `linux-X.Y` to
+    /// reproduce a kernel's behaviour on real threads).
+    pub fn new(policy: Policy) -> Host {
+        let db = ModuleDb::new(Vec::new()).expect("an empty set of modules is valid");
+        Host::from_kernel(Kernel::new(db, policy), Clock::Real)
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> Policy {
+        self.lock().k.policy
+    }
+
+    /// Adds a module (as installing a .ko and running depmod). Its spec is checked against
+    /// the modules already known; on error nothing changes.
+    pub fn add_module(&self, module: Module) -> Result<(), Error> {
+        let name = module.name().to_string();
+        let (spec, code, values) = module.into_parts();
+        let mut st = self.lock();
+        let id = st.k.add_module(spec).map_err(|e| {
+            Error::new(
+                format!("add module {name}: {e}"),
+                Outcome::Err(Errno::EINVAL),
+            )
+        })?;
+        if st.code.len() <= id {
+            st.code.resize(id + 1, None);
+        }
+        st.code[id] = Some(Arc::new(code));
+        for (sym, v) in values {
+            st.values.insert(value_key(id, &sym), v);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn result(&self, op: String, o: Outcome, first_diag: usize) -> Result<(), Error> {
+        if o.is_ok() {
+            return Ok(());
+        }
+        let st = self.lock();
+        Err(Error {
+            op,
+            outcome: o,
+            diagnostics: st.k.diagnostics[first_diag.min(st.k.diagnostics.len())..].to_vec(),
+        })
+    }
+
+    fn run_op(&self, op: String, proc: Proc) -> Result<Outcome, Error> {
+        let (task, first) = {
+            let mut st = self.lock();
+            let first = st.k.diagnostics.len();
+            (self.new_task(&mut st, &op), first)
+        };
+        let o = self
+            .run_task(task, proc)
+            .unwrap_or(Outcome::Err(Errno::EINTR));
+        self.result(op, o, first).map(|_| o)
+    }
+
+    /// `modprobe NAME-OR-ALIAS`: dependencies, softdeps, then the module. A module already
+    /// live is success.
+    pub fn modprobe(&self, name: &str) -> Result<(), Error> {
+        self.run_op(
+            format!("modprobe {name}"),
+            Proc::Modprobe(Modprobe::new(name, true)),
+        )
+        .map(|_| ())
+        .or_else(eexist_ok)
+    }
+
+    /// `insmod NAME`: just this module; its imports must be available.
+    pub fn insmod(&self, name: &str) -> Result<(), Error> {
+        let id = self.id(name)?;
+        self.run_op(format!("insmod {name}"), Proc::Load(Load::new(id, None)))
+            .map(|_| ())
+            .or_else(eexist_ok)
+    }
+
+    /// `rmmod NAME`: fails with EWOULDBLOCK while the module is used or pinned.
+    pub fn rmmod(&self, name: &str) -> Result<(), Error> {
+        self.rmmod_with(name, Rmmod::default())
+    }
+
+    /// `rmmod` with options: `wait` (modkit) refuses new pins and waits for the existing
+    /// ones up to `deadline`; `force` unloads anyway.
+    pub fn rmmod_with(&self, name: &str, opts: Rmmod) -> Result<(), Error> {
+        let timeout = opts.deadline.map(|d| d.as_nanos() as u64);
+        self.run_op(
+            format!("rmmod {name}"),
+            Proc::Unload(Unload::new(name, opts.force, opts.wait, timeout)),
+        )
+        .map(|_| ())
+    }
+
+    /// `request_module(name)` from outside any module (a kernel thread's request).
+    pub fn request_module(&self, name: &str) -> Result<(), Error> {
+        self.run_op(
+            format!("request_module({name})"),
+            Proc::Request(Request::new(name, true)),
+        )
+        .map(|_| ())
+    }
+
+    fn id(&self, name: &str) -> Result<ModId, Error> {
+        self.lock().k.db.id(name).ok_or_else(|| {
+            Error::new(
+                format!("{name}: no such module"),
+                Outcome::Err(Errno::ENOENT),
+            )
+        })
+    }
+
+    /// `try_module_get`: a reference that keeps `name` loaded until dropped.
+    pub fn try_module_get(&self, name: &str) -> Result<ModuleRef, Error> {
+        let id = self.id(name)?;
+        let mut st = self.lock();
+        self.tick(&mut st);
+        let pin =
+            st.k.try_module_get(id, "ModuleRef")
+                .map_err(|e| Error::new(format!("try_module_get({name})"), Outcome::Err(e)))?;
+        Ok(ModuleRef {
+            host: self.clone(),
+            pin: Some(pin),
+            module: st.k.name(id).to_string(),
+        })
+    }
+
+    /// `symbol_get`: the value exported as `name`, typed, with its owner pinned while the
+    /// handle lives. EINVAL when `T` is not the exported type, EBUSY while the owner is
+    /// still initialising, ENOENT when nothing live exports it.
+    pub fn symbol<T: Any + Send + Sync>(&self, name: &str) -> Result<Symbol<T>, Error> {
+        self.symbol_get::<T>(name, None)
+    }
+
+    pub(crate) fn symbol_get<T: Any + Send + Sync>(
+        &self,
+        name: &str,
+        importer: Option<ModId>,
+    ) -> Result<Symbol<T>, Error> {
+        let op = format!("symbol_get({name})");
+        let err = |e: Errno| Error::new(op.clone(), Outcome::Err(e));
+        let mut st = self.lock();
+        self.tick(&mut st);
+        if let Some(m) = importer {
+            let spec = st.k.db.spec(m);
+            if !spec.imports.iter().any(|i| i.name == name)
+                && !spec.exports.iter().any(|e| e.name == name)
+            {
+                return Err(err(Errno::EINVAL));
+            }
+        }
+        let owner =
+            st.k.symtab
+                .get(name)
+                .map(|e| e.owner)
+                .ok_or_else(|| err(Errno::ENOENT))?;
+        let value = st
+            .values
+            .get(&value_key(owner, name))
+            .cloned()
+            .ok_or_else(|| err(Errno::ENOENT))?;
+        let value = value.downcast::<T>().map_err(|_| err(Errno::EINVAL))?;
+        let state = st.k.state(owner);
+        if state == Some(ModState::Coming) && importer != Some(owner) {
+            return Err(err(Errno::EBUSY));
+        }
+        let holder = match importer {
+            Some(m) => format!("module {}", st.k.name(m)),
+            None => format!("symbol_get({name})"),
+        };
+        let pin = if importer == Some(owner) || st.k.db.spec(owner).builtin {
+            None
+        } else {
+            Some(st.k.try_module_get(owner, &holder).map_err(err)?)
+        };
+        Ok(Symbol {
+            value,
+            name: name.to_string(),
+            _owner: ModuleRef {
+                host: self.clone(),
+                pin,
+                module: st.k.name(owner).to_string(),
+            },
+        })
+    }
+
+    /// Every known module with its state, refcount, holders and pins.
+    pub fn lsmod(&self) -> Vec<ModuleInfo> {
+        let st = self.lock();
+        (0..st.k.db.len())
+            .map(|i| {
+                let inst = st.k.instances[i].as_ref();
+                ModuleInfo {
+                    name: st.k.name(i).to_string(),
+                    state: inst.map(|x| x.state),
+                    refcount: inst.map(|x| x.refcount).unwrap_or(0),
+                    used_by: st.k.holders(i),
+                    pinned_by: st.k.pins_of(i),
+                }
+            })
+            .collect()
+    }
+
+    /// lsmod as text.
+    pub fn lsmod_text(&self) -> String {
+        let rows = self.lsmod();
+        let w = rows.iter().map(|r| r.name.len()).max().unwrap_or(6).max(6);
+        let mut s = format!("{:<w$}  {:<8} {:>4}  Used by\n", "Module", "State", "Refs");
+        for r in rows.iter().filter(|r| r.state.is_some()) {
+            let mut by = r.used_by.clone();
+            by.extend(r.pinned_by.iter().map(|p| format!("[{p}]")));
+            s.push_str(&format!(
+                "{:<w$}  {:<8} {:>4}  {}\n",
+                r.name,
+                r.state.map(|x| x.name()).unwrap_or("absent"),
+                r.refcount,
+                by.join(",")
+            ));
+        }
+        s
+    }
+
+    /// The kernel log so far.
+    pub fn log(&self) -> Vec<String> {
+        self.lock().k.log.iter().map(|l| l.text.clone()).collect()
+    }
+
+    /// Every diagnostic so far.
+    pub fn diagnostics(&self) -> Vec<Diagnostic> {
+        self.lock().k.diagnostics.clone()
+    }
+}
+
+pub(crate) fn value_key(owner: ModId, sym: &str) -> String {
+    format!("{owner}:{sym}")
+}
+
+fn eexist_ok(e: Error) -> Result<(), Error> {
+    if e.outcome == Outcome::Err(Errno::EEXIST) {
+        Ok(())
+    } else {
+        Err(e)
+    }
+}

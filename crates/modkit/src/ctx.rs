@@ -1,0 +1,83 @@
+//! What module code receives while it runs: the context of an init step or an undo.
+
+use std::any::Any;
+
+use modkit_core::request::Request;
+use modkit_core::{Errno, ModId, Outcome, Proc, TaskId};
+
+use crate::error::Error;
+use crate::host::Host;
+use crate::symbol::Symbol;
+
+/// The context an init step (or its undo) runs in.
+pub struct InitCtx<'a> {
+    host: &'a Host,
+    task: TaskId,
+    module: ModId,
+}
+
+impl<'a> InitCtx<'a> {
+    pub(crate) fn new(host: &'a Host, task: TaskId, module: ModId) -> Self {
+        InitCtx { host, task, module }
+    }
+
+    /// The module whose code is running.
+    pub fn module_name(&self) -> String {
+        self.host.lock().k.name(self.module).to_string()
+    }
+
+    /// The host.
+    pub fn host(&self) -> &Host {
+        self.host
+    }
+
+    pub(crate) fn task(&self) -> TaskId {
+        self.task
+    }
+
+    pub(crate) fn module(&self) -> ModId {
+        self.module
+    }
+
+    /// `request_module(name)`: runs modprobe for a name or alias and waits for it. Under
+    /// modkit a request that would wait on this module's own load fails at once with
+    /// EDEADLK and a `dependency_cycle` diagnostic.
+    pub fn request_module(&mut self, name: &str) -> Result<(), Error> {
+        self.request(name, true)
+    }
+
+    /// `request_module_nowait(name)`: starts modprobe and returns.
+    pub fn request_module_nowait(&mut self, name: &str) -> Result<(), Error> {
+        self.request(name, false)
+    }
+
+    fn request(&mut self, name: &str, wait: bool) -> Result<(), Error> {
+        let first = self.host.lock().k.diagnostics.len();
+        let op = format!("request_module({name})");
+        let o = self
+            .host
+            .drive(self.task, Proc::Request(Request::new(name, wait)))
+            .unwrap_or(Outcome::Err(Errno::EINTR));
+        self.host.result(op, o, first)
+    }
+
+    /// A symbol this module imports, pinned for as long as the handle lives.
+    pub fn symbol<T: Any + Send + Sync>(&self, name: &str) -> Result<Symbol<T>, Error> {
+        self.host.symbol_get::<T>(name, Some(self.module))
+    }
+
+    /// Registers a named object (`kind:name`) owned by this module; EEXIST if taken.
+    pub fn register(&self, key: &str) -> Result<(), Error> {
+        let mut st = self.host.lock();
+        self.host.tick(&mut st);
+        let r = st.k.register(self.module, key);
+        r.map_err(|e| Error::new(format!("register {key}"), Outcome::Err(e)))
+    }
+
+    /// Removes a registration.
+    pub fn unregister(&self, key: &str) -> Result<(), Error> {
+        let mut st = self.host.lock();
+        st.k.unregister(key)
+            .map_err(|e| Error::new(format!("unregister {key}"), Outcome::Err(e)))
+    }
+}

@@ -1,0 +1,459 @@
+//! The host driver: the core behind a `Mutex` with a `Condvar`, as the kernel keeps
+//! `module_mutex` and `module_wq`. Procedures are polled under the lock; module code (init
+//! steps, undos) always runs outside it; waits use the deadline the core chose.
+//!
+//! Two clocks: [`Clock::Real`] (native programs: deadlines are real instants) and
+//! [`Clock::Virtual`] (scenarios on real threads: time advances to the next deadline only
+//! when every thread is parked, so a 30 s symbol wait costs nothing and a race that the
+//! scenario makes simultaneous stays simultaneous).
+
+use std::any::Any;
+use std::collections::{BTreeMap, HashMap};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use modkit_core::{
+    Body, BodyResult, DiagKind, Errno, Kernel, ModId, Outcome, Proc, Resume, Step, TaskId, Time,
+    WaitInfo, WaitKey,
+};
+
+use crate::ctx::InitCtx;
+
+/// Module code the host runs: native closures or interpreted scenario actions.
+pub(crate) trait ModuleCode: Send + Sync {
+    /// Runs init step `step`.
+    fn init(&self, ctx: &mut InitCtx<'_>, step: usize) -> BodyResult;
+    /// Runs the undo of step `step`.
+    fn undo(&self, ctx: &mut InitCtx<'_>, step: usize);
+    /// The name of step `step`, for messages.
+    fn step_name(&self, step: usize) -> String;
+}
+
+/// How the host tells time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clock {
+    /// Real time: a 30 s wait takes 30 s.
+    Real,
+    /// Virtual time that jumps to the next deadline whenever every thread is parked.
+    Virtual,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WaitStatus {
+    Waiting,
+    Woken,
+    TimedOut,
+}
+
+#[derive(Debug, Clone)]
+struct Parked {
+    key: WaitKey,
+    deadline: Option<Time>,
+    status: WaitStatus,
+}
+
+/// Everything behind the host's mutex.
+pub(crate) struct State {
+    pub(crate) k: Kernel,
+    pub(crate) code: Vec<Option<Arc<dyn ModuleCode>>>,
+    /// Exported values by symbol name (the symbol table itself is the core's).
+    pub(crate) values: HashMap<String, Arc<dyn Any + Send + Sync>>,
+    next_task: TaskId,
+    parked: BTreeMap<TaskId, Parked>,
+    /// Threads that are running (not parked).
+    runnable: usize,
+    /// Virtual mode: nothing can move any more.
+    pub(crate) stalled: bool,
+    vclock: Time,
+    /// Scenario completions that have been completed (complete_all).
+    pub(crate) completions: std::collections::BTreeSet<String>,
+    /// Scenario open files.
+    pub(crate) files: HashMap<String, u64>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) state: Mutex<State>,
+    cv: Condvar,
+    start: Instant,
+    pub(crate) clock: Clock,
+}
+
+/// A module host: the registry and the loader, shared by every thread of the program.
+/// Cloning gives another handle to the same host.
+#[derive(Clone)]
+pub struct Host {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host")
+            .field("clock", &self.shared.clock)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Host {
+    pub(crate) fn from_kernel(k: Kernel, clock: Clock) -> Host {
+        let n = k.db.len();
+        Host {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State {
+                    k,
+                    code: vec![None; n],
+                    values: HashMap::new(),
+                    next_task: 1,
+                    parked: BTreeMap::new(),
+                    runnable: 0,
+                    stalled: false,
+                    vclock: 0,
+                    completions: Default::default(),
+                    files: HashMap::new(),
+                }),
+                cv: Condvar::new(),
+                start: Instant::now(),
+                clock,
+            }),
+        }
+    }
+
+    /// Locks the state; a panic elsewhere never poisons the host (module code runs
+    /// outside the lock, and the core is only changed by non-panicking code).
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn now(&self, st: &State) -> Time {
+        match self.shared.clock {
+            Clock::Real => {
+                let t = self.shared.start.elapsed().as_nanos() as Time;
+                t.max(st.k.now)
+            }
+            Clock::Virtual => st.vclock,
+        }
+    }
+
+    /// Makes the kernel's clock current.
+    pub(crate) fn tick(&self, st: &mut State) {
+        st.k.now = self.now(st);
+    }
+
+    /// Registers a new task that is running on the calling thread or one about to start.
+    pub(crate) fn new_task(&self, st: &mut State, label: &str) -> TaskId {
+        let id = st.next_task;
+        st.next_task += 1;
+        st.k.waits.set_label(id, label.to_string());
+        st.runnable += 1;
+        id
+    }
+
+    /// Delivers the core's wakeups: every task parked on a woken key becomes runnable at
+    /// once (under the lock), so the virtual clock never jumps past a pending wakeup.
+    pub(crate) fn deliver(&self, st: &mut State) {
+        if st.k.wakes.is_empty() {
+            return;
+        }
+        let keys = std::mem::take(&mut st.k.wakes);
+        let mut any = false;
+        let State {
+            parked, runnable, ..
+        } = st;
+        for p in parked.values_mut() {
+            if p.status == WaitStatus::Waiting && keys.contains(&p.key) {
+                p.status = WaitStatus::Woken;
+                *runnable += 1;
+                any = true;
+            }
+        }
+        if any {
+            self.shared.cv.notify_all();
+        }
+    }
+
+    /// Virtual clock: when nothing runs, jump to the earliest deadline, or declare a stall.
+    fn advance(&self, st: &mut State) {
+        if self.shared.clock != Clock::Virtual || st.runnable > 0 || st.stalled {
+            return;
+        }
+        let waiting = st
+            .parked
+            .values()
+            .filter(|p| p.status == WaitStatus::Waiting);
+        let next = waiting.clone().filter_map(|p| p.deadline).min();
+        match next {
+            Some(t) => {
+                st.vclock = st.vclock.max(t);
+                let now = st.vclock;
+                let State {
+                    parked, runnable, ..
+                } = st;
+                for p in parked.values_mut() {
+                    if p.status == WaitStatus::Waiting && p.deadline.is_some_and(|d| d <= now) {
+                        p.status = WaitStatus::TimedOut;
+                        *runnable += 1;
+                    }
+                }
+            }
+            None => {
+                if waiting.count() > 0 {
+                    st.stalled = true;
+                }
+            }
+        }
+        self.shared.cv.notify_all();
+    }
+
+    /// Parks `task` until its key is woken or its deadline passes. Returns `None` when the
+    /// run stalled (virtual clock only).
+    pub(crate) fn park<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        task: TaskId,
+        info: WaitInfo,
+    ) -> (MutexGuard<'a, State>, Option<Resume>) {
+        st.parked.insert(
+            task,
+            Parked {
+                key: info.key.clone(),
+                deadline: info.deadline,
+                status: WaitStatus::Waiting,
+            },
+        );
+        let deadline = info.deadline;
+        st.k.waits.begin(task, info);
+        st.runnable -= 1;
+        self.advance(&mut st);
+        let resume = loop {
+            let status = st.parked.get(&task).map(|p| p.status);
+            match status {
+                Some(WaitStatus::Woken) => break Some(Resume::Woken),
+                Some(WaitStatus::TimedOut) => break Some(Resume::TimedOut),
+                _ => {}
+            }
+            if st.stalled {
+                break None;
+            }
+            match (self.shared.clock, deadline) {
+                (Clock::Real, Some(d)) => {
+                    let now = self.now(&st);
+                    if now >= d {
+                        if let Some(p) = st.parked.get_mut(&task) {
+                            p.status = WaitStatus::TimedOut;
+                        }
+                        st.runnable += 1;
+                        break Some(Resume::TimedOut);
+                    }
+                    let dur = Duration::from_nanos(d - now);
+                    st = self
+                        .shared
+                        .cv
+                        .wait_timeout(st, dur)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+                _ => st = self.shared.cv.wait(st).unwrap_or_else(|e| e.into_inner()),
+            }
+        };
+        st.parked.remove(&task);
+        st.k.waits.end(task);
+        if resume.is_none() {
+            // Stalled: count ourselves runnable again so the books stay balanced.
+            st.runnable += 1;
+        }
+        self.tick(&mut st);
+        (st, resume)
+    }
+
+    /// Ends a task: records its exit, wakes its waiters.
+    pub(crate) fn finish_task(&self, st: &mut State, task: TaskId, o: Option<Outcome>) {
+        if let Some(o) = o {
+            st.k.task_exit(task, o);
+        } else {
+            st.k.waits.forget(task);
+        }
+        st.runnable -= 1;
+        self.deliver(st);
+        self.advance(st);
+        self.shared.cv.notify_all();
+    }
+
+    /// Runs a procedure to its end on the calling thread as `task`. `None`: stalled.
+    pub(crate) fn drive(&self, task: TaskId, proc: Proc) -> Option<Outcome> {
+        let mut stack = vec![proc];
+        let mut resume = Resume::Start;
+        let mut st = self.lock();
+        loop {
+            if st.stalled {
+                return None;
+            }
+            self.tick(&mut st);
+            let step = stack
+                .last_mut()
+                .expect("non-empty")
+                .poll(&mut st.k, task, resume);
+            self.deliver(&mut st);
+            match step {
+                Step::Done(o) => {
+                    stack.pop();
+                    if stack.is_empty() {
+                        return Some(o);
+                    }
+                    resume = Resume::Child(o);
+                }
+                Step::Call(p) => {
+                    stack.push(*p);
+                    resume = Resume::Start;
+                }
+                Step::Wait(info) => {
+                    let (g, r) = self.park(st, task, info);
+                    st = g;
+                    resume = r?;
+                }
+                Step::Run(body) => {
+                    let (m, step, init) = match body {
+                        Body::Init { module, step } => (module, step, true),
+                        Body::Undo { module, step } => (module, step, false),
+                    };
+                    let code = st.code.get(m).cloned().flatten();
+                    drop(st);
+                    let r = match code {
+                        Some(code) => self.run_body(task, m, step, init, code),
+                        None => BodyResult::Ok,
+                    };
+                    st = self.lock();
+                    resume = Resume::Body(r);
+                }
+                Step::Spawn { proc, label } => {
+                    let child = self.new_task(&mut st, &label);
+                    let h = self.clone();
+                    let spawned = std::thread::Builder::new()
+                        .name(format!("modkit-{child}"))
+                        .spawn(move || h.run_task(child, *proc));
+                    if spawned.is_err() {
+                        st.runnable -= 1;
+                        st.k.task_exit(child, Outcome::Err(Errno::ENOMEM));
+                    }
+                    resume = Resume::Spawned(child);
+                }
+            }
+        }
+    }
+
+    /// A thread's whole life: drive the procedure, then end the task.
+    pub(crate) fn run_task(&self, task: TaskId, proc: Proc) -> Option<Outcome> {
+        let o = self.drive(task, proc);
+        let mut st = self.lock();
+        self.finish_task(&mut st, task, o);
+        o
+    }
+
+    fn run_body(
+        &self,
+        task: TaskId,
+        m: ModId,
+        step: usize,
+        init: bool,
+        code: Arc<dyn ModuleCode>,
+    ) -> BodyResult {
+        let mut ctx = InitCtx::new(self, task, m);
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            if init {
+                code.init(&mut ctx, step)
+            } else {
+                code.undo(&mut ctx, step);
+                BodyResult::Ok
+            }
+        }));
+        match r {
+            Ok(r) => r,
+            Err(payload) => {
+                let msg = panic_message(payload.as_ref());
+                let mut st = self.lock();
+                self.tick(&mut st);
+                let name = st.k.name(m).to_string();
+                let what = if init { "init step" } else { "undo of step" };
+                let line = format!("{name}: {what} {} panicked: {msg}", code.step_name(step));
+                st.k.printk(line.clone());
+                let hint =
+                    Some("the step fails with EFAULT; the completed steps are undone".into());
+                st.k.diagnose(DiagKind::ModulePanic, Some(m), line, Vec::new(), hint);
+                if init {
+                    BodyResult::Fail(Errno::EFAULT)
+                } else {
+                    BodyResult::Ok
+                }
+            }
+        }
+    }
+
+    /// Parks the calling task on a completion or a timer (scenario actions).
+    pub(crate) fn wait_on(
+        &self,
+        task: TaskId,
+        key: WaitKey,
+        reason: String,
+        deadline: Option<Time>,
+    ) -> Option<Resume> {
+        let mut st = self.lock();
+        self.tick(&mut st);
+        let deadline = deadline.map(|d| d.max(st.k.now));
+        let info = WaitInfo {
+            key,
+            reason,
+            target: None,
+            deadline,
+        };
+        let (_g, r) = self.park(st, task, info);
+        r
+    }
+
+    /// Adds (or removes) a runnable token: a scenario's setup holds one while it spawns
+    /// its threads so that the clock cannot move before all of them are counted.
+    pub(crate) fn hold(&self, on: bool) {
+        let mut st = self.lock();
+        if on {
+            st.runnable += 1;
+        } else {
+            st.runnable -= 1;
+            self.advance(&mut st);
+        }
+    }
+
+    /// Waits until no thread runs and nothing is parked (or the run stalled).
+    pub(crate) fn wait_idle(&self) {
+        let mut st = self.lock();
+        while !(st.runnable == 0 && (st.parked.is_empty() || st.stalled)) {
+            st = self.shared.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// The parked tasks (for a stall report).
+    pub(crate) fn take_kernel(&self) -> Kernel {
+        let mut st = self.lock();
+        let db = modkit_core::ModuleDb::new(Vec::new()).expect("empty");
+        let empty = Kernel::new(db, st.k.policy);
+        std::mem::replace(&mut st.k, empty)
+    }
+
+    /// The virtual clock (scenario mode).
+    pub(crate) fn vclock(&self) -> Time {
+        self.lock().vclock
+    }
+
+    /// The current time of the host's clock (virtual ns).
+    pub fn now_ns(&self) -> u64 {
+        let st = self.lock();
+        self.now(&st)
+    }
+}
+
+fn panic_message(p: &(dyn Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(non-string panic payload)".into()
+    }
+}

@@ -1,0 +1,410 @@
+//! Scenario files on real threads: every actor (event, module body, work item, the modprobe
+//! that request_module starts) is a thread, the core is behind the host's mutex, and a
+//! virtual clock jumps to the next deadline whenever every thread is parked. The result
+//! is a [`modkit_sim::Run`], so the simulator's expectations and reports apply unchanged:
+//! `modkit check --driver host` and the differential test compare the two drivers.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use modkit_core::load::Load;
+use modkit_core::modprobe::Modprobe;
+use modkit_core::request::Request;
+use modkit_core::unload::Unload;
+use modkit_core::{
+    BodyResult, DiagKind, Errno, Kernel, ModId, Outcome, Policy, Proc, Resume, TaskId, WaitKey,
+};
+use modkit_sim::scenario::{Action, EventKind, Scenario, Step};
+use modkit_sim::Run;
+
+use crate::ctx::InitCtx;
+use crate::host::{Clock, Host, ModuleCode};
+
+/// Interpreted module bodies.
+struct ScenarioCode {
+    steps: Vec<Step>,
+}
+
+/// How an action list ended.
+enum End {
+    Done,
+    Stop,
+    Failed(Outcome),
+    Stalled,
+}
+
+impl ModuleCode for ScenarioCode {
+    fn init(&self, ctx: &mut InitCtx<'_>, step: usize) -> BodyResult {
+        let holder = format!("module {}", ctx.module_name());
+        match run_actions(
+            ctx.host(),
+            ctx.task(),
+            Some(ctx.module()),
+            &holder,
+            &self.steps[step].run,
+            true,
+        ) {
+            End::Done => BodyResult::Ok,
+            End::Stop => BodyResult::Stop,
+            End::Failed(o) => BodyResult::Fail(o.errno().unwrap_or(Errno::ENOENT)),
+            End::Stalled => BodyResult::Fail(Errno::EINTR),
+        }
+    }
+
+    fn undo(&self, ctx: &mut InitCtx<'_>, step: usize) {
+        let holder = format!("module {}", ctx.module_name());
+        if let Some(u) = &self.steps[step].undo {
+            let _ = run_actions(ctx.host(), ctx.task(), Some(ctx.module()), &holder, u, true);
+        }
+    }
+
+    fn step_name(&self, step: usize) -> String {
+        self.steps[step].name.clone()
+    }
+}
+
+fn run_actions(
+    host: &Host,
+    task: TaskId,
+    module: Option<ModId>,
+    holder: &str,
+    list: &[Action],
+    body: bool,
+) -> End {
+    for a in list {
+        let o: Outcome = match a {
+            Action::Sleep(d) => {
+                let deadline = host.now_ns() + d;
+                let reason = format!("sleep {}", modkit_sim::duration::format_duration(*d));
+                match host.wait_on(task, WaitKey::Timer, reason, Some(deadline)) {
+                    None => return End::Stalled,
+                    Some(_) => Outcome::Ok,
+                }
+            }
+            Action::Fail(e) => Outcome::Err(*e),
+            Action::Stop => return End::Stop,
+            Action::RequestModule {
+                name,
+                wait,
+                required,
+            } => {
+                let Some(o) = host.drive(task, Proc::Request(Request::new(name, *wait))) else {
+                    return End::Stalled;
+                };
+                if !o.is_ok() && !*required {
+                    Outcome::Ok
+                } else {
+                    o
+                }
+            }
+            Action::GetModule(m) => {
+                let mut st = host.lock();
+                host.tick(&mut st);
+                match st.k.db.id(m) {
+                    Some(id) => st.k.try_module_get(id, holder).map(|_| ()).into(),
+                    None => Outcome::Err(Errno::ENOENT),
+                }
+            }
+            Action::PutModule(m) => {
+                let mut st = host.lock();
+                host.tick(&mut st);
+                let o = match st.k.db.id(m) {
+                    Some(id) => match st.k.find_pin(id, holder) {
+                        Some(pin) => st.k.module_put(pin).into(),
+                        None => Outcome::Err(Errno::EINVAL),
+                    },
+                    None => Outcome::Err(Errno::ENOENT),
+                };
+                host.deliver(&mut st);
+                o
+            }
+            Action::UseSymbol(s) => {
+                let mut st = host.lock();
+                host.tick(&mut st);
+                match module {
+                    None => Outcome::Err(Errno::EINVAL),
+                    Some(m) => {
+                        let spec = st.k.db.spec(m);
+                        if !spec.imports.iter().any(|i| &i.name == s)
+                            && !spec.exports.iter().any(|e| &e.name == s)
+                        {
+                            let line = format!("{}: calls {s} without importing it", st.k.name(m));
+                            st.k.printk(line);
+                            Outcome::Err(Errno::EINVAL)
+                        } else {
+                            match st.k.symtab.get(s) {
+                                Some(e) if st.k.instances[e.owner].is_some() => Outcome::Ok,
+                                _ => Outcome::Err(Errno::ENOENT),
+                            }
+                        }
+                    }
+                }
+            }
+            Action::Register(key) => {
+                let mut st = host.lock();
+                host.tick(&mut st);
+                match module {
+                    Some(m) => st.k.register(m, key).into(),
+                    None => Outcome::Err(Errno::EINVAL),
+                }
+            }
+            Action::Unregister(key) => host.lock().k.unregister(key).into(),
+            Action::Lookup { key, get } => {
+                let mut st = host.lock();
+                host.tick(&mut st);
+                let h = format!("{holder} (lookup {key})");
+                st.k.lookup(key, *get, &h).map(|_| ()).into()
+            }
+            Action::Open { key, fd } => {
+                let mut st = host.lock();
+                host.tick(&mut st);
+                let h = format!("open file {fd} ({key})");
+                match st.k.lookup(key, true, &h) {
+                    Ok(Some(pin)) => {
+                        if let Some(old) = st.files.insert(fd.clone(), pin) {
+                            let _ = st.k.module_put(old);
+                        }
+                        host.deliver(&mut st);
+                        Outcome::Ok
+                    }
+                    Ok(None) => Outcome::Ok,
+                    Err(e) => Outcome::Err(e),
+                }
+            }
+            Action::Close(fd) => {
+                let mut st = host.lock();
+                host.tick(&mut st);
+                let o = match st.files.remove(fd) {
+                    Some(pin) => st.k.module_put(pin).into(),
+                    None => Outcome::Err(Errno::EBADF),
+                };
+                host.deliver(&mut st);
+                o
+            }
+            Action::Spawn(list) => {
+                let label = format!("work item of {holder}");
+                let child = {
+                    let mut st = host.lock();
+                    host.new_task(&mut st, &label)
+                };
+                let h = host.clone();
+                let list = list.clone();
+                let holder = holder.to_string();
+                let spawned = std::thread::Builder::new().spawn(move || {
+                    let end = run_actions(&h, child, module, &holder, &list, false);
+                    let o = match end {
+                        End::Stalled => None,
+                        End::Failed(o) => Some(o),
+                        _ => Some(Outcome::Ok),
+                    };
+                    let mut st = h.lock();
+                    h.finish_task(&mut st, child, o);
+                });
+                match spawned {
+                    Ok(_) => Outcome::Ok,
+                    Err(_) => {
+                        let mut st = host.lock();
+                        host.finish_task(&mut st, child, Some(Outcome::Err(Errno::ENOMEM)));
+                        Outcome::Err(Errno::ENOMEM)
+                    }
+                }
+            }
+            Action::Complete(c) => {
+                let mut st = host.lock();
+                host.tick(&mut st);
+                st.completions.insert(c.clone());
+                st.k.wakes.push(WaitKey::Completion(c.clone()));
+                host.deliver(&mut st);
+                Outcome::Ok
+            }
+            Action::WaitFor { name, timeout } => {
+                let deadline = timeout.map(|t| host.now_ns() + t);
+                loop {
+                    if host.lock().completions.contains(name) {
+                        break Outcome::Ok;
+                    }
+                    let reason = format!("wait_for_completion({name})");
+                    match host.wait_on(task, WaitKey::Completion(name.clone()), reason, deadline) {
+                        None => return End::Stalled,
+                        Some(Resume::TimedOut) => {
+                            if host.lock().completions.contains(name) {
+                                break Outcome::Ok;
+                            }
+                            let mut st = host.lock();
+                            let msg = format!(
+                                "{holder} gave up waiting for completion {name} after {}",
+                                modkit_sim::duration::format_duration(timeout.unwrap_or(0))
+                            );
+                            st.k.diagnose(DiagKind::Timeout, module, msg, Vec::new(), None);
+                            break Outcome::Err(Errno::ETIME);
+                        }
+                        Some(_) => continue,
+                    }
+                }
+            }
+        };
+        if !o.is_ok() {
+            let _ = body;
+            return End::Failed(o);
+        }
+    }
+    End::Done
+}
+
+/// Runs a scenario on real threads under `policy`. Same-instant ties are real races, so
+/// `seed` is accepted for symmetry with the simulator and otherwise unused.
+pub fn run_scenario(sc: &Scenario, policy: Policy, _seed: u64) -> Run {
+    let mut k = Kernel::new(sc.db.clone(), policy);
+    k.modprobe_path = sc.modprobe.clone();
+    k.modprobe_exec = sc.modprobe_time;
+    let host = Host::from_kernel(k, Clock::Virtual);
+    {
+        let mut st = host.lock();
+        for (m, steps) in sc.steps.iter().enumerate() {
+            st.code[m] = Some(Arc::new(ScenarioCode {
+                steps: steps.clone(),
+            }));
+        }
+    }
+    let results: Arc<Mutex<BTreeMap<String, Vec<Outcome>>>> = Arc::new(Mutex::new(
+        sc.events
+            .iter()
+            .map(|e| (e.id.clone(), Vec::new()))
+            .collect(),
+    ));
+    host.hold(true);
+    let mut threads = Vec::new();
+    for ev in &sc.events {
+        for t in 0..ev.threads {
+            let what = match &ev.kind {
+                EventKind::Modprobe(n) => format!("modprobe {n}"),
+                EventKind::Insmod(n) => format!("insmod {n}"),
+                EventKind::Rmmod { name, .. } => format!("rmmod {name}"),
+                EventKind::RequestModule { name, .. } => format!("request_module({name})"),
+                EventKind::Run(_) => "run".into(),
+                EventKind::SetModprobe(_) => "set".into(),
+            };
+            let label = if ev.threads > 1 {
+                format!("event {}[{t}]: {what}", ev.id)
+            } else {
+                format!("event {}: {what}", ev.id)
+            };
+            let task = {
+                let mut st = host.lock();
+                host.new_task(&mut st, &label)
+            };
+            let (h, ev, results, db) = (host.clone(), ev.clone(), results.clone(), sc.db.clone());
+            let spawned = std::thread::Builder::new()
+                .name(label.clone())
+                .spawn(move || {
+                    if ev.at > 0
+                        && h.wait_on(
+                            task,
+                            WaitKey::Timer,
+                            format!("start at {}", ev.at),
+                            Some(ev.at),
+                        )
+                        .is_none()
+                    {
+                        let mut st = h.lock();
+                        h.finish_task(&mut st, task, None);
+                        return;
+                    }
+                    let o: Option<Outcome> = match &ev.kind {
+                        EventKind::SetModprobe(p) => {
+                            h.lock().k.modprobe_path = p.clone();
+                            Some(Outcome::Ok)
+                        }
+                        EventKind::Modprobe(n) => {
+                            h.drive(task, Proc::Modprobe(Modprobe::new(n, false)))
+                        }
+                        EventKind::Insmod(n) => {
+                            let id = db.id(n).expect("checked at parse");
+                            h.drive(task, Proc::Load(Load::new(id, None)))
+                        }
+                        EventKind::Rmmod {
+                            name,
+                            force,
+                            wait,
+                            timeout,
+                        } => h.drive(
+                            task,
+                            Proc::Unload(Unload::new(name, *force, *wait, *timeout)),
+                        ),
+                        EventKind::RequestModule { name, wait } => {
+                            h.drive(task, Proc::Request(Request::new(name, *wait)))
+                        }
+                        EventKind::Run(list) => {
+                            match run_actions(&h, task, None, &label, list, false) {
+                                End::Stalled => None,
+                                End::Failed(o) => Some(o),
+                                _ => Some(Outcome::Ok),
+                            }
+                        }
+                    };
+                    let mut st = h.lock();
+                    h.finish_task(&mut st, task, o);
+                    drop(st);
+                    if let Some(o) = o {
+                        let o = match ev.kind {
+                            EventKind::Modprobe(_) | EventKind::Insmod(_)
+                                if o == Outcome::Err(Errno::EEXIST) =>
+                            {
+                                Outcome::Ok
+                            }
+                            _ => o,
+                        };
+                        results
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .entry(ev.id.clone())
+                            .or_default()
+                            .push(o);
+                    }
+                });
+            match spawned {
+                Ok(j) => threads.push(j),
+                Err(_) => {
+                    let mut st = host.lock();
+                    host.finish_task(&mut st, task, None);
+                }
+            }
+        }
+    }
+    host.hold(false);
+    for t in threads {
+        let _ = t.join();
+    }
+    host.wait_idle();
+    let end_time = host.vclock();
+    let stalled = host.lock().stalled;
+    let mut kernel = host.take_kernel();
+    if stalled {
+        let waits: Vec<(TaskId, modkit_core::WaitInfo)> =
+            kernel.waits.all().map(|(t, w)| (t, w.clone())).collect();
+        let chain = waits
+            .iter()
+            .map(|(t, w)| {
+                let on = w
+                    .target
+                    .map(|x| format!(" (on {})", kernel.waits.label(x)))
+                    .unwrap_or_default();
+                format!("{} waits: {}{on}", kernel.waits.label(*t), w.reason)
+            })
+            .collect();
+        kernel.now = end_time;
+        let msg = format!(
+            "the run stalled: {} task(s) wait and nothing can wake them",
+            waits.len()
+        );
+        kernel.diagnose(DiagKind::Stalled, None, msg, chain, None);
+    }
+    let results = std::mem::take(&mut *results.lock().unwrap_or_else(|e| e.into_inner()));
+    Run {
+        kernel,
+        end_time,
+        results,
+        event_order: sc.events.iter().map(|e| e.id.clone()).collect(),
+        steps: 0,
+    }
+}
