@@ -4,8 +4,26 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use modkit_core::Policy;
+use modkit_sim::{Run, Scenario, SimError};
+
+/// Which driver runs a scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Driver {
+    /// The deterministic simulator (one thread, virtual time).
+    Sim,
+    /// The host driver: every actor on a real thread, the core behind a mutex, a virtual
+    /// clock that advances when every thread is parked.
+    Host,
+}
+
+fn run(sc: &Scenario, policy: Policy, seed: u64, driver: Driver) -> Result<Run, SimError> {
+    match driver {
+        Driver::Sim => modkit_sim::Sim::new(sc, policy, seed).run(),
+        Driver::Host => Ok(modkit::scenario::run_scenario(sc, policy, seed)),
+    }
+}
 
 /// modkit: the Linux kernel's module system, rebuilt in Rust, simulated from scenario files.
 #[derive(Debug, Parser)]
@@ -30,6 +48,9 @@ enum Command {
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
+        /// Run on the simulator or on real threads.
+        #[arg(long, value_enum, default_value_t = Driver::Sim)]
+        driver: Driver,
     },
     /// Run every [[expect]] block of each file and print one line per block.
     Check {
@@ -39,6 +60,9 @@ enum Command {
         /// Override every file's seed.
         #[arg(long)]
         seed: Option<u64>,
+        /// Run on the simulator or on real threads.
+        #[arg(long, value_enum, default_value_t = Driver::Sim)]
+        driver: Driver,
     },
     /// kmod 30-compatible depmod: write modules.dep, .alias, .symbols, .softdep, .devname
     /// and the .bin indexes of a real module tree.
@@ -61,8 +85,13 @@ fn main() -> ExitCode {
             policy,
             seed,
             json,
-        } => simulate(&file, policy, seed, json),
-        Command::Check { files, seed } => check(&files, seed),
+            driver,
+        } => simulate(&file, policy, seed, json, driver),
+        Command::Check {
+            files,
+            seed,
+            driver,
+        } => check(&files, seed, driver),
         Command::Depmod(a) => ExitCode::from(modkit_ko::cli::run_depmod(&a) as u8),
         Command::Modinfo(a) => ExitCode::from(modkit_ko::cli::run_modinfo(&a) as u8),
         Command::Modprobe(a) => ExitCode::from(modkit_ko::cli::run_modprobe(&a) as u8),
@@ -74,6 +103,7 @@ fn simulate(
     policy: Option<Policy>,
     seed: Option<u64>,
     json: bool,
+    driver: Driver,
 ) -> ExitCode {
     let sc = match modkit_sim::load(file) {
         Ok(s) => s,
@@ -85,7 +115,7 @@ fn simulate(
     let policy = policy.unwrap_or(sc.policy);
     let seed = seed.unwrap_or(sc.seed);
     let title = sc.name.clone().unwrap_or_else(|| sc.file.clone());
-    let run = match modkit_sim::Sim::new(&sc, policy, seed).run() {
+    let run = match run(&sc, policy, seed, driver) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("modkit: {e}");
@@ -100,7 +130,7 @@ fn simulate(
     ExitCode::SUCCESS
 }
 
-fn check(files: &[PathBuf], seed: Option<u64>) -> ExitCode {
+fn check(files: &[PathBuf], seed: Option<u64>, driver: Driver) -> ExitCode {
     let (mut passed, mut failed) = (0usize, 0usize);
     for file in files {
         let sc = match modkit_sim::load(file) {
@@ -119,31 +149,34 @@ fn check(files: &[PathBuf], seed: Option<u64>) -> ExitCode {
             failed += 1;
             continue;
         }
-        match modkit_sim::check::check(&sc, seed) {
-            Ok(blocks) => {
-                for b in blocks {
-                    let place = format!(
-                        "{}:{} [expect #{} {}]",
-                        file.display(),
-                        b.line,
-                        b.index,
-                        b.policy
-                    );
-                    if b.passed() {
+        let seed = seed.unwrap_or(sc.seed);
+        for ex in &sc.expects {
+            let place = format!(
+                "{}:{} [expect #{} {}{}]",
+                file.display(),
+                ex.line,
+                ex.index,
+                ex.policy,
+                if driver == Driver::Host { ", host" } else { "" }
+            );
+            match run(&sc, ex.policy, seed, driver) {
+                Ok(r) => {
+                    let failures = modkit_sim::check::compare(ex, &r);
+                    if failures.is_empty() {
                         passed += 1;
                         println!("pass  {place}");
                     } else {
                         failed += 1;
                         println!("FAIL  {place}");
-                        for f in &b.failures {
+                        for f in &failures {
                             println!("        {f}");
                         }
                     }
                 }
-            }
-            Err(e) => {
-                println!("ERROR {e}");
-                failed += 1;
+                Err(e) => {
+                    println!("ERROR {place}: {e}");
+                    failed += 1;
+                }
             }
         }
     }

@@ -266,35 +266,7 @@ impl<'a> Sim<'a> {
             self.run_task(task, resume);
         }
         // Anything still parked can never be woken: the run stalled.
-        let stalled: Vec<(TaskId, WaitInfo)> =
-            self.k.waits.all().map(|(t, w)| (t, w.clone())).collect();
-        if !stalled.is_empty() {
-            let mut chain = Vec::new();
-            for (t, w) in &stalled {
-                let who = self
-                    .tasks
-                    .get(t)
-                    .map(|x| x.label.clone())
-                    .unwrap_or_default();
-                let on = w
-                    .target
-                    .and_then(|x| self.tasks.get(&x))
-                    .map(|x| format!(" (on {})", x.label))
-                    .unwrap_or_default();
-                chain.push(format!("{who} waits: {}{on}", w.reason));
-            }
-            let msg = format!(
-                "the run stalled: {} task(s) wait and nothing can wake them",
-                stalled.len()
-            );
-            self.k.diagnose(
-                DiagKind::Stalled,
-                None,
-                msg,
-                chain,
-                Some("under modkit such a wait fails at once with the cycle named; see the dependency chain above".into()),
-            );
-        }
+        report_stall(&mut self.k);
         let event_order = self.sc.events.iter().map(|e| e.id.clone()).collect();
         let results = self
             .results
@@ -709,6 +681,31 @@ impl<'a> Sim<'a> {
             _ => Outcome::Err(Errno::ENOENT),
         }
     }
+}
+
+/// Raises the `stalled` diagnostic listing every wait still in the wait-for graph, if any.
+/// Both drivers call it when nothing is left that could wake anyone.
+pub fn report_stall(k: &mut Kernel) {
+    let stalled: Vec<(TaskId, WaitInfo)> = k.waits.all().map(|(t, w)| (t, w.clone())).collect();
+    if stalled.is_empty() {
+        return;
+    }
+    let chain = stalled
+        .iter()
+        .map(|(t, w)| {
+            let on = w
+                .target
+                .map(|x| format!(" (on {})", k.waits.label(x)))
+                .unwrap_or_default();
+            format!("{} waits: {}{on}", k.waits.label(*t), w.reason)
+        })
+        .collect();
+    let msg = format!(
+        "the run stalled: {} task(s) wait and nothing can wake them",
+        stalled.len()
+    );
+    let hint = "under modkit such a wait fails at once with the cycle named; see the dependency chain above";
+    k.diagnose(DiagKind::Stalled, None, msg, chain, Some(hint.into()));
 }
 
 enum FrameEnd {

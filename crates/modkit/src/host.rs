@@ -256,7 +256,10 @@ impl Host {
             }
         };
         st.parked.remove(&task);
-        st.k.waits.end(task);
+        if resume.is_some() {
+            // A stalled wait stays in the wait-for graph for the stall report.
+            st.k.waits.end(task);
+        }
         if resume.is_none() {
             // Stalled: count ourselves runnable again so the books stay balanced.
             st.runnable += 1;
@@ -269,8 +272,6 @@ impl Host {
     pub(crate) fn finish_task(&self, st: &mut State, task: TaskId, o: Option<Outcome>) {
         if let Some(o) = o {
             st.k.task_exit(task, o);
-        } else {
-            st.k.waits.forget(task);
         }
         st.runnable -= 1;
         self.deliver(st);

@@ -380,24 +380,8 @@ pub fn run_scenario(sc: &Scenario, policy: Policy, _seed: u64) -> Run {
     let stalled = host.lock().stalled;
     let mut kernel = host.take_kernel();
     if stalled {
-        let waits: Vec<(TaskId, modkit_core::WaitInfo)> =
-            kernel.waits.all().map(|(t, w)| (t, w.clone())).collect();
-        let chain = waits
-            .iter()
-            .map(|(t, w)| {
-                let on = w
-                    .target
-                    .map(|x| format!(" (on {})", kernel.waits.label(x)))
-                    .unwrap_or_default();
-                format!("{} waits: {}{on}", kernel.waits.label(*t), w.reason)
-            })
-            .collect();
         kernel.now = end_time;
-        let msg = format!(
-            "the run stalled: {} task(s) wait and nothing can wake them",
-            waits.len()
-        );
-        kernel.diagnose(DiagKind::Stalled, None, msg, chain, None);
+        modkit_sim::sim::report_stall(&mut kernel);
     }
     let results = std::mem::take(&mut *results.lock().unwrap_or_else(|e| e.into_inner()));
     Run {
