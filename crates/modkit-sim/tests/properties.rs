@@ -29,13 +29,11 @@ const POLICIES: [&str; 5] = [
     "linux-6.6",
 ];
 
-/// Violations of known engine bugs, each with a failing `#[ignore]` test below that shows
-/// its minimal scenario; remove the entry when the bug is fixed.
-///
-/// - `freed while pinned`: a module whose init fails is freed even though someone took a
-///   reference on it (try_module_get) while it was COMING; the pin then dangles and a later
-///   instance's refcount can go negative. See `known_bug_failed_init_frees_pinned_module`.
-const KNOWN_BUGS: &[&str] = &["freed while pinned"];
+/// Violations of known engine bugs, each with a failing `#[ignore]` test that shows its
+/// minimal scenario; remove the entry when the bug is fixed. (Empty: the one found so far,
+/// a failed init freeing a module pinned while COMING, is fixed; its scenario is kept as
+/// `failed_init_with_a_pin_taken_while_coming`.)
+const KNOWN_BUGS: &[&str] = &[];
 
 /// An action in an init step's `run`.
 #[derive(Debug, Clone)]
@@ -611,14 +609,14 @@ fn generator_coverage() {
     }
 }
 
-/// Minimal scenario of the bug behind `KNOWN_BUGS[0]`: `get_module` on a module that is
-/// COMING succeeds (as try_module_get does), then the module's init fails and the module is
-/// freed with the reference still held. Under modkit the failed load should wait for the
-/// pins to drop (or refuse them); under `linux-X.Y` the kernel does free it (use after
-/// free), which the invariant ledger also flags.
+/// The first bug these properties found: `get_module` on a module that is COMING succeeds
+/// (as try_module_get does), then the module's init fails and the module used to be freed
+/// with the reference still held (the pin then dangled, and a later instance's refcount went
+/// negative). modkit now waits for such pins; `linux-X.Y` reproduces the kernel's free and
+/// reports `freed_while_pinned`, keeping the dangling pin apart. No policy may break an
+/// invariant on it.
 #[test]
-#[ignore = "known engine bug, reported; see KNOWN_BUGS"]
-fn known_bug_failed_init_frees_pinned_module() {
+fn failed_init_with_a_pin_taken_while_coming() {
     let sc = modkit_sim::parse(
         "pinned-coming.toml",
         r#"
@@ -639,11 +637,15 @@ run = [{ get_module = "a" }]
 "#,
     )
     .expect("valid");
-    let run = Sim::new(&sc, Policy::Modkit, 0).run().expect("run");
-    assert_eq!(run.kernel.violations, Vec::<String>::new());
-    assert!(run
-        .kernel
-        .pins
-        .values()
-        .all(|p| run.kernel.instances[p.module].is_some()));
+    for p in POLICIES {
+        let run = Sim::new(&sc, p.parse().expect("policy"), 0)
+            .run()
+            .expect("run");
+        let k = &run.kernel;
+        assert_eq!(k.violations, Vec::<String>::new(), "{p}");
+        assert!(
+            k.pins.values().all(|p| k.instances[p.module].is_some()),
+            "{p}: a pin on an absent module"
+        );
+    }
 }
