@@ -84,8 +84,8 @@ pub struct ElfView<'d> {
     pub machine: u16,
     /// All section headers (index 0 included).
     pub sections: Vec<Section<'d>>,
-    /// `.symtab` entries from index 1, or why the table is unusable.
-    pub symbols: Result<Vec<Symbol<'d>>, ParseError>,
+    /// The `.symtab` table, or why it is unusable.
+    pub symbols: Result<SymTab<'d>, ParseError>,
     /// Size of `.strtab` (kmod checks `st_name` against it).
     pub strtab_len: u64,
     /// Raw `SHT_RELA` sections as (target section index `sh_info`, bytes); decoded on
@@ -209,7 +209,7 @@ fn parse_generic<'d, Elf: FileHeader<Endian = Endianness>>(
         endian,
         machine: header.e_machine(endian),
         sections,
-        symbols: Ok(Vec::new()),
+        symbols: Err(ParseError::MissingSection(".symtab")),
         strtab_len: 0,
         relas: Vec::new(),
         decode_relas: decode_relas::<Elf>,
@@ -253,31 +253,110 @@ fn read_symbols<'d, Elf: FileHeader<Endian = Endianness>>(
     endian: Endianness,
     strtab: &'d [u8],
     symtab: &'d [u8],
-) -> Result<Vec<Symbol<'d>>, ParseError> {
-    let syms: &[Elf::Sym] =
-        object::pod::slice_from_all_bytes(symtab).map_err(|()| ParseError::Section {
+) -> Result<SymTab<'d>, ParseError> {
+    let size = std::mem::size_of::<Elf::Sym>();
+    if symtab.len() % size != 0 {
+        return Err(ParseError::Section {
             section: ".symtab".into(),
             message: format!(
-                "size {} is not a multiple of the symbol size {}",
-                symtab.len(),
-                std::mem::size_of::<Elf::Sym>()
+                "size {} is not a multiple of the symbol size {size}",
+                symtab.len()
             ),
-        })?;
-    Ok(syms
-        .iter()
-        .skip(1)
-        .map(|s| {
-            let off = s.st_name(endian) as usize;
-            Symbol {
-                name: if off < strtab.len() {
-                    cstr_at(strtab, off)
-                } else {
-                    None
-                },
-                value: s.st_value(endian).into(),
-                shndx: s.st_shndx(endian),
-                info: s.st_info(),
-            }
+        });
+    }
+    Ok(SymTab {
+        data: symtab,
+        strtab,
+        entsize: size,
+        endian,
+        decode: decode_sym::<Elf>,
+    })
+}
+
+/// A symbol-table entry without its name: (`st_name`, `st_value`, `st_shndx`, `st_info`).
+pub type RawSym = (u32, u64, u16, u8);
+
+fn decode_sym<Elf: FileHeader<Endian = Endianness>>(
+    endian: Endianness,
+    entry: &[u8],
+) -> Option<RawSym> {
+    let (s, _) = object::pod::from_bytes::<Elf::Sym>(entry).ok()?;
+    Some((
+        s.st_name(endian),
+        s.st_value(endian).into(),
+        s.st_shndx(endian),
+        s.st_info(),
+    ))
+}
+
+/// A symbol table decoded on access (entries from index 1; index 0 is the null symbol).
+#[derive(Debug, Clone, Copy)]
+pub struct SymTab<'d> {
+    data: &'d [u8],
+    strtab: &'d [u8],
+    entsize: usize,
+    endian: Endianness,
+    decode: fn(Endianness, &[u8]) -> Option<RawSym>,
+}
+
+impl<'d> SymTab<'d> {
+    /// Number of entries including the null symbol.
+    pub fn count(&self) -> usize {
+        self.data.len() / self.entsize
+    }
+
+    /// Entry `index` (0 is the null symbol).
+    pub fn get(&self, index: usize) -> Option<Symbol<'d>> {
+        let e = self
+            .data
+            .get(index * self.entsize..(index + 1) * self.entsize)?;
+        let (name_off, value, shndx, info) = (self.decode)(self.endian, e)?;
+        let off = name_off as usize;
+        Some(Symbol {
+            name: if off < self.strtab.len() {
+                cstr_at(self.strtab, off)
+            } else {
+                None
+            },
+            value,
+            shndx,
+            info,
         })
-        .collect())
+    }
+
+    /// Entries from index 1, in table order.
+    pub fn iter(&self) -> impl Iterator<Item = Symbol<'d>> + '_ {
+        (1..self.count()).filter_map(move |i| self.get(i))
+    }
+
+    /// Entries from index 1 without their names: (`st_name`, value, shndx, info).
+    /// Cheaper than [`SymTab::iter`] when most names are not needed.
+    pub fn iter_raw(&self) -> impl Iterator<Item = RawSym> + '_ {
+        self.data
+            .chunks_exact(self.entsize)
+            .skip(1)
+            .filter_map(move |e| (self.decode)(self.endian, e))
+    }
+
+    /// Is `st_name` inside the string table?
+    pub fn name_in_bounds(&self, name_off: u32) -> bool {
+        (name_off as usize) < self.strtab.len()
+    }
+
+    /// Does the name at `st_name` start with `prefix`? (No scan for the terminator.)
+    pub fn name_starts_with(&self, name_off: u32, prefix: &[u8]) -> bool {
+        self.strtab
+            .get(name_off as usize..)
+            .is_some_and(|s| s.starts_with(prefix))
+    }
+
+    /// The name at `st_name`, `None` when out of bounds.
+    pub fn name(&self, name_off: u32) -> Option<&'d [u8]> {
+        let off = name_off as usize;
+        if off < self.strtab.len() {
+            cstr_at(self.strtab, off)
+        } else {
+            None
+        }
+    }
 }

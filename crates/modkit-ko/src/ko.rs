@@ -1,10 +1,10 @@
 //! Everything modkit reads from one kernel module file, with kmod's extraction rules.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::path::Path;
 
 use crate::compress::{decompress, Compression};
-use crate::elf::{cstr_at, ElfView, SHN_ABS, SHN_UNDEF};
+use crate::elf::{cstr_at, ElfView, Symbol, SHN_ABS, SHN_UNDEF};
 use crate::error::{Error, ParseError};
 use crate::signature::SignatureTrailer;
 
@@ -74,7 +74,27 @@ pub struct KoModule {
     pub this_module_name: Option<String>,
 }
 
-fn lossy(b: &[u8]) -> String {
+/// Runs `f` on the bytes of the file at `path`, memory-mapped when possible.
+pub(crate) fn with_file_bytes<R>(path: &Path, f: impl FnOnce(&[u8]) -> R) -> Result<R, Error> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    if len == 0 {
+        return Ok(f(&[]));
+    }
+    // SAFETY: the mapping is private and read-only, and is dropped before this function
+    // returns. Like kmod (which also maps module files), we assume nobody truncates or
+    // rewrites a module file while it is being read; every access into the mapping is
+    // bounds-checked against the length taken at map time.
+    match unsafe { memmap2::Mmap::map(&file) } {
+        Ok(map) => Ok(f(&map)),
+        Err(_) => {
+            let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+            Ok(f(&raw))
+        }
+    }
+}
+
+pub(crate) fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
@@ -82,29 +102,12 @@ impl KoModule {
     /// Reads and parses a module file (memory-mapped, so only the parts that are read
     /// are paged in).
     pub fn from_path(path: &Path) -> Result<KoModule, Error> {
-        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-        let parse = |bytes: &[u8]| {
+        with_file_bytes(path, |bytes| {
             KoModule::from_bytes(bytes).map_err(|source| Error::Parse {
                 path: path.to_path_buf(),
                 source,
             })
-        };
-        if len == 0 {
-            return parse(&[]);
-        }
-        // SAFETY: the mapping is private and read-only, and is dropped before this
-        // function returns. Like kmod (which also maps module files), we assume nobody
-        // truncates or rewrites a module file while it is being indexed; every access
-        // into the mapping is bounds-checked against the length taken at map time.
-        let map = unsafe { memmap2::Mmap::map(&file) };
-        match map {
-            Ok(map) => parse(&map),
-            Err(_) => {
-                let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-                parse(&raw)
-            }
-        }
+        })?
     }
 
     /// Parses the bytes of a module file (compressed or not).
@@ -151,20 +154,27 @@ pub fn split_strings(mut s: &[u8]) -> Vec<&[u8]> {
     s.split(|&b| b == 0).filter(|x| !x.is_empty()).collect()
 }
 
-fn modinfo(elf: &ElfView) -> Option<Vec<ModinfoEntry>> {
+/// `.modinfo` as borrowed (key, value) pairs, kmod's splitting rules.
+pub(crate) fn modinfo_raw<'d>(elf: &ElfView<'d>) -> Option<Vec<(&'d [u8], &'d [u8])>> {
     let data = elf.section_data(".modinfo")?;
     Some(
         split_strings(data)
             .into_iter()
             .map(|s| match s.iter().position(|&b| b == b'=') {
-                Some(i) => ModinfoEntry {
-                    key: lossy(&s[..i]),
-                    value: lossy(&s[i + 1..]),
-                },
-                None => ModinfoEntry {
-                    key: lossy(s),
-                    value: String::new(),
-                },
+                Some(i) => (&s[..i], &s[i + 1..]),
+                None => (s, &s[s.len()..]),
+            })
+            .collect(),
+    )
+}
+
+fn modinfo(elf: &ElfView) -> Option<Vec<ModinfoEntry>> {
+    Some(
+        modinfo_raw(elf)?
+            .into_iter()
+            .map(|(k, v)| ModinfoEntry {
+                key: lossy(k),
+                value: lossy(v),
             })
             .collect(),
     )
@@ -194,17 +204,16 @@ fn resolve_crc(elf: &ElfView, value: u64, shndx: u16) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
-fn crc_symbols(elf: &ElfView) -> Result<Vec<CrcSymbol>, ParseError> {
+/// kmod's `kmod_elf_get_symbols`, borrowed: `__crc_` symbols, else `__ksymtab_strings`.
+pub(crate) fn crc_symbols_raw<'d>(elf: &ElfView<'d>) -> Result<Vec<(&'d [u8], u64)>, ParseError> {
     if let Ok(syms) = &elf.symbols {
-        if syms.iter().all(|s| s.name.is_some()) {
-            let out: Vec<CrcSymbol> = syms
-                .iter()
-                .filter_map(|s| {
-                    let name = s.name?.strip_prefix(b"__crc_")?;
-                    Some(CrcSymbol {
-                        name: lossy(name),
-                        crc: resolve_crc(elf, s.value, s.shndx),
-                    })
+        if syms.iter_raw().all(|(n, ..)| syms.name_in_bounds(n)) {
+            let out: Vec<(&[u8], u64)> = syms
+                .iter_raw()
+                .filter(|&(n, ..)| syms.name_starts_with(n, b"__crc_"))
+                .filter_map(|(n, value, shndx, _)| {
+                    let name = syms.name(n)?.strip_prefix(b"__crc_")?;
+                    Some((name, resolve_crc(elf, value, shndx)))
                 })
                 .collect();
             if !out.is_empty() {
@@ -215,11 +224,15 @@ fn crc_symbols(elf: &ElfView) -> Result<Vec<CrcSymbol>, ParseError> {
     let strings = elf
         .section_data("__ksymtab_strings")
         .ok_or(ParseError::MissingSection("__ksymtab_strings"))?;
-    Ok(split_strings(strings)
+    Ok(split_strings(strings).into_iter().map(|s| (s, 0)).collect())
+}
+
+fn crc_symbols(elf: &ElfView) -> Result<Vec<CrcSymbol>, ParseError> {
+    Ok(crc_symbols_raw(elf)?
         .into_iter()
-        .map(|s| CrcSymbol {
-            name: lossy(s),
-            crc: 0,
+        .map(|(n, crc)| CrcSymbol {
+            name: lossy(n),
+            crc,
         })
         .collect())
 }
@@ -253,23 +266,30 @@ fn versions(elf: &ElfView) -> Option<Vec<(String, u64)>> {
     )
 }
 
-fn dependency_symbols(elf: &ElfView) -> Result<Vec<DependencySymbol>, ParseError> {
+/// A borrowed dependency symbol: (name, crc, weak).
+pub(crate) type RawDepSym<'d> = (&'d [u8], u64, bool);
+
+/// kmod's `kmod_elf_get_dependency_symbols`, borrowed.
+pub(crate) fn dependency_symbols_raw<'d>(
+    elf: &ElfView<'d>,
+) -> Result<Vec<RawDepSym<'d>>, ParseError> {
     const STB_WEAK: u8 = 2;
     const STT_REGISTER: u8 = 13;
     let versions = versions_raw(elf).unwrap_or_default();
     let mut visited = vec![false; versions.len()];
-    let mut first_version: HashMap<&[u8], usize> = HashMap::with_capacity(versions.len());
+    let mut first_version: FxHashMap<&[u8], usize> = FxHashMap::default();
+    first_version.reserve(versions.len());
     for (i, (n, _)) in versions.iter().enumerate() {
         first_version.entry(n).or_insert(i);
     }
     let syms = elf.symbols.as_ref().map_err(Clone::clone)?;
     let sparc = matches!(elf.machine, 2 | 43);
     let mut out = Vec::new();
-    for s in syms {
-        if s.shndx != SHN_UNDEF || (sparc && s.kind() == STT_REGISTER) {
+    for (name_off, _, shndx, info) in syms.iter_raw() {
+        if shndx != SHN_UNDEF || (sparc && info & 0xf == STT_REGISTER) {
             continue;
         }
-        let name = s.name.ok_or_else(|| ParseError::Section {
+        let name = syms.name(name_off).ok_or_else(|| ParseError::Section {
             section: ".symtab".into(),
             message: format!(
                 "an undefined symbol's name lies outside .strtab ({} bytes)",
@@ -284,22 +304,25 @@ fn dependency_symbols(elf: &ElfView) -> Result<Vec<DependencySymbol>, ParseError
             visited[i] = true;
             crc = versions[i].1;
         }
-        out.push(DependencySymbol {
-            name: lossy(name),
-            crc,
-            weak: s.bind() == STB_WEAK,
-        });
+        out.push((name, crc, info >> 4 == STB_WEAK));
     }
     for (i, (name, crc)) in versions.iter().enumerate() {
         if !visited[i] {
-            out.push(DependencySymbol {
-                name: lossy(name),
-                crc: *crc,
-                weak: false,
-            });
+            out.push((*name, *crc, false));
         }
     }
     Ok(out)
+}
+
+fn dependency_symbols(elf: &ElfView) -> Result<Vec<DependencySymbol>, ParseError> {
+    Ok(dependency_symbols_raw(elf)?
+        .into_iter()
+        .map(|(n, crc, weak)| DependencySymbol {
+            name: lossy(n),
+            crc,
+            weak,
+        })
+        .collect())
 }
 
 fn this_module_name(elf: &ElfView) -> Option<String> {
@@ -313,7 +336,10 @@ fn this_module_name(elf: &ElfView) -> Option<String> {
 /// Reads the string that a ksymtab field points at (symbol + addend inside its section).
 fn string_at(elf: &ElfView, sym_index: u32, addend: i64) -> Option<String> {
     let syms = elf.symbols.as_ref().ok()?;
-    let sym = syms.get((sym_index as usize).checked_sub(1)?)?;
+    if sym_index == 0 {
+        return None;
+    }
+    let sym = syms.get(sym_index as usize)?;
     let sec = elf.sections.get(sym.shndx as usize)?;
     let data = sec.data?;
     const STT_SECTION: u8 = 3;
@@ -327,10 +353,16 @@ fn string_at(elf: &ElfView, sym_index: u32, addend: i64) -> Option<String> {
 }
 
 fn exports(elf: &ElfView) -> Vec<Export> {
-    let syms: &[_] = elf.symbols.as_deref().unwrap_or(&[]);
-    let mut crcs: HashMap<&[u8], u32> = HashMap::new();
-    let mut nslabels: HashMap<&[u8], (u64, u16)> = HashMap::new();
-    for s in syms {
+    if elf.section("__ksymtab").is_none() && elf.section("__ksymtab_gpl").is_none() {
+        return Vec::new();
+    }
+    let syms: Vec<Symbol> = match &elf.symbols {
+        Ok(t) => t.iter().collect(),
+        Err(_) => Vec::new(),
+    };
+    let mut crcs: FxHashMap<&[u8], u32> = FxHashMap::default();
+    let mut nslabels: FxHashMap<&[u8], (u64, u16)> = FxHashMap::default();
+    for s in &syms {
         let Some(n) = s.name else { continue };
         if let Some(n) = n.strip_prefix(b"__crc_") {
             crcs.entry(n)

@@ -8,6 +8,7 @@
 pub mod config;
 mod cycles;
 mod discover;
+mod extract;
 mod output;
 mod symbols;
 
@@ -18,7 +19,6 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::kmodhash::sort_in_hash_order;
-use crate::ko::{CrcSymbol, DependencySymbol, KoModule, ModinfoEntry};
 use crate::ParseError;
 
 pub use config::DepmodConfig;
@@ -61,12 +61,10 @@ pub(crate) struct Mod {
     pub uncrelpath: Option<String>,
     /// Normalised module name.
     pub modname: String,
-    /// `.modinfo` entries.
-    pub info: Vec<ModinfoEntry>,
-    /// kmod's export list, or why it could not be read.
-    pub symbols: std::result::Result<Vec<CrcSymbol>, ParseError>,
-    /// Symbols this module needs.
-    pub dep_syms: Vec<DependencySymbol>,
+    /// `alias=` values.
+    pub aliases: Vec<String>,
+    /// `softdep=` values.
+    pub softdeps: Vec<String>,
     /// Direct dependencies (array indices) in first-use order, later sorted.
     pub deps: Vec<usize>,
     /// How many modules depend on this one.
@@ -113,6 +111,7 @@ pub fn module_dir(basedir: Option<&Path>, kversion: &str) -> String {
 /// Runs depmod; diagnostics go to `err`, `-n` output to `out`. Returns the exit status.
 pub fn run(opts: &DepmodOptions, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32> {
     let mut log = Log { err };
+    let t0 = std::time::Instant::now();
     let basedir = match &opts.basedir {
         Some(b) if b.is_relative() => Some(
             std::env::current_dir()
@@ -128,22 +127,19 @@ pub fn run(opts: &DepmodOptions, out: &mut dyn Write, err: &mut dyn Write) -> Re
         return Ok(0);
     }
 
-    let mut syms = symbols::SymbolTable::new(opts.sym_prefix);
-    if let Some(p) = &opts.symvers {
-        if let Err(e) = syms.load_symvers(p, &mut log) {
-            log.msg(
-                "FATAL",
-                &format!("could not load {}: {}\n", p.display(), strerror(&e)),
-            );
-            return Ok(1);
-        }
-    } else if let Some(p) = &opts.system_map {
-        if let Err(e) = syms.load_system_map(p, &mut log) {
-            log.msg(
-                "FATAL",
-                &format!("could not load {}: {}\n", p.display(), strerror(&e)),
-            );
-            return Ok(1);
+    // The vmlinux symbol source; the table borrows names from this text.
+    let mut vmlinux_text = String::new();
+    let vmlinux_src = opts.symvers.as_ref().or(opts.system_map.as_ref());
+    if let Some(p) = vmlinux_src {
+        match std::fs::read(p) {
+            Ok(d) => vmlinux_text = String::from_utf8_lossy(&d).into_owned(),
+            Err(e) => {
+                log.msg(
+                    "FATAL",
+                    &format!("could not load {}: {}\n", p.display(), strerror(&e)),
+                );
+                return Ok(1);
+            }
         }
     } else if opts.print_unknown {
         log.msg("WARNING", "-e needs -E or -F\n");
@@ -201,9 +197,8 @@ pub fn run(opts: &DepmodOptions, out: &mut dyn Write, err: &mut dyn Write) -> Re
                 relpath,
                 uncrelpath,
                 modname: f.modname,
-                info: Vec::new(),
-                symbols: Ok(Vec::new()),
-                dep_syms: Vec::new(),
+                aliases: Vec::new(),
+                softdeps: Vec::new(),
                 deps: Vec::new(),
                 users: 0,
                 dep_sort_idx: u32::MAX,
@@ -211,44 +206,45 @@ pub fn run(opts: &DepmodOptions, out: &mut dyn Write, err: &mut dyn Write) -> Re
         })
         .collect();
     discover::sort_by_modules_order(&mut mods, &dirname, &mut log);
+    tracing::debug!(
+        "discovered and ordered {} modules in {:?}",
+        mods.len(),
+        t0.elapsed()
+    );
 
     // Read every module, on all cores.
-    let parsed: Vec<std::result::Result<KoModule, Error>> = mods
+    let data: Vec<extract::ModData> = mods
         .par_iter()
-        .map(|m| KoModule::from_path(Path::new(&m.path)))
+        .map(|m| extract::read_module(&m.path))
         .collect();
-    for (m, p) in mods.iter_mut().zip(parsed) {
-        match p {
-            Ok(ko) => {
-                m.info = ko.modinfo.unwrap_or_default();
-                m.symbols = ko.crc_symbols;
-                m.dep_syms = ko.dependency_symbols.unwrap_or_default();
-            }
-            Err(e) => {
-                // kmod: the module stays in the outputs, without symbols or information.
-                let msg = match e {
-                    Error::Parse { source, .. } => source.to_string(),
-                    Error::Io { source, .. } => strerror(&source),
-                    other => other.to_string(),
-                };
-                log.msg(
-                    "ERROR",
-                    &format!("failed to load symbols from {}: {msg}\n", m.path),
-                );
-            }
-        }
-    }
+    tracing::debug!("read all modules at {:?}", t0.elapsed());
 
+    let mut syms = symbols::SymbolTable::new(opts.sym_prefix);
+    if let Some(p) = &opts.symvers {
+        syms.load_symvers(p, &vmlinux_text, &mut log);
+    } else if let Some(p) = &opts.system_map {
+        syms.load_system_map(p, &vmlinux_text, &mut log);
+    }
     // Symbols: modules in array order, the last exporter wins.
-    for (i, m) in mods.iter().enumerate() {
-        match &m.symbols {
-            Ok(list) => {
-                for s in list {
-                    syms.add(&s.name, false, s.crc, Some(i));
+    for (i, (m, d)) in mods.iter_mut().zip(&data).enumerate() {
+        m.aliases = d.aliases.clone();
+        m.softdeps = d.softdeps.clone();
+        if let Some(e) = &d.load_error {
+            // kmod: the module stays in the outputs, without symbols or information.
+            log.msg(
+                "ERROR",
+                &format!("failed to load symbols from {}: {e}\n", m.path),
+            );
+            continue;
+        }
+        match &d.exports {
+            Some(Ok(list)) => {
+                for &(span, crc) in list {
+                    syms.add(d.str(span), false, crc, Some(i));
                 }
             }
-            Err(ParseError::MissingSection(_)) => {}
-            Err(e) => {
+            Some(Err(ParseError::MissingSection(_))) | None => {}
+            Some(Err(e)) => {
                 log.msg(
                     "ERROR",
                     &format!("failed to load symbols from {}: {e}\n", m.path),
@@ -260,23 +256,23 @@ pub fn run(opts: &DepmodOptions, out: &mut dyn Write, err: &mut dyn Write) -> Re
     // Dependencies.
     let check_symvers = opts.symvers.is_some();
     let mut warn = String::new();
-    for i in 0..mods.len() {
+    for (i, d) in data.iter().enumerate() {
         let mut deps = std::mem::take(&mut mods[i].deps);
-        let dep_syms = std::mem::take(&mut mods[i].dep_syms);
-        for ds in &dep_syms {
-            let Some(sym) = syms.find(&ds.name) else {
-                if print_unknown && !ds.weak {
+        for &(span, crc, weak) in &d.deps {
+            let name = d.str(span);
+            let Some(sym) = syms.find(name) else {
+                if print_unknown && !weak {
                     warn.push_str(&format!(
-                        "depmod: WARNING: {} needs unknown symbol {}\n",
-                        mods[i].path, ds.name
+                        "depmod: WARNING: {} needs unknown symbol {name}\n",
+                        mods[i].path
                     ));
                 }
                 continue;
             };
-            if check_symvers && sym.crc != ds.crc && !ds.weak && print_unknown {
+            if check_symvers && sym.crc != crc && !weak && print_unknown {
                 warn.push_str(&format!(
-                    "depmod: WARNING: {} disagrees about version of symbol {}\n",
-                    mods[i].path, ds.name
+                    "depmod: WARNING: {} disagrees about version of symbol {name}\n",
+                    mods[i].path
                 ));
             }
             if let Some(owner) = sym.owner {
@@ -287,10 +283,10 @@ pub fn run(opts: &DepmodOptions, out: &mut dyn Write, err: &mut dyn Write) -> Re
             }
         }
         mods[i].deps = deps;
-        mods[i].dep_syms = dep_syms;
     }
     let _ = log.err.write_all(warn.as_bytes());
 
+    tracing::debug!("dependencies computed at {:?}", t0.elapsed());
     if !cycles::topo_sort(&mut mods, &mut log) {
         return Ok(1);
     }
@@ -317,6 +313,7 @@ pub fn run(opts: &DepmodOptions, out: &mut dyn Write, err: &mut dyn Write) -> Re
         return Ok(0);
     }
     let ok = output::write_all(&ctx, &mut log);
+    tracing::debug!("outputs written at {:?}", t0.elapsed());
     Ok(if ok { 0 } else { 1 })
 }
 

@@ -12,7 +12,7 @@ use crate::names::{alias_normalize, path_to_modname};
 /// Everything the writers need.
 pub(crate) struct Ctx<'a> {
     pub mods: &'a [Mod],
-    pub syms: &'a SymbolTable,
+    pub syms: &'a SymbolTable<'a>,
     pub dirname: &'a str,
     pub warn_dups: bool,
 }
@@ -194,17 +194,10 @@ fn deps_bin(ctx: &Ctx, out: &mut Vec<u8>, log: &mut Log) {
     out.extend_from_slice(&idx.write());
 }
 
-fn info_values<'a>(m: &'a Mod, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-    m.info
-        .iter()
-        .filter(move |e| e.key == key)
-        .map(|e| e.value.as_str())
-}
-
 fn aliases(ctx: &Ctx, out: &mut Vec<u8>, _log: &mut Log) {
     let mut s = String::from("# Aliases extracted from modules themselves.\n");
     for m in ctx.mods {
-        for v in info_values(m, "alias") {
+        for v in m.aliases.iter() {
             let _ = writeln!(s, "alias {v} {}", m.modname);
         }
     }
@@ -214,7 +207,7 @@ fn aliases(ctx: &Ctx, out: &mut Vec<u8>, _log: &mut Log) {
 fn aliases_bin(ctx: &Ctx, out: &mut Vec<u8>, log: &mut Log) {
     let mut idx = IndexBuilder::new();
     for (i, m) in ctx.mods.iter().enumerate() {
-        for v in info_values(m, "alias") {
+        for v in m.aliases.iter() {
             let Some(alias) = alias_normalize(v) else {
                 log.msg("WARNING", &format!("Unmatched bracket in {v}\n"));
                 continue;
@@ -233,7 +226,7 @@ fn aliases_bin(ctx: &Ctx, out: &mut Vec<u8>, log: &mut Log) {
 fn softdeps(ctx: &Ctx, out: &mut Vec<u8>, _log: &mut Log) {
     let mut s = String::from("# Soft dependencies extracted from modules themselves.\n");
     for m in ctx.mods {
-        for v in info_values(m, "softdep") {
+        for v in m.softdeps.iter() {
             let _ = writeln!(s, "softdep {} {v}", m.modname);
         }
     }
@@ -241,7 +234,7 @@ fn softdeps(ctx: &Ctx, out: &mut Vec<u8>, _log: &mut Log) {
 }
 
 /// Owned symbols in the iteration order of depmod's 2048-bucket hash.
-fn symbols_in_hash_order<'a>(ctx: &'a Ctx) -> Vec<(&'a str, usize)> {
+fn symbols_in_hash_order<'a>(ctx: &Ctx<'a>) -> Vec<(&'a str, usize)> {
     let mut v: Vec<(&str, usize)> = ctx.syms.owned().collect();
     sort_in_hash_order(&mut v, 2048, |(n, _)| n.as_bytes());
     v
@@ -406,7 +399,7 @@ fn devname(ctx: &Ctx, out: &mut Vec<u8>, log: &mut Log) {
     for m in ctx.mods {
         let mut devname: Option<&str> = None;
         let mut dev: Option<(char, u32, u32)> = None;
-        for v in info_values(m, "alias") {
+        for v in m.aliases.iter() {
             if let Some(d) = v.strip_prefix("devname:") {
                 devname = Some(d);
             } else if let Some((a, b)) = scan_major_minor(v, "char-major-") {

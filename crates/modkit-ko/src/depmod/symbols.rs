@@ -1,8 +1,9 @@
 //! depmod's symbol table: vmlinux symbols (owner `None`) from Module.symvers or System.map,
 //! then module exports; adding an existing name replaces it (last writer wins).
 
-use std::collections::HashMap;
 use std::path::Path;
+
+use rustc_hash::FxHashMap;
 
 use super::discover::fgets_lines;
 use super::Log;
@@ -16,24 +17,24 @@ pub struct Sym {
     pub crc: u64,
 }
 
-/// The symbol table of a depmod run.
+/// The symbol table of a depmod run; names are borrowed from the module data and the
+/// Module.symvers / System.map text.
 #[derive(Debug, Default)]
-pub struct SymbolTable {
-    map: HashMap<String, Sym>,
+pub struct SymbolTable<'a> {
+    map: FxHashMap<&'a str, Sym>,
     prefix: u8,
 }
 
-impl SymbolTable {
+impl<'a> SymbolTable<'a> {
     /// An empty table with the `-P` prefix character (0 for none).
     pub fn new(prefix: u8) -> Self {
-        SymbolTable {
-            map: HashMap::with_capacity(32 * 1024),
-            prefix,
-        }
+        let mut map = FxHashMap::default();
+        map.reserve(32 * 1024);
+        SymbolTable { map, prefix }
     }
 
     /// `depmod_symbol_add`.
-    pub fn add(&mut self, name: &str, prefix_skipped: bool, crc: u64, owner: Option<usize>) {
+    pub fn add(&mut self, name: &'a str, prefix_skipped: bool, crc: u64, owner: Option<usize>) {
         let name =
             if !prefix_skipped && self.prefix != 0 && name.as_bytes().first() == Some(&self.prefix)
             {
@@ -41,12 +42,7 @@ impl SymbolTable {
             } else {
                 name
             };
-        match self.map.get_mut(name) {
-            Some(s) => *s = Sym { owner, crc },
-            None => {
-                self.map.insert(name.to_string(), Sym { owner, crc });
-            }
-        }
+        self.map.insert(name, Sym { owner, crc });
     }
 
     /// `depmod_symbol_find`: strips one leading `.` and then the prefix character.
@@ -59,10 +55,10 @@ impl SymbolTable {
     }
 
     /// Symbols that have a module owner: (name, owner index).
-    pub fn owned(&self) -> impl Iterator<Item = (&str, usize)> {
+    pub fn owned(&self) -> impl Iterator<Item = (&'a str, usize)> + '_ {
         self.map
             .iter()
-            .filter_map(|(k, s)| s.owner.map(|o| (k.as_str(), o)))
+            .filter_map(|(k, s)| s.owner.map(|o| (*k, o)))
     }
 
     fn add_fake_syms(&mut self) {
@@ -74,10 +70,9 @@ impl SymbolTable {
     }
 
     /// `depmod_load_symvers`: the `vmlinux` lines of a Module.symvers.
-    pub fn load_symvers(&mut self, path: &Path, log: &mut Log) -> std::io::Result<()> {
-        let data = std::fs::read(path)?;
-        for (n, line) in fgets_lines_big(&data).into_iter().enumerate() {
-            let line = String::from_utf8_lossy(line);
+    pub fn load_symvers(&mut self, path: &Path, text: &'a str, log: &mut Log) {
+        for (n, line) in fgets_lines(text.as_bytes()).into_iter().enumerate() {
+            let line = std::str::from_utf8(line).unwrap_or_default();
             let mut toks = line.split([' ', '\t']).filter(|t| !t.is_empty());
             let (Some(ver), Some(sym), Some(whr)) = (toks.next(), toks.next(), toks.next()) else {
                 continue;
@@ -98,14 +93,12 @@ impl SymbolTable {
             }
         }
         self.add_fake_syms();
-        Ok(())
     }
 
     /// `depmod_load_system_map`: the `__ksymtab_` lines of a System.map.
-    pub fn load_system_map(&mut self, path: &Path, log: &mut Log) -> std::io::Result<()> {
-        let data = std::fs::read(path)?;
-        for (n, line) in fgets_lines_big(&data).into_iter().enumerate() {
-            let line = String::from_utf8_lossy(line);
+    pub fn load_system_map(&mut self, path: &Path, text: &'a str, log: &mut Log) {
+        for (n, line) in fgets_lines(text.as_bytes()).into_iter().enumerate() {
+            let line = std::str::from_utf8(line).unwrap_or_default();
             let Some(p) = line
                 .split_once(' ')
                 .and_then(|(_, r)| r.split_once(' '))
@@ -129,17 +122,7 @@ impl SymbolTable {
             self.add(name, true, 0, None);
         }
         self.add_fake_syms();
-        Ok(())
     }
-}
-
-/// Lines as `fgets` with depmod's 10240-byte buffer would return them.
-fn fgets_lines_big(data: &[u8]) -> Vec<&[u8]> {
-    let mut out = Vec::new();
-    for l in fgets_lines(data) {
-        out.push(l);
-    }
-    out
 }
 
 /// `strtoull(s, &end, 16)` that must consume the whole token.
