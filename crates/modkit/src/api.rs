@@ -40,6 +40,8 @@ pub struct ModuleInfo {
     pub used_by: Vec<String>,
     /// Who holds references (pins) on it.
     pub pinned_by: Vec<String>,
+    /// How many times its init table has started.
+    pub init_calls: u32,
 }
 
 impl Host {
@@ -240,6 +242,7 @@ impl Host {
                     refcount: inst.map(|x| x.refcount).unwrap_or(0),
                     used_by: st.k.holders(i),
                     pinned_by: st.k.pins_of(i),
+                    init_calls: st.k.init_calls[i],
                 }
             })
             .collect()
@@ -267,6 +270,13 @@ impl Host {
     /// The kernel log so far.
     pub fn log(&self) -> Vec<String> {
         self.lock().k.log.iter().map(|l| l.text.clone()).collect()
+    }
+
+    /// Broken invariants the core has seen (a module freed while pinned or held, a
+    /// negative refcount, an init step undone twice or never): always empty unless modkit
+    /// has a bug. Tests assert on it.
+    pub fn violations(&self) -> Vec<String> {
+        self.lock().k.violations.clone()
     }
 
     /// Every diagnostic so far.
