@@ -8,6 +8,8 @@
 //! * [`modinfo`] and [`modprobe`] print what kmod's tools print.
 //! * [`tree::load_tree`] imports a whole `/lib/modules/VERSION` tree for the simulator.
 
+#![warn(missing_docs)]
+
 pub mod compress;
 pub mod elf;
 pub mod error;
