@@ -7,10 +7,13 @@ use modkit_core::{Errno, Outcome, Policy};
 use modkit_sim::{Run, Scenario, Sim};
 
 /// One module `m` whose init sleeps 10 ms and then runs `tail` (an action list, may be
-/// empty), and one event `storm` of `threads` copies of `verb = "m"` at time 0.
+/// empty), and one event `storm` of `threads` copies of `verb = "m"` at time 0. modprobe
+/// itself takes no time, so that end times are exact multiples of the init's.
 fn storm(verb: &str, threads: u32, tail: &str) -> Scenario {
     let text = format!(
         r#"
+modprobe_time = "0s"
+
 [[module]]
 name = "m"
 exports = ["m_sym"]
@@ -129,6 +132,8 @@ fn linux_6_2_failing_storm_gets_ebusy() {
 fn requests(n: u32, init: &str) -> Scenario {
     let text = format!(
         r#"
+modprobe_time = "0s"
+
 [[module]]
 name = "m"
 [[module.init]]
