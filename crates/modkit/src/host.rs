@@ -10,7 +10,7 @@
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use modkit_core::{
@@ -19,6 +19,7 @@ use modkit_core::{
 };
 
 use crate::ctx::InitCtx;
+use crate::sync::{thread, Condvar, Mutex, MutexGuard};
 
 /// Module code the host runs: native closures or interpreted scenario actions.
 pub(crate) trait ModuleCode: Send + Sync {
@@ -328,7 +329,7 @@ impl Host {
                 Step::Spawn { proc, label } => {
                     let child = self.new_task(&mut st, &label);
                     let h = self.clone();
-                    let spawned = std::thread::Builder::new()
+                    let spawned = thread::Builder::new()
                         .name(format!("modkit-{child}"))
                         .spawn(move || h.run_task(child, *proc));
                     if spawned.is_err() {

@@ -36,6 +36,7 @@ mod module;
 mod revocable;
 pub mod scenario;
 mod symbol;
+mod sync;
 
 pub use api::{ModuleInfo, Rmmod};
 pub use ctx::InitCtx;

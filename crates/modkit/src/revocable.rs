@@ -3,7 +3,9 @@
 //! resources that must not outlive an unbind).
 
 use std::ops::Deref;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
+
+use crate::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 struct Inner<T> {

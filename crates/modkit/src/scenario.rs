@@ -190,7 +190,7 @@ fn run_actions(
                 let h = host.clone();
                 let list = list.clone();
                 let holder = holder.to_string();
-                let spawned = std::thread::Builder::new().spawn(move || {
+                let spawned = crate::sync::thread::Builder::new().spawn(move || {
                     let end = run_actions(&h, child, module, &holder, &list, false);
                     let o = match end {
                         End::Stalled => None,
@@ -294,7 +294,7 @@ pub fn run_scenario(sc: &Scenario, policy: Policy, _seed: u64) -> Run {
                 host.new_task(&mut st, &label)
             };
             let (h, ev, results, db) = (host.clone(), ev.clone(), results.clone(), sc.db.clone());
-            let spawned = std::thread::Builder::new()
+            let spawned = crate::sync::thread::Builder::new()
                 .name(label.clone())
                 .spawn(move || {
                     if ev.at > 0
