@@ -17,6 +17,9 @@ pub trait Stage: Send + Sync {
 /// The service type a stage exports (the type is the symbol's CRC).
 type StageRef = Arc<dyn Stage>;
 
+/// textutil's word splitter.
+type SplitWords = fn(&str) -> Vec<String>;
+
 struct Trim;
 impl Stage for Trim {
     fn apply(&self, input: &str) -> String {
@@ -36,7 +39,7 @@ impl Stage for Lower {
 /// it is held, the module that provides it cannot be unloaded.
 #[derive(Default)]
 struct Count {
-    words: Mutex<Option<Symbol<fn(&str) -> Vec<String>>>>,
+    words: Mutex<Option<Symbol<SplitWords>>>,
 }
 impl Stage for Count {
     fn apply(&self, input: &str) -> String {
@@ -51,7 +54,7 @@ fn modules(host: &Host) -> Result<(), modkit::Error> {
     // A library module: no alias, loaded only as a dependency.
     host.add_module(Module::new("textutil").export(
         "split_words",
-        (|s: &str| s.split_whitespace().map(str::to_string).collect()) as fn(&str) -> Vec<String>,
+        (|s: &str| s.split_whitespace().map(str::to_string).collect()) as SplitWords,
     ))?;
     host.add_module(
         Module::new("stage-trim")
@@ -70,7 +73,7 @@ fn modules(host: &Host) -> Result<(), modkit::Error> {
     host.add_module(
         Module::new("stage-count")
             .alias("stage:count")
-            .import::<fn(&str) -> Vec<String>>("split_words")
+            .import::<SplitWords>("split_words")
             .export("stage_count", count as StageRef)
             .init_step_with_undo(
                 "bind_splitter",
