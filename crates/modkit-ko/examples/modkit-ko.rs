@@ -20,6 +20,10 @@ enum Cmd {
 }
 
 fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
     let code = match cli.cmd {
         Cmd::Depmod(a) => modkit_ko::cli::run_depmod(&a),

@@ -77,16 +77,13 @@ pub struct KoModule {
 /// Runs `f` on the bytes of the file at `path`, memory-mapped when possible.
 pub(crate) fn with_file_bytes<R>(path: &Path, f: impl FnOnce(&[u8]) -> R) -> Result<R, Error> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-    if len == 0 {
-        return Ok(f(&[]));
-    }
     // SAFETY: the mapping is private and read-only, and is dropped before this function
     // returns. Like kmod (which also maps module files), we assume nobody truncates or
     // rewrites a module file while it is being read; every access into the mapping is
     // bounds-checked against the length taken at map time.
     match unsafe { memmap2::Mmap::map(&file) } {
         Ok(map) => Ok(f(&map)),
+        // Empty files and special files cannot be mapped: read them instead.
         Err(_) => {
             let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
             Ok(f(&raw))
