@@ -1,7 +1,9 @@
 //! kmod's binary index format (`modules.*.bin`): a writer producing byte-identical files
 //! to depmod 30, and a reader with libkmod's exact and wildcard searches.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+
+use rustc_hash::FxHashSet;
 
 use crate::fnmatch::fnmatch;
 
@@ -22,58 +24,94 @@ pub struct IndexValue {
 }
 
 /// Accumulates `(key, value, priority)` insertions and writes a kmod index.
-#[derive(Debug, Default)]
-pub struct IndexBuilder {
-    keys: BTreeMap<Vec<u8>, Vec<(u32, usize, String)>>,
-    seq: usize,
+#[derive(Debug)]
+pub struct IndexBuilder<'a> {
+    /// (key, priority, insertion sequence, value).
+    entries: Vec<(Cow<'a, str>, u32, u32, Cow<'a, str>)>,
+    /// (key, value) pairs seen so far, when duplicates are reported.
+    seen: Option<FxHashSet<(Cow<'a, str>, Cow<'a, str>)>>,
 }
 
-impl IndexBuilder {
-    /// An empty index.
+impl Default for IndexBuilder<'_> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<'a> IndexBuilder<'a> {
+    /// An empty index that reports duplicate (key, value) insertions.
     pub fn new() -> Self {
-        Self::default()
+        IndexBuilder {
+            entries: Vec::new(),
+            seen: Some(FxHashSet::default()),
+        }
+    }
+
+    /// An empty index that does not track duplicates ([`IndexBuilder::insert`] then
+    /// always returns `false`); faster for large indexes.
+    pub fn without_duplicate_check() -> Self {
+        IndexBuilder {
+            entries: Vec::new(),
+            seen: None,
+        }
     }
 
     /// Inserts like kmod's `index_insert`. Returns `true` if the key already held this
     /// value (a duplicate), `false` otherwise. Keys or values with non-ASCII bytes are
     /// rejected (kmod only supports 7-bit ASCII) and return `false` without inserting.
-    pub fn insert(&mut self, key: &str, value: &str, priority: u32) -> bool {
+    pub fn insert(
+        &mut self,
+        key: impl Into<Cow<'a, str>>,
+        value: impl Into<Cow<'a, str>>,
+        priority: u32,
+    ) -> bool {
+        let (key, value) = (key.into(), value.into());
         if !key.is_ascii() || !value.is_ascii() {
             tracing::error!("Module index: bad character - only 7-bit ASCII is supported: {key}");
             return false;
         }
-        let seq = self.seq;
-        self.seq += 1;
-        let vals = self.keys.entry(key.as_bytes().to_vec()).or_default();
-        let dup = vals.iter().any(|(_, _, v)| v == value);
-        vals.push((priority, seq, value.to_string()));
+        let dup = match &mut self.seen {
+            Some(seen) => !seen.insert((key.clone(), value.clone())),
+            None => false,
+        };
+        let seq = self.entries.len() as u32;
+        self.entries.push((key, priority, seq, value));
         dup
     }
 
     /// Serialises the index exactly as depmod's `index_write` does.
-    pub fn write(&self) -> Vec<u8> {
-        let mut entries: Vec<Entry> = self
-            .keys
-            .iter()
-            .map(|(k, v)| {
-                let mut v: Vec<_> = v.iter().collect();
-                // Ascending priority; equal priorities newest first.
-                v.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-                (k.as_slice(), v)
-            })
-            .collect();
-        entries.sort_by(|a, b| a.0.cmp(b.0));
+    pub fn write(mut self) -> Vec<u8> {
+        // By key; values by ascending priority, equal priorities newest first (kmod
+        // inserts a value before existing ones of the same priority).
+        self.entries.sort_unstable_by(|a, b| {
+            a.0.as_bytes()
+                .cmp(b.0.as_bytes())
+                .then(a.1.cmp(&b.1))
+                .then(b.2.cmp(&a.2))
+        });
+        let mut groups: Vec<Entry> = Vec::new();
+        let mut i = 0;
+        while i < self.entries.len() {
+            let key = self.entries[i].0.as_bytes();
+            let j = i + self.entries[i..]
+                .iter()
+                .take_while(|e| e.0.as_bytes() == key)
+                .count();
+            groups.push((key, &self.entries[i..j]));
+            i = j;
+        }
         let mut out = Vec::with_capacity(64 * 1024);
         out.extend_from_slice(&MAGIC.to_be_bytes());
         out.extend_from_slice(&VERSION.to_be_bytes());
         out.extend_from_slice(&0u32.to_be_bytes());
-        let root = write_node(&mut out, &entries, 0, true);
+        let root = write_node(&mut out, &groups, 0, true);
         out[8..12].copy_from_slice(&root.to_be_bytes());
         out
     }
 }
 
-type Entry<'a> = (&'a [u8], Vec<&'a (u32, usize, String)>);
+/// A key and its values, sorted.
+type Entry<'e, 'a> = (&'e [u8], &'e [(Cow<'a, str>, u32, u32, Cow<'a, str>)]);
 
 fn write_node(out: &mut Vec<u8>, keys: &[Entry], depth: usize, root: bool) -> u32 {
     let prefix_len = if root || keys.is_empty() {
@@ -127,7 +165,7 @@ fn write_node(out: &mut Vec<u8>, keys: &[Entry], depth: usize, root: bool) -> u3
     }
     if let Some(values) = values {
         out.extend_from_slice(&(values.len() as u32).to_be_bytes());
-        for (prio, _, v) in values {
+        for (_, prio, _, v) in values.iter() {
             out.extend_from_slice(&prio.to_be_bytes());
             out.extend_from_slice(v.as_bytes());
             out.push(0);

@@ -296,12 +296,7 @@ pub fn run(opts: &DepmodOptions, out: &mut dyn Write, err: &mut dyn Write) -> Re
         mods[i].deps = deps;
     }
 
-    let ctx = output::Ctx {
-        mods: &mods,
-        syms: &syms,
-        dirname: &dirname,
-        warn_dups: opts.warn_dups,
-    };
+    let ctx = output::Ctx::new(&mods, &syms, &dirname, opts.warn_dups);
     if opts.dry_run {
         let mut text = Vec::new();
         for f in output::FILES {

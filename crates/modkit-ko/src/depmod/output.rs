@@ -1,5 +1,6 @@
 //! The ten files depmod writes, in depmod's order and formats.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::Write as _;
 
@@ -12,9 +13,56 @@ use crate::names::{alias_normalize, path_to_modname};
 /// Everything the writers need.
 pub(crate) struct Ctx<'a> {
     pub mods: &'a [Mod],
-    pub syms: &'a SymbolTable<'a>,
     pub dirname: &'a str,
     pub warn_dups: bool,
+    /// Each module's full dependency line (without the newline).
+    pub dep_lines: Vec<String>,
+    /// Owned symbols in the iteration order of depmod's 2048-bucket hash.
+    pub sym_order: Vec<(&'a str, usize)>,
+}
+
+impl<'a> Ctx<'a> {
+    /// Precomputes what several output files share, on all cores.
+    pub fn new(mods: &'a [Mod], syms: &SymbolTable<'a>, dirname: &'a str, warn_dups: bool) -> Self {
+        use rayon::prelude::*;
+        let dep_lines = (0..mods.len())
+            .into_par_iter()
+            .map_init(
+                || vec![false; mods.len()],
+                |seen, i| {
+                    let mut line = String::new();
+                    dep_line(mods, i, seen, &mut line);
+                    line
+                },
+            )
+            .collect();
+        let mut sym_order: Vec<(&str, usize)> = syms.owned().collect();
+        sort_in_hash_order(&mut sym_order, 2048, |(n, _)| n.as_bytes());
+        Ctx {
+            mods,
+            dirname,
+            warn_dups,
+            dep_lines,
+            sym_order,
+        }
+    }
+
+    fn index(&self) -> IndexBuilder<'a> {
+        if self.warn_dups {
+            IndexBuilder::new()
+        } else {
+            IndexBuilder::without_duplicate_check()
+        }
+    }
+}
+
+/// `alias_normalize` without allocating when nothing changes.
+fn normalize(alias: &str) -> Option<Cow<'_, str>> {
+    if alias.bytes().any(|b| matches!(b, b'-' | b'[' | b']')) {
+        alias_normalize(alias).map(Cow::Owned)
+    } else {
+        Some(Cow::Borrowed(alias))
+    }
 }
 
 /// An output file and its writer.
@@ -144,8 +192,8 @@ pub(crate) fn write_all(ctx: &Ctx, log: &mut Log) -> bool {
 }
 
 /// The full, sorted dependency line of module `i` (without the trailing newline).
-fn dep_line(ctx: &Ctx, i: usize, seen: &mut [bool], out: &mut String) {
-    let m = &ctx.mods[i];
+fn dep_line(mods: &[Mod], i: usize, seen: &mut [bool], out: &mut String) {
+    let m = &mods[i];
     out.push_str(m.out_path());
     out.push(':');
     if m.deps.is_empty() {
@@ -159,35 +207,30 @@ fn dep_line(ctx: &Ctx, i: usize, seen: &mut [bool], out: &mut String) {
         }
         seen[d] = true;
         all.push(d);
-        stack.extend(ctx.mods[d].deps.iter().rev().copied());
+        stack.extend(mods[d].deps.iter().rev().copied());
     }
     for &d in &all {
         seen[d] = false;
     }
-    all.sort_by_key(|&d| ctx.mods[d].dep_sort_idx);
+    all.sort_by_key(|&d| mods[d].dep_sort_idx);
     for d in all {
         out.push(' ');
-        out.push_str(ctx.mods[d].out_path());
+        out.push_str(mods[d].out_path());
     }
 }
 
 fn deps(ctx: &Ctx, out: &mut Vec<u8>, _log: &mut Log) {
-    let mut seen = vec![false; ctx.mods.len()];
-    let mut s = String::with_capacity(128 * 1024);
-    for i in 0..ctx.mods.len() {
-        dep_line(ctx, i, &mut seen, &mut s);
-        s.push('\n');
+    for line in &ctx.dep_lines {
+        out.extend_from_slice(line.as_bytes());
+        out.push(b'\n');
     }
-    out.extend_from_slice(s.as_bytes());
 }
 
 fn deps_bin(ctx: &Ctx, out: &mut Vec<u8>, log: &mut Log) {
-    let mut seen = vec![false; ctx.mods.len()];
-    let mut idx = IndexBuilder::new();
+    let mut idx = ctx.index();
     for (i, m) in ctx.mods.iter().enumerate() {
-        let mut line = String::new();
-        dep_line(ctx, i, &mut seen, &mut line);
-        if idx.insert(&m.modname, &line, i as u32) && ctx.warn_dups {
+        let line = ctx.dep_lines[i].as_str();
+        if idx.insert(m.modname.as_str(), line, i as u32) && ctx.warn_dups {
             log.msg("WARNING", &format!("duplicate module deps:\n{line}\n"));
         }
     }
@@ -205,14 +248,14 @@ fn aliases(ctx: &Ctx, out: &mut Vec<u8>, _log: &mut Log) {
 }
 
 fn aliases_bin(ctx: &Ctx, out: &mut Vec<u8>, log: &mut Log) {
-    let mut idx = IndexBuilder::new();
+    let mut idx = ctx.index();
     for (i, m) in ctx.mods.iter().enumerate() {
         for v in m.aliases.iter() {
-            let Some(alias) = alias_normalize(v) else {
+            let Some(alias) = normalize(v) else {
                 log.msg("WARNING", &format!("Unmatched bracket in {v}\n"));
                 continue;
             };
-            if idx.insert(&alias, &m.modname, i as u32) && ctx.warn_dups {
+            if idx.insert(alias.clone(), m.modname.as_str(), i as u32) && ctx.warn_dups {
                 log.msg(
                     "WARNING",
                     &format!("duplicate module alias:\n{alias} {}\n", m.modname),
@@ -233,27 +276,20 @@ fn softdeps(ctx: &Ctx, out: &mut Vec<u8>, _log: &mut Log) {
     out.extend_from_slice(s.as_bytes());
 }
 
-/// Owned symbols in the iteration order of depmod's 2048-bucket hash.
-fn symbols_in_hash_order<'a>(ctx: &Ctx<'a>) -> Vec<(&'a str, usize)> {
-    let mut v: Vec<(&str, usize)> = ctx.syms.owned().collect();
-    sort_in_hash_order(&mut v, 2048, |(n, _)| n.as_bytes());
-    v
-}
-
 fn symbols(ctx: &Ctx, out: &mut Vec<u8>, _log: &mut Log) {
     let mut s = String::from("# Aliases for symbols, used by symbol_request().\n");
-    for (name, owner) in symbols_in_hash_order(ctx) {
+    for &(name, owner) in &ctx.sym_order {
         let _ = writeln!(s, "alias symbol:{name} {}", ctx.mods[owner].modname);
     }
     out.extend_from_slice(s.as_bytes());
 }
 
 fn symbols_bin(ctx: &Ctx, out: &mut Vec<u8>, log: &mut Log) {
-    let mut idx = IndexBuilder::new();
-    for (name, owner) in symbols_in_hash_order(ctx) {
+    let mut idx = ctx.index();
+    for &(name, owner) in &ctx.sym_order {
         let key = format!("symbol:{name}");
         let m = &ctx.mods[owner];
-        if idx.insert(&key, &m.modname, owner as u32) && ctx.warn_dups {
+        if idx.insert(key.clone(), m.modname.as_str(), owner as u32) && ctx.warn_dups {
             log.msg(
                 "WARNING",
                 &format!("duplicate module syms:\n{key} {}\n", m.modname),
@@ -292,7 +328,7 @@ fn builtin_bin(ctx: &Ctx, out: &mut Vec<u8>, log: &mut Log) {
             continue;
         }
         if let Some(modname) = path_to_modname(&line) {
-            idx.insert(&modname, "", 0);
+            idx.insert(modname, "", 0);
         }
     }
     out.extend_from_slice(&idx.write());
@@ -357,7 +393,7 @@ fn builtin_alias_bin(ctx: &Ctx, out: &mut Vec<u8>, log: &mut Log) {
             log.msg("WARNING", &format!("Unmatched bracket in {value}\n"));
             continue;
         };
-        idx.insert(&alias, &String::from_utf8_lossy(&modname), 0);
+        idx.insert(alias, String::from_utf8_lossy(&modname).into_owned(), 0);
     }
     out.extend_from_slice(&idx.write());
 }
