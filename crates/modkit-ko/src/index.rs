@@ -13,6 +13,8 @@ const F_PREFIX: u32 = 0x8000_0000;
 const F_VALUES: u32 = 0x4000_0000;
 const F_CHILDS: u32 = 0x2000_0000;
 const OFFSET_MASK: u32 = 0x0FFF_FFFF;
+/// Longest key the reader follows (kmod's `PATH_MAX`).
+const MAX_KEY_LEN: usize = 4096;
 
 /// One value stored under a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -347,6 +349,11 @@ impl IndexReader {
         subkey: &[u8],
         out: &mut Vec<IndexValue>,
     ) {
+        // Keys are at most PATH_MAX long in kmod's indexes; a deeper tree is corrupt, and
+        // stopping keeps a hostile file from exhausting the stack.
+        if buf.len() > MAX_KEY_LEN {
+            return;
+        }
         let base = buf.len();
         buf.extend_from_slice(&node.prefix[j..]);
         if node.last >= node.first && !node.children.is_empty() {

@@ -50,7 +50,7 @@ pub struct ModuleInfo {
 /// Any unreadable or malformed module is an error naming the file.
 pub fn load_tree(root: &Path) -> Result<Vec<ModuleInfo>> {
     let mut files = Vec::new();
-    collect(root, &mut files)?;
+    collect(root, &mut files, 0)?;
     files.sort();
     files
         .par_iter()
@@ -100,7 +100,13 @@ pub fn load_tree(root: &Path) -> Result<Vec<ModuleInfo>> {
         .collect()
 }
 
-fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+fn collect(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) -> Result<()> {
+    if depth > 64 {
+        return Err(Error::Message(format!(
+            "{}: directories nested more than 64 deep (a symlink loop?)",
+            dir.display()
+        )));
+    }
     let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     for de in rd {
         let de = de.map_err(|e| Error::io(dir, e))?;
@@ -111,7 +117,7 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
         let p = de.path();
         let md = std::fs::metadata(&p).map_err(|e| Error::io(&p, e))?;
         if md.is_dir() {
-            collect(&p, out)?;
+            collect(&p, out, depth + 1)?;
         } else if md.is_file() && (has_kmod_ext(&name) || name.ends_with(".ko.gz")) {
             out.push(p);
         }

@@ -31,7 +31,7 @@ pub fn search(dirname: &str, cfg: &DepmodConfig, log: &mut Log) -> std::io::Resu
         );
         return Err(e);
     }
-    walk(&mut st, dirname, log);
+    walk(&mut st, dirname, 0, log);
     for ext in &cfg.externals {
         if std::fs::read_dir(ext).is_err() {
             log.msg(
@@ -43,7 +43,7 @@ pub fn search(dirname: &str, cfg: &DepmodConfig, log: &mut Log) -> std::io::Resu
             );
             continue;
         }
-        walk(&mut st, ext, log);
+        walk(&mut st, ext, 0, log);
     }
     Ok(st.found.into_iter().flatten().collect())
 }
@@ -55,7 +55,17 @@ struct State<'a> {
     cfg: &'a DepmodConfig,
 }
 
-fn walk(st: &mut State, dir: &str, log: &mut Log) {
+/// Deepest directory nesting followed (guards against symlink loops).
+const MAX_DEPTH: usize = 64;
+
+fn walk(st: &mut State, dir: &str, depth: usize, log: &mut Log) {
+    if depth > MAX_DEPTH {
+        log.msg(
+            "ERROR",
+            &format!("{dir}: directories nested more than {MAX_DEPTH} deep (a symlink loop?), not descending\n"),
+        );
+        return;
+    }
     let rd = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) => {
@@ -82,7 +92,7 @@ fn walk(st: &mut State, dir: &str, log: &mut Log) {
             Err(_) => continue,
         };
         if ft.is_dir() {
-            walk(st, &path, log);
+            walk(st, &path, depth + 1, log);
         } else if ft.is_file() {
             consider_file(st, path, &name);
         } else {

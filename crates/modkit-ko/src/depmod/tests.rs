@@ -152,3 +152,18 @@ fn corrupt_module_is_reported_and_kept() {
     assert_eq!(lines, ["kernel/bad.ko:", "kernel/empty.ko:"]);
     std::fs::remove_dir_all(&base).unwrap();
 }
+
+#[test]
+fn symlink_loop_terminates() {
+    let base = temp_tree("symloop");
+    put(&base, "kernel/a.ko", &FakeModule::new("a", &[], &[]));
+    std::os::unix::fs::symlink("..", base.join("lib/modules/4.4.4/kernel/loop")).unwrap();
+    let (code, err) = depmod(&base);
+    assert_eq!(code, 0);
+    assert!(err.contains("a symlink loop?"), "{err}");
+    // One module `a` (which copy is kept depends on readdir order, as in kmod).
+    let dep = std::fs::read_to_string(base.join("lib/modules/4.4.4/modules.dep")).unwrap();
+    assert_eq!(dep.lines().count(), 1);
+    assert!(dep.ends_with("a.ko:\n"), "{dep}");
+    std::fs::remove_dir_all(&base).unwrap();
+}
