@@ -508,6 +508,25 @@ impl Kernel {
         }
     }
 
+    /// Walks `step` down to the next completed step that has an undo, recording it as
+    /// undone; `None` when every completed step has been undone. `init_progress` follows.
+    pub(crate) fn next_undo(&mut self, m: ModId, step: &mut usize) -> Option<crate::proc::Body> {
+        while *step > 0 {
+            *step -= 1;
+            if let Some(i) = self.instances[m].as_mut() {
+                i.progress = *step;
+            }
+            if self.db.spec(m).init[*step].has_undo {
+                self.step_undone(m, *step);
+                return Some(crate::proc::Body::Undo {
+                    module: m,
+                    step: *step,
+                });
+            }
+        }
+        None
+    }
+
     /// Marks the unload of `m` as forced (rmmod -f): it may free a pinned module.
     pub(crate) fn set_forced(&mut self, m: ModId) {
         self.forced.insert(m);

@@ -258,12 +258,7 @@ impl Load {
                             self.sym_deadline = None;
                         }
                         Resolved::Fail(e) => {
-                            k.printk(format!(
-                                "{}: Unknown symbol {} (err -{})",
-                                k.name(m),
-                                imp.name,
-                                e.code()
-                            ));
+                            unknown_symbol(k, m, &imp.name, e);
                             self.err = Some(e);
                             self.sym_idx += 1;
                             self.sym_deadline = None;
@@ -292,12 +287,7 @@ impl Load {
                                     } else {
                                         Errno::EBUSY
                                     };
-                                    k.printk(format!(
-                                        "{}: Unknown symbol {} (err -{})",
-                                        k.name(m),
-                                        imp.name,
-                                        e.code()
-                                    ));
+                                    unknown_symbol(k, m, &imp.name, e);
                                     self.err = Some(e);
                                     self.sym_idx += 1;
                                     continue;
@@ -319,12 +309,7 @@ impl Load {
                         match resolve_symbol(k, m, &imp) {
                             Resolved::Ok => {}
                             Resolved::Fail(e) => {
-                                k.printk(format!(
-                                    "{}: Unknown symbol {} (err -{})",
-                                    k.name(m),
-                                    imp.name,
-                                    e.code()
-                                ));
+                                unknown_symbol(k, m, &imp.name, e);
                                 self.err = Some(e);
                             }
                             Resolved::Busy(o) => {
@@ -404,18 +389,8 @@ impl Load {
                 }
                 Phase::Unwind => {
                     self.awaiting_body = false;
-                    while self.step > 0 {
-                        self.step -= 1;
-                        if let Some(i) = k.instances[m].as_mut() {
-                            i.progress = self.step;
-                        }
-                        if k.db.spec(m).init[self.step].has_undo {
-                            k.step_undone(m, self.step);
-                            return Step::Run(Body::Undo {
-                                module: m,
-                                step: self.step,
-                            });
-                        }
+                    if let Some(body) = k.next_undo(m, &mut self.step) {
+                        return Step::Run(body);
                     }
                     // do_init_module() failure: GOING, drop the initial reference, free.
                     if !self.going {
@@ -621,6 +596,12 @@ fn resolve_symbol(k: &mut Kernel, m: ModId, imp: &ImportSpec) -> Resolved {
         }
         _ => Resolved::Fail(Errno::ENOENT),
     }
+}
+
+/// `"%s: Unknown symbol %s (err %d)"`.
+fn unknown_symbol(k: &mut Kernel, m: ModId, sym: &str, e: Errno) {
+    let line = format!("{}: Unknown symbol {sym} (err -{})", k.name(m), e.code());
+    k.printk(line);
 }
 
 fn exporter_hint(k: &Kernel, sym: &str) -> Option<String> {

@@ -3,7 +3,7 @@
 use crate::diag::DiagKind;
 use crate::errno::{Errno, Outcome};
 use crate::kernel::{Kernel, ModId, ModState, Time};
-use crate::proc::{wait, Body, Resume, Step};
+use crate::proc::{wait, Resume, Step};
 use crate::waits::{TaskId, WaitKey};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,18 +138,8 @@ impl Unload {
                 }
                 Phase::Exit => {
                     let m = self.module.expect("set at start");
-                    while self.step > 0 {
-                        self.step -= 1;
-                        if let Some(i) = k.instances[m].as_mut() {
-                            i.progress = self.step;
-                        }
-                        if k.db.spec(m).init[self.step].has_undo {
-                            k.step_undone(m, self.step);
-                            return Step::Run(Body::Undo {
-                                module: m,
-                                step: self.step,
-                            });
-                        }
+                    if let Some(body) = k.next_undo(m, &mut self.step) {
+                        return Step::Run(body);
                     }
                     k.waits.leave_module(task, m);
                     k.free_module(m);

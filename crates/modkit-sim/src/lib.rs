@@ -18,6 +18,7 @@
 //! assert!(blocks[0].passed());
 //! ```
 
+pub mod actions;
 pub mod check;
 pub mod duration;
 mod raw;

@@ -4,7 +4,7 @@
 //! seed 0 keeps file order for ties, any other seed shuffles them reproducibly.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::rc::Rc;
 
 use modkit_core::load::Load;
@@ -18,6 +18,7 @@ use modkit_core::{
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::actions::{immediate, ActionState};
 use crate::scenario::{Action, EventKind, Scenario};
 
 /// Why a run could not finish.
@@ -99,8 +100,7 @@ pub struct Sim<'a> {
     seq: u64,
     rng: Option<ChaCha8Rng>,
     waiters: HashMap<WaitKey, Vec<(TaskId, u64)>>,
-    completions: BTreeSet<String>,
-    files: HashMap<String, u64>,
+    acts: ActionState,
     results: BTreeMap<String, Vec<Option<Outcome>>>,
     /// Results recorded so far per event (index): slots fill in order.
     filled: Vec<usize>,
@@ -131,8 +131,7 @@ impl<'a> Sim<'a> {
             seq: 0,
             rng: (seed != 0).then(|| ChaCha8Rng::seed_from_u64(seed)),
             waiters: HashMap::new(),
-            completions: BTreeSet::new(),
-            files: HashMap::new(),
+            acts: ActionState::default(),
             results: BTreeMap::new(),
             filled: vec![0; sc.events.len()],
             steps_taken: 0,
@@ -496,7 +495,7 @@ impl<'a> Sim<'a> {
                     Resume::Woken | Resume::TimedOut => match &f.list[f.pc] {
                         Action::Sleep(_) => Outcome::Ok,
                         Action::WaitFor { name, timeout } => {
-                            if self.completions.contains(name) {
+                            if self.acts.completions.contains(name) {
                                 Outcome::Ok
                             } else if resume == Resume::TimedOut {
                                 let msg = format!(
@@ -531,6 +530,15 @@ impl<'a> Sim<'a> {
                 });
             }
             let action = f.list[f.pc].clone();
+            let holder = self.holder(tid, f.module);
+            if let Some(o) = immediate(&mut self.k, &mut self.acts, f.module, &holder, &action) {
+                self.deliver_wakes();
+                if let Some(end) = self.after_action(f, o) {
+                    return ActStep::End(end);
+                }
+                resume = Resume::Start;
+                continue;
+            }
             let o: Outcome = match action {
                 Action::Sleep(d) => {
                     f.busy = true;
@@ -552,50 +560,6 @@ impl<'a> Sim<'a> {
                     f.busy = true;
                     return ActStep::Push(Proc::Request(Request::new(&name, wait)));
                 }
-                Action::GetModule(m) => match self.sc.db.id(&m) {
-                    Some(id) => {
-                        let h = self.holder(tid, f.module);
-                        self.k.try_module_get(id, &h).map(|_| ()).into()
-                    }
-                    None => Outcome::Err(Errno::ENOENT),
-                },
-                Action::PutModule(m) => match self.sc.db.id(&m) {
-                    Some(id) => {
-                        let h = self.holder(tid, f.module);
-                        match self.k.find_pin(id, &h) {
-                            Some(pin) => self.k.module_put(pin).into(),
-                            None => Outcome::Err(Errno::EINVAL),
-                        }
-                    }
-                    None => Outcome::Err(Errno::ENOENT),
-                },
-                Action::UseSymbol(s) => self.use_symbol(f.module, &s),
-                Action::Register(key) => match f.module {
-                    Some(m) => self.k.register(m, &key).into(),
-                    None => Outcome::Err(Errno::EINVAL),
-                },
-                Action::Unregister(key) => self.k.unregister(&key).into(),
-                Action::Lookup { key, get } => {
-                    let h = format!("{} (lookup {key})", self.holder(tid, f.module));
-                    self.k.lookup(&key, get, &h).map(|_| ()).into()
-                }
-                Action::Open { key, fd } => {
-                    let h = format!("open file {fd} ({key})");
-                    match self.k.lookup(&key, true, &h) {
-                        Ok(Some(pin)) => {
-                            if let Some(old) = self.files.insert(fd, pin) {
-                                let _ = self.k.module_put(old);
-                            }
-                            Outcome::Ok
-                        }
-                        Ok(None) => Outcome::Ok,
-                        Err(e) => Outcome::Err(e),
-                    }
-                }
-                Action::Close(fd) => match self.files.remove(&fd) {
-                    Some(pin) => self.k.module_put(pin).into(),
-                    None => Outcome::Err(Errno::EBADF),
-                },
                 Action::Spawn(list) => {
                     let label = format!("work item of {}", self.holder(tid, f.module));
                     let frame = Frame::Actions(ActionFrame {
@@ -610,19 +574,15 @@ impl<'a> Sim<'a> {
                     self.spawn_task(vec![frame], label, None);
                     Outcome::Ok
                 }
-                Action::Complete(c) => {
-                    self.completions.insert(c.clone());
-                    self.k.wakes.push(WaitKey::Completion(c));
-                    Outcome::Ok
-                }
                 Action::WaitFor { name, timeout } => {
-                    if self.completions.contains(&name) {
+                    if self.acts.completions.contains(&name) {
                         Outcome::Ok
                     } else {
                         let deadline = timeout.map(|t| self.k.now + t);
                         return self.wait_completion(tid, f, name, deadline);
                     }
                 }
+                _ => unreachable!("immediate actions are handled above"),
             };
             self.deliver_wakes();
             if let Some(end) = self.after_action(f, o) {
@@ -668,23 +628,6 @@ impl<'a> Sim<'a> {
                 f.first_err.get_or_insert(o);
                 Some(FrameEnd::Event(o))
             }
-        }
-    }
-
-    fn use_symbol(&mut self, module: Option<ModId>, sym: &str) -> Outcome {
-        let Some(m) = module else {
-            return Outcome::Err(Errno::EINVAL);
-        };
-        let imported = self.sc.db.spec(m).imports.iter().any(|i| i.name == sym);
-        let exported = self.sc.db.spec(m).exports.iter().any(|e| e.name == sym);
-        if !imported && !exported {
-            let line = format!("{}: calls {sym} without importing it", self.k.name(m));
-            self.k.printk(line);
-            return Outcome::Err(Errno::EINVAL);
-        }
-        match self.k.symtab.get(sym) {
-            Some(e) if self.k.instances[e.owner].is_some() => Outcome::Ok,
-            _ => Outcome::Err(Errno::ENOENT),
         }
     }
 }

@@ -67,10 +67,8 @@ pub(crate) struct State {
     /// Virtual mode: nothing can move any more.
     pub(crate) stalled: bool,
     vclock: Time,
-    /// Scenario completions that have been completed (complete_all).
-    pub(crate) completions: std::collections::BTreeSet<String>,
-    /// Scenario open files.
-    pub(crate) files: HashMap<String, u64>,
+    /// Scenario open files and completions.
+    pub(crate) acts: modkit_sim::actions::ActionState,
 }
 
 pub(crate) struct Shared {
@@ -109,8 +107,7 @@ impl Host {
                     runnable: 0,
                     stalled: false,
                     vclock: 0,
-                    completions: Default::default(),
-                    files: HashMap::new(),
+                    acts: Default::default(),
                 }),
                 cv: Condvar::new(),
                 start: Instant::now(),

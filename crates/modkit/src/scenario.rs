@@ -18,7 +18,8 @@ use modkit_sim::scenario::{Action, EventKind, Scenario, Step};
 use modkit_sim::Run;
 
 use crate::ctx::InitCtx;
-use crate::host::{Clock, Host, ModuleCode};
+use crate::host::{Clock, Host, ModuleCode, State};
+use modkit_sim::actions::immediate;
 
 /// Interpreted module bodies.
 struct ScenarioCode {
@@ -72,6 +73,18 @@ fn run_actions(
     body: bool,
 ) -> End {
     for a in list {
+        {
+            let mut st = host.lock();
+            host.tick(&mut st);
+            let State { k, acts, .. } = &mut *st;
+            if let Some(o) = immediate(k, acts, module, holder, a) {
+                host.deliver(&mut st);
+                if o.is_ok() {
+                    continue;
+                }
+                return End::Failed(o);
+            }
+        }
         let o: Outcome = match a {
             Action::Sleep(d) => {
                 let deadline = host.now_ns() + d;
@@ -96,90 +109,6 @@ fn run_actions(
                 } else {
                     o
                 }
-            }
-            Action::GetModule(m) => {
-                let mut st = host.lock();
-                host.tick(&mut st);
-                match st.k.db.id(m) {
-                    Some(id) => st.k.try_module_get(id, holder).map(|_| ()).into(),
-                    None => Outcome::Err(Errno::ENOENT),
-                }
-            }
-            Action::PutModule(m) => {
-                let mut st = host.lock();
-                host.tick(&mut st);
-                let o = match st.k.db.id(m) {
-                    Some(id) => match st.k.find_pin(id, holder) {
-                        Some(pin) => st.k.module_put(pin).into(),
-                        None => Outcome::Err(Errno::EINVAL),
-                    },
-                    None => Outcome::Err(Errno::ENOENT),
-                };
-                host.deliver(&mut st);
-                o
-            }
-            Action::UseSymbol(s) => {
-                let mut st = host.lock();
-                host.tick(&mut st);
-                match module {
-                    None => Outcome::Err(Errno::EINVAL),
-                    Some(m) => {
-                        let spec = st.k.db.spec(m);
-                        if !spec.imports.iter().any(|i| &i.name == s)
-                            && !spec.exports.iter().any(|e| &e.name == s)
-                        {
-                            let line = format!("{}: calls {s} without importing it", st.k.name(m));
-                            st.k.printk(line);
-                            Outcome::Err(Errno::EINVAL)
-                        } else {
-                            match st.k.symtab.get(s) {
-                                Some(e) if st.k.instances[e.owner].is_some() => Outcome::Ok,
-                                _ => Outcome::Err(Errno::ENOENT),
-                            }
-                        }
-                    }
-                }
-            }
-            Action::Register(key) => {
-                let mut st = host.lock();
-                host.tick(&mut st);
-                match module {
-                    Some(m) => st.k.register(m, key).into(),
-                    None => Outcome::Err(Errno::EINVAL),
-                }
-            }
-            Action::Unregister(key) => host.lock().k.unregister(key).into(),
-            Action::Lookup { key, get } => {
-                let mut st = host.lock();
-                host.tick(&mut st);
-                let h = format!("{holder} (lookup {key})");
-                st.k.lookup(key, *get, &h).map(|_| ()).into()
-            }
-            Action::Open { key, fd } => {
-                let mut st = host.lock();
-                host.tick(&mut st);
-                let h = format!("open file {fd} ({key})");
-                match st.k.lookup(key, true, &h) {
-                    Ok(Some(pin)) => {
-                        if let Some(old) = st.files.insert(fd.clone(), pin) {
-                            let _ = st.k.module_put(old);
-                        }
-                        host.deliver(&mut st);
-                        Outcome::Ok
-                    }
-                    Ok(None) => Outcome::Ok,
-                    Err(e) => Outcome::Err(e),
-                }
-            }
-            Action::Close(fd) => {
-                let mut st = host.lock();
-                host.tick(&mut st);
-                let o = match st.files.remove(fd) {
-                    Some(pin) => st.k.module_put(pin).into(),
-                    None => Outcome::Err(Errno::EBADF),
-                };
-                host.deliver(&mut st);
-                o
             }
             Action::Spawn(list) => {
                 let label = format!("work item of {holder}");
@@ -209,25 +138,17 @@ fn run_actions(
                     }
                 }
             }
-            Action::Complete(c) => {
-                let mut st = host.lock();
-                host.tick(&mut st);
-                st.completions.insert(c.clone());
-                st.k.wakes.push(WaitKey::Completion(c.clone()));
-                host.deliver(&mut st);
-                Outcome::Ok
-            }
             Action::WaitFor { name, timeout } => {
                 let deadline = timeout.map(|t| host.now_ns() + t);
                 loop {
-                    if host.lock().completions.contains(name) {
+                    if host.lock().acts.completions.contains(name) {
                         break Outcome::Ok;
                     }
                     let reason = format!("wait_for_completion({name})");
                     match host.wait_on(task, WaitKey::Completion(name.clone()), reason, deadline) {
                         None => return End::Stalled,
                         Some(Resume::TimedOut) => {
-                            if host.lock().completions.contains(name) {
+                            if host.lock().acts.completions.contains(name) {
                                 break Outcome::Ok;
                             }
                             let mut st = host.lock();
@@ -242,6 +163,7 @@ fn run_actions(
                     }
                 }
             }
+            _ => unreachable!("immediate actions are handled above"),
         };
         if !o.is_ok() {
             let _ = body;
