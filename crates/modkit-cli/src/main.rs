@@ -20,7 +20,7 @@ enum Driver {
 
 fn run(sc: &Scenario, policy: Policy, seed: u64, driver: Driver) -> Result<Run, SimError> {
     match driver {
-        Driver::Sim => modkit_sim::Sim::new(sc, policy, seed).run(),
+        Driver::Sim => modkit_sim::Sim::new(sc, policy, seed).with_history().run(),
         Driver::Host => Ok(modkit::scenario::run_scenario(sc, policy, seed)),
     }
 }
@@ -51,6 +51,9 @@ enum Command {
         /// Run on the simulator or on real threads.
         #[arg(long, value_enum, default_value_t = Driver::Sim)]
         driver: Driver,
+        /// Also draw the run: each module's state over virtual time, as an SVG file.
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
     },
     /// Run every [[expect]] block of each file and print one line per block.
     Check {
@@ -86,7 +89,8 @@ fn main() -> ExitCode {
             seed,
             json,
             driver,
-        } => simulate(&file, policy, seed, json, driver),
+            svg,
+        } => simulate(&file, policy, seed, json, driver, svg.as_deref()),
         Command::Check {
             files,
             seed,
@@ -104,6 +108,7 @@ fn simulate(
     seed: Option<u64>,
     json: bool,
     driver: Driver,
+    svg: Option<&std::path::Path>,
 ) -> ExitCode {
     let sc = match modkit_sim::load(file) {
         Ok(s) => s,
@@ -126,6 +131,14 @@ fn simulate(
         println!("{}", modkit_sim::report::json(&title, policy, seed, &run));
     } else {
         print!("{}", modkit_sim::report::text(&title, policy, seed, &run));
+    }
+    if let Some(path) = svg {
+        let picture = modkit_sim::timeline::svg(&sc, &title, &run);
+        if let Err(e) = std::fs::write(path, picture) {
+            eprintln!("modkit: cannot write {}: {e}", path.display());
+            return ExitCode::from(1);
+        }
+        eprintln!("modkit: wrote the timeline to {}", path.display());
     }
     ExitCode::SUCCESS
 }

@@ -171,6 +171,11 @@ pub struct Kernel {
     step_balance: HashMap<(ModId, usize), i32>,
     /// Broken invariants seen so far (must stay empty; property tests check it).
     pub violations: Vec<String>,
+    /// State changes over time, `(time, module, new state)` (`None`: freed), kept when
+    /// `record_history` is set (for timelines).
+    pub history: Vec<(Time, ModId, Option<ModState>)>,
+    /// Keep [`Kernel::history`].
+    pub record_history: bool,
     /// A forced unload is under way for this module (it may be freed while pinned).
     forced: BTreeSet<ModId>,
 }
@@ -213,6 +218,8 @@ impl Kernel {
             warned_once: BTreeSet::new(),
             step_balance: HashMap::new(),
             violations: Vec::new(),
+            history: Vec::new(),
+            record_history: false,
             forced: BTreeSet::new(),
         };
         for id in 0..n {
@@ -479,6 +486,14 @@ impl Kernel {
         }
     }
 
+    /// Records module `m`'s current state in the history (when kept).
+    pub(crate) fn note_state(&mut self, m: ModId) {
+        if self.record_history {
+            let st = self.state(m);
+            self.history.push((self.now, m, st));
+        }
+    }
+
     /// Records that init step `step` of `m` completed.
     pub(crate) fn step_done(&mut self, m: ModId, step: usize) {
         if !self.db.spec(m).init[step].has_undo {
@@ -539,6 +554,7 @@ impl Kernel {
             Some(i) => i,
             None => return,
         };
+        self.note_state(id);
         let forced = self.forced.remove(&id);
         let pinned: Vec<u64> = self
             .pins

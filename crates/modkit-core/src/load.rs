@@ -188,6 +188,7 @@ impl Load {
                                 owner_task: Some(task),
                                 draining: false,
                             });
+                            k.note_state(m);
                             self.phase = Phase::Resolve;
                         }
                         Some(s) => {
@@ -399,6 +400,7 @@ impl Load {
                             i.state = ModState::Going;
                             i.refcount -= 1;
                         }
+                        k.note_state(m);
                     }
                     let refs = k.instances[m].as_ref().map(|i| i.refcount).unwrap_or(0);
                     if refs > 0 && k.policy.is_modkit() {
@@ -469,6 +471,7 @@ impl Load {
         if let Some(i) = k.instances[m].as_mut() {
             i.state = ModState::Coming;
         }
+        k.note_state(m);
         k.init_calls[m] += 1;
         k.waits.enter_module(task, m);
         self.phase = Phase::InitStep;
@@ -483,6 +486,7 @@ impl Load {
             i.refcount -= 1;
             i.owner_task = None;
         }
+        k.note_state(m);
         k.waits.leave_module(task, m);
         k.wake_module_wq();
         self.finish(k, Outcome::Ok)

@@ -159,6 +159,7 @@ impl Unload {
         if self.force {
             k.set_forced(m);
         }
+        k.note_state(m);
         k.waits.enter_module(task, m);
         self.phase = Phase::Exit;
     }

@@ -25,6 +25,7 @@ mod raw;
 pub mod report;
 pub mod scenario;
 pub mod sim;
+pub mod timeline;
 
 pub use scenario::{load, parse, Scenario, ScenarioError};
 pub use sim::{Run, Sim, SimError};

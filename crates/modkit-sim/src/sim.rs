@@ -145,6 +145,12 @@ impl<'a> Sim<'a> {
         sim
     }
 
+    /// Keeps the history of state changes (for [`crate::timeline::svg`]).
+    pub fn with_history(mut self) -> Self {
+        self.k.record_history = true;
+        self
+    }
+
     fn push(&mut self, at: Time, task: TaskId, token: u64, kind: u8) {
         let tie = self.rng.as_mut().map(|r| r.next_u64()).unwrap_or(0);
         self.seq += 1;
