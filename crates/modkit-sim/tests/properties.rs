@@ -42,7 +42,11 @@ enum InitAct {
     Fail(bool),
     Register(u8),
     Unregister(u8),
-    Request(u8),
+    /// request_module of another module: 0 waits, 1 `wait = false`, 2 `required = true`.
+    Request(u8, u8),
+    /// A work item that sleeps, then requests another module.
+    Spawn(u8),
+    Stop,
     Get(u8),
     Put(u8),
 }
@@ -63,6 +67,8 @@ enum RunAct {
     Get(u8),
     Put(u8),
     Sleep(u8),
+    /// `lookup` with `get = true`: pins the owner of a registration.
+    Lookup(u8),
 }
 
 #[derive(Debug, Clone)]
@@ -92,8 +98,13 @@ struct ModG {
 enum EvKind {
     Modprobe(u8),
     Insmod(u8),
-    Rmmod { m: u8, force: bool, wait: bool },
-    Request(u8),
+    Rmmod {
+        m: u8,
+        force: bool,
+        wait: bool,
+    },
+    /// request_module (`true`: `wait = false`).
+    Request(u8, bool),
     Run(Vec<RunAct>),
 }
 
@@ -119,7 +130,9 @@ fn init_act() -> impl Strategy<Value = InitAct> {
         1 => any::<bool>().prop_map(InitAct::Fail),
         2 => (0..KEYS as u8).prop_map(InitAct::Register),
         1 => (0..KEYS as u8).prop_map(InitAct::Unregister),
-        2 => any::<u8>().prop_map(InitAct::Request),
+        2 => (any::<u8>(), 0u8..3).prop_map(|(r, w)| InitAct::Request(r, w)),
+        1 => any::<u8>().prop_map(InitAct::Spawn),
+        1 => Just(InitAct::Stop),
         1 => any::<u8>().prop_map(InitAct::Get),
         1 => any::<u8>().prop_map(InitAct::Put),
     ]
@@ -164,6 +177,7 @@ fn run_act() -> impl Strategy<Value = RunAct> {
         1 => any::<u8>().prop_map(RunAct::Get),
         1 => any::<u8>().prop_map(RunAct::Put),
         1 => (1u8..60).prop_map(RunAct::Sleep),
+        1 => (0..KEYS as u8).prop_map(RunAct::Lookup),
     ]
 }
 
@@ -173,7 +187,7 @@ fn event() -> impl Strategy<Value = EvG> {
         1 => any::<u8>().prop_map(EvKind::Insmod),
         3 => (any::<u8>(), prop::bool::weighted(0.2), prop::bool::weighted(0.3))
             .prop_map(|(m, force, wait)| EvKind::Rmmod { m, force, wait }),
-        2 => any::<u8>().prop_map(EvKind::Request),
+        2 => (any::<u8>(), prop::bool::weighted(0.3)).prop_map(|(m, n)| EvKind::Request(m, n)),
         2 => prop::collection::vec(run_act(), 1..4).prop_map(EvKind::Run),
     ];
     (0u16..300, 1u8..=5, kind).prop_map(|(at_ms, threads, kind)| EvG {
@@ -225,8 +239,73 @@ impl ScenG {
         (i + 1 + raw as usize % (self.n() - 1)) % self.n()
     }
 
+    /// What each init action requests: `plan[i][step][action]` is the module that action
+    /// of module `i` requests (request_module or a work item's), if any.
+    ///
+    /// A request that does not hold the init while it runs (request_module_nowait, a work
+    /// item) is dropped (rendered as a sleep) when it could close a loop of loads: if module
+    /// `i` asynchronously requests `j`, whose load (its closure) triggers, through further
+    /// requests, a load of `i` again, failing inits reload each other forever — in the
+    /// kernel as in the simulator: a livelock of the scenario, not an engine bug. Requests
+    /// that wait are kept as drawn: they nest, and a cycle of them is a bounded wait, a
+    /// stall, or (modkit) EDEADLK.
+    fn plan(&self) -> Vec<Vec<Vec<Option<usize>>>> {
+        let n = self.n();
+        let closures: Vec<BTreeSet<usize>> = (0..n).map(|j| self.closure(j)).collect();
+        // trig[x]: modules whose loads a load of x may start.
+        let mut trig: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); n];
+        let mut plan: Vec<Vec<Vec<Option<usize>>>> = self
+            .mods
+            .iter()
+            .map(|m| m.init.iter().map(|st| vec![None; st.run.len()]).collect())
+            .collect();
+        for (i, m) in self.mods.iter().enumerate() {
+            for (k, st) in m.init.iter().enumerate() {
+                for (a, act) in st.run.iter().enumerate() {
+                    if let InitAct::Request(r, w) = *act {
+                        if w != 1 {
+                            let j = self.other(i, r);
+                            plan[i][k][a] = Some(j);
+                            trig[i].extend(closures[j].iter().copied());
+                        }
+                    }
+                }
+            }
+        }
+        let reaches = |trig: &[BTreeSet<usize>], from: &BTreeSet<usize>, to: usize| {
+            let mut seen = BTreeSet::new();
+            let mut todo: Vec<usize> = from.iter().copied().collect();
+            while let Some(x) = todo.pop() {
+                if x == to {
+                    return true;
+                }
+                if seen.insert(x) {
+                    todo.extend(trig[x].iter().copied());
+                }
+            }
+            false
+        };
+        for (i, m) in self.mods.iter().enumerate() {
+            for (k, st) in m.init.iter().enumerate() {
+                for (a, act) in st.run.iter().enumerate() {
+                    let r = match *act {
+                        InitAct::Request(r, 1) | InitAct::Spawn(r) => r,
+                        _ => continue,
+                    };
+                    let j = self.other(i, r);
+                    if !reaches(&trig, &closures[j], i) {
+                        plan[i][k][a] = Some(j);
+                        trig[i].extend(closures[j].iter().copied());
+                    }
+                }
+            }
+        }
+        plan
+    }
+
     /// Renders the scenario as format-1 TOML.
     fn toml(&self) -> String {
+        let plan = self.plan();
         let mut s = String::new();
         let _ = writeln!(s, "name = \"generated\"\nseed = {}\n", self.seed);
         if self.vmlinux {
@@ -252,7 +331,12 @@ impl ScenG {
             }
             for (k, st) in m.init.iter().enumerate() {
                 let _ = writeln!(s, "[[module.init]]\nstep = \"s{k}\"");
-                let run: Vec<String> = st.run.iter().map(|a| self.init_act(i, a)).collect();
+                let run: Vec<String> = st
+                    .run
+                    .iter()
+                    .zip(&plan[i][k])
+                    .map(|(a, &t)| self.init_act(i, a, t))
+                    .collect();
                 let _ = writeln!(s, "run = [{}]", run.join(", "));
                 match &st.undo {
                     Undo::None => {}
@@ -289,8 +373,11 @@ impl ScenG {
                         let _ = writeln!(s, "wait = true\ntimeout = \"100ms\"");
                     }
                 }
-                EvKind::Request(m) => {
+                EvKind::Request(m, nowait) => {
                     let _ = writeln!(s, "request_module = \"{}\"", self.name(*m));
+                    if *nowait {
+                        let _ = writeln!(s, "wait = false");
+                    }
                 }
                 EvKind::Run(l) => {
                     let r: Vec<String> = l.iter().map(|a| self.run_act(a)).collect();
@@ -302,16 +389,32 @@ impl ScenG {
         s
     }
 
-    fn init_act(&self, i: usize, a: &InitAct) -> String {
+    /// Renders init action `a` of module `i`; `target` is what [`ScenG::plan`] gave it.
+    fn init_act(&self, i: usize, a: &InitAct, target: Option<usize>) -> String {
         match a {
             InitAct::Sleep(ms) => format!("{{ sleep = \"{ms}ms\" }}"),
             InitAct::Fail(true) => "{ fail = \"ENOMEM\" }".into(),
             InitAct::Fail(false) => "{ fail = \"ENODEV\" }".into(),
             InitAct::Register(k) => format!("{{ register = \"misc:k{k}\" }}"),
             InitAct::Unregister(k) => format!("{{ unregister = \"misc:k{k}\" }}"),
-            InitAct::Request(r) => {
-                format!("{{ request_module = \"m{}\" }}", self.other(i, *r))
-            }
+            InitAct::Request(_, w) => match target {
+                Some(j) => {
+                    let extra = match w {
+                        1 => ", wait = false",
+                        2 => ", required = true",
+                        _ => "",
+                    };
+                    format!("{{ request_module = \"m{j}\"{extra} }}")
+                }
+                None => "{ sleep = \"1ms\" }".into(),
+            },
+            InitAct::Spawn(_) => match target {
+                Some(j) => format!(
+                    "{{ spawn = [{{ sleep = \"5ms\" }}, {{ request_module = \"m{j}\" }}] }}"
+                ),
+                None => "{ sleep = \"1ms\" }".into(),
+            },
+            InitAct::Stop => "{ stop = true }".into(),
             InitAct::Get(r) => format!("{{ get_module = \"m{}\" }}", self.other(i, *r)),
             InitAct::Put(r) => format!("{{ put_module = \"m{}\" }}", self.other(i, *r)),
         }
@@ -332,6 +435,7 @@ impl ScenG {
             RunAct::Get(r) => format!("{{ get_module = \"{}\" }}", self.name(*r)),
             RunAct::Put(r) => format!("{{ put_module = \"{}\" }}", self.name(*r)),
             RunAct::Sleep(ms) => format!("{{ sleep = \"{ms}ms\" }}"),
+            RunAct::Lookup(k) => format!("{{ lookup = \"misc:k{k}\", get = true }}"),
         }
     }
 
@@ -446,7 +550,7 @@ fn check_invariants(g: &ScenG, sc: &Scenario, k: &Kernel) -> Result<(), String> 
     for ev in &g.events {
         let threads = u64::from(ev.threads);
         match ev.kind {
-            EvKind::Modprobe(m) | EvKind::Request(m) => {
+            EvKind::Modprobe(m) | EvKind::Request(m, _) => {
                 for x in g.closure(m as usize % n) {
                     bound[x] += threads;
                 }
@@ -455,12 +559,13 @@ fn check_invariants(g: &ScenG, sc: &Scenario, k: &Kernel) -> Result<(), String> 
             _ => {}
         }
     }
-    for (i, m) in g.mods.iter().enumerate() {
+    let plan = g.plan();
+    for i in 0..n {
         let runs = u64::from(k.init_calls[id_of(sc, i)]);
-        for st in &m.init {
-            for a in &st.run {
-                if let InitAct::Request(r) = a {
-                    for x in g.closure(g.other(i, *r)) {
+        for step in &plan[i] {
+            for t in step {
+                if let Some(j) = *t {
+                    for x in g.closure(j) {
                         bound[x] += runs;
                     }
                 }
