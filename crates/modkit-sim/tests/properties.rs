@@ -560,9 +560,9 @@ fn check_invariants(g: &ScenG, sc: &Scenario, k: &Kernel) -> Result<(), String> 
         }
     }
     let plan = g.plan();
-    for i in 0..n {
+    for (i, steps) in plan.iter().enumerate() {
         let runs = u64::from(k.init_calls[id_of(sc, i)]);
-        for step in &plan[i] {
+        for step in steps {
             for t in step {
                 if let Some(j) = *t {
                     for x in g.closure(j) {
