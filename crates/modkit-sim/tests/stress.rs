@@ -219,3 +219,39 @@ fn modkit_request_storm_merges() {
     assert_eq!(run.kernel.kmod.peak, 1);
     assert_eq!(init_calls(&run, "m"), 1);
 }
+
+/// `n` modules `m0..`, each with an init taking `init`, and one request_module event per
+/// module, all at time 0.
+fn distinct_requests(n: u32, init: &str) -> Scenario {
+    let mut text = String::from("modprobe_time = \"0s\"\n");
+    for i in 0..n {
+        text += &format!(
+            "[[module]]\nname = \"m{i}\"\n[[module.init]]\nstep = \"probe\"\nrun = [{{ sleep = \"{init}\" }}]\n"
+        );
+    }
+    for i in 0..n {
+        text += &format!("[[event]]\nid = \"r{i}\"\nrequest_module = \"m{i}\"\n");
+    }
+    modkit_sim::parse("distinct.toml", &text).expect("valid scenario")
+}
+
+/// modkit: the limit of 50 applies to distinct requests (a FIFO semaphore with the 5 s
+/// timeout of 6.4+): with 1 s inits the 12 extra requests wait for slots and succeed; with
+/// 10 s inits they give up with ETIME and a `limit_reached` diagnostic.
+#[test]
+fn modkit_distinct_requests_share_50_slots() {
+    let run1 = run(&distinct_requests(62, "1s"), "modkit");
+    assert!(run1.results.values().flatten().all(|o| o.is_ok()));
+    assert_eq!(run1.kernel.kmod.peak, 50);
+    assert_eq!(run1.end_time, 2_000_000_000);
+
+    let run10 = run(&distinct_requests(62, "10s"), "modkit");
+    let all: Vec<Outcome> = run10.results.values().flatten().copied().collect();
+    assert_eq!(count(&all, Outcome::Ok), 50);
+    assert_eq!(count(&all, Outcome::Err(Errno::ETIME)), 12);
+    assert!(run10
+        .kernel
+        .diagnostics
+        .iter()
+        .any(|d| d.kind.name() == "limit_reached"));
+}
