@@ -371,7 +371,7 @@ pub fn run_modprobe(args: &ModprobeArgs) -> i32 {
         &dirname,
         cmdline.as_deref(),
         &mut |m| {
-            let _ = write!(std::io::stderr(), "modprobe: ERROR: {m}");
+            let _ = write!(std::io::stderr(), "{m}");
         },
     );
     let mut ctx = crate::modprobe::context::Context::new(dirname, config);

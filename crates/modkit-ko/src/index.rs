@@ -69,7 +69,8 @@ impl<'a> IndexBuilder<'a> {
     ) -> bool {
         let (key, value) = (key.into(), value.into());
         if !key.is_ascii() || !value.is_ascii() {
-            tracing::error!("Module index: bad character - only 7-bit ASCII is supported: {key}");
+            // kmod logs this (and then misbehaves); modkit skips the entry.
+            tracing::warn!("Module index: bad character - only 7-bit ASCII is supported: {key}");
             return false;
         }
         let dup = match &mut self.seen {

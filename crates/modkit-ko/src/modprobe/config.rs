@@ -42,6 +42,14 @@ pub struct ModprobeConfig {
     pub softdeps: Vec<Softdep>,
 }
 
+/// A libkmod error message as Debian's kmod 30 (built with `--enable-debug`) prints it
+/// while the configuration is loaded, before the tool installs its own logger:
+/// `libkmod: ERROR <source file>:<line> <function>: <message>`. The source positions are
+/// kmod 30's, so the text is byte-identical.
+fn libkmod_err(line: u32, func: &str, msg: &str) -> String {
+    format!("libkmod: ERROR ../libkmod/libkmod-config.c:{line} {func}: {msg}")
+}
+
 /// Splits like `strtok_r(s, "\t ")` once: (token, rest after one delimiter).
 fn strtok(s: &str) -> Option<(&str, Option<&str>)> {
     let s = s.trim_start_matches([' ', '\t']);
@@ -70,6 +78,7 @@ fn underscores_checked(s: &str) -> Option<String> {
 impl ModprobeConfig {
     /// Loads configuration from `paths` (or the defaults) plus `<dirname>/modules.softdep`,
     /// merged by basename (first occurrence wins), then the kernel command line `cmdline`.
+    /// Problems are passed to `log` as complete lines in libkmod's format.
     pub fn load(
         paths: Option<&[PathBuf]>,
         dirname: &str,
@@ -107,10 +116,14 @@ impl ModprobeConfig {
                     continue;
                 }
                 if de.path().is_dir() {
-                    log(format!(
-                        "Directories inside directories are not supported: {}/{}\n",
-                        p.display(),
-                        name
+                    log(libkmod_err(
+                        772,
+                        "conf_files_filter_out",
+                        &format!(
+                            "Directories inside directories are not supported: {}/{}\n",
+                            p.display(),
+                            name
+                        ),
                     ));
                     continue;
                 }
@@ -168,16 +181,24 @@ impl ModprobeConfig {
                     Some(())
                 })(),
                 "include" | "config" => {
-                    log(format!(
-                        "{filename}: command {cmd} is deprecated and not parsed anymore\n"
+                    log(libkmod_err(
+                        708,
+                        "kmod_config_parse",
+                        &format!(
+                            "{filename}: command {cmd} is deprecated and not parsed anymore\n"
+                        ),
                     ));
                     Some(())
                 }
                 _ => None,
             };
             if ok.is_none() {
-                log(format!(
-                    "{filename} line {linenum}: ignoring bad line starting with '{cmd}'\n"
+                log(libkmod_err(
+                    712,
+                    "kmod_config_parse",
+                    &format!(
+                        "{filename} line {linenum}: ignoring bad line starting with '{cmd}'\n"
+                    ),
                 ));
             }
         }
@@ -275,8 +296,12 @@ impl ModprobeConfig {
                 } else {
                     match underscores_checked(&mname) {
                         Some(n) => self.options.push((n, pstr)),
-                        None => log(format!(
-                            "Ignoring bad option on kernel command line while parsing module name: '{mname}'\n"
+                        None => log(libkmod_err(
+                            489,
+                            "kcmdline_parse_result",
+                            &format!(
+                                "Ignoring bad option on kernel command line while parsing module name: '{mname}'\n"
+                            ),
                         )),
                     }
                 }

@@ -158,7 +158,11 @@ fn lookup_softdeps(ctx: &mut Context, names: &[String]) -> Vec<ModId> {
         match ctx.lookup(n) {
             Some(ids) => v.extend(ids),
             None => {
-                tracing::error!("failed to lookup soft dependency '{n}', continuing anyway.")
+                // libkmod's message through modprobe's logger, as Debian's kmod 30 (built
+                // with --enable-debug) prints it, source position included.
+                eprintln!(
+                    "modprobe: ERROR: ../libkmod/libkmod-module.c:1567 lookup_softdep() failed to lookup soft dependency '{n}', continuing anyway."
+                )
             }
         }
     }
