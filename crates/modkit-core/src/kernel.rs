@@ -153,8 +153,11 @@ pub struct Kernel {
     /// Shared results by generation.
     pub results: HashMap<u64, Outcome>,
     next_gen: u64,
-    /// Exit outcomes of finished tasks (for request_module's wait on modprobe).
+    /// Exit outcomes of finished tasks that someone waits for (request_module's wait on
+    /// modprobe), until read.
     pub task_exits: HashMap<TaskId, Outcome>,
+    /// Tasks whose exit outcome someone will read.
+    watched: BTreeSet<TaskId>,
     /// Who waits on what.
     pub waits: WaitGraph,
     /// The kernel log.
@@ -210,6 +213,7 @@ impl Kernel {
             results: HashMap::new(),
             next_gen: 1,
             task_exits: HashMap::new(),
+            watched: BTreeSet::new(),
             waits: WaitGraph::default(),
             log: Vec::new(),
             diagnostics: Vec::new(),
@@ -647,9 +651,16 @@ impl Kernel {
             .collect()
     }
 
+    /// Asks for `task`'s exit outcome to be kept (in [`Kernel::task_exits`]) until read.
+    pub fn watch_task(&mut self, task: TaskId) {
+        self.watched.insert(task);
+    }
+
     /// Records the exit of a task, waking those waiting for it.
     pub fn task_exit(&mut self, task: TaskId, outcome: Outcome) {
-        self.task_exits.insert(task, outcome);
+        if self.watched.remove(&task) {
+            self.task_exits.insert(task, outcome);
+        }
         self.waits.forget(task);
         self.wakes.push(WaitKey::Task(task));
     }

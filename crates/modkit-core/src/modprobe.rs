@@ -61,51 +61,79 @@ impl Modprobe {
     fn probe_list(db: &ModuleDb, cands: &[ModId], inkernel: &dyn Fn(ModId) -> bool) -> Vec<Entry> {
         let mut out: Vec<Entry> = Vec::new();
         let mut seen = BTreeSet::new();
-        for &c in cands {
-            Self::visit(db, c, None, true, inkernel, &mut out, &mut seen);
-        }
+        let starts: Vec<(ModId, Option<ModId>, bool)> =
+            cands.iter().map(|&c| (c, None, true)).collect();
+        Self::walk(db, &starts, inkernel, &mut out, &mut seen);
         out
     }
 
-    fn visit(
+    /// Appends the probe list of each start `(module, needed_by, required)` to `out`,
+    /// skipping modules in `seen`.
+    fn walk(
         db: &ModuleDb,
-        m: ModId,
-        needed_by: Option<ModId>,
-        required: bool,
+        starts: &[(ModId, Option<ModId>, bool)],
         inkernel: &dyn Fn(ModId) -> bool,
         out: &mut Vec<Entry>,
         seen: &mut BTreeSet<ModId>,
     ) {
-        if !seen.insert(m) {
-            return;
+        /// Work of the depth-first walk, on an explicit stack so that a dependency chain
+        /// of any depth fits.
+        enum Work {
+            Enter(ModId, Option<ModId>, bool),
+            Emit(ModId, Option<ModId>, bool),
         }
-        if db.closed(m) && inkernel(m) {
-            out.push(Entry {
-                module: m,
-                needed_by,
-                required,
-                pruned: true,
-            });
-            return;
-        }
-        let spec = db.spec(m);
-        for pre in &spec.softdeps_pre {
-            for p in db.lookup(pre) {
-                Self::visit(db, p, Some(m), false, inkernel, out, seen);
-            }
-        }
-        for &d in db.deps(m) {
-            Self::visit(db, d, Some(m), required, inkernel, out, seen);
-        }
-        out.push(Entry {
-            module: m,
-            needed_by,
-            required,
-            pruned: false,
-        });
-        for post in &spec.softdeps_post {
-            for p in db.lookup(post) {
-                Self::visit(db, p, Some(m), false, inkernel, out, seen);
+        let mut stack: Vec<Work> = starts
+            .iter()
+            .rev()
+            .map(|&(c, n, r)| Work::Enter(c, n, r))
+            .collect();
+        while let Some(w) = stack.pop() {
+            match w {
+                Work::Emit(m, needed_by, required) => out.push(Entry {
+                    module: m,
+                    needed_by,
+                    required,
+                    pruned: false,
+                }),
+                Work::Enter(m, needed_by, required) => {
+                    if !seen.insert(m) {
+                        continue;
+                    }
+                    if db.closed(m) && inkernel(m) {
+                        out.push(Entry {
+                            module: m,
+                            needed_by,
+                            required,
+                            pruned: true,
+                        });
+                        continue;
+                    }
+                    // In execution order: softdeps pre, dependencies, the module, softdeps
+                    // post; pushed in reverse.
+                    let spec = db.spec(m);
+                    let mut todo: Vec<Work> = Vec::new();
+                    for pre in &spec.softdeps_pre {
+                        todo.extend(
+                            db.lookup(pre)
+                                .into_iter()
+                                .map(|p| Work::Enter(p, Some(m), false)),
+                        );
+                    }
+                    todo.extend(
+                        db.deps(m)
+                            .iter()
+                            .map(|&d| Work::Enter(d, Some(m), required)),
+                    );
+                    todo.push(Work::Emit(m, needed_by, required));
+                    for post in &spec.softdeps_post {
+                        todo.extend(
+                            db.lookup(post)
+                                .into_iter()
+                                .map(|p| Work::Enter(p, Some(m), false)),
+                        );
+                    }
+                    stack.extend(todo.into_iter().rev());
+                }
             }
         }
     }
@@ -184,11 +212,9 @@ impl Modprobe {
                 let mut seen: BTreeSet<ModId> = list[..self.idx].iter().map(|e| e.module).collect();
                 let mut sub = Vec::new();
                 let ink = |m| Self::inkernel(k, m);
-                Self::visit(
+                Self::walk(
                     &k.db,
-                    e.module,
-                    e.needed_by,
-                    e.required,
+                    &[(e.module, e.needed_by, e.required)],
                     &ink,
                     &mut sub,
                     &mut seen,

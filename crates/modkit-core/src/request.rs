@@ -190,6 +190,7 @@ impl Request {
                         if !self.wait {
                             return self.finish(k, Outcome::Ok);
                         }
+                        k.watch_task(child);
                         self.phase = Phase::ChildWait;
                         continue;
                     }
@@ -205,7 +206,7 @@ impl Request {
                 },
                 Phase::ChildWait => {
                     let child = self.child.expect("spawned");
-                    if let Some(&o) = k.task_exits.get(&child) {
+                    if let Some(o) = k.task_exits.remove(&child) {
                         let result = if k.policy.request_returns_status() {
                             if o.is_ok() {
                                 Outcome::Ok

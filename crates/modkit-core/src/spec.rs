@@ -364,21 +364,27 @@ impl ModuleDb {
     /// Dependencies of `id` in the order modprobe inserts them (deepest first, each once),
     /// not including `id` itself. Cycles are cut (depmod refuses them; the loader reports them).
     pub fn dep_order(&self, id: usize) -> Vec<usize> {
+        // Iterative post-order DFS, so that deep chains cannot exhaust the stack.
         let mut out = Vec::new();
-        let mut visiting = BTreeSet::new();
-        self.visit(id, &mut out, &mut visiting);
-        out.retain(|&m| m != id);
+        let mut state = vec![0u8; self.specs.len()]; // 0 new, 1 on the stack, 2 done
+        let mut stack = vec![(id, 0usize)];
+        state[id] = 1;
+        while let Some(&mut (m, ref mut next)) = stack.last_mut() {
+            if let Some(&d) = self.deps[m].get(*next) {
+                *next += 1;
+                if state[d] == 0 {
+                    state[d] = 1;
+                    stack.push((d, 0));
+                }
+            } else {
+                state[m] = 2;
+                stack.pop();
+                if m != id {
+                    out.push(m);
+                }
+            }
+        }
         out
-    }
-
-    fn visit(&self, id: usize, out: &mut Vec<usize>, visiting: &mut BTreeSet<usize>) {
-        if out.contains(&id) || !visiting.insert(id) {
-            return;
-        }
-        for &d in &self.deps[id] {
-            self.visit(d, out, visiting);
-        }
-        out.push(id);
     }
 }
 

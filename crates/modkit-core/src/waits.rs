@@ -104,6 +104,7 @@ impl WaitGraph {
     pub fn forget(&mut self, task: TaskId) {
         self.waits.remove(&task);
         self.running.remove(&task);
+        self.labels.remove(&task);
     }
 
     /// If `waiter` waiting on `target` (for `reason`) would close a cycle, returns the
