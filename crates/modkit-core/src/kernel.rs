@@ -122,8 +122,8 @@ pub struct InFlight {
 /// The whole module system state.
 #[derive(Debug)]
 pub struct Kernel {
-    /// The module files known (modules.dep, modules.alias).
-    pub db: ModuleDb,
+    /// The module files known (modules.dep, modules.alias); shared, never copied per run.
+    pub db: std::sync::Arc<ModuleDb>,
     /// The semantics in force.
     pub policy: Policy,
     /// Present modules.
@@ -193,7 +193,8 @@ pub const MODPROBE_PATHS: [&str; 4] = [
 
 impl Kernel {
     /// A kernel with the given modules; builtin modules are live from the start.
-    pub fn new(db: ModuleDb, policy: Policy) -> Self {
+    pub fn new(db: impl Into<std::sync::Arc<ModuleDb>>, policy: Policy) -> Self {
+        let db: std::sync::Arc<ModuleDb> = db.into();
         let n = db.len();
         let mut k = Kernel {
             db,
@@ -270,7 +271,7 @@ impl Kernel {
         specs.push(spec);
         let db = ModuleDb::new(specs)?;
         let id = db.len() - 1;
-        self.db = db;
+        self.db = std::sync::Arc::new(db);
         self.instances.push(None);
         self.init_calls.push(0);
         self.install_builtin(id);

@@ -204,7 +204,7 @@ pub struct Scenario {
     /// Virtual time each modprobe process takes before inserting anything.
     pub modprobe_time: Time,
     /// The modules.
-    pub db: ModuleDb,
+    pub db: std::sync::Arc<ModuleDb>,
     /// Init steps' actions per module id.
     pub steps: Vec<Vec<Step>>,
     /// Events in file order.
@@ -838,7 +838,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
             .clone()
             .unwrap_or_else(|| "/sbin/modprobe".into()),
         modprobe_time,
-        db,
+        db: std::sync::Arc::new(db),
         steps,
         events,
         expects,
