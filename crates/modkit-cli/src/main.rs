@@ -37,8 +37,16 @@ struct Cli {
 enum Command {
     /// Run one scenario and print the log, the module table, event results and diagnostics.
     Simulate {
-        /// The scenario file (TOML, format 1).
-        file: PathBuf,
+        /// The scenario file (TOML, format 1). Optional with --tree.
+        #[arg(required_unless_present = "tree")]
+        file: Option<PathBuf>,
+        /// Without a file: import every module of this lib/modules/VERSION tree and
+        /// modprobe each one (the report lists any symbol that does not resolve).
+        #[arg(long, value_name = "PATH", conflicts_with = "file")]
+        tree: Option<PathBuf>,
+        /// With --tree: vmlinux's exports (default: the tree's build/Module.symvers).
+        #[arg(long, value_name = "FILE", requires = "tree")]
+        symvers: Option<PathBuf>,
         /// Override the policy: "modkit" or "linux-X.Y".
         #[arg(long)]
         policy: Option<Policy>,
@@ -85,12 +93,27 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Simulate {
             file,
+            tree,
+            symvers,
             policy,
             seed,
             json,
             driver,
             svg,
-        } => simulate(&file, policy, seed, json, driver, svg.as_deref()),
+        } => {
+            let sc = match (file, tree) {
+                (Some(f), _) => modkit_sim::load(&f).map_err(|e| e.to_string()),
+                (None, Some(t)) => tree_scenario(&t, symvers.as_deref()),
+                (None, None) => Err("a scenario file or --tree is needed".to_string()),
+            };
+            match sc {
+                Ok(sc) => simulate(&sc, policy, seed, json, driver, svg.as_deref()),
+                Err(e) => {
+                    eprintln!("modkit: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Check {
             files,
             seed,
@@ -102,25 +125,49 @@ fn main() -> ExitCode {
     }
 }
 
+/// A scenario that modprobes every module of a real tree.
+fn tree_scenario(
+    tree: &std::path::Path,
+    symvers: Option<&std::path::Path>,
+) -> Result<Scenario, String> {
+    let root = std::fs::canonicalize(tree).map_err(|e| format!("{}: {e}", tree.display()))?;
+    let names = modkit_sim::tree::tree_module_names(&root)?;
+    let toml_str = |p: &std::path::Path| format!("{:?}", p.display().to_string());
+    let mut text = format!(
+        "name = {}\ntree = {}\n",
+        toml_str(std::path::Path::new(&format!(
+            "every module of {}",
+            root.display()
+        ))),
+        toml_str(&root)
+    );
+    if let Some(s) = symvers {
+        let s = std::fs::canonicalize(s).map_err(|e| format!("{}: {e}", s.display()))?;
+        text.push_str(&format!("symvers = {}\n", toml_str(&s)));
+    }
+    for n in &names {
+        text.push_str(&format!(
+            "[[event]]\nid = \"load-{n}\"\nmodprobe = \"{n}\"\n"
+        ));
+    }
+    modkit_sim::parse(&format!("{}/(generated)", root.display()), &text).map_err(|e| e.to_string())
+}
+
 fn simulate(
-    file: &std::path::Path,
+    sc: &Scenario,
     policy: Option<Policy>,
     seed: Option<u64>,
     json: bool,
     driver: Driver,
     svg: Option<&std::path::Path>,
 ) -> ExitCode {
-    let sc = match modkit_sim::load(file) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("modkit: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    for (m, sym) in &sc.tree_unresolved {
+        eprintln!("modkit: WARNING: {m} needs unknown symbol {sym}");
+    }
     let policy = policy.unwrap_or(sc.policy);
     let seed = seed.unwrap_or(sc.seed);
     let title = sc.name.clone().unwrap_or_else(|| sc.file.clone());
-    let run = match run(&sc, policy, seed, driver) {
+    let run = match run(sc, policy, seed, driver) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("modkit: {e}");
@@ -133,7 +180,7 @@ fn simulate(
         print!("{}", modkit_sim::report::text(&title, policy, seed, &run));
     }
     if let Some(path) = svg {
-        let picture = modkit_sim::timeline::svg(&sc, &title, &run);
+        let picture = modkit_sim::timeline::svg(sc, &title, &run);
         if let Err(e) = std::fs::write(path, picture) {
             eprintln!("modkit: cannot write {}: {e}", path.display());
             return ExitCode::from(1);

@@ -26,6 +26,7 @@ pub mod report;
 pub mod scenario;
 pub mod sim;
 pub mod timeline;
+pub mod tree;
 
 pub use scenario::{load, parse, Scenario, ScenarioError};
 pub use sim::{Run, Sim, SimError};

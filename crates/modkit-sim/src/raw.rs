@@ -18,6 +18,8 @@ pub struct RawScenario {
     pub seed: Option<u64>,
     pub modprobe: Option<String>,
     pub modprobe_time: Option<String>,
+    pub tree: Option<Spanned<String>>,
+    pub symvers: Option<Spanned<String>>,
     #[serde(default)]
     pub module: Vec<Spanned<RawModule>>,
     #[serde(default)]

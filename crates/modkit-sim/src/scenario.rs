@@ -203,6 +203,8 @@ pub struct Scenario {
     pub modprobe: String,
     /// Virtual time each modprobe process takes before inserting anything.
     pub modprobe_time: Time,
+    /// `(module, symbol)` imports of the imported tree that nothing exports.
+    pub tree_unresolved: Vec<(String, String)>,
     /// The modules.
     pub db: std::sync::Arc<ModuleDb>,
     /// Init steps' actions per module id.
@@ -493,9 +495,24 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
         None => 1_000_000,
     };
 
-    // Modules.
+    // Modules: a real tree first, when the file names one.
     let mut specs = Vec::new();
     let mut steps = Vec::new();
+    let mut tree_unresolved = Vec::new();
+    if let Some(t) = &raw.tree {
+        let base = Path::new(file).parent().unwrap_or(Path::new("."));
+        let root = base.join(t.get_ref());
+        let symvers = raw.symvers.as_ref().map(|p| base.join(p.get_ref()));
+        let imported = crate::tree::import_tree(&root, symvers.as_deref())
+            .map_err(|e| cx.at(t.span().start, format!("key `tree`: {e}")))?;
+        for s in imported.specs {
+            specs.push(s);
+            steps.push(Vec::new());
+        }
+        tree_unresolved = imported.unresolved;
+    } else if let Some(s) = &raw.symvers {
+        return Err(cx.at(s.span().start, "key `symvers` goes with `tree`"));
+    }
     let mut module_lines: BTreeMap<String, usize> = BTreeMap::new();
     for m in &raw.module {
         let off = m.span().start;
@@ -838,6 +855,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
             .clone()
             .unwrap_or_else(|| "/sbin/modprobe".into()),
         modprobe_time,
+        tree_unresolved,
         db: std::sync::Arc::new(db),
         steps,
         events,
@@ -882,6 +900,17 @@ mod tests {
         assert!(e.message.contains("exactly one"), "{e}");
         let e = err("[[module]]\nname = \"a\"\n[[module.init]]\nstep = \"s\"\nrun = [{ sleep = \"1s\", fail = \"EIO\" }]\n");
         assert!(e.message.contains("one verb"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_tree_is_a_clear_error() {
+        let e = err("tree = \"/nonexistent/lib/modules/6.1.0\"\nsymvers = \"/nonexistent/Module.symvers\"\n");
+        assert_eq!(e.line, 1, "{e}");
+        assert!(e.message.starts_with("key `tree`:"), "{e}");
+        let e = err("tree = \"/nonexistent/lib/modules/6.1.0\"\n");
+        assert!(e.message.contains("no Module.symvers"), "{e}");
+        let e = err("symvers = \"x\"\n");
+        assert!(e.message.contains("goes with `tree`"), "{e}");
     }
 
     #[test]
