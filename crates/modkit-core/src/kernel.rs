@@ -104,8 +104,8 @@ pub struct KmodLimit {
     pub granted: BTreeSet<TaskId>,
     /// "runaway loop" messages printed so far (at most 5).
     pub runaway_msgs: u32,
-    /// Start of the ratelimit window and messages printed in it.
-    pub ratelimit: (Time, u32),
+    /// Per call site: start of the ratelimit window and messages printed in it.
+    pub ratelimit: BTreeMap<&'static str, (Time, u32)>,
     /// Highest number of slots in use at once.
     pub peak: usize,
 }
@@ -312,14 +312,17 @@ impl Kernel {
         }
     }
 
-    /// `pr_warn_ratelimited` with the kernel's default burst (10 messages per 5 s).
-    pub fn printk_ratelimited(&mut self, text: String) {
-        let (start, n) = self.kmod.ratelimit;
-        if self.now >= start + 5 * SEC {
-            self.kmod.ratelimit = (self.now, 1);
-            self.printk(text);
-        } else if n < 10 {
-            self.kmod.ratelimit.1 = n + 1;
+    /// `pr_warn_ratelimited` with the kernel's default burst (10 messages per 5 s), with
+    /// one ratelimit state per call site, as each `pr_warn_ratelimited` has its own.
+    pub fn printk_ratelimited(&mut self, site: &'static str, text: String) {
+        let now = self.now;
+        let (start, n) = self.kmod.ratelimit.entry(site).or_insert((now, 0));
+        if now >= *start + 5 * SEC {
+            *start = now;
+            *n = 0;
+        }
+        if *n < 10 {
+            *n += 1;
             self.printk(text);
         }
     }

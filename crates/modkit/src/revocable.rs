@@ -5,7 +5,10 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
+#[cfg(not(feature = "loom"))]
 use crate::sync::{Condvar, Mutex};
+#[cfg(feature = "loom")]
+use loom::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 struct Inner<T> {
