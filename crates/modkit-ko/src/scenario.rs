@@ -50,7 +50,7 @@ fn export_item(e: &Export) -> String {
 
 /// Parses a `softdep=` value (`pre: a b post: c`) like modprobe.d; tokens before the
 /// first `pre:`/`post:` are ignored.
-fn parse_softdep(v: &str) -> (Vec<&str>, Vec<&str>) {
+pub fn parse_softdep(v: &str) -> (Vec<&str>, Vec<&str>) {
     let (mut pre, mut post, mut mode) = (Vec::new(), Vec::new(), 0);
     for t in v.split_ascii_whitespace() {
         match t {

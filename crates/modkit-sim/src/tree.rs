@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 
 use modkit_core::{ExportSpec, ImportSpec, ModuleSpec};
 use modkit_ko::fnmatch::fnmatch;
+use modkit_ko::ko::Export;
 use modkit_ko::names::alias_normalize;
+use modkit_ko::scenario::parse_softdep;
 use modkit_ko::tree::{load_tree, unresolved, vmlinux_exports, ModuleInfo};
 
 /// A tree imported as module specs.
@@ -35,19 +37,14 @@ fn find_symvers(root: &Path) -> Option<PathBuf> {
     .find(|p| p.is_file())
 }
 
-/// Parses a `softdep=` value (`pre: a b post: c`).
-fn parse_softdep(v: &str) -> (Vec<&str>, Vec<&str>) {
-    let (mut pre, mut post, mut mode) = (Vec::new(), Vec::new(), 0);
-    for t in v.split_ascii_whitespace() {
-        match t {
-            "pre:" => mode = 1,
-            "post:" => mode = 2,
-            t if mode == 1 => pre.push(t),
-            t if mode == 2 => post.push(t),
-            _ => {}
-        }
+/// vmlinux's or a module's export as the core sees it.
+fn export_spec(e: &Export) -> ExportSpec {
+    ExportSpec {
+        name: e.name.clone(),
+        namespace: e.namespace.clone(),
+        gpl_only: e.gpl,
+        crc: e.crc,
     }
-    (pre, post)
 }
 
 fn spec_of(m: &ModuleInfo, resolvable: &dyn Fn(&str) -> bool) -> ModuleSpec {
@@ -68,16 +65,7 @@ fn spec_of(m: &ModuleInfo, resolvable: &dyn Fn(&str) -> bool) -> ModuleSpec {
             .map(str::to_string)
             .collect();
     }
-    s.exports = m
-        .exports
-        .iter()
-        .map(|e| ExportSpec {
-            name: e.name.clone(),
-            namespace: e.namespace.clone(),
-            gpl_only: e.gpl,
-            crc: e.crc,
-        })
-        .collect();
+    s.exports = m.exports.iter().map(export_spec).collect();
     // Weak references do not have to resolve.
     s.imports = m
         .imports
@@ -126,15 +114,7 @@ pub fn import_tree(root: &Path, symvers: Option<&Path>) -> Result<ImportedTree, 
     };
     let mut vm = ModuleSpec::new("vmlinux");
     vm.builtin = true;
-    vm.exports = vmlinux
-        .iter()
-        .map(|e| ExportSpec {
-            name: e.name.clone(),
-            namespace: e.namespace.clone(),
-            gpl_only: e.gpl,
-            crc: e.crc,
-        })
-        .collect();
+    vm.exports = vmlinux.iter().map(export_spec).collect();
     let mut specs = vec![vm];
     specs.extend(modules.iter().map(|m| spec_of(m, &resolvable)));
     Ok(ImportedTree {
