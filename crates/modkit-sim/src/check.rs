@@ -4,7 +4,7 @@
 use modkit_core::ModState;
 
 use crate::duration::format_duration;
-use crate::report::module_table;
+use crate::observed::Observed;
 use crate::scenario::{Expect, Scenario};
 use crate::sim::{Run, Sim, SimError};
 
@@ -32,11 +32,24 @@ fn state_name(s: Option<ModState>) -> &'static str {
     s.map(|x| x.name()).unwrap_or("absent")
 }
 
-/// Compares a run with one block.
+/// Compares a simulator or host run with one block.
 pub fn compare(ex: &Expect, run: &Run) -> Vec<String> {
-    let k = &run.kernel;
-    let rows = module_table(k);
-    let row = |n: &str| rows.iter().find(|r| r.name == n).expect("checked at parse");
+    compare_observed(ex, &Observed::from_run(run, "simulator"))
+}
+
+/// Compares what any driver observed with one block. Keys the driver cannot observe
+/// (`Observed::unobservable`) are skipped: see [`skipped_keys`].
+pub fn compare_observed(ex: &Expect, run: &Observed) -> Vec<String> {
+    let missing = crate::report::ModuleRow {
+        name: String::new(),
+        state: None,
+        refcount: 0,
+        used_by: Vec::new(),
+        builtin: false,
+        init_calls: 0,
+    };
+    let row = |n: &str| run.module(n).unwrap_or(&missing);
+    let can = |key: &str| !run.unobservable.contains(&key);
     let mut f = Vec::new();
     for (m, want) in &ex.final_ {
         let got = row(m).state;
@@ -48,8 +61,10 @@ pub fn compare(ex: &Expect, run: &Run) -> Vec<String> {
             ));
         }
     }
+    let empty = Vec::new();
+    let unfinished = |id: &str| run.unfinished.get(id).copied().unwrap_or(0);
     for (id, codes) in &ex.results {
-        let got = &run.results[id];
+        let got = run.results.get(id).unwrap_or(&empty);
         if got.is_empty() {
             f.push(format!(
                 "results.{id}: expected {}, but the event never finished",
@@ -62,19 +77,22 @@ pub fn compare(ex: &Expect, run: &Run) -> Vec<String> {
             .filter(|o| !codes.iter().any(|c| c.matches(**o)))
             .map(|o| o.to_string())
             .collect();
-        let expected_threads = run.results.get(id).map(|v| v.len()).unwrap_or(0);
         if !bad.is_empty() {
             f.push(format!(
                 "results.{id}: expected {}, got {}",
                 codes_str(codes),
                 crate::report::summarize(got)
             ));
-        } else if expected_threads == 0 {
-            f.push(format!("results.{id}: no thread finished"));
+        } else if unfinished(id) > 0 {
+            f.push(format!(
+                "results.{id}: expected {}, but {} thread(s) never finished",
+                codes_str(codes),
+                unfinished(id)
+            ));
         }
     }
     for (id, codes) in &ex.results_any {
-        let got = &run.results[id];
+        let got = run.results.get(id).unwrap_or(&empty);
         for c in codes {
             if !got.iter().any(|o| c.matches(*o)) {
                 f.push(format!(
@@ -110,9 +128,18 @@ pub fn compare(ex: &Expect, run: &Run) -> Vec<String> {
         }
     }
     if let Some(t) = ex.time_max {
-        if run.end_time > t {
+        let limit = run.time_tolerance.widen(t);
+        if run.end_time > limit {
+            let tol = if limit == t {
+                String::new()
+            } else {
+                format!(
+                    " (tolerance for emulation: up to {})",
+                    format_duration(limit)
+                )
+            };
             f.push(format!(
-                "time_max: expected the run to end by {}, it ended at {}",
+                "time_max: expected the run to end by {}{tol}, it ended at {}",
                 format_duration(t),
                 format_duration(run.end_time)
             ));
@@ -128,33 +155,46 @@ pub fn compare(ex: &Expect, run: &Run) -> Vec<String> {
         }
     }
     for want in &ex.log {
-        if !k.log.iter().any(|l| l.text.contains(want.as_str())) {
+        if !run.log.iter().any(|l| l.text.contains(want.as_str())) {
             f.push(format!("log: no line contains \"{want}\""));
         }
     }
     for bad in &ex.log_absent {
-        if let Some(l) = k.log.iter().find(|l| l.text.contains(bad.as_str())) {
+        if let Some(l) = run.log.iter().find(|l| l.text.contains(bad.as_str())) {
             f.push(format!("log_absent: \"{bad}\" appears in \"{}\"", l.text));
         }
     }
-    for d in &ex.diagnostics {
-        if !k.diagnostics.iter().any(|x| x.kind == *d) {
-            let got: Vec<&str> = k.diagnostics.iter().map(|x| x.kind.name()).collect();
-            f.push(format!(
-                "diagnostics: expected {d}, got [{}]",
-                got.join(", ")
-            ));
+    if can("diagnostics") {
+        for d in &ex.diagnostics {
+            if !run.diagnostics.iter().any(|x| x.kind == *d) {
+                let got: Vec<&str> = run.diagnostics.iter().map(|x| x.kind.name()).collect();
+                f.push(format!(
+                    "diagnostics: expected {d}, got [{}]",
+                    got.join(", ")
+                ));
+            }
         }
-    }
-    for d in &ex.diagnostics_absent {
-        if let Some(x) = k.diagnostics.iter().find(|x| x.kind == *d) {
-            f.push(format!(
-                "diagnostics_absent: {d} was reported: {}",
-                x.message
-            ));
+        for d in &ex.diagnostics_absent {
+            if let Some(x) = run.diagnostics.iter().find(|x| x.kind == *d) {
+                f.push(format!(
+                    "diagnostics_absent: {d} was reported: {}",
+                    x.message
+                ));
+            }
         }
     }
     f
+}
+
+/// The keys of `ex` that the driver behind `run` cannot observe and were not checked.
+pub fn skipped_keys(ex: &Expect, run: &Observed) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if run.unobservable.contains(&"diagnostics")
+        && !(ex.diagnostics.is_empty() && ex.diagnostics_absent.is_empty())
+    {
+        out.push("diagnostics");
+    }
+    out
 }
 
 fn codes_str(codes: &[crate::scenario::Code]) -> String {

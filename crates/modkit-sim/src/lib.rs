@@ -20,7 +20,9 @@
 
 pub mod actions;
 pub mod check;
+pub mod diff;
 pub mod duration;
+pub mod observed;
 mod raw;
 pub mod report;
 pub mod scenario;

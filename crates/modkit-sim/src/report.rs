@@ -8,6 +8,7 @@ use modkit_core::{Kernel, ModState, Outcome, Policy};
 use serde_json::{json, Value};
 
 use crate::duration::format_duration;
+use crate::observed::Observed;
 use crate::sim::Run;
 
 /// One row of the module table.
@@ -81,23 +82,37 @@ pub fn summarize(results: &[Outcome]) -> String {
         .join(", ")
 }
 
-/// The text report.
+/// The text report of a simulator or host run.
 pub fn text(title: &str, policy: Policy, seed: u64, run: &Run) -> String {
-    let k = &run.kernel;
+    text_observed(title, policy, seed, &Observed::from_run(run, "simulator"))
+}
+
+/// The text report of what any driver observed.
+pub fn text_observed(title: &str, policy: Policy, seed: u64, run: &Observed) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "== {title}  (policy {policy}, seed {seed})");
+    if run.driver == "simulator" || run.driver == "host" {
+        let _ = writeln!(s, "== {title}  (policy {policy}, seed {seed})");
+    } else {
+        let _ = writeln!(s, "== {title}  ({})", run.driver);
+    }
     let _ = writeln!(s, "\n-- log");
-    if k.log.is_empty() {
+    if run.log.is_empty() {
         let _ = writeln!(s, "(empty)");
     }
-    for l in &k.log {
+    for l in &run.log {
         let _ = writeln!(s, "{} {}", stamp(l.time), l.text);
     }
+    if !run.stderr.is_empty() {
+        let _ = writeln!(s, "\n-- userspace stderr");
+        for l in &run.stderr {
+            let _ = writeln!(s, "{} {}", stamp(l.time), l.text);
+        }
+    }
     let _ = writeln!(s, "\n-- modules");
-    let rows = module_table(k);
+    let rows = &run.modules;
     let w = rows.iter().map(|r| r.name.len()).max().unwrap_or(6).max(6);
     let _ = writeln!(s, "{:<w$}  {:<8} {:>4}  Used by", "Module", "State", "Refs");
-    for r in &rows {
+    for r in rows {
         let state = if r.builtin {
             "builtin"
         } else {
@@ -118,35 +133,70 @@ pub fn text(title: &str, policy: Policy, seed: u64, run: &Run) -> String {
         );
     }
     let _ = writeln!(s, "\n-- events");
+    let empty = Vec::new();
     for id in &run.event_order {
-        let res = &run.results[id];
-        let _ = writeln!(s, "{id}: {}", summarize(res));
+        let res = run.results.get(id).unwrap_or(&empty);
+        let unfinished = run.unfinished.get(id).copied().unwrap_or(0);
+        if unfinished > 0 {
+            let done = if res.is_empty() {
+                String::new()
+            } else {
+                format!("{}; ", summarize(res))
+            };
+            let _ = writeln!(s, "{id}: {done}{unfinished} still running at the end");
+        } else {
+            let _ = writeln!(s, "{id}: {}", summarize(res));
+        }
     }
     let _ = writeln!(s, "\n-- diagnostics");
-    if k.diagnostics.is_empty() {
+    if run.diagnostics.is_empty() {
         let _ = writeln!(s, "(none)");
     }
-    for d in &k.diagnostics {
+    for d in &run.diagnostics {
         let _ = writeln!(s, "{} {d}", stamp(d.time));
     }
-    let _ = writeln!(
-        s,
-        "\n-- ended at {} of virtual time ({} scheduler steps)",
-        format_duration(run.end_time),
-        run.steps
-    );
+    if !run.notes.is_empty() {
+        let _ = writeln!(s, "\n-- notes");
+        for n in &run.notes {
+            let _ = writeln!(s, "{n}");
+        }
+    }
+    match run.steps {
+        Some(steps) => {
+            let _ = writeln!(
+                s,
+                "\n-- ended at {} of virtual time ({} scheduler steps)",
+                format_duration(run.end_time),
+                steps
+            );
+        }
+        None => {
+            let _ = writeln!(
+                s,
+                "\n-- ended at {} after the start (measured)",
+                format_duration(run.end_time)
+            );
+        }
+    }
     s
 }
 
-/// The JSON report.
+/// The JSON report of a simulator or host run.
 pub fn json(title: &str, policy: Policy, seed: u64, run: &Run) -> Value {
-    let k = &run.kernel;
+    json_observed(title, policy, seed, &Observed::from_run(run, "simulator"))
+}
+
+/// The JSON report of what any driver observed.
+pub fn json_observed(title: &str, policy: Policy, seed: u64, run: &Observed) -> Value {
+    let empty = Vec::new();
     json!({
         "scenario": title,
+        "driver": run.driver,
         "policy": policy.to_string(),
         "seed": seed,
-        "log": k.log.iter().map(|l| json!({"time_ns": l.time, "text": l.text})).collect::<Vec<_>>(),
-        "modules": module_table(k).iter().map(|r| json!({
+        "log": run.log.iter().map(|l| json!({"time_ns": l.time, "text": l.text})).collect::<Vec<_>>(),
+        "stderr": run.stderr.iter().map(|l| json!({"time_ns": l.time, "text": l.text})).collect::<Vec<_>>(),
+        "modules": run.modules.iter().map(|r| json!({
             "name": r.name,
             "state": if r.builtin { "builtin" } else { r.state.map(|x| x.name()).unwrap_or("absent") },
             "refcount": r.refcount,
@@ -155,9 +205,10 @@ pub fn json(title: &str, policy: Policy, seed: u64, run: &Run) -> Value {
         })).collect::<Vec<_>>(),
         "events": run.event_order.iter().map(|id| json!({
             "id": id,
-            "results": run.results[id].iter().map(|o| o.to_string()).collect::<Vec<_>>(),
+            "results": run.results.get(id).unwrap_or(&empty).iter().map(|o| o.to_string()).collect::<Vec<_>>(),
+            "unfinished": run.unfinished.get(id).copied().unwrap_or(0),
         })).collect::<Vec<_>>(),
-        "diagnostics": k.diagnostics.iter().map(|d| json!({
+        "diagnostics": run.diagnostics.iter().map(|d| json!({
             "time_ns": d.time,
             "kind": d.kind.name(),
             "module": d.module,
@@ -165,6 +216,7 @@ pub fn json(title: &str, policy: Policy, seed: u64, run: &Run) -> Value {
             "chain": d.chain,
             "hint": d.hint,
         })).collect::<Vec<_>>(),
+        "notes": run.notes,
         "end_time_ns": run.end_time,
         "steps": run.steps,
     })

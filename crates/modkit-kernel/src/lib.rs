@@ -1,0 +1,15 @@
+//! # modkit-kernel
+//!
+//! The kernel driver: a scenario becomes real kernel modules (C generated from the
+//! scenario, built against a Debian kernel's headers), a guest program that plays the
+//! scenario's events, and one QEMU boot of that kernel; what the guest saw (results,
+//! dmesg, /proc/modules, holders, refcounts) comes back as a driver-neutral
+//! [`modkit_sim::observed::Observed`]. See `docs/kernel-driver.md`.
+
+pub mod assets;
+pub mod build;
+pub mod cgen;
+pub mod initramfs;
+pub mod observe;
+pub mod plan;
+pub mod qemu;
