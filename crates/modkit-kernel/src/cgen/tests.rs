@@ -303,7 +303,10 @@ fn build(headers: &Path, tag: &str, files: &[(String, String)], modules: &[Strin
         .chain(stdout.lines())
         .filter(|l| l.contains("warning") || l.contains("WARNING"))
         // What the scenario asks for: a module the kernel must refuse at load.
-        .filter(|l| !(l.starts_with("WARNING: modpost:") && (l.ends_with("undefined!") || l.ends_with("but does not import it."))))
+        .filter(|l| {
+            !(l.starts_with("WARNING: modpost:")
+                && (l.ends_with("undefined!") || l.ends_with("but does not import it.")))
+        })
         .collect();
     assert!(
         warnings.is_empty(),
