@@ -29,6 +29,7 @@ pub mod scenario;
 pub mod sim;
 pub mod timeline;
 pub mod tree;
+pub mod width;
 
 pub use scenario::{load, parse, Scenario, ScenarioError};
 pub use sim::{Run, Sim, SimError};

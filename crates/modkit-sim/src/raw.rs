@@ -32,7 +32,7 @@ pub struct RawScenario {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawModule {
-    pub name: String,
+    pub name: Spanned<String>,
     pub license: Option<String>,
     #[serde(default)]
     pub aliases: Vec<String>,

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use crate::duration::format_duration;
 use crate::observed::Observed;
 use crate::sim::Run;
+use crate::width::{cell, display_width, pad};
 
 /// One row of the module table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,8 +111,21 @@ pub fn text_observed(title: &str, policy: Policy, seed: u64, run: &Observed) -> 
     }
     let _ = writeln!(s, "\n-- modules");
     let rows = &run.modules;
-    let w = rows.iter().map(|r| r.name.len()).max().unwrap_or(6).max(6);
-    let _ = writeln!(s, "{:<w$}  {:<8} {:>4}  Used by", "Module", "State", "Refs");
+    // Padded by display columns (wide and right-to-left names line up), by hand: a
+    // formatting width is limited to 65,535.
+    let w = rows
+        .iter()
+        .map(|r| display_width(&r.name))
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    let _ = writeln!(
+        s,
+        "{}  {:<8} {:>4}  Used by",
+        pad("Module", w),
+        "State",
+        "Refs"
+    );
     for r in rows {
         let state = if r.builtin {
             "builtin"
@@ -123,13 +137,14 @@ pub fn text_observed(title: &str, policy: Policy, seed: u64, run: &Observed) -> 
         } else {
             "-".into()
         };
+        let used_by: Vec<String> = r.used_by.iter().map(|u| cell(u)).collect();
         let _ = writeln!(
             s,
-            "{:<w$}  {:<8} {:>4}  {}",
-            r.name,
+            "{}  {:<8} {:>4}  {}",
+            pad(&r.name, w),
             state,
             refs,
-            r.used_by.join(",")
+            used_by.join(",")
         );
     }
     let _ = writeln!(s, "\n-- events");
@@ -220,4 +235,48 @@ pub fn json_observed(title: &str, policy: Policy, seed: u64, run: &Observed) -> 
         "end_time_ns": run.end_time,
         "steps": run.steps,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::width::display_width;
+
+    fn table(text: &str) -> Vec<String> {
+        text.lines()
+            .skip_while(|l| *l != "-- modules")
+            .skip(1)
+            .take_while(|l| !l.is_empty())
+            .map(|l| l.replace(['\u{2068}', '\u{2069}'], ""))
+            .collect()
+    }
+
+    #[test]
+    fn the_table_lines_up_with_wide_and_right_to_left_names() {
+        let sc = crate::parse(
+            "t.toml",
+            "[[module]]\nname = \"模块模块模块\"\n[[module]]\nname = \"שלום\"\n[[module]]\nname = \"ab\"\n[[event]]\nmodprobe = \"模块模块模块\"\n[[event]]\nmodprobe = \"שלום\"\n",
+        )
+        .unwrap();
+        let run = crate::Sim::new(&sc, sc.policy, 0).run().unwrap();
+        let t = text("t", sc.policy, 0, &run);
+        let rows = table(&t);
+        assert_eq!(rows.len(), 4, "{t}");
+        // The State column starts at the same display column on every row.
+        let state_col: Vec<usize> = rows
+            .iter()
+            .map(|r| {
+                let name_end = r.find("  ").unwrap();
+                display_width(&r[..name_end])
+                    + (r[name_end..].len() - r[name_end..].trim_start().len())
+            })
+            .collect();
+        assert!(
+            state_col.iter().all(|&c| c == state_col[0]),
+            "{t}\n{state_col:?}"
+        );
+        assert_eq!(state_col[0], 14, "{t}");
+        // The right-to-left name is isolated so that it cannot reorder the row.
+        assert!(t.contains("\u{2068}שלום\u{2069}"), "{t}");
+    }
 }

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use modkit_core::policy::MODULE_NAME_LEN;
 use modkit_core::spec::{normalize_name, strsim_distance};
 use modkit_core::{
     DiagKind, Errno, ExportSpec, ImportSpec, InitStepSpec, ModState, ModuleDb, ModuleSpec, Outcome,
@@ -517,8 +518,20 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
     for m in &raw.module {
         let off = m.span().start;
         let rm = m.get_ref();
-        let name = normalize_name(&rm.name);
-        let err = |msg: String| cx.at(off, format!("[[module]] `{}`: {msg}", rm.name));
+        let name = normalize_name(rm.name.get_ref());
+        if name.len() >= MODULE_NAME_LEN {
+            return Err(cx.at(
+                rm.name.span().start,
+                format!(
+                    "[[module]] key `name`: `{}` is {} bytes long; the kernel's limit is {} bytes (MODULE_NAME_LEN is {} with the NUL): shorten it",
+                    crate::width::truncate(rm.name.get_ref(), 40),
+                    name.len(),
+                    MODULE_NAME_LEN - 1,
+                    MODULE_NAME_LEN
+                ),
+            ));
+        }
+        let err = |msg: String| cx.at(off, format!("[[module]] `{}`: {msg}", rm.name.get_ref()));
         let mut spec = ModuleSpec::new(&name);
         if let Some(l) = &rm.license {
             spec.license = l.clone();
@@ -613,7 +626,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                 if matches!(e, SpecError::DuplicateModule(_)) {
                     raw.module
                         .iter()
-                        .filter(|m| normalize_name(&m.get_ref().name) == n)
+                        .filter(|m| normalize_name(m.get_ref().name.get_ref()) == n)
                         .nth(1)
                         .map(|m| m.span().start)
                 } else {
@@ -660,9 +673,8 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
             kinds.push(EventKind::Modprobe(m.clone()));
         }
         if let Some(m) = &re.insmod {
-            if db.id(m).is_none() {
-                return Err(err(format!("key `insmod`: {}", unknown_module(m))));
-            }
+            // A name no module has fails at run time with ENOENT, as `rmmod` of one does
+            // (and as insmod of a missing file does).
             kinds.push(EventKind::Insmod(normalize_name(m)));
         }
         let timeout = re
@@ -885,8 +897,8 @@ mod tests {
 
     #[test]
     fn semantic_errors_name_the_place() {
-        let e = err("[[module]]\nname = \"a\"\n\n[[event]]\ninsmod = \"b\"\n");
-        assert_eq!(e.line, 4);
+        let e = err("[[module]]\nname = \"a\"\n\n[[event]]\nid = \"x\"\nmodprobe = \"a\"\n[[expect]]\nfinal = { b = \"live\" }\n");
+        assert_eq!(e.line, 7);
         assert!(e.message.contains("no module is named `b`"), "{e}");
         let e = err("[[module]]\nname = \"a\"\n[[event]]\nid = \"x\"\nmodprobe = \"a\"\n[[expect]]\nresults = { y = \"ok\" }\n");
         assert!(e.message.contains("no event has id `y`"), "{e}");
@@ -900,6 +912,39 @@ mod tests {
         assert!(e.message.contains("exactly one"), "{e}");
         let e = err("[[module]]\nname = \"a\"\n[[module.init]]\nstep = \"s\"\nrun = [{ sleep = \"1s\", fail = \"EIO\" }]\n");
         assert!(e.message.contains("one verb"), "{e}");
+    }
+
+    #[test]
+    fn module_names_follow_the_kernels_limit() {
+        let ok = "m".repeat(MODULE_NAME_LEN - 1);
+        parse("t.toml", &format!("[[module]]\nname = \"{ok}\"\n")).unwrap();
+        let long = "m".repeat(MODULE_NAME_LEN);
+        let e = err(&format!("\n[[module]]\nname = \"{long}\"\n"));
+        assert_eq!((e.line, e.col), (3, 8), "{e}");
+        assert!(e.message.contains("limit is 55 bytes"), "{e}");
+        // 65,536 characters once panicked in the report; now the parser stops them.
+        let huge = "x".repeat(65_536);
+        let e = err(&format!("[[module]]\nname = \"{huge}\"\n"));
+        assert!(e.message.contains("65536 bytes long"), "{e}");
+        assert!(
+            e.to_string().len() < 400,
+            "the error does not repeat the name"
+        );
+        // Bytes, not characters: 19 CJK characters are 57 bytes.
+        let e = err(&format!("[[module]]\nname = \"{}\"\n", "模".repeat(19)));
+        assert!(e.message.contains("57 bytes"), "{e}");
+    }
+
+    #[test]
+    fn unknown_names_for_insmod_and_rmmod_are_alike() {
+        let s = parse(
+            "t.toml",
+            "[[module]]\nname = \"a\"\n[[event]]\nid = \"i\"\ninsmod = \"ghost\"\n[[event]]\nid = \"r\"\nrmmod = \"ghost\"\n",
+        )
+        .unwrap();
+        let run = crate::Sim::new(&s, Policy::Modkit, 0).run().unwrap();
+        assert_eq!(run.results["i"], vec![Outcome::Err(Errno::ENOENT)]);
+        assert_eq!(run.results["r"], vec![Outcome::Err(Errno::ENOENT)]);
     }
 
     #[test]

@@ -191,13 +191,25 @@ impl<'a> Sim<'a> {
                     Frame::Proc(Proc::Modprobe(Modprobe::new(n, false))),
                     format!("modprobe {n}"),
                 ),
-                EventKind::Insmod(n) => {
-                    let id = self.sc.db.id(n).expect("checked at parse");
-                    (
+                EventKind::Insmod(n) => match self.sc.db.id(n) {
+                    Some(id) => (
                         Frame::Proc(Proc::Load(Load::new(id, None))),
                         format!("insmod {n}"),
-                    )
-                }
+                    ),
+                    // No such module file: ENOENT, as rmmod of an unknown name gives.
+                    None => (
+                        Frame::Actions(ActionFrame {
+                            list: vec![Action::Fail(Errno::ENOENT)].into(),
+                            pc: 0,
+                            kind: ListKind::Event,
+                            module: None,
+                            busy: false,
+                            first_err: None,
+                            deadline: None,
+                        }),
+                        format!("insmod {n}"),
+                    ),
+                },
                 EventKind::Rmmod {
                     name,
                     force,

@@ -241,10 +241,11 @@ pub fn run_scenario(sc: &Scenario, policy: Policy, _seed: u64) -> Run {
                         EventKind::Modprobe(n) => {
                             h.drive(task, Proc::Modprobe(Modprobe::new(n, false)))
                         }
-                        EventKind::Insmod(n) => {
-                            let id = db.id(n).expect("checked at parse");
-                            h.drive(task, Proc::Load(Load::new(id, None)))
-                        }
+                        EventKind::Insmod(n) => match db.id(n) {
+                            Some(id) => h.drive(task, Proc::Load(Load::new(id, None))),
+                            // No such module: ENOENT, as the simulator and rmmod give.
+                            None => Some(Outcome::Err(Errno::ENOENT)),
+                        },
                         EventKind::Rmmod {
                             name,
                             force,
