@@ -2,6 +2,10 @@
 
 use modkit_core::Time;
 
+/// The longest duration a scenario may write, in nanoseconds (10^9 s, about 31 years):
+/// sums of a few of them cannot overflow the 64-bit virtual clock.
+pub const MAX_DURATION: Time = 1_000_000_000_000_000_000;
+
 /// Parses a duration into nanoseconds of virtual time.
 pub fn parse_duration(s: &str) -> Result<Time, String> {
     let s = s.trim();
@@ -28,8 +32,11 @@ pub fn parse_duration(s: &str) -> Result<Time, String> {
         }
     };
     let ns = value * scale;
-    if !ns.is_finite() || ns > 1e18 {
-        return Err(format!("duration `{s}` is too large"));
+    if !ns.is_finite() || ns > MAX_DURATION as f64 {
+        return Err(format!(
+            "duration `{s}` is too large: the most is {} (about 31 years)",
+            format_duration(MAX_DURATION)
+        ));
     }
     Ok(ns.round() as Time)
 }
@@ -67,6 +74,9 @@ mod tests {
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("s").is_err());
         assert!(parse_duration("3 parsecs").is_err());
+        let e = parse_duration("99999999999s").unwrap_err();
+        assert!(e.contains("the most is 1000000000s"), "{e}");
+        assert_eq!(parse_duration("1000000000s"), Ok(MAX_DURATION));
     }
 
     #[test]

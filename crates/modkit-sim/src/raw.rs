@@ -17,7 +17,7 @@ pub struct RawScenario {
     pub policy: Option<Spanned<String>>,
     pub seed: Option<u64>,
     pub modprobe: Option<String>,
-    pub modprobe_time: Option<String>,
+    pub modprobe_time: Option<Spanned<String>>,
     pub tree: Option<Spanned<String>>,
     pub symvers: Option<Spanned<String>>,
     #[serde(default)]
@@ -111,7 +111,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for NameOr<T> {
 pub struct RawStep {
     pub step: String,
     #[serde(default)]
-    pub run: Vec<RawAction>,
+    pub run: Vec<Spanned<RawAction>>,
     pub undo: Option<RawUndo>,
 }
 
@@ -119,7 +119,7 @@ pub struct RawStep {
 #[derive(Debug)]
 pub enum RawUndo {
     Flag(bool),
-    Actions(Vec<RawAction>),
+    Actions(Vec<Spanned<RawAction>>),
 }
 
 impl<'de> Deserialize<'de> for RawUndo {
@@ -134,7 +134,7 @@ impl<'de> Deserialize<'de> for RawUndo {
                 Ok(RawUndo::Flag(v))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-                Vec::<RawAction>::deserialize(de::value::SeqAccessDeserializer::new(seq))
+                Vec::<Spanned<RawAction>>::deserialize(de::value::SeqAccessDeserializer::new(seq))
                     .map(RawUndo::Actions)
             }
         }
@@ -143,11 +143,11 @@ impl<'de> Deserialize<'de> for RawUndo {
 }
 
 /// One action: exactly one verb key, with its modifiers.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAction {
-    pub sleep: Option<String>,
-    pub fail: Option<RawCode>,
+    pub sleep: Option<Spanned<String>>,
+    pub fail: Option<Spanned<RawCode>>,
     pub stop: Option<bool>,
     pub request_module: Option<String>,
     pub wait: Option<bool>,
@@ -163,10 +163,10 @@ pub struct RawAction {
     #[serde(rename = "as")]
     pub as_: Option<String>,
     pub close: Option<String>,
-    pub spawn: Option<Vec<RawAction>>,
+    pub spawn: Option<Vec<Spanned<RawAction>>>,
     pub complete: Option<String>,
     pub wait_for: Option<String>,
-    pub timeout: Option<String>,
+    pub timeout: Option<Spanned<String>>,
 }
 
 /// `[[event]]`.
@@ -174,17 +174,17 @@ pub struct RawAction {
 #[serde(deny_unknown_fields)]
 pub struct RawEvent {
     pub id: Option<String>,
-    pub at: Option<String>,
-    pub threads: Option<u32>,
+    pub at: Option<Spanned<String>>,
+    pub threads: Option<Spanned<u32>>,
     pub modprobe: Option<String>,
     pub insmod: Option<String>,
     pub rmmod: Option<String>,
     pub request_module: Option<String>,
-    pub run: Option<Vec<RawAction>>,
+    pub run: Option<Vec<Spanned<RawAction>>>,
     pub set: Option<RawSet>,
     pub force: Option<bool>,
     pub wait: Option<bool>,
-    pub timeout: Option<String>,
+    pub timeout: Option<Spanned<String>>,
 }
 
 /// `set = { modprobe = "" }`.
@@ -228,8 +228,8 @@ pub struct RawExpect {
     pub refcount: BTreeMap<String, i64>,
     #[serde(default)]
     pub holders: BTreeMap<String, Vec<String>>,
-    pub time_max: Option<String>,
-    pub time_min: Option<String>,
+    pub time_max: Option<Spanned<String>>,
+    pub time_min: Option<Spanned<String>>,
     #[serde(default)]
     pub log: Vec<String>,
     #[serde(default)]

@@ -34,7 +34,21 @@ pub enum SimError {
         /// Virtual time reached.
         time: Time,
     },
+    /// The run would have gone past [`MAX_VIRTUAL_TIME`].
+    #[error("{file}: the run reached {time} ns of virtual time, past the limit of {limit} ns (about 317 years): shorten the sleeps and timeouts")]
+    TimeLimit {
+        /// Scenario file.
+        file: String,
+        /// The instant it would have reached.
+        time: Time,
+        /// [`MAX_VIRTUAL_TIME`].
+        limit: Time,
+    },
 }
+
+/// The virtual clock stops a run that would go past this instant (about 317 years), so
+/// that no deadline computed from it can overflow.
+pub const MAX_VIRTUAL_TIME: Time = 10_000_000_000_000_000_000;
 
 /// Where an action list came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -258,6 +272,13 @@ impl<'a> Sim<'a> {
                 });
             }
             debug_assert!(at >= self.k.now);
+            if at > MAX_VIRTUAL_TIME {
+                return Err(SimError::TimeLimit {
+                    file: self.sc.file.clone(),
+                    time: at,
+                    limit: MAX_VIRTUAL_TIME,
+                });
+            }
             if kind == R_EVENT {
                 self.k.now = at;
                 self.start_event(task as usize);
@@ -560,7 +581,7 @@ impl<'a> Sim<'a> {
             let o: Outcome = match action {
                 Action::Sleep(d) => {
                     f.busy = true;
-                    let deadline = self.k.now + d;
+                    let deadline = self.k.now.saturating_add(d);
                     self.park(
                         tid,
                         WaitInfo {
@@ -596,7 +617,7 @@ impl<'a> Sim<'a> {
                     if self.acts.completions.contains(&name) {
                         Outcome::Ok
                     } else {
-                        let deadline = timeout.map(|t| self.k.now + t);
+                        let deadline = timeout.map(|t| self.k.now.saturating_add(t));
                         return self.wait_completion(tid, f, name, deadline);
                     }
                 }
@@ -685,4 +706,22 @@ enum ActStep {
     Parked,
     End(FrameEnd),
     Push(Proc),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_virtual_clock_is_bounded() {
+        let mut text = String::from("[[event]]\nrun = [");
+        for _ in 0..20 {
+            text.push_str("{ sleep = \"1000000000s\" },");
+        }
+        text.push_str("]\n");
+        let sc = crate::parse("t.toml", &text).unwrap();
+        let e = Sim::new(&sc, Policy::Modkit, 0).run().unwrap_err();
+        assert!(matches!(e, SimError::TimeLimit { .. }), "{e}");
+        assert!(e.to_string().contains("about 317 years"), "{e}");
+    }
 }
