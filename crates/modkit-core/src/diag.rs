@@ -32,11 +32,14 @@ pub enum DiagKind {
     FreedWhilePinned,
     /// Module code panicked (host driver): the step failed with EFAULT.
     ModulePanic,
+    /// The same states recur for ever: module inits that (through request_module or
+    /// work items) start each other again and again; carries the loop.
+    Livelock,
 }
 
 impl DiagKind {
     /// Every kind, for parsing and suggestions.
-    pub const ALL: [DiagKind; 13] = [
+    pub const ALL: [DiagKind; 14] = [
         DiagKind::DependencyCycle,
         DiagKind::Stalled,
         DiagKind::Timeout,
@@ -50,6 +53,7 @@ impl DiagKind {
         DiagKind::DuplicateExport,
         DiagKind::FreedWhilePinned,
         DiagKind::ModulePanic,
+        DiagKind::Livelock,
     ];
 
     /// The snake_case name used in scenario files and reports.
@@ -68,6 +72,7 @@ impl DiagKind {
             DiagKind::DuplicateExport => "duplicate_export",
             DiagKind::FreedWhilePinned => "freed_while_pinned",
             DiagKind::ModulePanic => "module_panic",
+            DiagKind::Livelock => "livelock",
         }
     }
 

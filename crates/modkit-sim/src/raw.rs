@@ -18,6 +18,7 @@ pub struct RawScenario {
     pub seed: Option<u64>,
     pub modprobe: Option<String>,
     pub modprobe_time: Option<Spanned<String>>,
+    pub max_steps: Option<Spanned<u64>>,
     pub tree: Option<Spanned<String>>,
     pub symvers: Option<Spanned<String>>,
     #[serde(default)]

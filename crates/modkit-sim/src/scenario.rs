@@ -214,6 +214,8 @@ pub struct Scenario {
     pub modprobe: String,
     /// Virtual time each modprobe process takes before inserting anything.
     pub modprobe_time: Time,
+    /// The simulator's step budget ([`crate::sim::DEFAULT_MAX_STEPS`] when not given).
+    pub max_steps: Option<u64>,
     /// `(module, symbol)` imports of the imported tree that nothing exports.
     pub tree_unresolved: Vec<(String, String)>,
     /// The modules.
@@ -593,6 +595,14 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
         Some(t) => parse_duration(t.get_ref())
             .map_err(|e| cx.at(t.span().start, format!("key `modprobe_time`: {e}")))?,
         None => 1_000_000,
+    };
+
+    let max_steps = match &raw.max_steps {
+        Some(n) if *n.get_ref() == 0 => {
+            return Err(cx.at(n.span().start, "key `max_steps` must be at least 1"))
+        }
+        Some(n) => Some(*n.get_ref()),
+        None => None,
     };
 
     // Modules: a real tree first, when the file names one.
@@ -999,6 +1009,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
             .clone()
             .unwrap_or_else(|| "/sbin/modprobe".into()),
         modprobe_time,
+        max_steps,
         tree_unresolved,
         db: std::sync::Arc::new(db),
         steps,

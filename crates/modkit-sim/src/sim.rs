@@ -24,9 +24,15 @@ use crate::scenario::{Action, EventKind, Scenario};
 /// Why a run could not finish.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SimError {
-    /// The run went on past the step budget (a livelock in the scenario).
-    #[error("{file}: the run did not finish within {steps} scheduler steps (virtual time {time} ns); look for actions that wake each other forever")]
+    /// The run went on past its step budget.
+    #[error("{file}: the run did not finish within its budget of {budget} scheduler steps (stopped at {time} ns of virtual time, {tasks} tasks alive, {inits} inits run); no state recurred, so it is no livelock the simulator can see: if the scenario is just large, raise the budget with `max_steps = N` at the top of the file")]
     Runaway {
+        /// The budget.
+        budget: u64,
+        /// Tasks alive when it stopped.
+        tasks: usize,
+        /// Init tables started.
+        inits: u64,
         /// Scenario file.
         file: String,
         /// Steps taken.
@@ -45,6 +51,10 @@ pub enum SimError {
         limit: Time,
     },
 }
+
+/// The step budget of a run when neither the scenario (`max_steps`) nor
+/// [`Sim::with_max_steps`] sets one (about ten seconds of work).
+pub const DEFAULT_MAX_STEPS: u64 = 10_000_000;
 
 /// The virtual clock stops a run that would go past this instant (about 317 years), so
 /// that no deadline computed from it can overflow.
@@ -71,7 +81,27 @@ struct ActionFrame {
     first_err: Option<Outcome>,
     /// Deadline of the wait in progress.
     deadline: Option<Time>,
+    /// The init step this list is the run or undo of.
+    step: usize,
 }
+
+/// Why a task exists: the action of module code that started it (a request_module's
+/// modprobe, a work item), and why the task running that code exists. Events' tasks
+/// have none. Livelock detection follows these links back.
+#[derive(Debug)]
+struct Cause {
+    module: ModId,
+    what: String,
+    parent: Option<Rc<Cause>>,
+    depth: u32,
+}
+
+/// How many links of a cause chain are kept (and searched).
+const CAUSE_DEPTH: u32 = 64;
+
+/// A state seen this many times at the start of a module's init that started itself
+/// (through others) is a livelock.
+const LIVELOCK_REPEATS: u32 = 4;
 
 #[derive(Debug, Clone)]
 enum Frame {
@@ -87,6 +117,7 @@ struct Task {
     /// Wait generation: a queue entry or waiter whose token differs is stale.
     token: u64,
     parked_on: Option<WaitKey>,
+    cause: Option<Rc<Cause>>,
 }
 
 /// The result of one run.
@@ -120,6 +151,14 @@ pub struct Sim<'a> {
     filled: Vec<usize>,
     steps_taken: u64,
     max_steps: u64,
+    /// Events started so far (they start in time order).
+    events_started: usize,
+    /// Start times of the events, sorted.
+    event_times: Vec<Time>,
+    /// How often each state was seen at the start of a self-caused init.
+    seen_states: HashMap<u64, u32>,
+    /// A livelock was found: the run ends.
+    stopped: bool,
 }
 
 /// (due time, seeded tie-break, sequence, task, wait token, resume kind).
@@ -149,7 +188,15 @@ impl<'a> Sim<'a> {
             results: BTreeMap::new(),
             filled: vec![0; sc.events.len()],
             steps_taken: 0,
-            max_steps: 50_000_000,
+            max_steps: sc.max_steps.unwrap_or(DEFAULT_MAX_STEPS),
+            events_started: 0,
+            event_times: {
+                let mut t: Vec<Time> = sc.events.iter().map(|e| e.at).collect();
+                t.sort_unstable();
+                t
+            },
+            seen_states: HashMap::new(),
+            stopped: false,
         };
         for (i, ev) in sc.events.iter().enumerate() {
             sim.results
@@ -157,6 +204,14 @@ impl<'a> Sim<'a> {
             sim.push(ev.at, i as TaskId, 0, R_EVENT);
         }
         sim
+    }
+
+    /// Sets the step budget: a run that takes more scheduler steps ends with
+    /// [`SimError::Runaway`] (default: the scenario's `max_steps`, else
+    /// [`DEFAULT_MAX_STEPS`]).
+    pub fn with_max_steps(mut self, steps: u64) -> Self {
+        self.max_steps = steps;
+        self
     }
 
     /// Keeps the history of state changes (for [`crate::timeline::svg`]).
@@ -172,7 +227,13 @@ impl<'a> Sim<'a> {
             .push(Reverse((at, tie, self.seq, task, token, kind)));
     }
 
-    fn spawn_task(&mut self, frames: Vec<Frame>, label: String, event: Option<usize>) -> TaskId {
+    fn spawn_task(
+        &mut self,
+        frames: Vec<Frame>,
+        label: String,
+        event: Option<usize>,
+        cause: Option<Rc<Cause>>,
+    ) -> TaskId {
         let id = self.next_task;
         self.next_task += 1;
         self.k.waits.set_label(id, label.clone());
@@ -184,6 +245,7 @@ impl<'a> Sim<'a> {
                 event,
                 token: 0,
                 parked_on: None,
+                cause,
             },
         );
         self.push(self.k.now, id, 0, R_START);
@@ -220,6 +282,7 @@ impl<'a> Sim<'a> {
                             busy: false,
                             first_err: None,
                             deadline: None,
+                            step: 0,
                         }),
                         format!("insmod {n}"),
                     ),
@@ -246,6 +309,7 @@ impl<'a> Sim<'a> {
                         busy: false,
                         first_err: None,
                         deadline: None,
+                        step: 0,
                     }),
                     "run".to_string(),
                 ),
@@ -256,7 +320,7 @@ impl<'a> Sim<'a> {
             } else {
                 format!("event {}: {label}", ev.id)
             };
-            self.spawn_task(vec![frame], label, Some(idx));
+            self.spawn_task(vec![frame], label, Some(idx), None);
         }
     }
 
@@ -267,7 +331,10 @@ impl<'a> Sim<'a> {
             if self.steps_taken > self.max_steps {
                 return Err(SimError::Runaway {
                     file: self.sc.file.clone(),
-                    steps: self.steps_taken,
+                    budget: self.max_steps,
+                    tasks: self.tasks.len(),
+                    inits: self.k.init_calls.iter().map(|&n| u64::from(n)).sum(),
+                    steps: self.steps_taken - 1,
                     time: self.k.now,
                 });
             }
@@ -281,6 +348,7 @@ impl<'a> Sim<'a> {
             }
             if kind == R_EVENT {
                 self.k.now = at;
+                self.events_started += 1;
                 self.start_event(task as usize);
                 continue;
             }
@@ -305,9 +373,15 @@ impl<'a> Sim<'a> {
                 self.k.waits.end(task);
             }
             self.run_task(task, resume);
+            if self.stopped {
+                break;
+            }
         }
-        // Anything still parked can never be woken: the run stalled.
-        report_stall(&mut self.k);
+        // Anything still parked can never be woken: the run stalled (a livelock
+        // stopped on purpose is no stall).
+        if !self.stopped {
+            report_stall(&mut self.k);
+        }
         let event_order = self.sc.events.iter().map(|e| e.id.clone()).collect();
         let results = self
             .results
@@ -324,6 +398,150 @@ impl<'a> Sim<'a> {
             event_order,
             steps: self.steps_taken,
         })
+    }
+
+    /// A cause link: `tid`, running `module`'s code, did `what`.
+    fn link(&self, tid: TaskId, module: ModId, what: String) -> Rc<Cause> {
+        let parent = self.tasks.get(&tid).and_then(|t| t.cause.clone());
+        let depth = parent.as_ref().map(|p| p.depth + 1).unwrap_or(1);
+        Rc::new(Cause {
+            module,
+            what,
+            // Chains are cut at CAUSE_DEPTH links, so that memory stays bounded.
+            parent: parent.filter(|_| depth < CAUSE_DEPTH),
+            depth: depth.min(CAUSE_DEPTH),
+        })
+    }
+
+    /// The cause of a task that `tid` spawns now: the module code it is running, if any.
+    fn cause_here(&self, tid: TaskId) -> Option<Rc<Cause>> {
+        let t = self.tasks.get(&tid)?;
+        let f = t.frames.iter().rev().find_map(|f| match f {
+            Frame::Actions(a) if a.module.is_some() => Some(a),
+            _ => None,
+        })?;
+        let m = f.module?;
+        let action = f.list.get(f.pc)?;
+        let what = describe_code(&self.sc.steps[m], f, action);
+        Some(self.link(tid, m, what))
+    }
+
+    /// `module`'s init starts on `tid`. When that init was caused, through request_module
+    /// or work items, by an earlier init of the same module, the state is fingerprinted;
+    /// the same state seen [`LIVELOCK_REPEATS`] times is a livelock, reported and ended.
+    fn init_starts(&mut self, tid: TaskId, module: ModId) {
+        let Some(cause) = self.tasks.get(&tid).and_then(|t| t.cause.clone()) else {
+            return;
+        };
+        let mut loop_links = Vec::new();
+        let mut c = Some(cause);
+        let mut closed = false;
+        while let Some(l) = c {
+            loop_links.push(l.clone());
+            if l.module == module {
+                closed = true;
+                break;
+            }
+            c = l.parent.clone();
+        }
+        if !closed {
+            return;
+        }
+        let fp = self.fingerprint(module);
+        let n = self.seen_states.entry(fp).or_insert(0);
+        *n += 1;
+        if *n < LIVELOCK_REPEATS {
+            return;
+        }
+        // The loop, in the order it runs: module → what it does → the next module ...
+        loop_links.reverse();
+        let mut chain = Vec::new();
+        let mut names = Vec::new();
+        for l in &loop_links {
+            let name = self.k.name(l.module).to_string();
+            chain.push(format!("{name}: {}", l.what));
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        let name = self.k.name(module).to_string();
+        chain.push(format!("{name} again"));
+        let msg = format!(
+            "the same states recur: the init of {name} has started {} times, each caused by an earlier init of {name} ({} → {name}) and each time in the same state; the run was stopped here",
+            self.k.init_calls[module],
+            names.join(" → ")
+        );
+        let hint = format!(
+            "break the loop: {} must not request each other (or themselves) from code that runs again when the request is served, such as a failing init",
+            names.join(" and ")
+        );
+        self.k
+            .diagnose(DiagKind::Livelock, Some(module), msg, chain, Some(hint));
+        self.stopped = true;
+    }
+
+    /// A fingerprint of everything that decides what the run does next, without task
+    /// ids, absolute times or counters: module states, pins, registrations, files,
+    /// completions, the settings, each task's label (digits dropped), procedures, action
+    /// positions and wait (with its deadline relative to now), and the events still due.
+    fn fingerprint(&self, module: ModId) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        module.hash(&mut h);
+        let now = self.k.now;
+        for inst in &self.k.instances {
+            match inst {
+                Some(i) => {
+                    (i.state.name(), i.refcount, &i.holders, &i.targets).hash(&mut h);
+                    (i.progress, i.draining).hash(&mut h);
+                }
+                None => 0u8.hash(&mut h),
+            }
+        }
+        for p in self.k.pins.values() {
+            (p.module, &p.holder).hash(&mut h);
+        }
+        self.k.registrations.hash(&mut h);
+        self.k.modprobe_path.hash(&mut h);
+        let mut files: Vec<_> = self.acts.files.keys().collect();
+        files.sort();
+        files.hash(&mut h);
+        self.acts.completions.hash(&mut h);
+        let pending = self.event_times.len() - self.events_started.min(self.event_times.len());
+        pending.hash(&mut h);
+        if let Some(&t) = self.event_times.get(self.events_started) {
+            t.saturating_sub(now).hash(&mut h);
+        }
+        // Tasks as a multiset, counts capped (a loop that doubles its tasks each round
+        // is a loop all the same).
+        let mut tasks: BTreeMap<u64, u32> = BTreeMap::new();
+        for (&id, t) in &self.tasks {
+            let mut th = std::collections::hash_map::DefaultHasher::new();
+            t.label
+                .chars()
+                .filter(|c| !c.is_ascii_digit())
+                .for_each(|c| c.hash(&mut th));
+            for f in &t.frames {
+                match f {
+                    Frame::Proc(p) => p.describe(&self.k).hash(&mut th),
+                    Frame::Actions(a) => {
+                        (a.module, a.pc, a.step, a.busy, a.kind as u8).hash(&mut th)
+                    }
+                }
+            }
+            if let Some(w) = self.k.waits.get(id) {
+                w.reason
+                    .chars()
+                    .filter(|c| !c.is_ascii_digit())
+                    .for_each(|c| c.hash(&mut th));
+                w.deadline.map(|d| d.saturating_sub(now)).hash(&mut th);
+            }
+            *tasks.entry(th.finish()).or_insert(0) += 1;
+        }
+        for (t, n) in tasks {
+            (t, n.min(3)).hash(&mut h);
+        }
+        h.finish()
     }
 
     fn deliver_wakes(&mut self) {
@@ -403,16 +621,21 @@ impl<'a> Sim<'a> {
                             resume = Resume::Start;
                         }
                         Step::Run(body) => {
-                            let (m, list, kind) = match body {
+                            if let Body::Init { module, step: 0 } = body {
+                                self.init_starts(tid, module);
+                            }
+                            let (m, list, kind, step) = match body {
                                 Body::Init { module, step } => (
                                     module,
                                     self.sc.steps[module][step].run.clone(),
                                     ListKind::Init,
+                                    step,
                                 ),
                                 Body::Undo { module, step } => (
                                     module,
                                     self.sc.steps[module][step].undo.clone().unwrap_or_default(),
                                     ListKind::Undo,
+                                    step,
                                 ),
                             };
                             self.tasks
@@ -427,11 +650,14 @@ impl<'a> Sim<'a> {
                                     busy: false,
                                     first_err: None,
                                     deadline: None,
+                                    step,
                                 }));
                             resume = Resume::Start;
                         }
                         Step::Spawn { proc, label } => {
-                            let child = self.spawn_task(vec![Frame::Proc(*proc)], label, None);
+                            let cause = self.cause_here(tid);
+                            let child =
+                                self.spawn_task(vec![Frame::Proc(*proc)], label, None, cause);
                             resume = Resume::Spawned(child);
                         }
                     }
@@ -601,6 +827,10 @@ impl<'a> Sim<'a> {
                 }
                 Action::Spawn(list) => {
                     let label = format!("work item of {}", self.holder(tid, f.module));
+                    let cause = f.module.map(|m| {
+                        let what = describe_code(&self.sc.steps[m], f, &Action::Spawn(Vec::new()));
+                        self.link(tid, m, what)
+                    });
                     let frame = Frame::Actions(ActionFrame {
                         list: list.into(),
                         pc: 0,
@@ -609,8 +839,9 @@ impl<'a> Sim<'a> {
                         busy: false,
                         first_err: None,
                         deadline: None,
+                        step: 0,
                     });
-                    self.spawn_task(vec![frame], label, None);
+                    self.spawn_task(vec![frame], label, None, cause);
                     Outcome::Ok
                 }
                 Action::WaitFor { name, timeout } => {
@@ -669,6 +900,28 @@ impl<'a> Sim<'a> {
             }
         }
     }
+}
+
+/// Words for the action `a` of module code in frame `f`: "init step `probe` runs
+/// request_module(\"b\", wait = false)".
+fn describe_code(steps: &[crate::scenario::Step], f: &ActionFrame, a: &Action) -> String {
+    let step = steps.get(f.step).map(|s| s.name.as_str()).unwrap_or("?");
+    let place = match f.kind {
+        ListKind::Init => format!("init step `{step}`"),
+        ListKind::Undo => format!("the undo of init step `{step}`"),
+        ListKind::Event | ListKind::Work => "a work item".to_string(),
+    };
+    let act = match a {
+        Action::RequestModule { name, wait, .. } => {
+            format!(
+                "request_module(\"{name}\"{})",
+                if *wait { "" } else { ", wait = false" }
+            )
+        }
+        Action::Spawn(_) => "spawn (queues a work item)".to_string(),
+        other => format!("{other:?}"),
+    };
+    format!("{place} runs {act}")
 }
 
 /// Raises the `stalled` diagnostic listing every wait still in the wait-for graph, if any.
