@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use modkit_core::kernel::LogLine;
 use modkit_core::{Kernel, ModState, Outcome, Policy};
 use serde_json::{json, Value};
 
@@ -83,6 +84,35 @@ pub fn summarize(results: &[Outcome]) -> String {
         .join(", ")
 }
 
+/// Writes timestamped lines, each run of identical consecutive lines once with its count:
+/// `[    0.051000] … (×864)`, or `(×864, the last at [   28.800000])` when they span time.
+/// (The JSON report keeps every line.)
+fn write_lines(s: &mut String, lines: &[LogLine]) {
+    let mut i = 0;
+    while i < lines.len() {
+        let first = &lines[i];
+        let n = lines[i..]
+            .iter()
+            .take_while(|l| l.text == first.text)
+            .count();
+        let last = &lines[i + n - 1];
+        let _ = match n {
+            1 => writeln!(s, "{} {}", stamp(first.time), first.text),
+            _ if last.time == first.time => {
+                writeln!(s, "{} {} (×{n})", stamp(first.time), first.text)
+            }
+            _ => writeln!(
+                s,
+                "{} {} (×{n}, the last at {})",
+                stamp(first.time),
+                first.text,
+                stamp(last.time)
+            ),
+        };
+        i += n;
+    }
+}
+
 /// The text report of a simulator or host run.
 pub fn text(title: &str, policy: Policy, seed: u64, run: &Run) -> String {
     text_observed(title, policy, seed, &Observed::from_run(run, "simulator"))
@@ -100,14 +130,10 @@ pub fn text_observed(title: &str, policy: Policy, seed: u64, run: &Observed) -> 
     if run.log.is_empty() {
         let _ = writeln!(s, "(empty)");
     }
-    for l in &run.log {
-        let _ = writeln!(s, "{} {}", stamp(l.time), l.text);
-    }
+    write_lines(&mut s, &run.log);
     if !run.stderr.is_empty() {
         let _ = writeln!(s, "\n-- userspace stderr");
-        for l in &run.stderr {
-            let _ = writeln!(s, "{} {}", stamp(l.time), l.text);
-        }
+        write_lines(&mut s, &run.stderr);
     }
     let _ = writeln!(s, "\n-- modules");
     let rows = &run.modules;
@@ -249,6 +275,66 @@ mod tests {
             .take_while(|l| !l.is_empty())
             .map(|l| l.replace(['\u{2068}', '\u{2069}'], ""))
             .collect()
+    }
+
+    #[test]
+    fn repeated_log_lines_are_shown_once_with_a_count() {
+        let sc = crate::parse(
+            "t.toml",
+            r#"
+policy = "linux-6.1"
+[[module]]
+name = "a"
+imports = ["missing_symbol"]
+[[module]]
+name = "b"
+imports = ["other_symbol"]
+[[event]]
+id = "storm"
+threads = 864
+insmod = "a"
+[[event]]
+id = "later"
+at = "1s"
+insmod = "b"
+[[event]]
+id = "last"
+at = "2s"
+insmod = "a"
+"#,
+        )
+        .unwrap();
+        let run = crate::Sim::new(&sc, sc.policy, 0).run().unwrap();
+        let t = text("t", sc.policy, 0, &run);
+        let log: Vec<&str> = t
+            .lines()
+            .skip_while(|l| *l != "-- log")
+            .skip(1)
+            .take_while(|l| !l.is_empty())
+            .collect();
+        assert_eq!(
+            log,
+            vec![
+                "[    0.000000] a: Unknown symbol missing_symbol (err -2) (×864)",
+                "[    1.000000] b: Unknown symbol other_symbol (err -2)",
+                "[    2.000000] a: Unknown symbol missing_symbol (err -2)",
+            ],
+            "{t}"
+        );
+        // JSON keeps every line.
+        let j = json("t", sc.policy, 0, &run);
+        assert_eq!(j["log"].as_array().unwrap().len(), 866);
+        let mut lines = vec![
+            LogLine {
+                time: 0,
+                text: "x".into()
+            };
+            3
+        ];
+        lines[2].time = 2_000_000_000;
+        let mut s = String::new();
+        write_lines(&mut s, &lines);
+        assert_eq!(s, "[    0.000000] x (×3, the last at [    2.000000])\n");
     }
 
     #[test]

@@ -12,8 +12,74 @@ use crate::sim::Run;
 
 const LEFT: f64 = 170.0;
 const WIDTH: f64 = 900.0;
+/// Room right of the plot for "N inits".
+const RIGHT: f64 = 110.0;
 const ROW: f64 = 24.0;
-const TOP: f64 = 84.0;
+/// Where the event labels' first lane sits (below the title and the subtitle).
+const LABELS_TOP: f64 = 60.0;
+/// Height of one lane of event labels.
+const LANE: f64 = 14.0;
+/// At most this many lanes; labels that fit none are cut to fit the last.
+const MAX_LANES: usize = 4;
+/// Estimated width of one display column at font-size 11 (wide characters take two).
+const COL11: f64 = 6.6;
+
+/// An event label placed in a lane: its marker, text, anchor and extent.
+struct Label {
+    x: f64,
+    text: String,
+    full: String,
+    end_anchor: bool,
+    lane: usize,
+}
+
+/// Places labels (sorted by x) in lanes so that none overlaps another, the title or the
+/// edges: each sits at its marker, starting there, or ending there when it would run off
+/// the right edge; one that fits no lane is cut to fit the room in the last lane.
+fn place_labels(marks: Vec<(f64, String)>, right_edge: f64) -> Vec<Label> {
+    let mut lanes: Vec<f64> = Vec::new(); // right extent used in each lane
+    let mut out = Vec::new();
+    for (x, full) in marks {
+        let text = crate::width::truncate(&full, 60);
+        let w = crate::width::display_width(&text) as f64 * COL11;
+        let end_anchor = x + w > right_edge;
+        let (x0, x1) = if end_anchor { (x - w, x) } else { (x, x + w) };
+        let lane = lanes.iter().position(|&used| used + 6.0 <= x0);
+        let (lane, text, end_anchor, x1) = match lane {
+            Some(l) => (l, text, end_anchor, x1),
+            None if lanes.len() < MAX_LANES => {
+                lanes.push(f64::MIN);
+                (lanes.len() - 1, text, end_anchor, x1)
+            }
+            None => {
+                // No lane has room: end the label at its marker, cut to the room left
+                // in the emptiest lane; with no room at all only the tooltip remains.
+                let (l, used) = lanes
+                    .iter()
+                    .copied()
+                    .enumerate()
+                    .min_by(|a, b| a.1.total_cmp(&b.1))
+                    .unwrap_or((0, 0.0));
+                let cols = ((x - used - 6.0) / COL11).floor();
+                let text = if cols >= 2.0 {
+                    crate::width::truncate(&full, cols as usize)
+                } else {
+                    String::new()
+                };
+                (l, text, true, x)
+            }
+        };
+        lanes[lane] = lanes[lane].max(x1);
+        out.push(Label {
+            x,
+            text,
+            full,
+            end_anchor,
+            lane,
+        });
+    }
+    out
+}
 
 fn color(s: ModState) -> &'static str {
     match s {
@@ -58,24 +124,50 @@ pub fn svg(sc: &Scenario, title: &str, run: &Run) -> String {
         }
     }
     rows.sort();
+    // Event labels first: how many lanes they need decides where the rows start.
+    let mut at: Vec<(Time, Vec<&str>)> = Vec::new();
+    for ev in &sc.events {
+        match at.iter_mut().find(|(t, _)| *t == ev.at) {
+            Some((_, ids)) => ids.push(&ev.id),
+            None => at.push((ev.at, vec![&ev.id])),
+        }
+    }
+    at.sort_by_key(|(t, _)| *t);
+    let total_width = LEFT + WIDTH + RIGHT;
+    let labels = place_labels(
+        at.iter().map(|(t, ids)| (x(*t), ids.join(", "))).collect(),
+        total_width - 6.0,
+    );
+    let lanes = labels.iter().map(|l| l.lane + 1).max().unwrap_or(1);
+    #[allow(non_snake_case)]
+    let TOP = LABELS_TOP + LANE * lanes as f64 + 10.0;
     let height = TOP + ROW * rows.len() as f64 + 120.0;
     let mut s = String::new();
     let _ = writeln!(
         s,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{height}" font-family="sans-serif" font-size="12">"#,
-        w = LEFT + WIDTH + 70.0
+        w = total_width
     );
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    // The title, cut to the picture's width (about 9 px a column in bold 15).
+    let cols = ((total_width - 20.0) / 9.0) as usize;
     let _ = writeln!(
         s,
-        r#"<text x="10" y="22" font-size="15" font-weight="bold">{}</text>"#,
+        r#"<text x="10" y="22" font-size="15" font-weight="bold">{}<title>{}</title></text>"#,
+        esc(&crate::width::truncate(title, cols)),
         esc(title)
     );
+    let inits: u64 = k.init_calls.iter().map(|&n| u64::from(n)).sum();
+    let threads: u64 = sc.events.iter().map(|e| u64::from(e.threads)).sum();
     let _ = writeln!(
         s,
-        r##"<text x="10" y="40" fill="#555">policy {}, ended at {} of virtual time</text>"##,
+        r##"<text x="10" y="40" fill="#555">policy {}, ended at {} of virtual time; {} init{} ran ({} event thread{})</text>"##,
         esc(&k.policy.to_string()),
-        format_duration(run.end_time)
+        format_duration(run.end_time),
+        inits,
+        if inits == 1 { "" } else { "s" },
+        threads,
+        if threads == 1 { "" } else { "s" }
     );
     // Time axis.
     let axis_y = TOP + ROW * rows.len() as f64 + 8.0;
@@ -96,11 +188,16 @@ pub fn svg(sc: &Scenario, title: &str, run: &Run) -> String {
     // Rows.
     for (row, &m) in rows.iter().enumerate() {
         let y = TOP + ROW * row as f64;
+        // Names are cut to the room left of the plot (about 7 px a column).
         let _ = writeln!(
             s,
-            r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#,
+            r#"<text x="{}" y="{}" text-anchor="end">{}<title>{}</title></text>"#,
             LEFT - 8.0,
             y + 15.0,
+            esc(&crate::width::truncate(
+                k.name(m),
+                ((LEFT - 16.0) / 7.0) as usize
+            )),
             esc(k.name(m))
         );
         let inits = k.init_calls[m];
@@ -136,23 +233,24 @@ pub fn svg(sc: &Scenario, title: &str, run: &Run) -> String {
             );
         }
     }
-    // Events (those at one instant share a line and a label).
-    let mut at: Vec<(Time, Vec<&str>)> = Vec::new();
-    for ev in &sc.events {
-        match at.iter_mut().find(|(t, _)| *t == ev.at) {
-            Some((_, ids)) => ids.push(&ev.id),
-            None => at.push((ev.at, vec![&ev.id])),
-        }
-    }
-    for (t, ids) in at {
+    // Events (those at one instant share a line and a label), each label in its lane at
+    // its marker.
+    for l in &labels {
+        let ly = LABELS_TOP + LANE * l.lane as f64;
         let _ = writeln!(
             s,
-            r##"<line x1="{0:.1}" y1="{1}" x2="{0:.1}" y2="{2}" stroke="#1565c0" stroke-dasharray="3,3"/><text x="{0:.1}" y="{3}" fill="#1565c0" font-size="11" transform="rotate(-30 {0:.1} {3})">{4}</text>"##,
-            x(t),
-            TOP - 4.0,
+            r##"<line x1="{0:.1}" y1="{1}" x2="{0:.1}" y2="{2}" stroke="#1565c0" stroke-dasharray="3,3"/><text x="{0:.1}" y="{3}" fill="#1565c0" font-size="11"{4}>{5}<title>{6}</title></text>"##,
+            l.x,
+            ly + 3.0,
             axis_y,
-            TOP - 8.0,
-            esc(&ids.join(", "))
+            ly,
+            if l.end_anchor {
+                r#" text-anchor="end""#
+            } else {
+                ""
+            },
+            esc(&l.text),
+            esc(&l.full)
         );
     }
     // Diagnostics.
@@ -218,6 +316,76 @@ mod tests {
         assert_eq!(tick_step(8), 1);
         assert_eq!(tick_step(120_000_000_000), 20_000_000_000);
         assert_eq!(tick_step(30_000_000), 5_000_000);
+    }
+
+    /// (x, y, anchored at the end, text) of every event label.
+    fn event_labels(svg: &str) -> Vec<(f64, f64, bool, String)> {
+        svg.lines()
+            .filter(|l| l.contains(r##"stroke="#1565c0""##))
+            .map(|l| {
+                let t = &l[l.find("<text").unwrap()..];
+                let num = |k: &str| -> f64 {
+                    let i = t.find(k).unwrap() + k.len();
+                    t[i..i + t[i..].find('"').unwrap()].parse().unwrap()
+                };
+                let text = t[t.find('>').unwrap() + 1..t.find("<title>").unwrap()].to_string();
+                (
+                    num(" x=\""),
+                    num(" y=\""),
+                    t.contains("text-anchor=\"end\""),
+                    text,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn event_labels_stay_clear_of_the_title_and_the_edges() {
+        let mut text = String::from(
+            "policy = \"linux-6.1\"\n[[module]]\nname = \"a\"\n[[module.init]]\nstep = \"s\"\nrun = [{ sleep = \"50ms\" }, { fail = \"ENODEV\" }]\n[[event]]\nid = \"storm_of_failing_modprobes\"\nthreads = 20\nmodprobe = \"a\"\n",
+        );
+        for i in 0..12 {
+            text.push_str(&format!(
+                "[[event]]\nid = \"a_rather_long_event_name_number_{i}_模块\"\nat = \"{}ms\"\nmodprobe = \"a\"\n",
+                i * 3
+            ));
+        }
+        text.push_str("[[event]]\nid = \"the_very_last_event_with_a_long_name\"\nat = \"1.6s\"\nmodprobe = \"a\"\n");
+        let sc = crate::parse("t.toml", &text).unwrap();
+        let run = crate::Sim::new(&sc, sc.policy, 0)
+            .with_history()
+            .run()
+            .unwrap();
+        let svg = svg(&sc, &"a long title ".repeat(40), &run);
+        let total = LEFT + WIDTH + RIGHT;
+        let labels = event_labels(&svg);
+        assert_eq!(labels.len(), 13, "events at one instant share a label");
+        let mut boxes = Vec::new();
+        for (x, y, end, t) in labels.iter().filter(|l| !l.3.is_empty()) {
+            let w = crate::width::display_width(t) as f64 * COL11;
+            let (x0, x1) = if *end { (x - w, *x) } else { (*x, x + w) };
+            assert!(x0 >= 0.0 && x1 <= total, "{t} runs off: {x0}..{x1}");
+            assert!(*y - 11.0 > 40.0, "{t} overlaps the title at y {y}");
+            for (bx0, bx1, by) in &boxes {
+                assert!(
+                    *by != *y || x1 <= *bx0 || x0 >= *bx1,
+                    "{t} overlaps another label"
+                );
+            }
+            boxes.push((x0, x1, *y));
+        }
+        // Labels sit at their markers.
+        for l in svg.lines().filter(|l| l.contains(r##"stroke="#1565c0""##)) {
+            let x1 = &l[l.find("x1=\"").unwrap() + 4..];
+            let x1 = &x1[..x1.find('"').unwrap()];
+            assert!(l.contains(&format!("<text x=\"{x1}\"")), "{l}");
+        }
+        // The last event sits at the right edge: its label ends at its marker.
+        assert!(labels.last().unwrap().2);
+        // A storm picture says how many inits ran.
+        assert!(svg.contains("; 33 inits ran (33 event threads)"), "{svg}");
+        // The title is cut to the width, its full text kept in a tooltip.
+        assert!(svg.contains("…<title>a long title"), "{svg}");
     }
 
     #[test]
