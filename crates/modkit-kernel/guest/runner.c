@@ -471,6 +471,8 @@ static void do_rt(const struct event *e, int thread)
 	}
 	if (e->kind == K_REQUEST)
 		len = (size_t)snprintf(cmd, len, "request_module %s %s", e->name, e->wait);
+	else if (!strcmp(e->actions, "%"))
+		len = (size_t)snprintf(cmd, len, "run");	/* an empty action list */
 	else
 		len = (size_t)snprintf(cmd, len, "run %s", e->actions);
 	do
