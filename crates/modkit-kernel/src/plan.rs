@@ -206,7 +206,11 @@ pub fn plan(
     deadline: Duration,
 ) -> Result<String, PlanError> {
     let mut out = String::from("modkit-plan 1\n");
-    let _ = writeln!(out, "deadline_ns {}", deadline.as_nanos().min(u64::MAX as u128));
+    let _ = writeln!(
+        out,
+        "deadline_ns {}",
+        deadline.as_nanos().min(u64::MAX as u128)
+    );
     for (idx, ev) in sc.events.iter().enumerate() {
         let head = format!("event {idx} {} {}", ev.at, ev.threads);
         let tail = match &ev.kind {
@@ -456,7 +460,12 @@ run = [{ sleep = "1s" }, { complete = "c d" }]
     #[test]
     fn plan_lists_events() {
         let sc = scenario(SC);
-        let text = plan(&sc, &|m: &str| format!("/x/{m}.ko"), Duration::from_secs(30)).unwrap();
+        let text = plan(
+            &sc,
+            &|m: &str| format!("/x/{m}.ko"),
+            Duration::from_secs(30),
+        )
+        .unwrap();
         assert_eq!(
             text,
             "modkit-plan 1\n\

@@ -1,0 +1,597 @@
+//! The guest runner's report (docs/kernel-driver.md, "Runner report") as a
+//! driver-neutral [`Observed`].
+
+use std::collections::{BTreeMap, HashMap};
+
+use modkit_core::kernel::LogLine;
+use modkit_core::{DiagKind, Diagnostic, Errno, ModState, Outcome};
+use modkit_sim::observed::{Observed, TimeTolerance};
+use modkit_sim::report::ModuleRow;
+use modkit_sim::scenario::EventKind;
+use modkit_sim::Scenario;
+
+/// How many of the report's last lines an error quotes.
+const TAIL_LINES: usize = 8;
+
+/// A report that cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ObserveError {
+    /// A required line is missing: the guest crashed, hung or ran out of time.
+    #[error("the report has no `{missing}` line (the guest probably crashed or was stopped before the runner finished); its last lines:\n{tail}")]
+    Truncated {
+        /// The missing line.
+        missing: &'static str,
+        /// The last lines seen.
+        tail: String,
+    },
+    /// A runner line that does not parse.
+    #[error("report line {line}: {why}: {text:?}")]
+    Malformed {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        why: String,
+        /// The line.
+        text: String,
+    },
+}
+
+/// One finished thread.
+struct ResultLine {
+    idx: usize,
+    thread: u32,
+    outcome: Outcome,
+    end_ns: u64,
+}
+
+/// Decodes the report's percent-encoding (`%` alone is the empty string).
+fn percent_decode(s: &str) -> String {
+    if s == "%" {
+        return String::new();
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex(c: u8) -> Option<u8> {
+    (c as char).to_digit(16).map(|d| d as u8)
+}
+
+/// Decodes /dev/kmsg's `\xNN` escapes.
+fn kmsg_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1] == b'x' {
+            if let (Some(h), Some(l)) = (hex(b[i + 2]), hex(b[i + 3])) {
+                out.push(h << 4 | l);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A kmsg record's first line, `PRI,SEQ,USEC,FLAGS;TEXT`: `(usec, text)`.
+fn kmsg_record(line: &str) -> Option<(u64, String)> {
+    let (head, text) = line.split_once(';')?;
+    let usec = head.split(',').nth(2)?.parse().ok()?;
+    Some((usec, kmsg_decode(text)))
+}
+
+/// True for a kernel log line that modkit_rt's own presence explains (not one of its
+/// lines in the simulator's words, such as "cannot register").
+fn is_runtime_line(text: &str) -> bool {
+    text.starts_with("modkit_rt:") && !text.contains("cannot register")
+}
+
+fn outcome(kind: &str, n: i64) -> Option<Outcome> {
+    match kind {
+        "errno" if n == 0 => Some(Outcome::Ok),
+        "errno" if n > 0 => Some(match Errno::from_code(n as i32) {
+            Some(e) => Outcome::Err(e),
+            None => Outcome::Status(-(n as i32)),
+        }),
+        "status" | "exit" => Some(Outcome::Status(n as i32)),
+        _ => None,
+    }
+}
+
+fn map_state(s: &str) -> Option<ModState> {
+    match s {
+        "Live" => Some(ModState::Live),
+        "Loading" => Some(ModState::Coming),
+        "Unloading" => Some(ModState::Going),
+        _ => None,
+    }
+}
+
+/// One `/proc/modules` row: name, refcount, holders (without modkit_rt), state.
+fn modules_row(line: &str) -> Option<(String, i64, Vec<String>, Option<ModState>)> {
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    if cols.len() < 5 {
+        return None;
+    }
+    let refcount = cols[2].parse().unwrap_or(0);
+    let mut used_by: Vec<String> = cols[3]
+        .split(',')
+        .filter(|h| !h.is_empty() && *h != "-" && *h != "modkit_rt" && !h.starts_with('['))
+        .map(str::to_string)
+        .collect();
+    used_by.sort();
+    Some((cols[0].to_string(), refcount, used_by, map_state(cols[4])))
+}
+
+fn tail(lines: &[&str]) -> String {
+    let from = lines.len().saturating_sub(TAIL_LINES);
+    if lines.is_empty() {
+        return "    (the report is empty)".into();
+    }
+    lines[from..]
+        .iter()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Reads the runner's report of `sc`'s run; `label` names the driver.
+pub fn observe(sc: &Scenario, report: &[u8], label: &str) -> Result<Observed, ObserveError> {
+    let text = String::from_utf8_lossy(report);
+    let lines: Vec<&str> = text
+        .split('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .filter(|l| !l.is_empty())
+        .collect();
+
+    #[derive(PartialEq)]
+    enum Section {
+        Top,
+        Modules,
+        Dmesg,
+    }
+    let mut section = Section::Top;
+    let mut start: Option<u64> = None;
+    let mut end: Option<u64> = None;
+    let mut results: Vec<ResultLine> = Vec::new();
+    let mut stderr_raw: Vec<(usize, u32, String)> = Vec::new();
+    let mut unfinished: BTreeMap<String, u32> = BTreeMap::new();
+    let mut proc_modules: Vec<&str> = Vec::new();
+    let mut kmsg: Vec<(u64, String)> = Vec::new();
+    let mut notes = Vec::new();
+
+    for (n, line) in lines.iter().enumerate() {
+        let bad = |why: &str| ObserveError::Malformed {
+            line: n + 1,
+            why: why.to_string(),
+            text: line.to_string(),
+        };
+        match section {
+            Section::Modules if *line != "@@ modules_end" => {
+                proc_modules.push(line);
+                continue;
+            }
+            Section::Dmesg if *line != "@@ dmesg_end" => {
+                if let Some(r) = kmsg_record(line) {
+                    kmsg.push(r);
+                }
+                continue;
+            }
+            _ => {}
+        }
+        let Some(rest) = line.strip_prefix("@@ ") else {
+            continue; // not the runner's (console noise on the report's line)
+        };
+        let w: Vec<&str> = rest.split(' ').collect();
+        let idx_of = |s: &str| -> Result<usize, ObserveError> {
+            s.parse::<usize>()
+                .ok()
+                .filter(|&i| i < sc.events.len())
+                .ok_or_else(|| bad("no such event index"))
+        };
+        let num = |s: &str| -> Result<u64, ObserveError> {
+            s.parse::<u64>().map_err(|_| bad("not a number"))
+        };
+        match w[0] {
+            "start" if w.len() == 2 => start = Some(num(w[1])?),
+            "end" if w.len() == 2 => end = Some(num(w[1])?),
+            "result" if w.len() == 6 => {
+                let idx = idx_of(w[1])?;
+                let thread = num(w[2])? as u32;
+                let value: i64 = w[4].parse().map_err(|_| bad("not a number"))?;
+                let outcome = outcome(w[3], value).ok_or_else(|| bad("unknown result kind"))?;
+                if w[3] == "exit" {
+                    notes.push(format!(
+                        "event {} thread {thread}: the tool exited {value} without an error modkit recognises; shown as status {value}",
+                        sc.events[idx].id
+                    ));
+                }
+                results.push(ResultLine {
+                    idx,
+                    thread,
+                    outcome,
+                    end_ns: num(w[5])?,
+                });
+            }
+            "stderr" if w.len() == 4 => {
+                stderr_raw.push((idx_of(w[1])?, num(w[2])? as u32, percent_decode(w[3])));
+            }
+            "unfinished" if w.len() == 3 => {
+                let idx = idx_of(w[1])?;
+                *unfinished.entry(sc.events[idx].id.clone()).or_insert(0) += 1;
+            }
+            "modules_begin" => section = Section::Modules,
+            "modules_end" | "dmesg_end" => section = Section::Top,
+            "dmesg_begin" => section = Section::Dmesg,
+            "refcnt" | "holders" => {}
+            _ => return Err(bad("unknown runner line")),
+        }
+    }
+    let Some(start) = start else {
+        return Err(ObserveError::Truncated {
+            missing: "@@ start",
+            tail: tail(&lines),
+        });
+    };
+    if end.is_none() {
+        return Err(ObserveError::Truncated {
+            missing: "@@ end",
+            tail: tail(&lines),
+        });
+    }
+
+    // The kernel log since the start, without trace lines and modkit_rt's own.
+    let mut init_calls: HashMap<String, u32> = HashMap::new();
+    let mut log = Vec::new();
+    for (usec, text) in kmsg {
+        let ns = usec.saturating_mul(1000);
+        if ns < start {
+            continue;
+        }
+        if let Some(t) = text.strip_prefix("modkit-trace:") {
+            if let Some(m) = t.trim().strip_prefix("init ") {
+                *init_calls.entry(m.trim().to_string()).or_insert(0) += 1;
+            }
+            continue;
+        }
+        if is_runtime_line(&text) {
+            continue;
+        }
+        log.push(LogLine {
+            time: ns - start,
+            text,
+        });
+    }
+
+    // Modules, in scenario order.
+    let listed: HashMap<String, (i64, Vec<String>, Option<ModState>)> = proc_modules
+        .iter()
+        .filter_map(|l| modules_row(l))
+        .map(|(n, r, u, s)| (n, (r, u, s)))
+        .collect();
+    let modules = (0..sc.db.len())
+        .map(|i| {
+            let spec = sc.db.spec(i);
+            let calls = init_calls.get(&spec.name).copied().unwrap_or(0);
+            if spec.builtin {
+                return ModuleRow {
+                    name: spec.name.clone(),
+                    state: Some(ModState::Live),
+                    refcount: 0,
+                    used_by: Vec::new(),
+                    builtin: true,
+                    init_calls: calls,
+                };
+            }
+            let row = listed.get(&spec.name);
+            ModuleRow {
+                name: spec.name.clone(),
+                state: row.and_then(|r| r.2),
+                refcount: row.map(|r| r.0).unwrap_or(0),
+                used_by: row.map(|r| r.1.clone()).unwrap_or_default(),
+                builtin: false,
+                init_calls: calls,
+            }
+        })
+        .collect();
+
+    // Results, per event in thread order.
+    results.sort_by_key(|r| (r.idx, r.thread));
+    let rel = |t: u64| t.saturating_sub(start);
+    let mut by_event: BTreeMap<String, Vec<Outcome>> = BTreeMap::new();
+    let mut ends: HashMap<(usize, u32), u64> = HashMap::new();
+    for r in &results {
+        by_event
+            .entry(sc.events[r.idx].id.clone())
+            .or_default()
+            .push(r.outcome);
+        ends.insert((r.idx, r.thread), rel(r.end_ns));
+    }
+    let stderr = stderr_raw
+        .into_iter()
+        .map(|(idx, thread, text)| LogLine {
+            time: ends.get(&(idx, thread)).copied().unwrap_or(0),
+            text: format!("{}: {text}", sc.events[idx].id),
+        })
+        .collect();
+
+    // Diagnostics the kernel showed unambiguously.
+    let mut diagnostics = Vec::new();
+    for l in &log {
+        if let Some(pos) = l.text.find(": Unknown symbol") {
+            diagnostics.push(Diagnostic {
+                time: l.time,
+                kind: DiagKind::UnknownSymbol,
+                module: Some(l.text[..pos].to_string()),
+                message: l.text.clone(),
+                chain: Vec::new(),
+                hint: None,
+            });
+        }
+    }
+    for r in &results {
+        let ev = &sc.events[r.idx];
+        if let EventKind::Rmmod { name, .. } = &ev.kind {
+            if r.outcome == Outcome::Err(Errno::EWOULDBLOCK) {
+                diagnostics.push(Diagnostic {
+                    time: rel(r.end_ns),
+                    kind: DiagKind::InUse,
+                    module: Some(name.clone()),
+                    message: format!(
+                        "rmmod {name} (event {}, thread {}): EWOULDBLOCK: the module is in use",
+                        ev.id, r.thread
+                    ),
+                    chain: Vec::new(),
+                    hint: None,
+                });
+            }
+        }
+    }
+    diagnostics.sort_by_key(|d| d.time);
+    notes.push(
+        "diagnostics on a real kernel are derived: unknown_symbol from the kernel's \"Unknown symbol\" lines, in_use from rmmod results EWOULDBLOCK; others are not observable"
+            .to_string(),
+    );
+
+    let end_time = results
+        .iter()
+        .map(|r| rel(r.end_ns))
+        .chain(log.last().map(|l| l.time))
+        .max()
+        .unwrap_or(0);
+
+    Ok(Observed {
+        driver: label.to_string(),
+        log,
+        stderr,
+        modules,
+        results: by_event,
+        unfinished,
+        event_order: sc.events.iter().map(|e| e.id.clone()).collect(),
+        diagnostics,
+        end_time,
+        steps: None,
+        notes,
+        unobservable: vec!["diagnostics"],
+        time_tolerance: TimeTolerance::EXACT,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SC: &str = r#"
+[[module]]
+name = "a"
+
+[[module]]
+name = "b"
+depends = ["a"]
+
+[[module]]
+name = "k"
+builtin = true
+
+[[module]]
+name = "c"
+
+[[event]]
+id = "load"
+threads = 2
+modprobe = "b"
+
+[[event]]
+id = "rm"
+at = "1s"
+rmmod = "a"
+
+[[event]]
+id = "req"
+at = "2s"
+request_module = "c"
+"#;
+
+    fn sc() -> Scenario {
+        modkit_sim::scenario::parse("t.toml", SC).expect("scenario parses")
+    }
+
+    const REPORT: &str = "\
+@@ start 5000000000
+@@ stderr 0 1 modprobe:%20ERROR:%20could%20not%20insert%20'b':%20File%20exists
+@@ result 0 1 errno 17 5300000000
+@@ result 0 0 errno 0 5200000000
+@@ result 1 0 errno 11 6100000000
+@@ unfinished 2 0
+@@ modules_begin
+b 16384 0 - Live 0xffffffffc0201000 (OE)
+a 16384 1 b,modkit_rt, Live 0xffffffffc0200000 (OE)
+modkit_rt 40960 0 - Live 0xffffffffc01f0000 (OE)
+@@ modules_end
+@@ refcnt b 0
+@@ holders b
+@@ refcnt a 1
+@@ holders a b modkit_rt
+@@ dmesg_begin
+4,500,4000000,-;modkit_rt: loading out-of-tree module taints kernel.
+6,501,5100000,-;modkit-trace: init a
+6,502,5150000,-;modkit-trace: init b
+6,503,5160000,-;modkit-trace: step b s 0
+6,504,5250000,-;b: hello\\x20world\\xc3\\xa9
+4,505,5260000,-;c: Unknown symbol foo (err -2)
+6,506,5270000,-;modkit_rt: something of its own
+6,507,5280000,-;modkit_rt: cannot register pmu:x: already registered by a
+@@ dmesg_end
+@@ end 9000000000
+";
+
+    #[test]
+    fn a_report_becomes_an_observation() {
+        let o = observe(&sc(), REPORT.as_bytes(), "kernel test").unwrap();
+        assert_eq!(o.driver, "kernel test");
+        assert_eq!(o.event_order, vec!["load", "rm", "req"]);
+        assert_eq!(
+            o.results["load"],
+            vec![Outcome::Ok, Outcome::Err(Errno::EEXIST)]
+        );
+        assert_eq!(o.results["rm"], vec![Outcome::Err(Errno::EWOULDBLOCK)]);
+        assert!(!o.results.contains_key("req"));
+        assert_eq!(o.unfinished["req"], 1);
+        let texts: Vec<(u64, &str)> = o.log.iter().map(|l| (l.time, l.text.as_str())).collect();
+        assert_eq!(
+            texts,
+            vec![
+                (250_000_000, "b: hello worldé"),
+                (260_000_000, "c: Unknown symbol foo (err -2)"),
+                (
+                    280_000_000,
+                    "modkit_rt: cannot register pmu:x: already registered by a"
+                ),
+            ]
+        );
+        assert_eq!(o.stderr.len(), 1);
+        assert_eq!(o.stderr[0].time, 300_000_000);
+        assert_eq!(
+            o.stderr[0].text,
+            "load: modprobe: ERROR: could not insert 'b': File exists"
+        );
+        let a = o.module("a").unwrap();
+        assert_eq!(
+            (a.state, a.refcount, a.used_by.clone(), a.init_calls),
+            (Some(ModState::Live), 1, vec!["b".to_string()], 1)
+        );
+        let b = o.module("b").unwrap();
+        assert_eq!(
+            (b.state, b.refcount, b.init_calls),
+            (Some(ModState::Live), 0, 1)
+        );
+        let k = o.module("k").unwrap();
+        assert!(k.builtin);
+        assert_eq!(k.state, Some(ModState::Live));
+        let c = o.module("c").unwrap();
+        assert_eq!((c.state, c.init_calls), (None, 0));
+        let names: Vec<&str> = o.modules.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, vec!["a", "b", "k", "c"]);
+        let kinds: Vec<(DiagKind, Option<&str>)> = o
+            .diagnostics
+            .iter()
+            .map(|d| (d.kind, d.module.as_deref()))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (DiagKind::UnknownSymbol, Some("c")),
+                (DiagKind::InUse, Some("a"))
+            ]
+        );
+        assert_eq!(o.end_time, 1_100_000_000);
+        assert_eq!(o.steps, None);
+        assert_eq!(o.unobservable, vec!["diagnostics"]);
+        assert!(!o.notes.is_empty());
+    }
+
+    #[test]
+    fn states_and_statuses_map() {
+        let report = "\
+@@ start 1000
+@@ result 2 0 status 256 3000
+@@ result 0 0 exit 1 2500
+@@ result 0 1 errno 95 2600
+@@ modules_begin
+a 16384 0 - Loading 0x0 (OE)
+b 16384 2 [permanent], Unloading 0x0 (OE)
+@@ modules_end
+@@ dmesg_begin
+@@ dmesg_end
+@@ end 4000
+";
+        let o = observe(&sc(), report.as_bytes(), "k").unwrap();
+        assert_eq!(o.results["req"], vec![Outcome::Status(256)]);
+        assert_eq!(
+            o.results["load"],
+            vec![Outcome::Status(1), Outcome::Status(-95)]
+        );
+        assert_eq!(o.module("a").unwrap().state, Some(ModState::Coming));
+        let b = o.module("b").unwrap();
+        assert_eq!((b.state, b.refcount), (Some(ModState::Going), 2));
+        assert!(b.used_by.is_empty());
+        assert_eq!(o.end_time, 2000);
+        assert!(o.notes.iter().any(|n| n.contains("exited 1")));
+    }
+
+    #[test]
+    fn truncated_reports_say_what_is_missing() {
+        let e = observe(&sc(), b"", "k").unwrap_err();
+        assert!(e.to_string().contains("@@ start"), "{e}");
+        let e = observe(
+            &sc(),
+            b"@@ start 1\n@@ result 0 0 errno 0 2\n@@ modules_begin\nx 1 0 - Live 0x0\n",
+            "k",
+        )
+        .unwrap_err();
+        let s = e.to_string();
+        assert!(s.contains("@@ end"), "{s}");
+        assert!(s.contains("x 1 0 - Live"), "{s}");
+    }
+
+    #[test]
+    fn malformed_lines_are_errors() {
+        let e = observe(
+            &sc(),
+            b"@@ start 1\n@@ result 9 0 errno 0 2\n@@ end 3\n",
+            "k",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("line 2"), "{e}");
+        let e = observe(
+            &sc(),
+            b"@@ start 1\n@@ result 0 0 weird 0 2\n@@ end 3\n",
+            "k",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("unknown result kind"), "{e}");
+    }
+
+    #[test]
+    fn decoders() {
+        assert_eq!(percent_decode("%"), "");
+        assert_eq!(percent_decode("a%20b%2"), "a b%2");
+        assert_eq!(kmsg_decode("x\\x0ay\\x"), "x\ny\\x");
+    }
+}
