@@ -698,7 +698,7 @@ int main(int argc, char **argv)
 {
 	static char buf[65536];
 	uint64_t start, deadline, deadline_ns;
-	int rp[2], i, t, pending = 0;
+	int rp[2], i, t, kmsg, pending = 0;
 	size_t have = 0;
 
 	if (argc != 2) {
@@ -711,6 +711,17 @@ int main(int argc, char **argv)
 		pending += events[i].threads;
 	if (pipe2(rp, O_CLOEXEC) < 0)
 		die("pipe");
+	/* A marker in the kernel log: records after it are the scenario's, and its
+	 * timestamp is the start on the log's own clock (local_clock(), which need not
+	 * agree with CLOCK_MONOTONIC). */
+	kmsg = open("/dev/kmsg", O_WRONLY | O_CLOEXEC);
+	if (kmsg >= 0) {
+		static const char marker[] = "modkit-runner: start\n";
+
+		if (write(kmsg, marker, sizeof(marker) - 1) < 0)
+			dprintf(2, "runner: cannot write the start marker to /dev/kmsg\n");
+		close(kmsg);
+	}
 	start = now_ns();
 	deadline = start + deadline_ns;
 	emit("@@ start %llu", (unsigned long long)start);

@@ -10,6 +10,9 @@ use modkit_sim::report::ModuleRow;
 use modkit_sim::scenario::EventKind;
 use modkit_sim::Scenario;
 
+/// The line the runner writes to /dev/kmsg just before the start.
+const RUNNER_MARKER: &str = "modkit-runner: start";
+
 /// How many of the report's last lines an error quotes.
 const TAIL_LINES: usize = 8;
 
@@ -173,7 +176,7 @@ pub fn observe(sc: &Scenario, report: &[u8], label: &str) -> Result<Observed, Ob
     let mut stderr_raw: Vec<(usize, u32, String)> = Vec::new();
     let mut unfinished: BTreeMap<String, u32> = BTreeMap::new();
     let mut proc_modules: Vec<&str> = Vec::new();
-    let mut kmsg: Vec<(u64, String)> = Vec::new();
+    let mut kmsg: Vec<(u64, String)> = Vec::new(); // (usec, text)
     let mut notes = Vec::new();
 
     for (n, line) in lines.iter().enumerate() {
@@ -257,11 +260,24 @@ pub fn observe(sc: &Scenario, report: &[u8], label: &str) -> Result<Observed, Ob
     }
 
     // The kernel log since the start, without trace lines and modkit_rt's own.
+    // The runner's marker (`modkit-runner: start`) is the start on the log's own clock
+    // and in its order; without it, records stamped before the start are left out.
+    let marker = kmsg.iter().rposition(|(_, t)| t.starts_with(RUNNER_MARKER));
+    let (kmsg, origin) = match marker {
+        Some(i) => {
+            let origin = kmsg[i].0.saturating_mul(1000);
+            (kmsg.split_off(i + 1), origin)
+        }
+        None => (kmsg, start),
+    };
     let mut init_calls: HashMap<String, u32> = HashMap::new();
     let mut log = Vec::new();
     for (usec, text) in kmsg {
         let ns = usec.saturating_mul(1000);
-        if ns < start {
+        if marker.is_none() && ns < start {
+            continue;
+        }
+        if text.starts_with(RUNNER_MARKER) {
             continue;
         }
         if let Some(t) = text.strip_prefix("modkit-trace:") {
@@ -274,7 +290,7 @@ pub fn observe(sc: &Scenario, report: &[u8], label: &str) -> Result<Observed, Ob
             continue;
         }
         log.push(LogLine {
-            time: ns - start,
+            time: ns.saturating_sub(origin),
             text,
         });
     }
@@ -553,6 +569,26 @@ b 16384 2 [permanent], Unloading 0x0 (OE)
         assert!(b.used_by.is_empty());
         assert_eq!(o.end_time, 2000);
         assert!(o.notes.iter().any(|n| n.contains("exited 1")));
+    }
+
+    #[test]
+    fn the_runner_marker_sets_the_log_origin() {
+        let report = "\
+@@ start 9000000000
+@@ modules_begin
+@@ modules_end
+@@ dmesg_begin
+6,10,1000000,-;before the marker
+12,11,2000000,-;modkit-runner: start
+6,12,2500000,-;modkit-trace: init a
+6,13,2600000,-;after
+@@ dmesg_end
+@@ end 9900000000
+";
+        let o = observe(&sc(), report.as_bytes(), "k").unwrap();
+        let texts: Vec<(u64, &str)> = o.log.iter().map(|l| (l.time, l.text.as_str())).collect();
+        assert_eq!(texts, vec![(600_000_000, "after")]);
+        assert_eq!(o.module("a").unwrap().init_calls, 1);
     }
 
     #[test]
