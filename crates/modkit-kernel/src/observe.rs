@@ -624,6 +624,70 @@ b 16384 2 [permanent], Unloading 0x0 (OE)
         assert!(e.to_string().contains("unknown result kind"), "{e}");
     }
 
+    /// The runner, built and run on the host: an rmmod of a module that does not exist and
+    /// a request_module without /proc/modkit_rt both finish with an errno, and the report
+    /// reads back.
+    #[test]
+    fn the_host_runs_the_runner() {
+        if std::process::Command::new("gcc")
+            .arg("--version")
+            .output()
+            .is_err()
+            || std::path::Path::new("/proc/modkit_rt").exists()
+        {
+            return;
+        }
+        let sc = modkit_sim::scenario::parse(
+            "t.toml",
+            r#"
+[[module]]
+name = "modkit_absent_mod"
+
+[[event]]
+id = "rm"
+threads = 20
+rmmod = "modkit_absent_mod"
+
+[[event]]
+id = "req"
+at = "50ms"
+threads = 2
+request_module = "modkit_absent_mod"
+"#,
+        )
+        .unwrap();
+        let dir = std::env::temp_dir().join(format!("modkit-observe-test-{}", std::process::id()));
+        let runner = crate::plan::build_runner(&dir).unwrap();
+        let text = crate::plan::plan(
+            &sc,
+            &|m: &str| format!("/nonexistent/{m}.ko"),
+            std::time::Duration::from_secs(20),
+        )
+        .unwrap();
+        let plan = dir.join("plan");
+        std::fs::write(&plan, text).unwrap();
+        let out = std::process::Command::new(&runner)
+            .arg(&plan)
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let o = observe(&sc, &out.stdout, "host").unwrap();
+        assert_eq!(o.results["rm"].len(), 20);
+        assert!(
+            o.results["rm"].iter().all(|r| !r.is_ok()),
+            "{:?}",
+            o.results
+        );
+        assert_eq!(o.results["req"], vec![Outcome::Err(Errno::ENOENT); 2]);
+        assert!(o.unfinished.is_empty());
+        assert_eq!(o.module("modkit_absent_mod").unwrap().state, None);
+    }
+
     #[test]
     fn decoders() {
         assert_eq!(percent_decode("%"), "");
