@@ -16,6 +16,10 @@
  * (they are not killed; a late writer blocks on the pipe) and dumps the state, so that
  * nothing a late child writes can land inside the dump.
  *
+ * Just before the start it writes "modkit-runner: start" to /dev/kmsg: observe.rs takes
+ * the log's origin and order from that record. An empty action list is the field "%",
+ * written to /proc/modkit_rt as a bare "run".
+ *
  * Built with gcc -static -O2 -Wall -Werror (gnu11).
  */
 #define _GNU_SOURCE
