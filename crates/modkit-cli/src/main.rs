@@ -6,7 +6,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use modkit_core::Policy;
+use modkit_sim::observed::Observed;
 use modkit_sim::{Run, Scenario, SimError};
+
+mod kernel;
 
 /// Which driver runs a scenario.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -16,13 +19,35 @@ enum Driver {
     /// The host driver: every actor on a real thread, the core behind a mutex, a virtual
     /// clock that advances when every thread is parked.
     Host,
+    /// A real Linux kernel booted in QEMU (`--kernel KVER`): the scenario's modules are
+    /// generated as C, built against that kernel's headers and run by a guest program.
+    Kernel,
 }
 
 fn run(sc: &Scenario, policy: Policy, seed: u64, driver: Driver) -> Result<Run, SimError> {
     match driver {
-        Driver::Sim => modkit_sim::Sim::new(sc, policy, seed).with_history().run(),
         Driver::Host => Ok(modkit::scenario::run_scenario(sc, policy, seed)),
+        Driver::Sim | Driver::Kernel => modkit_sim::Sim::new(sc, policy, seed).with_history().run(),
     }
+}
+
+/// Output that ends quietly when the reader goes away (`modkit … | head -1`), as kmod's
+/// tools do, instead of panicking on a closed pipe.
+pub(crate) fn out(text: &str) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    if let Err(e) = o.write_all(text.as_bytes()).and_then(|()| o.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("modkit: cannot write to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
+#[macro_export]
+macro_rules! outln {
+    ($($t:tt)*) => { $crate::out(&format!("{}\n", format_args!($($t)*))) };
 }
 
 /// modkit: the Linux kernel's module system, rebuilt in Rust, simulated from scenario files.
@@ -62,6 +87,12 @@ enum Command {
         /// Also draw the run: each module's state over virtual time, as an SVG file.
         #[arg(long, value_name = "FILE")]
         svg: Option<PathBuf>,
+        /// With --driver kernel: the Debian kernel ABI name, e.g. 6.1.0-50-cloud-amd64.
+        #[arg(long, value_name = "KVER", required_if_eq("driver", "kernel"))]
+        kernel: Option<String>,
+        /// With --driver kernel: keep the generated sources, image, console and report here.
+        #[arg(long, value_name = "DIR")]
+        keep: Option<PathBuf>,
     },
     /// Run every [[expect]] block of each file and print one line per block.
     Check {
@@ -71,9 +102,37 @@ enum Command {
         /// Override every file's seed.
         #[arg(long)]
         seed: Option<u64>,
-        /// Run on the simulator or on real threads.
+        /// Run on the simulator, on real threads or on a real kernel.
         #[arg(long, value_enum, default_value_t = Driver::Sim)]
         driver: Driver,
+        /// With --driver kernel: the Debian kernel ABI name. Only the blocks whose policy
+        /// gives that kernel's loader behaviour are checked; the others are skipped.
+        #[arg(long, value_name = "KVER", required_if_eq("driver", "kernel"))]
+        kernel: Option<String>,
+    },
+    /// Run scenarios on a real kernel and print them beside the simulator under the
+    /// matching policy (and the host driver): results, init counts, states, refcounts,
+    /// holders and log lines, with every difference listed. Exits 1 on any difference in
+    /// behaviour; timing differences within the emulation tolerance are reported only.
+    Compare {
+        /// Scenario files (one boot each).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The Debian kernel ABI name, e.g. 6.1.0-50-cloud-amd64.
+        #[arg(long, value_name = "KVER")]
+        kernel: String,
+        /// The simulator's policy (default: linux-X.Y.Z of that kernel).
+        #[arg(long)]
+        policy: Option<Policy>,
+        /// Also check the files' [[expect]] blocks that apply to that kernel, on the same boot.
+        #[arg(long)]
+        check: bool,
+        /// Keep each run's work directory under DIR/<file stem>.
+        #[arg(long, value_name = "DIR")]
+        keep: Option<PathBuf>,
+        /// Print one JSON object per file instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// kmod 30-compatible depmod: write modules.dep, .alias, .symbols, .softdep, .devname
     /// and the .bin indexes of a real module tree.
@@ -100,6 +159,8 @@ fn main() -> ExitCode {
             json,
             driver,
             svg,
+            kernel,
+            keep,
         } => {
             let sc = match (file, tree) {
                 (Some(f), _) => modkit_sim::load(&f).map_err(|e| e.to_string()),
@@ -107,7 +168,17 @@ fn main() -> ExitCode {
                 (None, None) => Err("a scenario file or --tree is needed".to_string()),
             };
             match sc {
-                Ok(sc) => simulate(&sc, policy, seed, json, driver, svg.as_deref()),
+                Ok(sc) => {
+                    let how = How {
+                        policy,
+                        seed,
+                        json,
+                        driver,
+                        kernel,
+                        keep,
+                    };
+                    simulate(&sc, &how, svg.as_deref())
+                }
                 Err(e) => {
                     eprintln!("modkit: {e}");
                     ExitCode::from(2)
@@ -118,11 +189,33 @@ fn main() -> ExitCode {
             files,
             seed,
             driver,
-        } => check(&files, seed, driver),
+            kernel,
+        } => match (driver, kernel) {
+            (Driver::Kernel, Some(k)) => kernel::check(&files, &k),
+            _ => check(&files, seed, driver),
+        },
+        Command::Compare {
+            files,
+            kernel,
+            policy,
+            check,
+            keep,
+            json,
+        } => kernel::compare(&files, &kernel, policy, check, keep.as_deref(), json),
         Command::Depmod(a) => ExitCode::from(modkit_ko::cli::run_depmod(&a) as u8),
         Command::Modinfo(a) => ExitCode::from(modkit_ko::cli::run_modinfo(&a) as u8),
         Command::Modprobe(a) => ExitCode::from(modkit_ko::cli::run_modprobe(&a) as u8),
     }
+}
+
+/// How `simulate` runs.
+struct How {
+    policy: Option<Policy>,
+    seed: Option<u64>,
+    json: bool,
+    driver: Driver,
+    kernel: Option<String>,
+    keep: Option<PathBuf>,
 }
 
 /// A scenario that modprobes every module of a real tree.
@@ -153,39 +246,66 @@ fn tree_scenario(
     modkit_sim::parse(&format!("{}/(generated)", root.display()), &text).map_err(|e| e.to_string())
 }
 
-fn simulate(
-    sc: &Scenario,
-    policy: Option<Policy>,
-    seed: Option<u64>,
-    json: bool,
-    driver: Driver,
-    svg: Option<&std::path::Path>,
-) -> ExitCode {
+fn simulate(sc: &Scenario, how: &How, svg: Option<&std::path::Path>) -> ExitCode {
     for (m, sym) in &sc.tree_unresolved {
         eprintln!("modkit: WARNING: {m} needs unknown symbol {sym}");
     }
-    let policy = policy.unwrap_or(sc.policy);
-    let seed = seed.unwrap_or(sc.seed);
+    let policy = how.policy.unwrap_or(sc.policy);
+    let seed = how.seed.unwrap_or(sc.seed);
     let title = sc.name.clone().unwrap_or_else(|| sc.file.clone());
-    let run = match run(sc, policy, seed, driver) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("modkit: {e}");
-            return ExitCode::from(1);
+    let observed = if how.driver == Driver::Kernel {
+        let Some(kver) = how.kernel.clone() else {
+            eprintln!("modkit: --driver kernel needs --kernel KVER (e.g. 6.1.0-50-cloud-amd64)");
+            return ExitCode::from(2);
+        };
+        if svg.is_some() {
+            eprintln!("modkit: --svg draws the simulator's timeline; it is not available with --driver kernel");
+            return ExitCode::from(2);
         }
-    };
-    if json {
-        println!("{}", modkit_sim::report::json(&title, policy, seed, &run));
+        let opts = modkit_kernel::KernelOptions {
+            kver,
+            work_dir: how.keep.clone(),
+            deadline: None,
+        };
+        match modkit_kernel::run_scenario(sc, &opts) {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("modkit: {e}");
+                return ExitCode::from(1);
+            }
+        }
     } else {
-        print!("{}", modkit_sim::report::text(&title, policy, seed, &run));
-    }
-    if let Some(path) = svg {
-        let picture = modkit_sim::timeline::svg(sc, &title, &run);
-        if let Err(e) = std::fs::write(path, picture) {
-            eprintln!("modkit: cannot write {}: {e}", path.display());
-            return ExitCode::from(1);
+        let run = match run(sc, policy, seed, how.driver) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("modkit: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        if let Some(path) = svg {
+            let picture = modkit_sim::timeline::svg(sc, &title, &run);
+            if let Err(e) = std::fs::write(path, picture) {
+                eprintln!("modkit: cannot write {}: {e}", path.display());
+                return ExitCode::from(1);
+            }
+            eprintln!("modkit: wrote the timeline to {}", path.display());
         }
-        eprintln!("modkit: wrote the timeline to {}", path.display());
+        let name = if how.driver == Driver::Host {
+            "host"
+        } else {
+            "simulator"
+        };
+        Observed::from_run(&run, name)
+    };
+    if how.json {
+        outln!(
+            "{}",
+            modkit_sim::report::json_observed(&title, policy, seed, &observed)
+        );
+    } else {
+        out(&modkit_sim::report::text_observed(
+            &title, policy, seed, &observed,
+        ));
     }
     ExitCode::SUCCESS
 }
@@ -196,13 +316,13 @@ fn check(files: &[PathBuf], seed: Option<u64>, driver: Driver) -> ExitCode {
         let sc = match modkit_sim::load(file) {
             Ok(s) => s,
             Err(e) => {
-                println!("ERROR {e}");
+                outln!("ERROR {e}");
                 failed += 1;
                 continue;
             }
         };
         if sc.expects.is_empty() {
-            println!(
+            outln!(
                 "ERROR {}: no [[expect]] block to check; add one",
                 file.display()
             );
@@ -224,23 +344,23 @@ fn check(files: &[PathBuf], seed: Option<u64>, driver: Driver) -> ExitCode {
                     let failures = modkit_sim::check::compare(ex, &r);
                     if failures.is_empty() {
                         passed += 1;
-                        println!("pass  {place}");
+                        outln!("pass  {place}");
                     } else {
                         failed += 1;
-                        println!("FAIL  {place}");
+                        outln!("FAIL  {place}");
                         for f in &failures {
-                            println!("        {f}");
+                            outln!("        {f}");
                         }
                     }
                 }
                 Err(e) => {
-                    println!("ERROR {place}: {e}");
+                    outln!("ERROR {place}: {e}");
                     failed += 1;
                 }
             }
         }
     }
-    println!("check: {passed} passed, {failed} failed");
+    outln!("check: {passed} passed, {failed} failed");
     if failed == 0 {
         ExitCode::SUCCESS
     } else {

@@ -214,7 +214,9 @@ pub fn run_scenario(sc: &Scenario, opts: &KernelOptions) -> Result<Observed, Ker
     })?;
 
     // Events and the guest.
-    let deadline = opts.deadline.unwrap_or_else(|| plan::default_deadline(sc));
+    let deadline = opts
+        .deadline
+        .unwrap_or_else(|| expected_deadline(sc, &assets.upstream));
     let guest_path = |m: &str| format!("/lib/modules/{kver}/extra/{m}.ko");
     let plan_text = plan::plan(sc, &guest_path, deadline).map_err(|source| KernelError::Plan {
         file: file.clone(),
@@ -262,6 +264,25 @@ pub fn run_scenario(sc: &Scenario, opts: &KernelOptions) -> Result<Observed, Ker
         started.elapsed().as_secs_f64()
     ));
     Ok(obs)
+}
+
+/// How long the guest waits for the scenario: what the simulator predicts under this
+/// kernel's version (twice, for emulation), plus 100 ms per thread (each modprobe is a
+/// fork and exec under TCG) and 20 s, at least the plan's own estimate, at most 10 min.
+fn expected_deadline(sc: &Scenario, upstream: &str) -> Duration {
+    let base = plan::default_deadline(sc);
+    let threads: u64 = sc.events.iter().map(|e| e.threads as u64).sum();
+    let predicted = parse_upstream(upstream)
+        .and_then(|v| {
+            modkit_sim::Sim::new(sc, Policy::Linux(v), sc.seed)
+                .run()
+                .ok()
+        })
+        .map(|r| Duration::from_nanos(r.end_time.saturating_mul(2)))
+        .unwrap_or_default();
+    (predicted + Duration::from_millis(100 * threads) + Duration::from_secs(20))
+        .max(base)
+        .min(Duration::from_secs(600))
 }
 
 fn upstream_triple(s: &str) -> (u32, u32, u32) {

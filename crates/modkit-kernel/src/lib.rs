@@ -9,10 +9,10 @@
 pub mod assets;
 pub mod build;
 pub mod cgen;
-// mod driver;
+mod driver;
 pub mod initramfs;
 pub mod observe;
 pub mod plan;
 pub mod qemu;
 
-// pub use driver::{kernel_version, parse_upstream, run_scenario, KernelError, KernelOptions, KERNEL_TIME_TOLERANCE};
+pub use driver::{kernel_version, parse_upstream, run_scenario, KernelError, KernelOptions, KERNEL_TIME_TOLERANCE};

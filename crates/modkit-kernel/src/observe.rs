@@ -243,6 +243,9 @@ pub fn observe(sc: &Scenario, report: &[u8], label: &str) -> Result<Observed, Ob
             "modules_end" | "dmesg_end" => section = Section::Top,
             "dmesg_begin" => section = Section::Dmesg,
             "refcnt" | "holders" => {}
+            // Written by /init around the runner.
+            "runner-exit" => {}
+            "fatal" => return Err(bad("the guest's /init failed")),
             _ => return Err(bad("unknown runner line")),
         }
     }

@@ -155,12 +155,22 @@ pub fn compare_observed(ex: &Expect, run: &Observed) -> Vec<String> {
         }
     }
     for want in &ex.log {
-        if !run.log.iter().any(|l| l.text.contains(want.as_str())) {
+        if !run
+            .log
+            .iter()
+            .chain(&run.stderr)
+            .any(|l| l.text.contains(want.as_str()))
+        {
             f.push(format!("log: no line contains \"{want}\""));
         }
     }
     for bad in &ex.log_absent {
-        if let Some(l) = run.log.iter().find(|l| l.text.contains(bad.as_str())) {
+        if let Some(l) = run
+            .log
+            .iter()
+            .chain(&run.stderr)
+            .find(|l| l.text.contains(bad.as_str()))
+        {
             f.push(format!("log_absent: \"{bad}\" appears in \"{}\"", l.text));
         }
     }

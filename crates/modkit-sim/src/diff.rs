@@ -115,6 +115,45 @@ pub fn differences(left: &Observed, right: &Observed) -> Vec<Difference> {
     for d in log_differences(&left.log, &right.log) {
         out.push(d);
     }
+    // Userspace stderr, as multisets of lines (the kernel driver prefixes the event id).
+    let strip = |l: &modkit_core::kernel::LogLine| {
+        let t = l.text.as_str();
+        match t.split_once(": ") {
+            Some((id, rest)) if !crate::observed::is_userspace(t) && !id.contains(' ') => {
+                rest.to_string()
+            }
+            _ => t.to_string(),
+        }
+    };
+    let count = |v: &[modkit_core::kernel::LogLine]| {
+        let mut m: BTreeMap<String, usize> = BTreeMap::new();
+        for l in v {
+            *m.entry(strip(l)).or_default() += 1;
+        }
+        m
+    };
+    let (sa, sb) = (count(&left.stderr), count(&right.stderr));
+    for (t, n) in &sa {
+        let m = sb.get(t).copied().unwrap_or(0);
+        if *n != m {
+            out.push(Difference {
+                kind: DiffKind::Behaviour,
+                item: "stderr".into(),
+                left: format!("{t} ×{n}"),
+                right: format!("{t} ×{m}"),
+            });
+        }
+    }
+    for (t, m) in &sb {
+        if !sa.contains_key(t) {
+            out.push(Difference {
+                kind: DiffKind::Behaviour,
+                item: "stderr".into(),
+                left: format!("{t} ×0"),
+                right: format!("{t} ×{m}"),
+            });
+        }
+    }
     // End time.
     let tol = right.time_tolerance;
     let (l, r) = (left.end_time, right.end_time);

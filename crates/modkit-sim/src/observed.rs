@@ -73,10 +73,12 @@ impl Observed {
     /// The observation of a simulator or host run.
     pub fn from_run(run: &Run, driver: &str) -> Observed {
         let k = &run.kernel;
+        let (stderr, log): (Vec<LogLine>, Vec<LogLine>) =
+            k.log.iter().cloned().partition(|l| is_userspace(&l.text));
         Observed {
             driver: driver.to_string(),
-            log: k.log.clone(),
-            stderr: Vec::new(),
+            log,
+            stderr,
             modules: module_table(k),
             results: run.results.clone(),
             unfinished: BTreeMap::new(),
@@ -94,6 +96,14 @@ impl Observed {
     pub fn module(&self, name: &str) -> Option<&ModuleRow> {
         self.modules.iter().find(|r| r.name == name)
     }
+}
+
+/// Lines the simulator writes for userspace tools (kmod's modprobe, insmod and rmmod
+/// print them on stderr, not in the kernel log).
+pub fn is_userspace(text: &str) -> bool {
+    ["modprobe: ", "insmod: ", "rmmod: "]
+        .iter()
+        .any(|p| text.starts_with(p))
 }
 
 #[cfg(test)]
