@@ -131,8 +131,7 @@ impl Image {
     /// The archive in newc format with its trailer.
     pub fn to_bytes(&self) -> Result<Vec<u8>, ImageError> {
         let mut out = Vec::new();
-        let mut ino = 1u32;
-        for (name, e) in &self.entries {
+        for (ino, (name, e)) in (1u32..).zip(&self.entries) {
             let (mode, data): (u32, &[u8]) = match e {
                 Entry::Dir => (0o040755, &[]),
                 Entry::File { data, mode } => (0o100000 | mode, data.as_slice()),
@@ -146,10 +145,9 @@ impl Image {
                 if matches!(e, Entry::Dir) { 2 } else { 1 },
                 data,
             )?;
-            ino += 1;
         }
         header(&mut out, "TRAILER!!!", 0, 0, 1, &[])?;
-        while out.len() % 512 != 0 {
+        while !out.len().is_multiple_of(512) {
             out.push(0);
         }
         Ok(out)
@@ -164,7 +162,7 @@ impl Image {
 }
 
 fn pad4(out: &mut Vec<u8>) {
-    while out.len() % 4 != 0 {
+    while !out.len().is_multiple_of(4) {
         out.push(0);
     }
 }
