@@ -232,7 +232,10 @@ pub fn compare(
             .into_iter()
             .filter(|d| d.kind == DiffKind::Behaviour && d.item != "log")
             .collect();
-        let behaviour = diffs.iter().filter(|d| d.kind == DiffKind::Behaviour).count();
+        let behaviour = diffs
+            .iter()
+            .filter(|d| d.kind == DiffKind::Behaviour)
+            .count();
         if behaviour > 0 {
             bad += 1;
         }
@@ -269,7 +272,12 @@ pub fn compare(
                 outln!("  host driver: agrees with the simulator");
             } else {
                 for d in &host_diffs {
-                    outln!("  host driver differs: {}: {}  |  {}", d.item, d.left, d.right);
+                    outln!(
+                        "  host driver differs: {}: {}  |  {}",
+                        d.item,
+                        d.left,
+                        d.right
+                    );
                 }
             }
             if !real.notes.is_empty() {

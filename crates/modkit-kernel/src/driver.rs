@@ -154,9 +154,9 @@ pub fn run_scenario(sc: &Scenario, opts: &KernelOptions) -> Result<Observed, Ker
                 .prefix("modkit-kernel-")
                 .tempdir()
                 .map_err(|source| KernelError::Io {
-                path: std::env::temp_dir().display().to_string(),
-                source,
-            })?;
+                    path: std::env::temp_dir().display().to_string(),
+                    source,
+                })?;
             tmp.path().to_path_buf()
         }
     };
@@ -286,7 +286,9 @@ fn expected_deadline(sc: &Scenario, upstream: &str) -> Duration {
 }
 
 fn upstream_triple(s: &str) -> (u32, u32, u32) {
-    let mut it = s.split(['.', '-', '+', '~']).map(|x| x.parse::<u32>().unwrap_or(0));
+    let mut it = s
+        .split(['.', '-', '+', '~'])
+        .map(|x| x.parse::<u32>().unwrap_or(0));
     (
         it.next().unwrap_or(0),
         it.next().unwrap_or(0),

@@ -15,4 +15,6 @@ pub mod observe;
 pub mod plan;
 pub mod qemu;
 
-pub use driver::{kernel_version, parse_upstream, run_scenario, KernelError, KernelOptions, KERNEL_TIME_TOLERANCE};
+pub use driver::{
+    kernel_version, parse_upstream, run_scenario, KernelError, KernelOptions, KERNEL_TIME_TOLERANCE,
+};
