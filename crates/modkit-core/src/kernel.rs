@@ -558,6 +558,17 @@ impl Kernel {
     /// `free_module()`: drops the module's symbols and its references on other modules,
     /// checks for leaks and unlinks it; wakes module_wq.
     pub(crate) fn free_module(&mut self, id: ModId) {
+        self.free_module_and_wake(id, true);
+    }
+
+    /// `delete_module()`'s `free_module()`: wakes module_wq only where the kernel did
+    /// (5d603311615f, 5.5 and its backports).
+    pub(crate) fn free_unloaded_module(&mut self, id: ModId) {
+        let wake = self.policy.unload_wakes_module_wq();
+        self.free_module_and_wake(id, wake);
+    }
+
+    fn free_module_and_wake(&mut self, id: ModId, wake_module_wq: bool) {
         let inst = match self.instances[id].take() {
             Some(i) => i,
             None => return,
@@ -630,7 +641,9 @@ impl Kernel {
             }
         }
         self.check_leaks(id);
-        self.wake_module_wq();
+        if wake_module_wq {
+            self.wake_module_wq();
+        }
     }
 
     /// Holders ("used by") of module `id`, by name.

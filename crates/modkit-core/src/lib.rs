@@ -19,6 +19,7 @@ pub mod policy;
 pub mod proc;
 pub mod request;
 pub mod spec;
+pub mod stable;
 pub mod unload;
 pub mod waits;
 

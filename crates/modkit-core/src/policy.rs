@@ -1,24 +1,121 @@
 //! Policies: the knobs where kernel versions differ, and where modkit chooses better.
 //!
-//! The era boundaries are those of `reference/linux-module-loader.md` §2.1 and §5.2.
+//! The era boundaries are those of `reference/linux-module-loader.md` §2.1 and §5.2; the
+//! stable backports that move a `linux-X.Y.Z` into a later era are in [`crate::stable`].
 
 use std::fmt;
 use std::str::FromStr;
 
-/// A kernel version `major.minor`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+use crate::stable::{self, Change};
+
+/// A kernel version `major.minor` or `major.minor.patch`.
+///
+/// `linux-6.1` and `linux-6.1.0` are the same version (the 6.1 release) and compare
+/// equal; each prints as it was written. Stable patch levels order after the release:
+/// 6.1 < 6.1.9 < 6.1.176 < 6.2.
+#[derive(Debug, Clone, Copy)]
 pub struct Version {
     /// Major number.
     pub major: u32,
     /// Minor number.
     pub minor: u32,
+    /// Stable patch level (0 for the release).
+    pub patch: u32,
+    patch_given: bool,
 }
 
 impl Version {
-    /// `Version::new(6, 1)` is 6.1.
+    /// `Version::new(6, 1)` is the 6.1 release, printed `6.1`.
     pub const fn new(major: u32, minor: u32) -> Self {
-        Version { major, minor }
+        Version {
+            major,
+            minor,
+            patch: 0,
+            patch_given: false,
+        }
     }
+
+    /// `Version::with_patch(6, 1, 176)` is 6.1.176, printed `6.1.176`.
+    pub const fn with_patch(major: u32, minor: u32, patch: u32) -> Self {
+        Version {
+            major,
+            minor,
+            patch,
+            patch_given: true,
+        }
+    }
+
+    /// Whether the patch level was written (`6.1.0`) rather than implied (`6.1`).
+    pub const fn has_patch(self) -> bool {
+        self.patch_given
+    }
+
+    /// The release this version belongs to (`6.1.176` → `6.1`).
+    pub const fn release(self) -> Self {
+        Version::new(self.major, self.minor)
+    }
+
+    fn key(self) -> (u32, u32, u32) {
+        (self.major, self.minor, self.patch)
+    }
+}
+
+impl PartialEq for Version {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Version {}
+
+impl PartialOrd for Version {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Version {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
+}
+
+impl std::hash::Hash for Version {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key().hash(state);
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.patch_given {
+            write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+        } else {
+            write!(f, "{}.{}", self.major, self.minor)
+        }
+    }
+}
+
+/// The oldest kernel a policy may name.
+pub const OLDEST: Version = Version::new(4, 4);
+/// The newest mainline release a policy may name (6.19, the last 6.x; 7.0 is not reviewed).
+pub const NEWEST: Version = Version::new(6, 19);
+
+/// The last minor number of each supported major (4.20, 5.19, then [`NEWEST`]).
+fn last_minor(major: u32) -> Option<u32> {
+    match major {
+        4 => Some(20),
+        5 => Some(19),
+        6 => Some(NEWEST.minor),
+        _ => None,
+    }
+}
+
+/// Whether `v` names a release (or its stable patch level) in the supported range.
+pub fn supported(v: Version) -> bool {
+    v.release() >= OLDEST
+        && v.release() <= NEWEST
+        && last_minor(v.major).is_some_and(|m| v.minor <= m)
 }
 
 /// How a second load of a module that is already present behaves (§2.1).
@@ -26,16 +123,18 @@ impl Version {
 pub enum DupEra {
     /// ≤ 5.2: wait while COMING/UNFORMED then retry; LIVE or GOING gives EEXIST.
     A,
-    /// 5.3 – 6.1: wait for anything not LIVE to finish, then retry (serialised retries).
+    /// 5.3 – 6.1.8: wait for anything not LIVE to finish, then retry (serialised
+    /// retries). Backported to 4.4.188, 4.9.188, 4.14.137, 4.19.65, 5.2.7.
     B,
-    /// 6.2 – 6.3: wait once for COMING; GOING or vanished gives EBUSY.
+    /// 6.2 – 6.3: wait once for COMING; GOING or vanished gives EBUSY. Backported to
+    /// 4.14.305, 4.19.272, 5.4.231, 5.10.166, 5.15.91, 6.1.9.
     C,
     /// 6.4: as C, checked before allocation and again at insertion.
     D,
     /// 6.5 – 6.10: concurrent finit_module of one file shares the first's result
     /// (uninterruptible wait).
     E,
-    /// 6.11+: as E, the wait is interruptible.
+    /// 6.11+: as E, the wait is interruptible. Backported to 6.6.46 and 6.10.5.
     F,
 }
 
@@ -57,7 +156,7 @@ pub enum Policy {
     /// rmmod that can wait for pins, leak diagnostics.
     #[default]
     Modkit,
-    /// Exactly what that kernel did.
+    /// Exactly what that kernel did, stable backports included for `linux-X.Y.Z`.
     Linux(Version),
 }
 
@@ -76,7 +175,7 @@ impl Policy {
         matches!(self, Policy::Modkit)
     }
 
-    /// The kernel version, for `linux-X.Y`.
+    /// The kernel version, for `linux-X.Y` and `linux-X.Y.Z`.
     pub fn version(self) -> Option<Version> {
         match self {
             Policy::Linux(v) => Some(v),
@@ -91,15 +190,17 @@ impl Policy {
             Policy::Modkit => return DupEra::F,
             Policy::Linux(v) => v,
         };
-        if v < Version::new(5, 3) {
-            DupEra::A
-        } else if v < Version::new(6, 2) {
-            DupEra::B
+        if !stable::has(Change::DontWaitForGoing, v) {
+            if stable::has(Change::WaitForNonLive, v) {
+                DupEra::B
+            } else {
+                DupEra::A
+            }
         } else if v < Version::new(6, 4) {
             DupEra::C
         } else if v < Version::new(6, 5) {
             DupEra::D
-        } else if v < Version::new(6, 11) {
+        } else if !stable::has(Change::InterruptibleIdempotentWait, v) {
             DupEra::E
         } else {
             DupEra::F
@@ -124,6 +225,24 @@ impl Policy {
         }
     }
 
+    /// `delete_module()` wakes `module_wq` after freeing the module (5d603311615f; modkit
+    /// always). Without it an era-B loader waiting on a module being unloaded sleeps on.
+    pub fn unload_wakes_module_wq(self) -> bool {
+        match self {
+            Policy::Modkit => true,
+            Policy::Linux(v) => stable::has(Change::UnloadWakesModuleWq, v),
+        }
+    }
+
+    /// request_module with autoloading disabled (empty modprobe path) fails with ENOENT
+    /// (d7d27cfc5cf0; modkit always); before, it returned 0.
+    pub fn autoload_disabled_is_error(self) -> bool {
+        match self {
+            Policy::Modkit => true,
+            Policy::Linux(v) => stable::has(Change::AutoloadDisabledEnoent, v),
+        }
+    }
+
     /// request_module returns the raw wait status (Linux) instead of the load's error.
     pub fn request_returns_status(self) -> bool {
         !self.is_modkit()
@@ -134,15 +253,21 @@ impl fmt::Display for Policy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Policy::Modkit => f.write_str("modkit"),
-            Policy::Linux(v) => write!(f, "linux-{}.{}", v.major, v.minor),
+            Policy::Linux(v) => write!(f, "linux-{v}"),
         }
     }
 }
 
 /// Why a policy name did not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown policy `{0}`: use \"modkit\" or \"linux-X.Y\" (for example \"linux-5.15\", \"linux-6.1\")")]
-pub struct PolicyParseError(pub String);
+pub enum PolicyParseError {
+    /// Not `modkit`, `linux-X.Y` or `linux-X.Y.Z`.
+    #[error("unknown policy `{0}`: use \"modkit\", \"linux-X.Y\" or \"linux-X.Y.Z\" (for example \"linux-5.15\", \"linux-6.1\", \"linux-6.1.176\")")]
+    Unknown(String),
+    /// A well-formed kernel version outside the supported range.
+    #[error("unsupported kernel version in policy `{0}`: accepted: linux-{OLDEST} … linux-{NEWEST} and their stable patch levels (linux-X.Y.Z)")]
+    Unsupported(String),
+}
 
 impl FromStr for Policy {
     type Err = PolicyParseError;
@@ -151,19 +276,30 @@ impl FromStr for Policy {
         if s == "modkit" {
             return Ok(Policy::Modkit);
         }
-        let err = || PolicyParseError(s.to_string());
+        let err = || PolicyParseError::Unknown(s.to_string());
         let rest = s.strip_prefix("linux-").ok_or_else(err)?;
+        let num = |p: Option<&str>| -> Result<u32, PolicyParseError> {
+            let p = p.ok_or_else(err)?;
+            // Digits only: no sign, no spaces, no empty part.
+            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(err());
+            }
+            p.parse().map_err(|_| err())
+        };
         let mut parts = rest.split('.');
-        let major: u32 = parts.next().ok_or_else(err)?.parse().map_err(|_| err())?;
-        let minor: u32 = parts.next().ok_or_else(err)?.parse().map_err(|_| err())?;
-        // A patch level ("linux-6.1.55") is accepted and ignored: eras follow major.minor.
-        if let Some(p) = parts.next() {
-            p.parse::<u32>().map_err(|_| err())?;
-        }
-        if parts.next().is_some() || !(2..=9).contains(&major) {
+        let major = num(parts.next())?;
+        let minor = num(parts.next())?;
+        let v = match parts.next() {
+            None => Version::new(major, minor),
+            Some(p) => Version::with_patch(major, minor, num(Some(p))?),
+        };
+        if parts.next().is_some() {
             return Err(err());
         }
-        Ok(Policy::Linux(Version::new(major, minor)))
+        if !supported(v) {
+            return Err(PolicyParseError::Unsupported(s.to_string()));
+        }
+        Ok(Policy::Linux(v))
     }
 }
 
@@ -198,17 +334,142 @@ mod tests {
     #[test]
     fn parse_and_display() {
         assert_eq!(p("modkit"), Policy::Modkit);
-        assert_eq!(p("linux-5.15").to_string(), "linux-5.15");
-        assert_eq!(p("linux-6.1.55"), Policy::Linux(Version::new(6, 1)));
+        for s in [
+            "modkit",
+            "linux-5.15",
+            "linux-6.1",
+            "linux-6.1.0",
+            "linux-6.1.176",
+            "linux-4.4",
+            "linux-4.4.302",
+            "linux-6.19",
+        ] {
+            assert_eq!(p(s).to_string(), s, "round trip");
+        }
+        assert_eq!(
+            p("linux-6.1.55"),
+            Policy::Linux(Version::with_patch(6, 1, 55))
+        );
+        assert_ne!(p("linux-6.1.55"), p("linux-6.1"));
+        // The release, with or without ".0": equal, printed as written.
+        assert_eq!(p("linux-6.1"), p("linux-6.1.0"));
+        assert_eq!(p("linux-6.1"), Policy::Linux(Version::new(6, 1)));
+        assert!(!p("linux-6.1").version().unwrap().has_patch());
+        assert!(p("linux-6.1.0").version().unwrap().has_patch());
         for bad in [
             "linux",
             "linux-6",
             "linux-x.1",
             "Linux-6.1",
             "linux-6.1.2.3",
+            "linux-6.1.",
+            "linux-6..1",
+            "linux-6.1.+3",
+            "linux-6.1.x",
             "",
         ] {
-            assert!(bad.parse::<Policy>().is_err(), "{bad}");
+            let e = bad.parse::<Policy>().unwrap_err();
+            assert!(matches!(e, PolicyParseError::Unknown(_)), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn out_of_range_versions_are_refused_with_the_range() {
+        for bad in [
+            "linux-6.99",
+            "linux-2.6",
+            "linux-2.6.32",
+            "linux-3.18",
+            "linux-4.3",
+            "linux-4.21",
+            "linux-5.20",
+            "linux-6.20",
+            "linux-7.0",
+            "linux-9.1",
+        ] {
+            let e = bad.parse::<Policy>().unwrap_err();
+            assert!(matches!(e, PolicyParseError::Unsupported(_)), "{bad}: {e}");
+            let m = e.to_string();
+            assert!(m.contains(bad), "{m}");
+            assert!(
+                m.contains("accepted: linux-4.4 … linux-6.19 and their stable patch levels"),
+                "{m}"
+            );
+        }
+        for good in [
+            "linux-4.4",
+            "linux-4.20",
+            "linux-5.0",
+            "linux-5.19",
+            "linux-6.0",
+        ] {
+            assert!(good.parse::<Policy>().is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn versions_order_by_patch_level() {
+        let v = |s: &str| p(s).version().unwrap();
+        assert!(v("linux-6.1") < v("linux-6.1.9"));
+        assert!(v("linux-6.1.8") < v("linux-6.1.9"));
+        assert!(v("linux-6.1.9") < v("linux-6.1.176"));
+        assert!(v("linux-6.1.176") < v("linux-6.2"));
+        assert!(v("linux-5.19.17") < v("linux-6.0"));
+        assert_eq!(
+            v("linux-6.1.0").cmp(&v("linux-6.1")),
+            std::cmp::Ordering::Equal
+        );
+        let mut set = std::collections::HashSet::new();
+        set.insert(v("linux-6.1"));
+        assert!(set.contains(&v("linux-6.1.0")));
+        assert_eq!(Version::with_patch(6, 1, 176).release(), Version::new(6, 1));
+        assert_eq!(Version::with_patch(6, 1, 176).to_string(), "6.1.176");
+        assert_eq!(Version::new(6, 1).to_string(), "6.1");
+    }
+
+    #[test]
+    fn stable_backports_move_patch_levels_into_later_eras() {
+        // "module: Don't wait for GOING modules" reached 6.1.y at 6.1.9 (measured on
+        // Debian's 6.1.176: one init, EBUSY for the rest).
+        assert_eq!(p("linux-6.1.8").dup_era(), DupEra::B);
+        assert_eq!(p("linux-6.1.9").dup_era(), DupEra::C);
+        assert_eq!(p("linux-6.1.176").dup_era(), DupEra::C);
+        assert_eq!(p("linux-5.4").dup_era(), DupEra::B);
+        assert_eq!(p("linux-5.4.230").dup_era(), DupEra::B);
+        assert_eq!(p("linux-5.4.231").dup_era(), DupEra::C);
+        assert_eq!(p("linux-5.10.165").dup_era(), DupEra::B);
+        assert_eq!(p("linux-5.10.166").dup_era(), DupEra::C);
+        assert_eq!(p("linux-5.15.90").dup_era(), DupEra::B);
+        assert_eq!(p("linux-5.15.91").dup_era(), DupEra::C);
+        assert_eq!(p("linux-4.19.271").dup_era(), DupEra::B);
+        assert_eq!(p("linux-4.19.272").dup_era(), DupEra::C);
+        assert_eq!(p("linux-4.14.136").dup_era(), DupEra::A);
+        assert_eq!(p("linux-4.14.137").dup_era(), DupEra::B);
+        assert_eq!(p("linux-4.14.305").dup_era(), DupEra::C);
+        // 6e6de3dee51a itself was backported: era B before 5.3.
+        assert_eq!(p("linux-4.4").dup_era(), DupEra::A);
+        assert_eq!(p("linux-4.4.188").dup_era(), DupEra::B);
+        assert_eq!(p("linux-4.9.337").dup_era(), DupEra::B);
+        assert_eq!(p("linux-5.2.6").dup_era(), DupEra::A);
+        assert_eq!(p("linux-5.2.7").dup_era(), DupEra::B);
+        // The interruptible idempotent wait reached 6.6.46 and 6.10.5.
+        assert_eq!(p("linux-6.6.45").dup_era(), DupEra::E);
+        assert_eq!(p("linux-6.6.46").dup_era(), DupEra::F);
+        assert_eq!(p("linux-6.10.4").dup_era(), DupEra::E);
+        assert_eq!(p("linux-6.10.5").dup_era(), DupEra::F);
+        assert_eq!(p("linux-6.12.117").dup_era(), DupEra::F);
+        // Nothing moved the limiter.
+        assert_eq!(p("linux-6.1.176").kmod_limiter(), KmodLimiter::Throttle);
+        assert_eq!(p("linux-6.6.100").kmod_limiter(), KmodLimiter::Semaphore);
+        // The unload wakeup (5.5, 5.4.9) and ENOENT with autoloading disabled (5.7, 5.4.33).
+        assert!(!p("linux-5.4.8").unload_wakes_module_wq());
+        assert!(p("linux-5.4.9").unload_wakes_module_wq());
+        assert!(p("linux-5.5").unload_wakes_module_wq());
+        assert!(!p("linux-5.4.32").autoload_disabled_is_error());
+        assert!(p("linux-5.4.33").autoload_disabled_is_error());
+        assert!(!p("linux-5.6").autoload_disabled_is_error());
+        assert!(p("linux-5.6.5").autoload_disabled_is_error());
+        assert!(p("linux-5.7").autoload_disabled_is_error());
+        assert!(p("modkit").autoload_disabled_is_error());
     }
 }

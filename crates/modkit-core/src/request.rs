@@ -84,7 +84,12 @@ impl Request {
             match self.phase {
                 Phase::Start => {
                     if k.modprobe_path.is_empty() {
-                        return Step::Done(Outcome::Err(Errno::ENOENT));
+                        // d7d27cfc5cf0 (5.7 and its backports); before it, 0.
+                        return Step::Done(if k.policy.autoload_disabled_is_error() {
+                            Outcome::Err(Errno::ENOENT)
+                        } else {
+                            Outcome::Ok
+                        });
                     }
                     if self.name.len() >= MODULE_NAME_LEN {
                         return Step::Done(Outcome::Err(Errno::ENAMETOOLONG));

@@ -142,7 +142,7 @@ impl Unload {
                         return Step::Run(body);
                     }
                     k.waits.leave_module(task, m);
-                    k.free_module(m);
+                    k.free_unloaded_module(m);
                     return Step::Done(Outcome::Ok);
                 }
             }

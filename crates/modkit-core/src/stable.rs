@@ -1,0 +1,218 @@
+//! Stable backports that change loader behaviour: which `linux-X.Y.Z` has which rule.
+//!
+//! A rule is present in a kernel when its version is at or after the mainline release that
+//! first had it, or when the kernel's stable line (`X.Y`) got the backport at or before
+//! patch level `Z`. `linux-X.Y` (no patch level) is the release `X.Y.0` and has only what
+//! mainline `X.Y` had. Sources and what could not be pinned down: `docs/loader-versions.md`.
+//!
+//! Stable commit ids: where the id is known it is the one seen in the stable trees' push
+//! logs (linux-stable-rc, or a downstream rebase that keeps the stable ids); `None` where
+//! only the release was confirmed (from the stable review series that carried the patch).
+
+use crate::policy::Version;
+
+/// A loader-behaviour change that stable lines received as a backport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Change {
+    /// 6e6de3dee51a "kernel/module.c: Only return -EEXIST for modules that have finished
+    /// loading": a second load waits for anything not LIVE, then retries (era B).
+    WaitForNonLive,
+    /// 5d603311615f "kernel/module.c: wakeup processes in module_wq on module unload":
+    /// `delete_module()` wakes `module_wq` after freeing; before it, an era-B loader waiting
+    /// on a module being unloaded was never woken.
+    UnloadWakesModuleWq,
+    /// d7d27cfc5cf0 "kmod: make request_module() return an error when autoloading is
+    /// disabled": an empty modprobe path gives -ENOENT (before: 0).
+    AutoloadDisabledEnoent,
+    /// 0254127ab977 "module: Don't wait for GOING modules": wait once for COMING, then
+    /// EEXIST if LIVE, else EBUSY; GOING gives EBUSY at once (era C).
+    DontWaitForGoing,
+    /// 2124d84db293 "module: make waiting for a concurrent module loader interruptible"
+    /// (with cb5b81bc9a44 "module: warn about excessively long module waits"): the
+    /// idempotent finit_module wait is interruptible (era F).
+    InterruptibleIdempotentWait,
+}
+
+/// One stable line's copy of a change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineBackport {
+    /// The stable line `major.minor`.
+    pub line: (u32, u32),
+    /// The first patch level of that line with the change.
+    pub first: u32,
+    /// The commit in the stable tree, where found.
+    pub commit: Option<&'static str>,
+}
+
+/// A change, where mainline got it, and which stable lines got it when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backport {
+    /// Which rule.
+    pub change: Change,
+    /// The mainline commit (12 hex digits).
+    pub mainline_commit: &'static str,
+    /// Its subject line.
+    pub subject: &'static str,
+    /// The first mainline release with it.
+    pub mainline: Version,
+    /// Stable lines that got it, oldest line first.
+    pub lines: &'static [LineBackport],
+}
+
+const fn at(major: u32, minor: u32, first: u32, commit: Option<&'static str>) -> LineBackport {
+    LineBackport {
+        line: (major, minor),
+        first,
+        commit,
+    }
+}
+
+/// Every backport the era functions consult.
+pub const BACKPORTS: &[Backport] = &[
+    Backport {
+        change: Change::WaitForNonLive,
+        mainline_commit: "6e6de3dee51a",
+        subject: "kernel/module.c: Only return -EEXIST for modules that have finished loading",
+        mainline: Version::new(5, 3),
+        // Stable review series of 5 Aug 2019 (4.4.188, 4.9.188, 4.14.137, 4.19.65, 5.2.7).
+        lines: &[
+            at(4, 4, 188, None),
+            at(4, 9, 188, None),
+            at(4, 14, 137, None),
+            at(4, 19, 65, None),
+            at(5, 2, 7, None),
+        ],
+    },
+    Backport {
+        change: Change::UnloadWakesModuleWq,
+        mainline_commit: "5d603311615f",
+        subject: "kernel/module.c: wakeup processes in module_wq on module unload",
+        mainline: Version::new(5, 5),
+        // 4.4.207 and 5.4.9 from their review series, 4.19.90 from its release
+        // announcement; 4.9.207 from the review of 19 Dec 2019 (same batch as 4.4.207).
+        // 4.14.159: released with 4.19.90 (17 Dec 2019) and listed with the same patch in
+        // an announcement, but its own announcement was not read: unconfirmed.
+        // 5.2.y had ended: 5.2.7 – 5.2.21 have era B without this wakeup.
+        lines: &[
+            at(4, 4, 207, None),
+            at(4, 9, 207, None),
+            at(4, 14, 159, None),
+            at(4, 19, 90, None),
+            at(5, 4, 9, None),
+        ],
+    },
+    Backport {
+        change: Change::AutoloadDisabledEnoent,
+        mainline_commit: "d7d27cfc5cf0",
+        subject: "kmod: make request_module() return an error when autoloading is disabled",
+        mainline: Version::new(5, 7),
+        // Review series of 16 and 22 Apr 2020. 4.4.y, 4.14.y and 4.19.y: not pinned.
+        lines: &[at(4, 9, 220, None), at(5, 4, 33, None), at(5, 6, 5, None)],
+    },
+    Backport {
+        change: Change::DontWaitForGoing,
+        mainline_commit: "0254127ab977",
+        subject: "module: Don't wait for GOING modules",
+        mainline: Version::new(6, 2),
+        // Review series of 30 Jan and 3 Feb 2023. 4.4.y and 4.9.y had ended by then.
+        lines: &[
+            at(4, 14, 305, None),
+            at(4, 19, 272, Some("008368a9b4e5")),
+            at(5, 4, 231, Some("c18bd4d5c33f")),
+            at(5, 10, 166, None),
+            at(5, 15, 91, Some("8020f7fbec22")),
+            at(6, 1, 9, Some("448858dac526")),
+        ],
+    },
+    Backport {
+        change: Change::InterruptibleIdempotentWait,
+        mainline_commit: "2124d84db293",
+        subject: "module: make waiting for a concurrent module loader interruptible",
+        mainline: Version::new(6, 11),
+        // Review series of 12 Aug 2024 (6.6.46-rc1, 6.10.5-rc1), both with cb5b81bc9a44.
+        lines: &[at(6, 6, 46, None), at(6, 10, 5, None)],
+    },
+];
+
+/// The table entry of `change`.
+pub fn backport(change: Change) -> &'static Backport {
+    BACKPORTS
+        .iter()
+        .find(|b| b.change == change)
+        .expect("every change has an entry")
+}
+
+/// Whether kernel `v` has `change` (mainline at or before `v`, or its stable line's
+/// backport at or before `v`'s patch level).
+pub fn has(change: Change, v: Version) -> bool {
+    let b = backport(change);
+    if v >= b.mainline {
+        return true;
+    }
+    b.lines
+        .iter()
+        .any(|l| l.line == (v.major, v.minor) && v.patch >= l.first)
+}
+
+/// The first version of `v`'s stable line with `change`, if the line has it at all.
+pub fn first_in_line(change: Change, v: Version) -> Option<Version> {
+    let b = backport(change);
+    if Version::new(v.major, v.minor) >= b.mainline {
+        return Some(Version::new(v.major, v.minor));
+    }
+    b.lines
+        .iter()
+        .find(|l| l.line == (v.major, v.minor))
+        .map(|l| Version::with_patch(v.major, v.minor, l.first))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_consistent() {
+        for b in BACKPORTS {
+            assert_eq!(b.mainline_commit.len(), 12, "{}", b.subject);
+            assert_eq!(b.mainline.patch, 0);
+            let mut prev = (0, 0);
+            for l in b.lines {
+                assert!(
+                    Version::new(l.line.0, l.line.1) < b.mainline,
+                    "{}: line {:?} is not before mainline",
+                    b.subject,
+                    l.line
+                );
+                assert!(l.line > prev, "{}: lines out of order", b.subject);
+                assert!(l.first > 0);
+                if let Some(c) = l.commit {
+                    assert_eq!(c.len(), 12);
+                }
+                prev = l.line;
+            }
+        }
+    }
+
+    #[test]
+    fn dont_wait_for_going_reached_6_1_9() {
+        let c = Change::DontWaitForGoing;
+        assert!(!has(c, Version::new(6, 1)));
+        assert!(!has(c, Version::with_patch(6, 1, 8)));
+        assert!(has(c, Version::with_patch(6, 1, 9)));
+        assert!(has(c, Version::with_patch(6, 1, 176)));
+        assert!(has(c, Version::new(6, 2)));
+        assert!(!has(c, Version::with_patch(6, 0, 19)));
+        assert!(has(c, Version::with_patch(5, 10, 166)));
+        assert!(!has(c, Version::with_patch(5, 10, 165)));
+        assert!(!has(c, Version::with_patch(4, 9, 337)));
+        assert_eq!(
+            first_in_line(c, Version::with_patch(5, 15, 3)),
+            Some(Version::with_patch(5, 15, 91))
+        );
+        assert_eq!(first_in_line(c, Version::with_patch(6, 0, 3)), None);
+        assert_eq!(
+            first_in_line(c, Version::with_patch(6, 6, 3)),
+            Some(Version::new(6, 6))
+        );
+    }
+}
