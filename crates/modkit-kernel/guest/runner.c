@@ -4,10 +4,12 @@
  *
  *   runner PLAN > REPORT
  *
- * Reads the plan, plays its events (one coordinator process per event, which forks
- * the event's THREADS children blocked on a pipe, sleeps until start + AT_NS and
- * closes the pipe to release them at once), then dumps /proc/modules, holders,
- * refcounts and /dev/kmsg.
+ * Reads the plan and plays its events: one coordinator process per event forks the
+ * event's THREADS children, blocked on a pipe, before the scenario starts; once every
+ * coordinator is ready the main process takes the start time and releases them; each
+ * sleeps until start + AT_NS and closes its pipe, so that the event's children start at
+ * once and no event waits for another. Then it dumps /proc/modules, holders, refcounts
+ * and /dev/kmsg.
  *
  * Every child writes its report lines (each shorter than PIPE_BUF, so atomic) into one
  * pipe that only the main process reads; the main process forwards them to stdout, one
@@ -16,9 +18,9 @@
  * (they are not killed; a late writer blocks on the pipe) and dumps the state, so that
  * nothing a late child writes can land inside the dump.
  *
- * Just before the start it writes "modkit-runner: start" to /dev/kmsg: observe.rs takes
- * the log's origin and order from that record. An empty action list is the field "%",
- * written to /proc/modkit_rt as a bare "run".
+ * With `kmsg_marker` in the plan it writes "modkit-runner: start" to /dev/kmsg just
+ * before the start: observe.rs takes the log's origin and order from that record. An
+ * empty action list is the field "%", written to /proc/modkit_rt as a bare "run".
  *
  * Built with gcc -static -O2 -Wall -Werror (gnu11).
  */
@@ -33,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
@@ -42,7 +45,12 @@
 
 #define LINE_MAX_OUT 16384	/* a report line (a child's stay under PIPE_BUF: stderr is capped) */
 #define STDERR_KEEP 1000	/* bytes of one tool stderr line kept (before encoding) */
-#define MAX_THREADS 100000
+#define MAX_THREADS 100000	/* per event and in all (the scenario format's limits) */
+#define MAX_EVENTS 100000
+#define MAX_PLAN (16u << 20)	/* bytes of plan */
+#define MAX_KO (512u << 20)	/* bytes of a module file read for init_module */
+#define MODPROBE_SYSCTL "/proc/sys/kernel/modprobe"
+#define RT_FILE "/proc/modkit_rt"
 
 enum kind { K_MODPROBE, K_INSMOD, K_RMMOD, K_REQUEST, K_RUN, K_SET_MODPROBE };
 
@@ -57,13 +65,17 @@ struct event {
 	long flags;	/* rmmod */
 	char *wait;	/* request_module: "0" or "1", verbatim */
 	char *actions;	/* run: verbatim */
-	unsigned char *done;	/* main process: result seen per thread */
-	pid_t coord;
+	unsigned char *done;	/* main process: result (or error) seen per thread */
 };
 
 static struct event *events;
 static int nevents;
 static int report_fd = 1;	/* where report lines go: stdout in main, the pipe in children */
+static uint64_t deadline_ns = 60ull * 1000000000ull;
+static uint64_t settle_ns;
+static char *initial_modprobe;	/* decoded; NULL: leave the kernel's */
+static int kmsg_marker;
+static volatile uint64_t *shared_start;	/* written by main before it releases the coordinators */
 
 static uint64_t now_ns(void)
 {
@@ -75,7 +87,8 @@ static uint64_t now_ns(void)
 
 static void sleep_until(uint64_t t)
 {
-	struct timespec ts = { .tv_sec = t / 1000000000ull, .tv_nsec = t % 1000000000ull };
+	struct timespec ts = { .tv_sec = (time_t)(t / 1000000000ull),
+			       .tv_nsec = (long)(t % 1000000000ull) };
 
 	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
 		;
@@ -114,12 +127,6 @@ static void __attribute__((format(printf, 1, 2))) emit(const char *fmt, ...)
 	write_all(report_fd, buf, (size_t)n);
 }
 
-static void die(const char *what)
-{
-	dprintf(2, "runner: %s\n", what);
-	exit(2);
-}
-
 /* ------------------------------------------------------------ encoding */
 
 static int hexval(char c)
@@ -131,29 +138,6 @@ static int hexval(char c)
 	if (c >= 'A' && c <= 'F')
 		return c - 'A' + 10;
 	return -1;
-}
-
-/* Decodes a plan field in place ("%" alone is the empty string). */
-static char *decode(char *s)
-{
-	char *o = s, *p = s;
-
-	if (!strcmp(s, "%")) {
-		s[0] = '\0';
-		return s;
-	}
-	while (*p) {
-		int h, l;
-
-		if (*p == '%' && (h = hexval(p[1])) >= 0 && (l = hexval(p[2])) >= 0) {
-			*o++ = (char)(h << 4 | l);
-			p += 3;
-		} else {
-			*o++ = *p++;
-		}
-	}
-	*o = '\0';
-	return s;
 }
 
 static int plain(unsigned char c)
@@ -186,32 +170,103 @@ static void encode(const char *s, size_t n, char *out)
 	*out = '\0';
 }
 
+/* The runner cannot go on: says why on the report and on stderr, exits 2. */
+static void __attribute__((noreturn, format(printf, 1, 2))) die(const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	emit("@@ fatal runner: %s", msg);
+	dprintf(2, "runner: %s\n", msg);
+	exit(2);
+}
+
+/* Decodes a plan field in place ("%" alone is the empty string); NULL if malformed. */
+static char *decode(char *s)
+{
+	char *o = s, *p = s;
+
+	if (!strcmp(s, "%")) {
+		s[0] = '\0';
+		return s;
+	}
+	while (*p) {
+		int h, l;
+
+		if (*p == '%') {
+			h = hexval(p[1]);
+			l = h < 0 ? -1 : hexval(p[2]);
+			if (h < 0 || l < 0 || (h == 0 && l == 0))
+				return NULL;
+			*o++ = (char)(h << 4 | l);
+			p += 3;
+		} else if (plain((unsigned char)*p)) {
+			*o++ = *p++;
+		} else {
+			return NULL;
+		}
+	}
+	*o = '\0';
+	return s;
+}
+
+/* A field passed on as it stands: plan-safe bytes, ';' and '%' (checked by modkit_rt). */
+static int verbatim_ok(const char *s)
+{
+	for (; *s; s++)
+		if (!plain((unsigned char)*s) && *s != ';' && *s != '%')
+			return 0;
+	return 1;
+}
+
 /* ---------------------------------------------------------------- plan */
 
-static char *read_file(const char *path, size_t *len)
+/* The whole file, NUL-terminated (NULL with errno set if it cannot be read). */
+static char *read_file(const char *path, size_t max, size_t *len)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	size_t cap = 65536, n = 0;
-	char *buf;
+	char *buf, *nb;
 
 	if (fd < 0)
 		return NULL;
 	buf = malloc(cap + 1);
-	if (!buf)
-		die("out of memory");
+	if (!buf) {
+		close(fd);
+		errno = ENOMEM;
+		return NULL;
+	}
 	for (;;) {
 		ssize_t r;
 
 		if (n == cap) {
-			cap *= 2;
-			buf = realloc(buf, cap + 1);
-			if (!buf)
-				die("out of memory");
+			if (cap >= max)
+				break;	/* keep what fits */
+			cap = cap * 2 > max ? max : cap * 2;
+			nb = realloc(buf, cap + 1);
+			if (!nb) {
+				free(buf);
+				close(fd);
+				errno = ENOMEM;
+				return NULL;
+			}
+			buf = nb;
 		}
 		r = read(fd, buf + n, cap - n);
 		if (r < 0 && errno == EINTR)
 			continue;
-		if (r <= 0)
+		if (r < 0) {
+			int err = errno;
+
+			free(buf);
+			close(fd);
+			errno = err;
+			return NULL;
+		}
+		if (r == 0)
 			break;
 		n += (size_t)r;
 	}
@@ -222,88 +277,137 @@ static char *read_file(const char *path, size_t *len)
 	return buf;
 }
 
-static int split(char *line, char **w, int max)
+static uint64_t number(const char *s, uint64_t max, int line)
 {
-	int n = 0;
-	char *save = NULL, *t;
+	uint64_t v = 0;
+	const char *p = s;
 
-	for (t = strtok_r(line, " ", &save); t && n < max; t = strtok_r(NULL, " ", &save))
-		w[n++] = t;
-	return n;
+	if (!*p)
+		die("plan line %d: empty number", line);
+	for (; *p; p++) {
+		if (*p < '0' || *p > '9' || v > (max - (uint64_t)(*p - '0')) / 10)
+			die("plan line %d: `%s` is not a number up to %llu", line, s,
+			    (unsigned long long)max);
+		v = v * 10 + (uint64_t)(*p - '0');
+	}
+	return v;
 }
 
-static uint64_t parse_plan(const char *path)
+static void parse_plan(const char *path)
 {
-	char *text = read_file(path, NULL), *save = NULL, *line;
-	uint64_t deadline = 60ull * 1000000000ull;
-	int cap = 0, first = 1;
+	size_t len;
+	char *text = read_file(path, MAX_PLAN, &len), *line, *next;
+	int cap = 0, first = 1, lineno = 0, total = 0;
 
 	if (!text)
-		die("cannot read the plan");
-	for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-		char *w[8];
-		int n = split(line, w, 8);
+		die("cannot read the plan %s: %s", path, strerror(errno));
+	if (strlen(text) != len)
+		die("the plan has a NUL byte");
+	for (line = text; *line; line = next) {
+		char *w[9], *save = NULL, *t;
+		int n = 0;
 		struct event *e;
 
+		next = strchr(line, '\n');
+		if (next)
+			*next++ = '\0';
+		else
+			next = line + strlen(line);
+		lineno++;
+		for (t = strtok_r(line, " ", &save); t && n < 9; t = strtok_r(NULL, " ", &save))
+			w[n++] = t;
 		if (!n)
 			continue;
+		if (n == 9)
+			die("plan line %d: too many fields", lineno);
 		if (first) {
 			if (n != 2 || strcmp(w[0], "modkit-plan") || strcmp(w[1], "1"))
-				die("not a modkit-plan 1 file");
+				die("plan line %d: not a `modkit-plan 1` file", lineno);
 			first = 0;
 			continue;
 		}
 		if (!strcmp(w[0], "deadline_ns") && n == 2) {
-			deadline = strtoull(w[1], NULL, 10);
+			deadline_ns = number(w[1], UINT64_MAX / 4, lineno);
+			continue;
+		}
+		if (!strcmp(w[0], "settle_ns") && n == 2) {
+			settle_ns = number(w[1], UINT64_MAX / 4, lineno);
+			continue;
+		}
+		if (!strcmp(w[0], "kmsg_marker") && n == 1) {
+			kmsg_marker = 1;
+			continue;
+		}
+		if (!strcmp(w[0], "modprobe") && n == 2) {
+			initial_modprobe = decode(w[1]);
+			if (!initial_modprobe)
+				die("plan line %d: bad modprobe path", lineno);
 			continue;
 		}
 		if (strcmp(w[0], "event") || n < 5)
-			die("malformed plan line");
+			die("plan line %d: unknown record `%s`", lineno, w[0]);
 		if (nevents == cap) {
+			struct event *ne;
+
+			if (nevents == MAX_EVENTS)
+				die("plan line %d: more than %d events", lineno, MAX_EVENTS);
 			cap = cap ? cap * 2 : 16;
-			events = realloc(events, (size_t)cap * sizeof(*events));
-			if (!events)
+			ne = realloc(events, (size_t)cap * sizeof(*events));
+			if (!ne)
 				die("out of memory");
+			events = ne;
 		}
 		e = &events[nevents++];
 		memset(e, 0, sizeof(*e));
-		e->idx = atoi(w[1]);
-		e->at_ns = strtoull(w[2], NULL, 10);
-		e->threads = atoi(w[3]);
-		if (e->threads < 1 || e->threads > MAX_THREADS)
-			die("bad thread count in the plan");
+		e->idx = (int)number(w[1], MAX_EVENTS, lineno);
+		e->at_ns = number(w[2], UINT64_MAX / 4, lineno);
+		e->threads = (int)number(w[3], MAX_THREADS, lineno);
+		total += e->threads;
+		if (e->threads < 1 || total > MAX_THREADS)
+			die("plan line %d: threads must be 1..%d per event and in all", lineno,
+			    MAX_THREADS);
 		if (!strcmp(w[4], "modprobe") && n == 6) {
 			e->kind = K_MODPROBE;
 			e->name = decode(w[5]);
+			if (e->name && (!e->name[0] || e->name[0] == '-'))
+				e->name = NULL;	/* not an option for modprobe */
 		} else if (!strcmp(w[4], "insmod") && n == 8) {
 			e->kind = K_INSMOD;
 			e->name = decode(w[5]);
 			e->path = decode(w[6]);
+			if (!e->path || (strcmp(w[7], "init") && strcmp(w[7], "finit")))
+				e->name = NULL;
 			e->init = !strcmp(w[7], "init");
 		} else if (!strcmp(w[4], "rmmod") && n == 7) {
 			e->kind = K_RMMOD;
 			e->name = decode(w[5]);
-			e->flags = strtol(w[6], NULL, 10);
+			e->flags = (long)number(w[6], 0xffffffffu, lineno);
 		} else if (!strcmp(w[4], "request_module") && n == 7) {
 			e->kind = K_REQUEST;
-			e->name = w[5];
+			e->name = verbatim_ok(w[5]) ? w[5] : NULL;
 			e->wait = w[6];
+			if (strcmp(w[6], "0") && strcmp(w[6], "1"))
+				e->name = NULL;
 		} else if (!strcmp(w[4], "run") && n == 6) {
 			e->kind = K_RUN;
 			e->actions = w[5];
+			e->name = verbatim_ok(w[5]) ? w[5] : NULL;
 		} else if (!strcmp(w[4], "set_modprobe") && n == 6) {
 			e->kind = K_SET_MODPROBE;
 			e->name = decode(w[5]);
 		} else {
-			die("malformed event in the plan");
+			die("plan line %d: unknown event kind `%s` or wrong field count", lineno,
+			    w[4]);
 		}
+		if (!e->name)
+			die("plan line %d: malformed %s event", lineno, w[4]);
 		e->done = calloc((size_t)e->threads, 1);
 		if (!e->done)
 			die("out of memory");
 	}
 	if (first)
-		die("empty plan");
-	return deadline;
+		die("the plan is empty");
+	/* text stays allocated: the events point into it */
 }
 
 /* ---------------------------------------------------------------- work */
@@ -311,6 +415,16 @@ static uint64_t parse_plan(const char *path)
 static void result_errno(const struct event *e, int thread, int err)
 {
 	emit("@@ result %d %d errno %d %llu", e->idx, thread, err, (unsigned long long)now_ns());
+}
+
+/* The runner itself could not do the thread's work (no result from the kernel). */
+static void result_error(const struct event *e, int thread, const char *what, int err)
+{
+	char msg[STDERR_KEEP], enc[3 * STDERR_KEEP + 2];
+
+	snprintf(msg, sizeof(msg), "%s: %s", what, strerror(err));
+	encode(msg, strlen(msg), enc);
+	emit("@@ error %d %d %s", e->idx, thread, enc);
 }
 
 /* kmod's texts for errors it words itself (libkmod's mod_strerror, modprobe). */
@@ -331,23 +445,34 @@ static int kmod_text_errno(const char *t)
 	for (i = 0; i < sizeof(known) / sizeof(known[0]); i++)
 		if (!strcmp(t, known[i].text))
 			return known[i].err;
-	for (e = 1; e <= 133; e++)
+	for (e = 1; e < 200; e++)
 		if (!strcmp(t, strerror(e)))
 			return e;
+	if (!strncmp(t, "Unknown error ", 14)) {	/* glibc's text for the others */
+		char *end;
+		long v = strtol(t + 14, &end, 10);
+
+		if (!*end && v > 0 && v < 4096)
+			return (int)v;
+	}
 	return 0;
 }
 
 /* The errno a line of modprobe's stderr names, or 0. */
 static int stderr_errno(const char *line)
 {
-	const char *p = strstr(line, "could not insert '");
+	static const char *const failed[] = { "could not insert '", "could not remove '" };
+	size_t i;
 
-	if (p) {
-		p = strstr(p + 18, "': ");
-		if (p)
-			return kmod_text_errno(p + 3);
-		return 0;
+	for (i = 0; i < sizeof(failed) / sizeof(failed[0]); i++) {
+		const char *p = strstr(line, failed[i]);
+
+		if (p) {
+			p = strstr(p + strlen(failed[i]), "': ");
+			return p ? kmod_text_errno(p + 3) : 0;
+		}
 	}
+	/* "FATAL: Module X not found in directory D", "Module X not found." */
 	if (strstr(line, "Module ") && strstr(line, " not found"))
 		return ENOENT;
 	return 0;
@@ -362,12 +487,14 @@ static void do_modprobe(const struct event *e, int thread)
 	pid_t pid;
 
 	if (pipe2(err, O_CLOEXEC) < 0) {
-		result_errno(e, thread, errno);
+		result_error(e, thread, "pipe", errno);
 		return;
 	}
 	pid = fork();
 	if (pid < 0) {
-		result_errno(e, thread, errno);
+		result_error(e, thread, "fork for modprobe", errno);
+		close(err[0]);
+		close(err[1]);
 		return;
 	}
 	if (pid == 0) {
@@ -380,7 +507,9 @@ static void do_modprobe(const struct event *e, int thread)
 			dup2(null, 1);
 		}
 		dup2(err[1], 2);
+		signal(SIGPIPE, SIG_DFL);
 		execve("/sbin/modprobe", argv, envp);
+		dprintf(2, "runner: cannot execute /sbin/modprobe: %s\n", strerror(errno));
 		_exit(127);
 	}
 	close(err[1]);
@@ -412,7 +541,7 @@ static void do_modprobe(const struct event *e, int thread)
 	close(err[0]);
 	while (waitpid(pid, &status, 0) < 0)
 		if (errno != EINTR) {
-			result_errno(e, thread, errno);
+			result_error(e, thread, "waitpid for modprobe", errno);
 			return;
 		}
 	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
@@ -431,7 +560,7 @@ static void do_insmod(const struct event *e, int thread)
 	long r;
 
 	if (fd < 0) {
-		result_errno(e, thread, errno);
+		result_errno(e, thread, errno);	/* as insmod reports a missing file */
 		return;
 	}
 	if (e->init) {
@@ -439,28 +568,31 @@ static void do_insmod(const struct event *e, int thread)
 		char *image;
 
 		close(fd);
-		image = read_file(e->path, &len);
+		image = read_file(e->path, MAX_KO, &len);
 		if (!image) {
-			result_errno(e, thread, errno);
+			result_error(e, thread, "reading the module file", errno);
 			return;
 		}
 		r = syscall(SYS_init_module, image, (unsigned long)len, "");
+		result_errno(e, thread, r < 0 ? errno : 0);
+		free(image);
 	} else {
 		r = syscall(SYS_finit_module, fd, "", 0);
+		result_errno(e, thread, r < 0 ? errno : 0);
+		close(fd);
 	}
-	result_errno(e, thread, r < 0 ? errno : 0);
 }
 
 static void do_rt(const struct event *e, int thread)
 {
-	int fd = open("/proc/modkit_rt", O_RDWR | O_CLOEXEC);
+	int fd = open(RT_FILE, O_RDWR | O_CLOEXEC);
 	size_t len;
-	char *cmd, num[32];
+	char *cmd, num[32], *end;
 	ssize_t r;
 	long v;
 
 	if (fd < 0) {
-		result_errno(e, thread, errno);
+		result_error(e, thread, "open " RT_FILE, errno);
 		return;
 	}
 	if (e->kind == K_REQUEST)
@@ -469,7 +601,7 @@ static void do_rt(const struct event *e, int thread)
 		len = strlen(e->actions) + 6;
 	cmd = malloc(len);
 	if (!cmd) {
-		result_errno(e, thread, ENOMEM);
+		result_error(e, thread, "command for " RT_FILE, ENOMEM);
 		close(fd);
 		return;
 	}
@@ -483,8 +615,9 @@ static void do_rt(const struct event *e, int thread)
 		r = write(fd, cmd, len);
 	while (r < 0 && errno == EINTR);
 	free(cmd);
-	if (r < 0) {
-		result_errno(e, thread, errno);
+	if (r < 0 || (size_t)r != len) {
+		/* EINVAL: modkit_rt refused the command as malformed, nothing of it ran */
+		result_error(e, thread, "write " RT_FILE, r < 0 ? errno : EIO);
 		close(fd);
 		return;
 	}
@@ -492,14 +625,18 @@ static void do_rt(const struct event *e, int thread)
 	do
 		r = read(fd, num, sizeof(num) - 1);
 	while (r < 0 && errno == EINTR);
+	close(fd);
 	if (r <= 0) {
-		result_errno(e, thread, r < 0 ? errno : ENODATA);
-		close(fd);
+		result_error(e, thread, "read " RT_FILE, r < 0 ? errno : ENODATA);
 		return;
 	}
-	close(fd);
 	num[r] = '\0';
-	v = strtol(num, NULL, 10);
+	errno = 0;
+	v = strtol(num, &end, 10);
+	if (end == num || (*end && *end != '\n') || errno || v < INT32_MIN || v > INT32_MAX) {
+		result_error(e, thread, "the answer of " RT_FILE, EPROTO);
+		return;
+	}
 	if (v <= 0)
 		result_errno(e, thread, (int)-v);
 	else
@@ -507,21 +644,35 @@ static void do_rt(const struct event *e, int thread)
 		     (unsigned long long)now_ns());
 }
 
-static void do_set_modprobe(const struct event *e, int thread)
+/* Writes /proc/sys/kernel/modprobe; 0 or an errno. proc_dostring() takes the text up to
+ * a newline, so "\n" alone sets the empty path (request_module then fails with ENOENT). */
+static int set_modprobe(const char *path)
 {
-	int fd = open("/proc/sys/kernel/modprobe", O_WRONLY | O_TRUNC | O_CLOEXEC);
-	const char *s = e->name[0] ? e->name : "\n";
+	int fd = open(MODPROBE_SYSCTL, O_WRONLY | O_TRUNC | O_CLOEXEC);
+	size_t len = strlen(path);
+	char *s = malloc(len + 2);
 	ssize_t r;
+	int err = 0;
 
-	if (fd < 0) {
-		result_errno(e, thread, errno);
-		return;
+	if (!s) {
+		if (fd >= 0)
+			close(fd);
+		return ENOMEM;
 	}
+	if (fd < 0) {
+		free(s);
+		return errno;
+	}
+	memcpy(s, path, len);
+	s[len++] = '\n';
 	do
-		r = write(fd, s, strlen(s));
+		r = write(fd, s, len);
 	while (r < 0 && errno == EINTR);
-	result_errno(e, thread, r < 0 ? errno : 0);
+	if (r < 0)
+		err = errno;
 	close(fd);
+	free(s);
+	return err;
 }
 
 static void work(const struct event *e, int thread)
@@ -542,34 +693,35 @@ static void work(const struct event *e, int thread)
 		do_rt(e, thread);
 		break;
 	case K_SET_MODPROBE:
-		do_set_modprobe(e, thread);
+		result_errno(e, thread, set_modprobe(e->name));
 		break;
 	}
 }
 
-/* The coordinator of one event: its children, blocked on a gate, released at once. */
-static void coordinate(const struct event *e, uint64_t start)
+/*
+ * The coordinator of one event: forks its children, blocked on a gate; says it is ready;
+ * waits for the start; at start + AT_NS opens the gate (closes its write end) for all of
+ * them at once.
+ */
+static void __attribute__((noreturn)) coordinate(const struct event *e, int ready_w, int go_r)
 {
-	int gate[2], t;
+	int gate[2], gate_err = 0, t;
+	int *fork_err = calloc((size_t)e->threads, sizeof(int));
+	char c = 'r';
 	pid_t pid;
 
-	if (pipe2(gate, O_CLOEXEC) < 0) {
-		int err = errno;
-
-		for (t = 0; t < e->threads; t++)
-			result_errno(e, t, err);
-		_exit(0);
-	}
-	for (t = 0; t < e->threads; t++) {
+	if (pipe2(gate, O_CLOEXEC) < 0)
+		gate_err = errno;
+	for (t = 0; !gate_err && fork_err && t < e->threads; t++) {
 		pid = fork();
 		if (pid < 0) {
-			result_errno(e, t, errno);
+			fork_err[t] = errno;
 			continue;
 		}
 		if (pid == 0) {
-			char c;
-
 			close(gate[1]);
+			close(ready_w);
+			close(go_r);
 			while (read(gate[0], &c, 1) < 0 && errno == EINTR)
 				;
 			close(gate[0]);
@@ -577,9 +729,30 @@ static void coordinate(const struct event *e, uint64_t start)
 			_exit(0);
 		}
 	}
-	close(gate[0]);
-	sleep_until(start + e->at_ns);
-	close(gate[1]);
+	if (!gate_err)
+		close(gate[0]);
+	write_all(ready_w, &c, 1);
+	close(ready_w);
+	for (;;) {	/* the main process closes the other end at the start */
+		ssize_t r = read(go_r, &c, 1);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		break;
+	}
+	close(go_r);
+	for (t = 0; t < e->threads; t++) {
+		if (gate_err)
+			result_error(e, t, "pipe", gate_err);
+		else if (!fork_err)
+			result_error(e, t, "fork", ENOMEM);
+		else if (fork_err[t])
+			result_error(e, t, "fork", fork_err[t]);
+	}
+	if (!gate_err) {
+		sleep_until(*shared_start + e->at_ns);
+		close(gate[1]);
+	}
 	while (wait(NULL) > 0 || errno == EINTR)
 		;
 	_exit(0);
@@ -589,20 +762,32 @@ static void coordinate(const struct event *e, uint64_t start)
 
 static void dump_modules(void)
 {
-	char *text = read_file("/proc/modules", NULL), *save = NULL, *line;
+	char *text = read_file("/proc/modules", 16u << 20, NULL), *save = NULL, *line;
 	char **names = NULL;
 	int n = 0, i;
 
+	if (!text) {
+		char enc[256];
+		const char *why = strerror(errno);
+
+		encode(why, strlen(why) < 80 ? strlen(why) : 80, enc);
+		emit("@@ modules_unavailable %s", enc);
+	}
 	emit("@@ modules_begin");
 	if (text) {
 		for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
 			char *sp = strchr(line, ' ');
+			char **nn;
 
 			emit("%s", line);
-			names = realloc(names, (size_t)(n + 1) * sizeof(*names));
-			if (!names)
+			nn = realloc(names, (size_t)(n + 1) * sizeof(*names));
+			if (!nn)
 				die("out of memory");
-			names[n++] = strndup(line, sp ? (size_t)(sp - line) : strlen(line));
+			names = nn;
+			names[n] = strndup(line, sp ? (size_t)(sp - line) : strlen(line));
+			if (!names[n])
+				die("out of memory");
+			n++;
 		}
 	}
 	emit("@@ modules_end");
@@ -613,8 +798,10 @@ static void dump_modules(void)
 		DIR *d;
 		struct dirent *de;
 
+		if (strlen(names[i]) > 255 || strchr(names[i], '/'))
+			continue;
 		snprintf(path, sizeof(path), "/sys/module/%s/refcnt", names[i]);
-		rc = read_file(path, NULL);
+		rc = read_file(path, 4096, NULL);
 		if (rc) {
 			rc[strcspn(rc, "\n")] = '\0';
 			emit("@@ refcnt %s %s", names[i], rc);
@@ -642,11 +829,21 @@ static void dump_modules(void)
 	free(text);
 }
 
+/* /dev/kmsg from its first record on: each record's first line (its dictionary lines,
+ * which start with a space, are left out). */
 static void dump_dmesg(void)
 {
 	static char rec[16384];
+	unsigned long lost = 0;
 	int fd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
 
+	if (fd < 0) {
+		char enc[256];
+		const char *why = strerror(errno);
+
+		encode(why, strlen(why) < 80 ? strlen(why) : 80, enc);
+		emit("@@ dmesg_unavailable %s", enc);
+	}
 	emit("@@ dmesg_begin");
 	if (fd >= 0) {
 		for (;;) {
@@ -654,9 +851,13 @@ static void dump_dmesg(void)
 			char *nl;
 
 			if (r < 0) {
-				if (errno == EINTR || errno == EPIPE)
+				if (errno == EINTR)
 					continue;
-				break;
+				if (errno == EPIPE) {	/* overwritten before it was read */
+					lost++;
+					continue;
+				}
+				break;	/* EAGAIN: no more records */
 			}
 			if (r == 0)
 				break;
@@ -669,9 +870,28 @@ static void dump_dmesg(void)
 		close(fd);
 	}
 	emit("@@ dmesg_end");
+	if (lost)
+		emit("@@ dmesg_lost %lu", lost);
 }
 
 /* ---------------------------------------------------------------- main */
+
+/* Marks a thread of a result or error line as done; the count of threads newly done. */
+static int mark_done(const char *line)
+{
+	int idx, thread, i;
+
+	if (sscanf(line, "@@ result %d %d ", &idx, &thread) != 2 &&
+	    sscanf(line, "@@ error %d %d ", &idx, &thread) != 2)
+		return 0;
+	for (i = 0; i < nevents; i++)
+		if (events[i].idx == idx && thread >= 0 && thread < events[i].threads &&
+		    !events[i].done[thread]) {
+			events[i].done[thread] = 1;
+			return 1;
+		}
+	return 0;
+}
 
 /* Forwards complete lines of @buf (@len bytes) to stdout; returns the bytes left. */
 static size_t forward(char *buf, size_t len, int *pending)
@@ -679,18 +899,10 @@ static size_t forward(char *buf, size_t len, int *pending)
 	char *p = buf, *nl;
 
 	while ((nl = memchr(p, '\n', len - (size_t)(p - buf))) != NULL) {
-		int idx, thread, i;
-
+		*nl = '\0';
+		*pending -= mark_done(p);
+		*nl = '\n';
 		write_all(1, p, (size_t)(nl - p + 1));
-		if (sscanf(p, "@@ result %d %d ", &idx, &thread) == 2) {
-			for (i = 0; i < nevents; i++)
-				if (events[i].idx == idx && thread >= 0 && thread < events[i].threads &&
-				    !events[i].done[thread]) {
-					events[i].done[thread] = 1;
-					(*pending)--;
-					break;
-				}
-		}
 		p = nl + 1;
 	}
 	len -= (size_t)(p - buf);
@@ -701,8 +913,8 @@ static size_t forward(char *buf, size_t len, int *pending)
 int main(int argc, char **argv)
 {
 	static char buf[65536];
-	uint64_t start, deadline, deadline_ns;
-	int rp[2], i, t, kmsg, pending = 0;
+	uint64_t start, deadline;
+	int rp[2], ready[2], go[2], i, t, kmsg, pending = 0, coordinators = 0, got = 0;
 	size_t have = 0;
 
 	if (argc != 2) {
@@ -710,46 +922,80 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	signal(SIGPIPE, SIG_IGN);
-	deadline_ns = parse_plan(argv[1]);
+	parse_plan(argv[1]);
 	for (i = 0; i < nevents; i++)
 		pending += events[i].threads;
-	if (pipe2(rp, O_CLOEXEC) < 0)
-		die("pipe");
-	/* A marker in the kernel log: records after it are the scenario's, and its
-	 * timestamp is the start on the log's own clock (local_clock(), which need not
-	 * agree with CLOCK_MONOTONIC). */
-	kmsg = open("/dev/kmsg", O_WRONLY | O_CLOEXEC);
-	if (kmsg >= 0) {
-		static const char marker[] = "modkit-runner: start\n";
+	if (initial_modprobe) {
+		int err = set_modprobe(initial_modprobe);
 
-		if (write(kmsg, marker, sizeof(marker) - 1) < 0)
-			dprintf(2, "runner: cannot write the start marker to /dev/kmsg\n");
-		close(kmsg);
+		if (err)
+			die("cannot set " MODPROBE_SYSCTL ": %s", strerror(err));
 	}
-	start = now_ns();
-	deadline = start + deadline_ns;
-	emit("@@ start %llu", (unsigned long long)start);
+	shared_start = mmap(NULL, sizeof(*shared_start), PROT_READ | PROT_WRITE,
+			    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (shared_start == MAP_FAILED)
+		die("mmap: %s", strerror(errno));
+	if (pipe2(rp, O_CLOEXEC) < 0 || pipe2(ready, O_CLOEXEC) < 0 || pipe2(go, O_CLOEXEC) < 0)
+		die("pipe: %s", strerror(errno));
+
+	/* Every event's threads exist before the start. */
 	for (i = 0; i < nevents; i++) {
 		pid_t pid = fork();
 
 		if (pid == 0) {
 			close(rp[0]);
+			close(ready[0]);
+			close(go[1]);
 			report_fd = rp[1];
 			signal(SIGPIPE, SIG_DFL);
-			coordinate(&events[i], start);
+			coordinate(&events[i], ready[1], go[0]);
 		}
-		events[i].coord = pid;
 		if (pid < 0) {
 			int err = errno;
 
 			for (t = 0; t < events[i].threads; t++) {
-				result_errno(&events[i], t, err);
+				result_error(&events[i], t, "fork", err);
 				events[i].done[t] = 1;
 				pending--;
 			}
+		} else {
+			coordinators++;
 		}
 	}
 	close(rp[1]);
+	close(ready[1]);
+	close(go[0]);
+	while (got < coordinators) {
+		char c[64];
+		ssize_t r = read(ready[0], c, sizeof(c));
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;	/* a coordinator died before it was ready */
+		got += (int)r;
+	}
+	close(ready[0]);
+
+	/* A marker in the kernel log: records after it are the scenario's, and its
+	 * timestamp is the start on the log's own clock (local_clock(), which need not
+	 * agree with CLOCK_MONOTONIC). */
+	if (kmsg_marker) {
+		kmsg = open("/dev/kmsg", O_WRONLY | O_CLOEXEC);
+		if (kmsg >= 0) {
+			static const char marker[] = "modkit-runner: start\n";
+
+			if (write(kmsg, marker, sizeof(marker) - 1) < 0)
+				dprintf(2, "runner: cannot write the start marker to /dev/kmsg\n");
+			close(kmsg);
+		}
+	}
+	start = now_ns();
+	*shared_start = start;
+	deadline = start + deadline_ns;
+	emit("@@ start %llu", (unsigned long long)start);
+	close(go[1]);	/* the coordinators read the start and sleep until their events */
+
 	while (pending > 0) {
 		uint64_t now = now_ns();
 		struct pollfd pfd = { .fd = rp[0], .events = POLLIN };
@@ -758,9 +1004,8 @@ int main(int argc, char **argv)
 
 		if (now >= deadline)
 			break;
-		wait_ms = (int)((deadline - now + 999999) / 1000000);
-		if (wait_ms > 1000)
-			wait_ms = 1000;
+		wait_ms = (int)((deadline - now + 999999) / 1000000 > 1000 ?
+					1000 : (deadline - now + 999999) / 1000000);
 		r = poll(&pfd, 1, wait_ms);
 		if (r < 0 && errno != EINTR)
 			break;
@@ -774,6 +1019,12 @@ int main(int argc, char **argv)
 		have = forward(buf, have + (size_t)n, &pending);
 		if (have == sizeof(buf))
 			have = 0;	/* cannot happen: lines are shorter than PIPE_BUF */
+	}
+	/* Deferred work (work items, request_module_nowait) may still be running. */
+	if (pending <= 0 && settle_ns) {
+		uint64_t now = now_ns();
+
+		sleep_until(now + settle_ns < deadline ? now + settle_ns : deadline);
 	}
 	/* Reap the coordinators that finished (the others are left running). */
 	while (waitpid(-1, NULL, WNOHANG) > 0)

@@ -27,6 +27,37 @@ pub enum ObserveError {
         /// The last lines seen.
         tail: String,
     },
+    /// The guest could not run the scenario at all (`@@ fatal`, from /init or the runner).
+    #[error("report line {line}: the guest failed: {text}")]
+    Fatal {
+        /// 1-based line number.
+        line: usize,
+        /// What it said.
+        text: String,
+    },
+    /// The runner could not perform a thread's operation (`@@ error`): fork failed,
+    /// /proc/modkit_rt missing or refusing the command. The kernel gave no result.
+    #[error(
+        "report line {line}: event {event} thread {thread}: the runner could not run it: {text}"
+    )]
+    Runner {
+        /// 1-based line number.
+        line: usize,
+        /// Event id.
+        event: String,
+        /// Thread index.
+        thread: u32,
+        /// What failed.
+        text: String,
+    },
+    /// A thread with neither a result nor an `unfinished` line.
+    #[error("event {event} thread {thread} has neither a result nor an `unfinished` line (the report is incomplete)")]
+    Missing {
+        /// Event id.
+        event: String,
+        /// Thread index.
+        thread: u32,
+    },
     /// A runner line that does not parse.
     #[error("report line {line}: {why}: {text:?}")]
     Malformed {
@@ -92,11 +123,18 @@ fn kmsg_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// A kmsg record's first line, `PRI,SEQ,USEC,FLAGS;TEXT`: `(usec, text)`.
-fn kmsg_record(line: &str) -> Option<(u64, String)> {
+/// A kmsg record's first line, `PRI,SEQ,USEC,FLAGS[,...];TEXT`: `(usec, lines)`, the
+/// text decoded and split where the message had newlines (`\x0a`), as dmesg prints it.
+/// Dictionary lines (` KEY=VALUE`) and anything else without the header give `None`.
+fn kmsg_record(line: &str) -> Option<(u64, Vec<String>)> {
     let (head, text) = line.split_once(';')?;
-    let usec = head.split(',').nth(2)?.parse().ok()?;
-    Some((usec, kmsg_decode(text)))
+    let mut fields = head.split(',');
+    fields.next()?.parse::<u32>().ok()?;
+    fields.next()?.parse::<u64>().ok()?;
+    let usec = fields.next()?.parse().ok()?;
+    let text = kmsg_decode(text);
+    let text = text.strip_suffix('\n').unwrap_or(&text);
+    Some((usec, text.split('\n').map(str::to_string).collect()))
 }
 
 /// True for a kernel log line that modkit_rt's own presence explains (not one of its
@@ -178,6 +216,13 @@ pub fn observe(sc: &Scenario, report: &[u8], label: &str) -> Result<Observed, Ob
     let mut proc_modules: Vec<&str> = Vec::new();
     let mut kmsg: Vec<(u64, String)> = Vec::new(); // (usec, text)
     let mut notes = Vec::new();
+    let mut seen: Vec<Vec<bool>> = sc
+        .events
+        .iter()
+        .map(|e| vec![false; e.threads as usize])
+        .collect();
+    let mut exits: BTreeMap<usize, Vec<(u32, i64)>> = BTreeMap::new();
+    let mut unknown_errnos: BTreeMap<i64, u32> = BTreeMap::new();
 
     for (n, line) in lines.iter().enumerate() {
         let bad = |why: &str| ObserveError::Malformed {
@@ -191,8 +236,8 @@ pub fn observe(sc: &Scenario, report: &[u8], label: &str) -> Result<Observed, Ob
                 continue;
             }
             Section::Dmesg if *line != "@@ dmesg_end" => {
-                if let Some(r) = kmsg_record(line) {
-                    kmsg.push(r);
+                if let Some((usec, texts)) = kmsg_record(line) {
+                    kmsg.extend(texts.into_iter().map(|t| (usec, t)));
                 }
                 continue;
             }
@@ -211,19 +256,34 @@ pub fn observe(sc: &Scenario, report: &[u8], label: &str) -> Result<Observed, Ob
         let num = |s: &str| -> Result<u64, ObserveError> {
             s.parse::<u64>().map_err(|_| bad("not a number"))
         };
+        // A thread's line: event index and thread, each thread reported once.
+        let mut thread_of = |i: &str, t: &str, last: bool| -> Result<(usize, u32), ObserveError> {
+            let idx = idx_of(i)?;
+            let thread = t
+                .parse::<u32>()
+                .ok()
+                .filter(|&t| t < sc.events[idx].threads)
+                .ok_or_else(|| bad("no such thread"))?;
+            if last {
+                let slot = &mut seen[idx][thread as usize];
+                if *slot {
+                    return Err(bad("a second result for this thread"));
+                }
+                *slot = true;
+            }
+            Ok((idx, thread))
+        };
         match w[0] {
             "start" if w.len() == 2 => start = Some(num(w[1])?),
             "end" if w.len() == 2 => end = Some(num(w[1])?),
             "result" if w.len() == 6 => {
-                let idx = idx_of(w[1])?;
-                let thread = num(w[2])? as u32;
+                let (idx, thread) = thread_of(w[1], w[2], true)?;
                 let value: i64 = w[4].parse().map_err(|_| bad("not a number"))?;
                 let outcome = outcome(w[3], value).ok_or_else(|| bad("unknown result kind"))?;
                 if w[3] == "exit" {
-                    notes.push(format!(
-                        "event {} thread {thread}: the tool exited {value} without an error modkit recognises; shown as status {value}",
-                        sc.events[idx].id
-                    ));
+                    exits.entry(idx).or_default().push((thread, value));
+                } else if w[3] == "errno" && matches!(outcome, Outcome::Status(_)) {
+                    *unknown_errnos.entry(value).or_insert(0) += 1;
                 }
                 results.push(ResultLine {
                     idx,
@@ -233,19 +293,46 @@ pub fn observe(sc: &Scenario, report: &[u8], label: &str) -> Result<Observed, Ob
                 });
             }
             "stderr" if w.len() == 4 => {
-                stderr_raw.push((idx_of(w[1])?, num(w[2])? as u32, percent_decode(w[3])));
+                let (idx, thread) = thread_of(w[1], w[2], false)?;
+                stderr_raw.push((idx, thread, percent_decode(w[3])));
             }
             "unfinished" if w.len() == 3 => {
-                let idx = idx_of(w[1])?;
+                let (idx, _) = thread_of(w[1], w[2], true)?;
                 *unfinished.entry(sc.events[idx].id.clone()).or_insert(0) += 1;
             }
+            "error" if w.len() == 4 => {
+                let (idx, thread) = thread_of(w[1], w[2], true)?;
+                return Err(ObserveError::Runner {
+                    line: n + 1,
+                    event: sc.events[idx].id.clone(),
+                    thread,
+                    text: percent_decode(w[3]),
+                });
+            }
+            "dmesg_lost" if w.len() == 2 => notes.push(format!(
+                "{} kernel log record(s) were overwritten before the runner read them",
+                num(w[1])?
+            )),
+            "dmesg_unavailable" if w.len() == 2 => notes.push(format!(
+                "the kernel log could not be read ({}): no log, init counts or log-derived diagnostics",
+                percent_decode(w[1])
+            )),
+            "modules_unavailable" if w.len() == 2 => notes.push(format!(
+                "/proc/modules could not be read ({}): every module shows as absent",
+                percent_decode(w[1])
+            )),
             "modules_begin" => section = Section::Modules,
             "modules_end" | "dmesg_end" => section = Section::Top,
             "dmesg_begin" => section = Section::Dmesg,
             "refcnt" | "holders" => {}
             // Written by /init around the runner.
             "runner-exit" => {}
-            "fatal" => return Err(bad("the guest's /init failed")),
+            "fatal" => {
+                return Err(ObserveError::Fatal {
+                    line: n + 1,
+                    text: rest.strip_prefix("fatal").unwrap_or(rest).trim().to_string(),
+                })
+            }
             _ => return Err(bad("unknown runner line")),
         }
     }
@@ -260,6 +347,27 @@ pub fn observe(sc: &Scenario, report: &[u8], label: &str) -> Result<Observed, Ob
             missing: "@@ end",
             tail: tail(&lines),
         });
+    }
+    for (idx, threads) in seen.iter().enumerate() {
+        if let Some(t) = threads.iter().position(|s| !s) {
+            return Err(ObserveError::Missing {
+                event: sc.events[idx].id.clone(),
+                thread: t as u32,
+            });
+        }
+    }
+    for (idx, list) in &exits {
+        let (thread, value) = list[0];
+        notes.push(format!(
+            "event {}: {} thread(s) ended with modprobe exiting non-zero without an error text modkit recognises (thread {thread}: exit {value}); shown as status N",
+            sc.events[*idx].id,
+            list.len()
+        ));
+    }
+    for (code, count) in &unknown_errnos {
+        notes.push(format!(
+            "{count} result(s) with errno {code}, which modkit has no name for; shown as status -{code}"
+        ));
     }
 
     // The kernel log since the start, without trace lines and modkit_rt's own.
@@ -353,11 +461,11 @@ pub fn observe(sc: &Scenario, report: &[u8], label: &str) -> Result<Observed, Ob
     // Diagnostics the kernel showed unambiguously.
     let mut diagnostics = Vec::new();
     for l in &log {
-        if let Some(pos) = l.text.find(": Unknown symbol") {
+        if let Some((kind, module)) = log_diagnostic(&l.text) {
             diagnostics.push(Diagnostic {
                 time: l.time,
-                kind: DiagKind::UnknownSymbol,
-                module: Some(l.text[..pos].to_string()),
+                kind,
+                module,
                 message: l.text.clone(),
                 chain: Vec::new(),
                 hint: None,
@@ -383,8 +491,19 @@ pub fn observe(sc: &Scenario, report: &[u8], label: &str) -> Result<Observed, Ob
         }
     }
     diagnostics.sort_by_key(|d| d.time);
+    let before = log.len();
+    let names: Vec<String> = (0..sc.db.len())
+        .map(|i| sc.db.spec(i).name.clone())
+        .collect();
+    log.retain(|l| relevant(&l.text, &names));
+    if log.len() < before {
+        notes.push(format!(
+            "{} kernel line(s) about neither the loader nor a scenario module (clocksource, TSC…) are left out of the log",
+            before - log.len()
+        ));
+    }
     notes.push(
-        "diagnostics on a real kernel are derived: unknown_symbol from the kernel's \"Unknown symbol\" lines, in_use from rmmod results EWOULDBLOCK; others are not observable"
+        "diagnostics on a real kernel are derived from what it printed: unknown_symbol (\"Unknown symbol\", also the kernel's answer to a GPL-only import by a non-GPL module), version_mismatch (\"disagrees about version of symbol\"), namespace_not_imported, limit_reached (\"kmod busy\"), leak (the generated modules' \"still registered as the module goes\"), and in_use from rmmod results EWOULDBLOCK; the other kinds are the simulator's analysis and are not derived"
             .to_string(),
     );
 
@@ -409,6 +528,66 @@ pub fn observe(sc: &Scenario, report: &[u8], label: &str) -> Result<Observed, Ob
         notes,
         unobservable: vec!["diagnostics"],
         time_tolerance: TimeTolerance::EXACT,
+    })
+}
+
+/// The diagnostic a kernel log line shows unambiguously, with its module.
+fn log_diagnostic(text: &str) -> Option<(DiagKind, Option<String>)> {
+    // "M: Unknown symbol S (err -2)", "M: disagrees about version of symbol S",
+    // "M: module uses symbol (S) from namespace NS, but does not import it."
+    const BY_MODULE: &[(&str, DiagKind)] = &[
+        (": Unknown symbol ", DiagKind::UnknownSymbol),
+        (
+            ": disagrees about version of symbol ",
+            DiagKind::VersionMismatch,
+        ),
+        (": module uses symbol (", DiagKind::NamespaceNotImported),
+    ];
+    for (pat, kind) in BY_MODULE {
+        if let Some(pos) = text.find(pat) {
+            if *kind == DiagKind::NamespaceNotImported && !text.contains("but does not import it") {
+                continue;
+            }
+            return Some((*kind, Some(text[..pos].to_string())));
+        }
+    }
+    // "request_module: modprobe X cannot be processed, kmod busy with 50 threads for more
+    // than 5 seconds now"
+    if text.starts_with("request_module: ") && text.contains("kmod busy with") {
+        return Some((DiagKind::LimitReached, None));
+    }
+    // cgen's own line: "modkit: M: fs:X still registered as the module goes; ..."
+    if let Some(rest) = text.strip_prefix("modkit: ") {
+        if text.contains(" still registered as the module goes") {
+            return Some((DiagKind::Leak, rest.split(':').next().map(str::to_string)));
+        }
+    }
+    None
+}
+
+/// Whether a kernel line belongs in the scenario's log: it names a scenario module (as
+/// `name:` or `'name'` or `module name`), or comes from the module loader or kmod.
+fn relevant(text: &str, names: &[String]) -> bool {
+    const LOADER: &[&str] = &[
+        "request_module",
+        "kmod",
+        "Disabling lock debugging",
+        "do_init_module",
+        "module ",
+        "Module ",
+        "modprobe",
+        "Unknown symbol",
+        "taint",
+    ];
+    if LOADER.iter().any(|p| text.contains(p)) {
+        return true;
+    }
+    names.iter().any(|n| {
+        let dashed = n.replace('_', "-");
+        [n.as_str(), dashed.as_str()].iter().any(|n| {
+            text.split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '-'))
+                .any(|w| w == *n)
+        })
     })
 }
 
@@ -552,6 +731,7 @@ modkit_rt 40960 0 - Live 0xffffffffc01f0000 (OE)
 @@ result 2 0 status 256 3000
 @@ result 0 0 exit 1 2500
 @@ result 0 1 errno 95 2600
+@@ unfinished 1 0
 @@ modules_begin
 a 16384 0 - Loading 0x0 (OE)
 b 16384 2 [permanent], Unloading 0x0 (OE)
@@ -571,26 +751,42 @@ b 16384 2 [permanent], Unloading 0x0 (OE)
         assert_eq!((b.state, b.refcount), (Some(ModState::Going), 2));
         assert!(b.used_by.is_empty());
         assert_eq!(o.end_time, 2000);
-        assert!(o.notes.iter().any(|n| n.contains("exited 1")));
+        assert!(
+            o.notes
+                .iter()
+                .any(|n| n.contains("event load: 1 thread(s)") && n.contains("thread 0: exit 1")),
+            "{:?}",
+            o.notes
+        );
+        assert!(
+            o.notes.iter().any(|n| n.contains("errno 95")),
+            "{:?}",
+            o.notes
+        );
+        assert_eq!(o.unfinished["rm"], 1);
     }
 
     #[test]
     fn the_runner_marker_sets_the_log_origin() {
         let report = "\
 @@ start 9000000000
+@@ unfinished 0 0
+@@ unfinished 0 1
+@@ unfinished 1 0
+@@ unfinished 2 0
 @@ modules_begin
 @@ modules_end
 @@ dmesg_begin
-6,10,1000000,-;before the marker
+6,10,1000000,-;a: before the marker
 12,11,2000000,-;modkit-runner: start
 6,12,2500000,-;modkit-trace: init a
-6,13,2600000,-;after
+6,13,2600000,-;a: after
 @@ dmesg_end
 @@ end 9900000000
 ";
         let o = observe(&sc(), report.as_bytes(), "k").unwrap();
         let texts: Vec<(u64, &str)> = o.log.iter().map(|l| (l.time, l.text.as_str())).collect();
-        assert_eq!(texts, vec![(600_000_000, "after")]);
+        assert_eq!(texts, vec![(600_000_000, "a: after")]);
         assert_eq!(o.module("a").unwrap().init_calls, 1);
     }
 
@@ -627,17 +823,51 @@ b 16384 2 [permanent], Unloading 0x0 (OE)
         assert!(e.to_string().contains("unknown result kind"), "{e}");
     }
 
-    /// The runner, built and run on the host: an rmmod of a module that does not exist and
-    /// a request_module without /proc/modkit_rt both finish with an errno, and the report
-    /// reads back.
-    #[test]
-    fn the_host_runs_the_runner() {
-        if std::process::Command::new("gcc")
+    /// Builds the runner, plays `sc` on the host (without the /dev/kmsg marker: this is
+    /// not a guest) and returns its report.
+    fn run_on_host(sc: &Scenario) -> Vec<u8> {
+        let dir = std::env::temp_dir().join(format!(
+            "modkit-observe-test-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let runner = crate::plan::build_runner(&dir).unwrap();
+        let text = crate::plan::plan(
+            sc,
+            &|m: &str| format!("/nonexistent/{m}.ko"),
+            std::time::Duration::from_secs(20),
+        )
+        .unwrap()
+        .replace("kmsg_marker\n", "");
+        let plan = dir.join("plan");
+        std::fs::write(&plan, text).unwrap();
+        let out = std::process::Command::new(&runner)
+            .arg(&plan)
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
+    fn host_can_run() -> bool {
+        std::process::Command::new("gcc")
             .arg("--version")
             .output()
-            .is_err()
-            || std::path::Path::new("/proc/modkit_rt").exists()
-        {
+            .is_ok()
+            && !std::path::Path::new("/proc/modkit_rt").exists()
+    }
+
+    /// The runner, built and run on the host: rmmod of a module that does not exist (20
+    /// threads at once), modprobe and insmod of one; the report reads back. Nothing here
+    /// changes the host (no such module, no marker written to its log).
+    #[test]
+    fn the_host_runs_the_runner() {
+        if !host_can_run() {
             return;
         }
         let sc = modkit_sim::scenario::parse(
@@ -652,43 +882,171 @@ threads = 20
 rmmod = "modkit_absent_mod"
 
 [[event]]
-id = "req"
-at = "50ms"
+id = "load"
+at = "20ms"
 threads = 2
-request_module = "modkit_absent_mod"
+modprobe = "modkit_absent_mod"
+
+[[event]]
+id = "ins"
+at = "10ms"
+insmod = "modkit_absent_mod"
 "#,
         )
         .unwrap();
-        let dir = std::env::temp_dir().join(format!("modkit-observe-test-{}", std::process::id()));
-        let runner = crate::plan::build_runner(&dir).unwrap();
-        let text = crate::plan::plan(
-            &sc,
-            &|m: &str| format!("/nonexistent/{m}.ko"),
-            std::time::Duration::from_secs(20),
-        )
-        .unwrap();
-        let plan = dir.join("plan");
-        std::fs::write(&plan, text).unwrap();
-        let out = std::process::Command::new(&runner)
-            .arg(&plan)
-            .output()
-            .unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let o = observe(&sc, &out.stdout, "host").unwrap();
+        let report = run_on_host(&sc);
+        let o = observe(&sc, &report, "host").unwrap();
         assert_eq!(o.results["rm"].len(), 20);
+        // ENOENT, or EPERM/ENOSYS where the host has no module support
         assert!(
             o.results["rm"].iter().all(|r| !r.is_ok()),
             "{:?}",
             o.results
         );
-        assert_eq!(o.results["req"], vec![Outcome::Err(Errno::ENOENT); 2]);
+        assert_eq!(o.results["ins"], vec![Outcome::Err(Errno::ENOENT)]);
+        // kmod 30: "modprobe: FATAL: Module modkit_absent_mod not found in directory ..."
+        if std::path::Path::new("/sbin/modprobe").exists() {
+            assert_eq!(
+                o.results["load"],
+                vec![Outcome::Err(Errno::ENOENT); 2],
+                "{:?}",
+                o.stderr
+            );
+            assert_eq!(o.stderr.len(), 2, "{:?}", o.stderr);
+            assert!(o.stderr[0].text.starts_with("load: modprobe: "));
+        }
         assert!(o.unfinished.is_empty());
         assert_eq!(o.module("modkit_absent_mod").unwrap().state, None);
+        assert!(o.end_time >= 20_000_000, "{}", o.end_time);
+    }
+
+    /// Without /proc/modkit_rt the runner cannot run request_module: that is an error of
+    /// the run naming the event, not a result.
+    #[test]
+    fn the_host_runner_reports_what_it_could_not_do() {
+        if !host_can_run() {
+            return;
+        }
+        let sc = modkit_sim::scenario::parse(
+            "t.toml",
+            r#"
+[[module]]
+name = "modkit_absent_mod"
+
+[[event]]
+id = "req"
+threads = 2
+request_module = "modkit_absent_mod"
+"#,
+        )
+        .unwrap();
+        let report = run_on_host(&sc);
+        let text = String::from_utf8_lossy(&report);
+        assert_eq!(text.matches("@@ error 0 ").count(), 2, "{text}");
+        let e = observe(&sc, &report, "host").unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("event req thread") && msg.contains("/proc/modkit_rt"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn thread_accounting_is_checked() {
+        let sc = sc();
+        let all_but = |skip: &str| {
+            let mut r = String::from("@@ start 1\n");
+            for l in [
+                "@@ result 0 0 errno 0 2",
+                "@@ result 0 1 errno 0 2",
+                "@@ unfinished 1 0",
+                "@@ result 2 0 errno 0 3",
+            ] {
+                if l != skip {
+                    r.push_str(l);
+                    r.push('\n');
+                }
+            }
+            r + "@@ end 4\n"
+        };
+        assert!(observe(&sc, all_but("").as_bytes(), "k").is_ok());
+        let e = observe(&sc, all_but("@@ unfinished 1 0").as_bytes(), "k").unwrap_err();
+        assert!(
+            matches!(&e, ObserveError::Missing { event, thread: 0 } if event == "rm"),
+            "{e}"
+        );
+        let dup = all_but("").replace("@@ end", "@@ result 0 1 errno 0 2\n@@ end");
+        let e = observe(&sc, dup.as_bytes(), "k").unwrap_err();
+        assert!(e.to_string().contains("line 6: a second result"), "{e}");
+        let e = observe(&sc, b"@@ start 1\n@@ result 1 1 errno 0 2\n@@ end 3\n", "k").unwrap_err();
+        assert!(e.to_string().contains("line 2: no such thread"), "{e}");
+        let e = observe(
+            &sc,
+            b"@@ start 1\n@@ error 2 0 open%20/proc/modkit_rt:%20No%20such%20file%20or%20directory\n",
+            "k",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "report line 2: event req thread 0: the runner could not run it: open /proc/modkit_rt: No such file or directory"
+        );
+        let e = observe(&sc, b"@@ fatal modkit_rt did not load\n", "k").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "report line 1: the guest failed: modkit_rt did not load"
+        );
+    }
+
+    #[test]
+    fn log_records_and_diagnostics() {
+        let report = "\
+@@ start 100000000
+@@ result 0 0 errno 0 200000000
+@@ result 0 1 errno 2 200000000
+@@ result 1 0 errno 0 200000000
+@@ result 2 0 status 256 200000000
+@@ modules_begin
+@@ modules_end
+@@ dmesg_begin
+12,1,100000,-;modkit-runner: start
+4,2,100500,-,caller=T12;a: first line\\x0asecond line of a
+4,3,100600,-;b: disagrees about version of symbol foo
+3,4,100700,-;c: module uses symbol (bar) from namespace NS, but does not import it.
+4,5,100800,-;request_module: modprobe c cannot be processed, kmod busy with 50 threads for more than 5 seconds now
+4,6,100900,-;modkit: a: fs:xfs still registered as the module goes; unregistered, or the kernel would keep a pointer into freed memory
+4,7,101000,c;b: a record\\x5cwith a backslash
+@@ dmesg_end
+@@ dmesg_lost 3
+@@ end 300000000
+";
+        let o = observe(&sc(), report.as_bytes(), "k").unwrap();
+        let texts: Vec<(u64, &str)> = o.log.iter().map(|l| (l.time, l.text.as_str())).collect();
+        assert_eq!(texts[0], (500_000, "a: first line"));
+        assert_eq!(texts[1], (500_000, "second line of a"));
+        assert_eq!(
+            texts.last().unwrap(),
+            &(1_000_000, "b: a record\\with a backslash")
+        );
+        let kinds: Vec<(DiagKind, Option<&str>)> = o
+            .diagnostics
+            .iter()
+            .map(|d| (d.kind, d.module.as_deref()))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (DiagKind::VersionMismatch, Some("b")),
+                (DiagKind::NamespaceNotImported, Some("c")),
+                (DiagKind::LimitReached, None),
+                (DiagKind::Leak, Some("a")),
+            ]
+        );
+        assert!(
+            o.notes.iter().any(|n| n.contains("3 kernel log record(s)")),
+            "{:?}",
+            o.notes
+        );
+        assert_eq!(o.end_time, 100_000_000);
     }
 
     #[test]

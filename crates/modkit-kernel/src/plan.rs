@@ -25,6 +25,19 @@ pub const RT_SPAWN_DEPTH: usize = 16;
 /// The longest default deadline.
 pub const MAX_DEFAULT_DEADLINE: Duration = Duration::from_secs(600);
 
+/// Slack of the default deadline beyond the scenario's own time (see [`default_deadline`]).
+pub const DEADLINE_SLACK: Duration = Duration::from_secs(120);
+
+/// How long the runner keeps watching after the last thread finished when the scenario
+/// has deferred work, beyond that work's own sleeps (see [`settle_time`]).
+pub const SETTLE_SLACK: Duration = Duration::from_secs(2);
+
+/// The kernel's default `/proc/sys/kernel/modprobe` (CONFIG_MODPROBE_PATH).
+pub const KERNEL_MODPROBE: &str = "/sbin/modprobe";
+
+/// The longest `/proc/sys/kernel/modprobe` (KMOD_PATH_LEN 256, with its NUL).
+pub const MODPROBE_PATH_MAX: usize = 255;
+
 /// Why the events cannot be played, or the runner not built.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -33,6 +46,16 @@ pub enum PlanError {
     RmmodTimeout {
         /// Event id.
         event: String,
+    },
+    /// Something else a real kernel or the runner cannot do as the scenario says.
+    #[error("event {event}: {feature}: {why}")]
+    Unsupported {
+        /// Event id (`scenario` for a top-level setting).
+        event: String,
+        /// The feature.
+        feature: &'static str,
+        /// Why.
+        why: String,
     },
     /// An action list longer than modkit_rt accepts in one command.
     #[error("event {event}: its actions encode to {len} bytes, more than modkit_rt's {max}-byte command")]
@@ -211,10 +234,26 @@ pub fn plan(
         "deadline_ns {}",
         deadline.as_nanos().min(u64::MAX as u128)
     );
+    let settle = settle_time(sc);
+    if !settle.is_zero() {
+        let _ = writeln!(out, "settle_ns {}", settle.as_nanos().min(u64::MAX as u128));
+    }
+    out.push_str("kmsg_marker\n");
+    if sc.modprobe != KERNEL_MODPROBE {
+        check_modprobe_path("scenario", &sc.modprobe)?;
+        let _ = writeln!(out, "modprobe {}", encode_field(&sc.modprobe));
+    }
     for (idx, ev) in sc.events.iter().enumerate() {
         let head = format!("event {idx} {} {}", ev.at, ev.threads);
         let tail = match &ev.kind {
             EventKind::Modprobe(name) => format!("modprobe {}", encode_field(name)),
+            EventKind::Insmod(name) if sc.db.id(name).is_some_and(|m| sc.db.spec(m).builtin) => {
+                return Err(PlanError::Unsupported {
+                    event: ev.id.clone(),
+                    feature: "insmod of a builtin module",
+                    why: format!("{name} is part of the kernel image; there is no .ko to insert"),
+                });
+            }
             EventKind::Insmod(name) => format!(
                 "insmod {} {} finit",
                 encode_field(name),
@@ -240,11 +279,75 @@ pub fn plan(
                 if *wait { 1 } else { 0 }
             ),
             EventKind::Run(actions) => format!("run {}", encode_actions(&ev.id, actions)?),
-            EventKind::SetModprobe(path) => format!("set_modprobe {}", encode_field(path)),
+            EventKind::SetModprobe(path) => {
+                check_modprobe_path(&ev.id, path)?;
+                format!("set_modprobe {}", encode_field(path))
+            }
         };
         let _ = writeln!(out, "{head} {tail}");
     }
     Ok(out)
+}
+
+/// A path /proc/sys/kernel/modprobe can hold as it is.
+fn check_modprobe_path(event: &str, path: &str) -> Result<(), PlanError> {
+    let why = if path.len() > MODPROBE_PATH_MAX {
+        format!(
+            "{} bytes; the kernel keeps at most {MODPROBE_PATH_MAX}",
+            path.len()
+        )
+    } else if path.contains(['\n', '\0']) {
+        "it contains a newline or NUL byte, where the kernel's sysctl stops reading".to_string()
+    } else {
+        return Ok(());
+    };
+    Err(PlanError::Unsupported {
+        event: event.to_string(),
+        feature: "modprobe path",
+        why,
+    })
+}
+
+/// True if the actions queue work or start a modprobe that nobody waits for.
+fn defers(actions: &[Action]) -> bool {
+    actions.iter().any(|a| {
+        matches!(
+            a,
+            Action::Spawn(_) | Action::RequestModule { wait: false, .. }
+        )
+    })
+}
+
+/// Every action list of the scenario: init steps, undos and events.
+fn all_actions(sc: &Scenario) -> impl Iterator<Item = &[Action]> {
+    let steps = sc
+        .steps
+        .iter()
+        .flatten()
+        .flat_map(|s| std::iter::once(s.run.as_slice()).chain(s.undo.as_deref()));
+    let events = sc.events.iter().filter_map(|e| match &e.kind {
+        EventKind::Run(a) => Some(a.as_slice()),
+        _ => None,
+    });
+    steps.chain(events)
+}
+
+/// How long the runner keeps watching after every thread has finished: zero unless the
+/// scenario has deferred work (`spawn`, `request_module` with `wait = false`), which can
+/// still change modules after the last thread is done; then [`SETTLE_SLACK`] plus every
+/// sleep and wait bound of the scenario. The deadline bounds it in the runner.
+pub fn settle_time(sc: &Scenario) -> Duration {
+    let nowait_event = sc
+        .events
+        .iter()
+        .any(|e| matches!(e.kind, EventKind::RequestModule { wait: false, .. }));
+    if !nowait_event && !all_actions(sc).any(defers) {
+        return Duration::ZERO;
+    }
+    let total = all_actions(sc)
+        .map(actions_time)
+        .fold(0, u64::saturating_add);
+    Duration::from_nanos(total).saturating_add(SETTLE_SLACK)
 }
 
 /// Time the actions may take by themselves: their sleeps and wait bounds, spawned ones
@@ -263,30 +366,29 @@ fn actions_time(actions: &[Action]) -> u64 {
         .fold(0u64, u64::saturating_add)
 }
 
-/// The default deadline: the last event's start, plus every sleep and timeout of the
-/// scenario's init steps, undos and events, plus 20 s; at most 10 minutes.
+/// The default deadline: the last event's start, plus every sleep and wait bound of the
+/// scenario's init steps, undos and events (each counted once), plus [`DEADLINE_SLACK`]
+/// (120 s) for what takes real time under emulation (every modprobe is a fork and exec,
+/// a storm of them queues on two emulated CPUs); at most [`MAX_DEFAULT_DEADLINE`]
+/// (10 minutes). A run only lasts that long when some thread never finishes, and then the
+/// state it is stuck in is what the report shows; an event later than the deadline is
+/// never started and its threads are reported unfinished.
 pub fn default_deadline(sc: &Scenario) -> Duration {
     let last = sc.events.iter().map(|e| e.at).max().unwrap_or(0);
-    let mut total = last;
-    for steps in &sc.steps {
-        for s in steps {
-            total = total.saturating_add(actions_time(&s.run));
-            if let Some(u) = &s.undo {
-                total = total.saturating_add(actions_time(u));
-            }
-        }
-    }
-    for e in &sc.events {
-        let t = match &e.kind {
-            EventKind::Run(a) => actions_time(a),
+    let own = sc
+        .events
+        .iter()
+        .map(|e| match &e.kind {
             EventKind::Rmmod {
                 timeout: Some(t), ..
             } => *t,
             _ => 0,
-        };
-        total = total.saturating_add(t);
-    }
-    (Duration::from_nanos(total) + Duration::from_secs(20)).min(MAX_DEFAULT_DEADLINE)
+        })
+        .chain(all_actions(sc).map(actions_time))
+        .fold(last, u64::saturating_add);
+    Duration::from_nanos(own)
+        .saturating_add(DEADLINE_SLACK)
+        .min(MAX_DEFAULT_DEADLINE)
 }
 
 /// FNV-1a, 64 bits: a stable name for a source version.
@@ -470,6 +572,8 @@ run = [{ sleep = "1s" }, { complete = "c d" }]
             text,
             "modkit-plan 1\n\
              deadline_ns 30000000000\n\
+             settle_ns 5000000000\n\
+             kmsg_marker\n\
              event 0 0 1 modprobe a\n\
              event 1 1000000000 3 insmod a /x/a.ko finit\n\
              event 2 2000000000 1 rmmod a 2560\n\
@@ -477,8 +581,105 @@ run = [{ sleep = "1s" }, { complete = "c d" }]
              event 4 3000000000 1 request_module fs-x 0\n\
              event 5 4000000000 1 run sleep,1000000000;complete,c%20d\n"
         );
-        // last event 4 s + init sleep 2 s + event sleep 1 s + 20 s
-        assert_eq!(default_deadline(&sc), Duration::from_secs(27));
+        // last event 4 s + init sleep 2 s + event sleep 1 s + 120 s
+        assert_eq!(default_deadline(&sc), Duration::from_secs(127));
+        // a nowait request_module: 2 s + the sleeps
+        assert_eq!(settle_time(&sc), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn settings_and_refusals() {
+        let sc = scenario(
+            r#"
+modprobe = ""
+
+[[module]]
+name = "a"
+
+[[module]]
+name = "k"
+builtin = true
+
+[[event]]
+id = "off"
+set = { modprobe = "/bin/false x" }
+
+[[event]]
+id = "load"
+modprobe = "a"
+"#,
+        );
+        let text = plan(&sc, &|m: &str| m.to_string(), Duration::from_secs(9)).unwrap();
+        assert_eq!(
+            text,
+            "modkit-plan 1\n\
+             deadline_ns 9000000000\n\
+             kmsg_marker\n\
+             modprobe %\n\
+             event 0 0 1 set_modprobe /bin/false%20x\n\
+             event 1 0 1 modprobe a\n"
+        );
+        assert_eq!(settle_time(&sc), Duration::ZERO);
+
+        let sc = scenario(
+            r#"
+[[module]]
+name = "k"
+builtin = true
+
+[[event]]
+id = "ins"
+insmod = "k"
+"#,
+        );
+        let err = plan(&sc, &|m: &str| m.to_string(), Duration::from_secs(1)).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("event ins") && msg.contains("builtin"),
+            "{msg}"
+        );
+
+        let long = format!(
+            "[[module]]\nname = \"a\"\n[[event]]\nid = \"s\"\nset = {{ modprobe = \"/{}\" }}\n",
+            "x".repeat(300)
+        );
+        let err = plan(
+            &scenario(&long),
+            &|m: &str| m.to_string(),
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("event s: modprobe path"), "{err}");
+        let nl = "modprobe = \"/sbin/modprobe\\n\"\n[[module]]\nname = \"a\"\n";
+        let err = plan(
+            &scenario(nl),
+            &|m: &str| m.to_string(),
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("event scenario: modprobe path"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn spawned_work_settles() {
+        let sc = scenario(
+            r#"
+[[module]]
+name = "a"
+[[module.init]]
+step = "s"
+run = [{ spawn = [{ sleep = "3s" }] }]
+
+[[event]]
+modprobe = "a"
+"#,
+        );
+        assert_eq!(settle_time(&sc), Duration::from_secs(5));
+        let text = plan(&sc, &|m: &str| m.to_string(), Duration::from_secs(9)).unwrap();
+        assert!(text.contains("\nsettle_ns 5000000000\n"), "{text}");
     }
 
     #[test]
