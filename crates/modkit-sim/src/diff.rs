@@ -176,7 +176,7 @@ pub fn differences(left: &Observed, right: &Observed) -> Vec<Difference> {
 fn with_unfinished(s: String, none: bool, unfinished: u32) -> String {
     match (unfinished, none) {
         (0, _) => s,
-        (n, true) => format!("{n} still running"),
+        (_, true) => "(not finished)".to_string(),
         (n, false) => format!("{s}; {n} still running"),
     }
 }
