@@ -88,10 +88,9 @@ pub const BACKPORTS: &[Backport] = &[
         mainline_commit: "5d603311615f",
         subject: "kernel/module.c: wakeup processes in module_wq on module unload",
         mainline: Version::new(5, 5),
-        // 4.4.207 and 5.4.9 from their review series, 4.19.90 from its release
-        // announcement; 4.9.207 from the review of 19 Dec 2019 (same batch as 4.4.207).
-        // 4.14.159: released with 4.19.90 (17 Dec 2019) and listed with the same patch in
-        // an announcement, but its own announcement was not read: unconfirmed.
+        // 4.4.207 and 5.4.9 from their review series; 4.9.207, 4.14.159 and 4.19.90 from
+        // their release announcements ("Linux 4.9.207", "Linux 4.14.159", "Linux
+        // 4.19.90" each list the patch).
         // 5.2.y had ended: 5.2.7 – 5.2.21 have era B without this wakeup.
         lines: &[
             at(4, 4, 207, None),
@@ -106,8 +105,17 @@ pub const BACKPORTS: &[Backport] = &[
         mainline_commit: "d7d27cfc5cf0",
         subject: "kmod: make request_module() return an error when autoloading is disabled",
         mainline: Version::new(5, 7),
-        // Review series of 16 and 22 Apr 2020. 4.4.y, 4.14.y and 4.19.y: not pinned.
-        lines: &[at(4, 9, 220, None), at(5, 4, 33, None), at(5, 6, 5, None)],
+        // Review series of 16 Apr 2020 (4.19.116-rc1 shortlog, 5.4.33, 5.6.5-rc1
+        // `[PATCH 5.6 228/254]`; "Linux 5.5.18" lists it) and 22 Apr 2020 (4.4.220-rc1
+        // `[PATCH 4.4 046/100]`, 4.9.220). 4.14.y: not pinned, modelled without it.
+        lines: &[
+            at(4, 4, 220, None),
+            at(4, 9, 220, None),
+            at(4, 19, 116, None),
+            at(5, 4, 33, None),
+            at(5, 5, 18, None),
+            at(5, 6, 5, None),
+        ],
     },
     Backport {
         change: Change::DontWaitForGoing,
@@ -191,6 +199,18 @@ mod tests {
                 prev = l.line;
             }
         }
+    }
+
+    #[test]
+    fn autoload_enoent_lines() {
+        let c = Change::AutoloadDisabledEnoent;
+        for (line, first) in [((4, 4), 220), ((4, 19), 116), ((5, 5), 18), ((5, 6), 5)] {
+            let (ma, mi) = line;
+            assert!(!has(c, Version::with_patch(ma, mi, first - 1)), "{ma}.{mi}");
+            assert!(has(c, Version::with_patch(ma, mi, first)), "{ma}.{mi}");
+        }
+        // Not pinned on 4.14.y: modelled without it.
+        assert!(!has(c, Version::with_patch(4, 14, 336)));
     }
 
     #[test]
