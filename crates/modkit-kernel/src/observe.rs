@@ -450,13 +450,15 @@ pub fn observe(sc: &Scenario, report: &[u8], label: &str) -> Result<Observed, Ob
             .push(r.outcome);
         ends.insert((r.idx, r.thread), rel(r.end_ns));
     }
-    let stderr = stderr_raw
+    // Each at its thread's end (a tool's output is read until it exits), in time order.
+    let mut stderr: Vec<LogLine> = stderr_raw
         .into_iter()
         .map(|(idx, thread, text)| LogLine {
             time: ends.get(&(idx, thread)).copied().unwrap_or(0),
             text: format!("{}: {text}", sc.events[idx].id),
         })
         .collect();
+    stderr.sort_by_key(|l| l.time);
 
     // Diagnostics the kernel showed unambiguously.
     let mut diagnostics = Vec::new();
