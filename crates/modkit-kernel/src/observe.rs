@@ -383,6 +383,8 @@ pub fn observe(sc: &Scenario, report: &[u8], label: &str) -> Result<Observed, Ob
     };
     let mut init_calls: HashMap<String, u32> = HashMap::new();
     let mut log = Vec::new();
+    // The last trace line: module code ran then, although the line is not shown.
+    let mut last_trace = 0u64;
     for (usec, text) in kmsg {
         let ns = usec.saturating_mul(1000);
         if marker.is_none() && ns < start {
@@ -392,6 +394,7 @@ pub fn observe(sc: &Scenario, report: &[u8], label: &str) -> Result<Observed, Ob
             continue;
         }
         if let Some(t) = text.strip_prefix("modkit-trace:") {
+            last_trace = last_trace.max(ns.saturating_sub(origin));
             if let Some(m) = t.trim().strip_prefix("init ") {
                 *init_calls.entry(m.trim().to_string()).or_insert(0) += 1;
             }
@@ -509,10 +512,13 @@ pub fn observe(sc: &Scenario, report: &[u8], label: &str) -> Result<Observed, Ob
             .to_string(),
     );
 
+    // The last thing seen happening: a thread's end, a log line, or module code's trace
+    // (a run stuck in an init has nothing else).
     let end_time = results
         .iter()
         .map(|r| rel(r.end_ns))
         .chain(log.last().map(|l| l.time))
+        .chain(std::iter::once(last_trace))
         .max()
         .unwrap_or(0);
 
@@ -789,6 +795,11 @@ b 16384 2 [permanent], Unloading 0x0 (OE)
         let o = observe(&sc(), report.as_bytes(), "k").unwrap();
         let texts: Vec<(u64, &str)> = o.log.iter().map(|l| (l.time, l.text.as_str())).collect();
         assert_eq!(texts, vec![(600_000_000, "a: after")]);
+        assert_eq!(o.end_time, 600_000_000);
+        // stuck in an init: only the trace line shows when it happened
+        let stuck = report.replace("6,13,2600000,-;a: after\n", "");
+        let o = observe(&sc(), stuck.as_bytes(), "k").unwrap();
+        assert_eq!(o.end_time, 500_000_000);
         assert_eq!(o.module("a").unwrap().init_calls, 1);
     }
 
