@@ -586,6 +586,9 @@ fn relevant(text: &str, names: &[String]) -> bool {
         "modprobe",
         "Unknown symbol",
         "taint",
+        "debugfs:",
+        "misc ",
+        "filesystem",
     ];
     if LOADER.iter().any(|p| text.contains(p)) {
         return true;
@@ -594,7 +597,7 @@ fn relevant(text: &str, names: &[String]) -> bool {
         let dashed = n.replace('_', "-");
         [n.as_str(), dashed.as_str()].iter().any(|n| {
             text.split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '-'))
-                .any(|w| w == *n)
+                .any(|w| w == *n || w.starts_with(&format!("{n}_")))
         })
     })
 }
@@ -602,6 +605,26 @@ fn relevant(text: &str, names: &[String]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relevance_keeps_loader_and_module_lines_only() {
+        let names = vec!["i915".to_string(), "kvm_gt".to_string()];
+        for keep in [
+            "debugfs: Directory 'i915_globals' with parent '/' already present!",
+            "kvm-gt: gave up waiting for init of module i915.",
+            "request_module: modprobe x cannot be processed",
+            "i915: Unknown symbol a (err -2)",
+        ] {
+            assert!(relevant(keep, &names), "{keep}");
+        }
+        for drop in [
+            "clocksource: Switched to clocksource tsc",
+            "tsc: Refined TSC clocksource calibration: 2596.109 MHz",
+            "i9150: something else",
+        ] {
+            assert!(!relevant(drop, &names), "{drop}");
+        }
+    }
 
     const SC: &str = r#"
 [[module]]
