@@ -104,8 +104,9 @@ pub struct KmodLimit {
     pub granted: BTreeSet<TaskId>,
     /// "runaway loop" messages printed so far (at most 5).
     pub runaway_msgs: u32,
-    /// Per call site: start of the ratelimit window and messages printed in it.
-    pub ratelimit: BTreeMap<&'static str, (Time, u32)>,
+    /// Per call site: start of the ratelimit window, messages printed in it, and
+    /// messages suppressed since the last report.
+    pub ratelimit: BTreeMap<&'static str, (Time, u32, u32)>,
     /// Highest number of slots in use at once.
     pub peak: usize,
 }
@@ -313,16 +314,30 @@ impl Kernel {
     }
 
     /// `pr_warn_ratelimited` with the kernel's default burst (10 messages per 5 s), with
-    /// one ratelimit state per call site, as each `pr_warn_ratelimited` has its own.
-    pub fn printk_ratelimited(&mut self, site: &'static str, text: String) {
+    /// one ratelimit state per call site, as each `pr_warn_ratelimited` has its own. As
+    /// `___ratelimit()` (lib/ratelimit.c) does, the first call of a new window first reports
+    /// the messages the last one suppressed: "`func`: N callbacks suppressed", where `func`
+    /// is the function holding the call site.
+    pub fn printk_ratelimited(&mut self, site: &'static str, func: &str, text: String) {
         let now = self.now;
-        let (start, n) = self.kmod.ratelimit.entry(site).or_insert((now, 0));
+        let (start, n, missed) = self.kmod.ratelimit.entry(site).or_insert((now, 0, 0));
+        let mut suppressed = 0;
         if now >= *start + 5 * SEC {
+            suppressed = std::mem::take(missed);
             *start = now;
             *n = 0;
         }
-        if *n < 10 {
+        let print = if *n < 10 {
             *n += 1;
+            true
+        } else {
+            *missed += 1;
+            false
+        };
+        if suppressed > 0 {
+            self.printk(format!("{func}: {suppressed} callbacks suppressed"));
+        }
+        if print {
             self.printk(text);
         }
     }

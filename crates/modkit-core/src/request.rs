@@ -61,7 +61,7 @@ impl Request {
     }
 
     fn busy_message(&self, k: &mut Kernel) {
-        k.printk_ratelimited("kmod_busy", format!(
+        k.printk_ratelimited("kmod_busy", "__request_module", format!(
             "request_module: modprobe {} cannot be processed, kmod busy with {} threads for more than {} seconds now",
             self.name, MAX_KMOD_CONCURRENT, KMOD_BUSY_TIMEOUT_SECS
         ));
@@ -149,7 +149,7 @@ impl Request {
                             self.phase = Phase::Exec;
                             continue;
                         }
-                        k.printk_ratelimited("kmod_throttle", format!(
+                        k.printk_ratelimited("kmod_throttle", "__request_module", format!(
                             "request_module: kmod_concurrent_max (0) close to 0 (max_modprobes: {}), for module {}, throttling...",
                             MAX_KMOD_CONCURRENT, self.name
                         ));
