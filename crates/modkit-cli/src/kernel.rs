@@ -19,7 +19,11 @@ use crate::{out, outln};
 /// another version of the same X.Y line (`linux-X.Y`, the release) under which the
 /// simulator gives this scenario exactly the same behaviour as under `linux-X.Y.Z` (no
 /// stable backport between them matters here). `modkit` blocks never apply.
-pub fn applies(sc: &Scenario, policy: Policy, upstream: Version) -> Result<(), String> {
+pub fn applies(sc: &Scenario, ex: &Expect, upstream: Version) -> Result<(), String> {
+    if let Some(why) = &ex.kernel_skip {
+        return Err(format!("kernel_skip: {why}"));
+    }
+    let policy = ex.policy;
     let Some(v) = policy.version() else {
         return Err("modkit's own semantics: no kernel has them".into());
     };
@@ -137,7 +141,7 @@ pub fn check(files: &[PathBuf], kver: &str) -> ExitCode {
         };
         let mut todo = Vec::new();
         for ex in &sc.expects {
-            match applies(&sc, ex.policy, upstream) {
+            match applies(&sc, ex, upstream) {
                 Ok(()) => todo.push(ex),
                 Err(why) => {
                     skipped += 1;
@@ -289,7 +293,7 @@ pub fn compare(
         }
         if with_check {
             for ex in &sc.expects {
-                match applies(&sc, ex.policy, upstream) {
+                match applies(&sc, ex, upstream) {
                     Ok(()) => {
                         if !check_block(file, ex, &real, kver) {
                             failed_blocks += 1;

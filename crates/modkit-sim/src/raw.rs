@@ -217,6 +217,9 @@ pub enum RawCodes {
 pub struct RawExpect {
     pub policy: Option<String>,
     pub note: Option<String>,
+    /// Why a real kernel cannot check this block (the kernel driver skips it, saying why).
+    #[serde(default)]
+    pub kernel_skip: Option<String>,
     #[serde(rename = "final", default)]
     pub final_: BTreeMap<String, String>,
     #[serde(default)]

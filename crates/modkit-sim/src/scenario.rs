@@ -173,6 +173,9 @@ pub struct Expect {
     pub policy: Policy,
     /// A note for the report.
     pub note: Option<String>,
+    /// Why a real kernel cannot check this block (`kernel_skip = "…"`): the kernel driver
+    /// reports it as skipped with this reason instead of checking it.
+    pub kernel_skip: Option<String>,
     /// Final states (`None` = absent).
     pub final_: BTreeMap<String, Option<ModState>>,
     /// Every thread got one of these.
@@ -984,6 +987,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
             line: cx.at(off, "").line,
             policy: pol,
             note: re.note.clone(),
+            kernel_skip: re.kernel_skip.clone(),
             final_,
             results,
             results_any,
