@@ -72,7 +72,8 @@ enum Command {
         /// With --tree: vmlinux's exports (default: the tree's build/Module.symvers).
         #[arg(long, value_name = "FILE", requires = "tree")]
         symvers: Option<PathBuf>,
-        /// Override the policy: "modkit" or "linux-X.Y".
+        /// Override the policy: "modkit", or a kernel "linux-X.Y" / "linux-X.Y.Z" from linux-4.4
+        /// to linux-6.19 (stable patch levels apply their loader backports).
         #[arg(long)]
         policy: Option<Policy>,
         /// Override the tie-break seed.
