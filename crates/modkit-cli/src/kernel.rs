@@ -240,7 +240,7 @@ pub fn compare(
             .iter()
             .filter(|d| d.kind == DiffKind::Behaviour)
             .count();
-        if behaviour > 0 {
+        if behaviour > 0 && sc.kernel_races.is_none() {
             bad += 1;
         }
         if json {
@@ -284,6 +284,9 @@ pub fn compare(
                     );
                 }
             }
+            if let (Some(why), true) = (&sc.kernel_races, behaviour > 0) {
+                outln!("  explained (kernel_races): {why}");
+            }
             if !real.notes.is_empty() {
                 for n in &real.notes {
                     outln!("  note: {n}");
@@ -312,7 +315,7 @@ pub fn compare(
         }
     }
     outln!(
-        "compare: {} file(s), {bad} with differences, {errors} that could not run, {failed_blocks} failed block(s)",
+        "compare: {} file(s), {bad} with unexplained differences, {errors} that could not run, {failed_blocks} failed block(s)",
         files.len()
     );
     if errors > 0 {

@@ -19,6 +19,7 @@ pub struct RawScenario {
     pub modprobe: Option<String>,
     pub modprobe_time: Option<Spanned<String>>,
     pub max_steps: Option<Spanned<u64>>,
+    pub kernel_races: Option<String>,
     pub tree: Option<Spanned<String>>,
     pub symvers: Option<Spanned<String>>,
     #[serde(default)]

@@ -219,6 +219,10 @@ pub struct Scenario {
     pub modprobe_time: Time,
     /// The simulator's step budget ([`crate::sim::DEFAULT_MAX_STEPS`] when not given).
     pub max_steps: Option<u64>,
+    /// Why a real kernel's run of this scenario varies from boot to boot (`kernel_races =
+    /// "…"`): `modkit compare` lists the differences as explained by this reason instead of
+    /// failing.
+    pub kernel_races: Option<String>,
     /// `(module, symbol)` imports of the imported tree that nothing exports.
     pub tree_unresolved: Vec<(String, String)>,
     /// The modules.
@@ -1014,6 +1018,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
             .unwrap_or_else(|| "/sbin/modprobe".into()),
         modprobe_time,
         max_steps,
+        kernel_races: raw.kernel_races.clone(),
         tree_unresolved,
         db: std::sync::Arc::new(db),
         steps,
