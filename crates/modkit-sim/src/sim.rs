@@ -169,6 +169,20 @@ const R_WOKEN: u8 = 1;
 const R_TIMEOUT: u8 = 2;
 const R_EVENT: u8 = 3;
 
+/// The frame of an event's own action list.
+fn event_actions(list: Rc<[Action]>) -> Frame {
+    Frame::Actions(ActionFrame {
+        list,
+        pc: 0,
+        kind: ListKind::Event,
+        module: None,
+        busy: false,
+        first_err: None,
+        deadline: None,
+        step: 0,
+    })
+}
+
 impl<'a> Sim<'a> {
     /// A simulator for `sc` under `policy` with tie-break `seed`.
     pub fn new(sc: &'a Scenario, policy: Policy, seed: u64) -> Self {
@@ -274,16 +288,7 @@ impl<'a> Sim<'a> {
                     ),
                     // No such module file: ENOENT, as rmmod of an unknown name gives.
                     None => (
-                        Frame::Actions(ActionFrame {
-                            list: vec![Action::Fail(Errno::ENOENT)].into(),
-                            pc: 0,
-                            kind: ListKind::Event,
-                            module: None,
-                            busy: false,
-                            first_err: None,
-                            deadline: None,
-                            step: 0,
-                        }),
+                        event_actions(vec![Action::Fail(Errno::ENOENT)].into()),
                         format!("insmod {n}"),
                     ),
                 },
@@ -300,19 +305,7 @@ impl<'a> Sim<'a> {
                     Frame::Proc(Proc::Request(Request::new(name, *wait))),
                     format!("request_module({name})"),
                 ),
-                EventKind::Run(list) => (
-                    Frame::Actions(ActionFrame {
-                        list: list.clone().into(),
-                        pc: 0,
-                        kind: ListKind::Event,
-                        module: None,
-                        busy: false,
-                        first_err: None,
-                        deadline: None,
-                        step: 0,
-                    }),
-                    "run".to_string(),
-                ),
+                EventKind::Run(list) => (event_actions(list.clone().into()), "run".to_string()),
                 EventKind::SetModprobe(_) => unreachable!("handled above"),
             };
             let label = if ev.threads > 1 {
