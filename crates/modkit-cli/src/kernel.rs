@@ -326,3 +326,45 @@ pub fn compare(
         ExitCode::FAILURE
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example(name: &str) -> Scenario {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples/scenarios")
+            .join(name);
+        modkit_sim::load(&p).unwrap()
+    }
+
+    fn block<'a>(sc: &'a Scenario, policy: &str) -> &'a Expect {
+        sc.expects
+            .iter()
+            .find(|e| e.policy.to_string() == policy)
+            .unwrap()
+    }
+
+    #[test]
+    fn which_blocks_a_kernel_checks() {
+        let v6_1_176 = Version::with_patch(6, 1, 176);
+        // The storm behaves differently in the 6.1 release and in 6.1.176 (backport).
+        let storm = example("cpufreq-storm.toml");
+        assert!(applies(&storm, block(&storm, "linux-6.1"), v6_1_176).is_err());
+        assert!(applies(&storm, block(&storm, "modkit"), v6_1_176).is_err());
+        let why = applies(&storm, block(&storm, "linux-6.1.176"), v6_1_176).unwrap_err();
+        assert!(why.starts_with("kernel_skip:"), "{why}");
+        // The i915/kvmgt stall does not: its linux-6.1 block applies to 6.1.176.
+        let kvmgt = example("i915-kvmgt.toml");
+        assert_eq!(
+            applies(&kvmgt, block(&kvmgt, "linux-6.1"), v6_1_176),
+            Ok(())
+        );
+        assert_eq!(
+            applies(&kvmgt, block(&kvmgt, "linux-6.1.176"), v6_1_176),
+            Ok(())
+        );
+        assert!(applies(&kvmgt, block(&kvmgt, "linux-5.15"), v6_1_176).is_err());
+        assert!(applies(&kvmgt, block(&kvmgt, "linux-6.12.117"), v6_1_176).is_err());
+    }
+}
