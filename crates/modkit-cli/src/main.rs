@@ -27,8 +27,78 @@ enum Driver {
 fn run(sc: &Scenario, policy: Policy, seed: u64, driver: Driver) -> Result<Run, SimError> {
     match driver {
         Driver::Host => Ok(modkit::scenario::run_scenario(sc, policy, seed)),
-        Driver::Sim | Driver::Kernel => modkit_sim::Sim::new(sc, policy, seed).with_history().run(),
+        Driver::Sim | Driver::Kernel => {
+            let mut line = ProgressLine::new(&sc.file);
+            let run = modkit_sim::Sim::new(sc, policy, seed)
+                .with_history()
+                .with_progress(|p| line.show(p))
+                .run();
+            line.finish();
+            run
+        }
     }
+}
+
+/// The progress line on stderr of a simulation that runs longer than a second, shown only
+/// when stderr is a terminal and erased when the run ends.
+struct ProgressLine<'a> {
+    file: &'a str,
+    start: std::time::Instant,
+    enabled: bool,
+    shown: bool,
+    /// When the line was last redrawn (at most five times a second).
+    last: std::time::Instant,
+}
+
+impl<'a> ProgressLine<'a> {
+    fn new(file: &'a str) -> Self {
+        use std::io::IsTerminal;
+        ProgressLine {
+            file,
+            start: std::time::Instant::now(),
+            enabled: std::io::stderr().is_terminal(),
+            shown: false,
+            last: std::time::Instant::now(),
+        }
+    }
+
+    fn show(&mut self, p: &modkit_sim::Progress) {
+        if !self.enabled
+            || self.start.elapsed() < std::time::Duration::from_secs(1)
+            || (self.shown && self.last.elapsed() < std::time::Duration::from_millis(200))
+        {
+            return;
+        }
+        self.last = std::time::Instant::now();
+        eprint!(
+            "\r\x1b[K{}",
+            progress_text(self.file, p, self.start.elapsed())
+        );
+        self.shown = true;
+    }
+
+    fn finish(&mut self) {
+        if self.shown {
+            eprint!("\r\x1b[K");
+        }
+    }
+}
+
+/// One progress line: where the run stands in virtual time, steps against the budget, tasks
+/// and inits, and the wall time so far.
+fn progress_text(file: &str, p: &modkit_sim::Progress, wall: std::time::Duration) -> String {
+    format!(
+        "modkit: {file}: {:.3} s virtual, {} of {} steps ({:.0}%), {} tasks, {} inits, events {}/{} [{:.1} s]",
+        p.time as f64 / 1e9,
+        p.steps,
+        p.budget,
+        100.0 * p.steps as f64 / p.budget.max(1) as f64,
+        p.tasks,
+        p.inits,
+        p.events.0,
+        p.events.1,
+        wall.as_secs_f64()
+    )
 }
 
 /// Output that ends quietly when the reader goes away (`modkit … | head -1`), as kmod's
@@ -366,5 +436,27 @@ fn check(files: &[PathBuf], seed: Option<u64>, driver: Driver) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_progress_line_says_where_the_run_stands() {
+        let p = modkit_sim::Progress {
+            steps: 2_500_000,
+            budget: 10_000_000,
+            time: 1_500_000_000,
+            tasks: 3000,
+            inits: 7,
+            events: (2, 3),
+        };
+        let t = progress_text("s.toml", &p, std::time::Duration::from_millis(1200));
+        assert_eq!(
+            t,
+            "modkit: s.toml: 1.500 s virtual, 2500000 of 10000000 steps (25%), 3000 tasks, 7 inits, events 2/3 [1.2 s]"
+        );
     }
 }

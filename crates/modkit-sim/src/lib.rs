@@ -32,4 +32,4 @@ pub mod tree;
 pub mod width;
 
 pub use scenario::{load, parse, Scenario, ScenarioError};
-pub use sim::{Run, Sim, SimError};
+pub use sim::{Progress, Run, Sim, SimError, PROGRESS_EVERY};

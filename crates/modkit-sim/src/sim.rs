@@ -159,6 +159,31 @@ pub struct Sim<'a> {
     seen_states: HashMap<u64, u32>,
     /// A livelock was found: the run ends.
     stopped: bool,
+    /// Called every [`PROGRESS_EVERY`] steps (see [`Sim::with_progress`]).
+    progress: Option<ProgressFn<'a>>,
+}
+
+/// A progress callback.
+type ProgressFn<'a> = Box<dyn FnMut(&Progress) + 'a>;
+
+/// How often (in scheduler steps) a run reports its [`Progress`].
+pub const PROGRESS_EVERY: u64 = 1 << 14;
+
+/// Where a run stands, for a progress line (see [`Sim::with_progress`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    /// Scheduler steps taken so far.
+    pub steps: u64,
+    /// The step budget of the run.
+    pub budget: u64,
+    /// Virtual time reached, in nanoseconds.
+    pub time: Time,
+    /// Tasks alive.
+    pub tasks: usize,
+    /// Init calls so far.
+    pub inits: u64,
+    /// Events started so far, and in all.
+    pub events: (usize, usize),
 }
 
 /// (due time, seeded tie-break, sequence, task, wait token, resume kind).
@@ -211,6 +236,7 @@ impl<'a> Sim<'a> {
             },
             seen_states: HashMap::new(),
             stopped: false,
+            progress: None,
         };
         for (i, ev) in sc.events.iter().enumerate() {
             sim.results
@@ -225,6 +251,14 @@ impl<'a> Sim<'a> {
     /// [`DEFAULT_MAX_STEPS`]).
     pub fn with_max_steps(mut self, steps: u64) -> Self {
         self.max_steps = steps;
+        self
+    }
+
+    /// Calls `f` every [`PROGRESS_EVERY`] scheduler steps with where the run stands, so
+    /// that a long run can show a progress line (the CLI does, on a terminal, for runs
+    /// longer than a second). `f` must not take long: it runs on the simulator's thread.
+    pub fn with_progress(mut self, f: impl FnMut(&Progress) + 'a) -> Self {
+        self.progress = Some(Box::new(f));
         self
     }
 
@@ -321,6 +355,9 @@ impl<'a> Sim<'a> {
     pub fn run(mut self) -> Result<Run, SimError> {
         while let Some(Reverse((at, _, _, task, token, kind))) = self.queue.pop() {
             self.steps_taken += 1;
+            if self.steps_taken.is_multiple_of(PROGRESS_EVERY) {
+                self.report_progress();
+            }
             if self.steps_taken > self.max_steps {
                 return Err(SimError::Runaway {
                     file: self.sc.file.clone(),
@@ -391,6 +428,20 @@ impl<'a> Sim<'a> {
             event_order,
             steps: self.steps_taken,
         })
+    }
+
+    fn report_progress(&mut self) {
+        let Some(f) = self.progress.as_mut() else {
+            return;
+        };
+        f(&Progress {
+            steps: self.steps_taken,
+            budget: self.max_steps,
+            time: self.k.now,
+            tasks: self.tasks.len(),
+            inits: self.k.init_calls.iter().map(|&n| u64::from(n)).sum(),
+            events: (self.events_started, self.sc.events.len()),
+        });
     }
 
     /// A cause link: `tid`, running `module`'s code, did `what`.
@@ -969,5 +1020,23 @@ mod tests {
         let e = Sim::new(&sc, Policy::Modkit, 0).run().unwrap_err();
         assert!(matches!(e, SimError::TimeLimit { .. }), "{e}");
         assert!(e.to_string().contains("about 317 years"), "{e}");
+    }
+
+    #[test]
+    fn a_long_run_reports_its_progress() {
+        // 40,000 threads of a modprobe storm take well over PROGRESS_EVERY steps.
+        let text = "[[module]]\nname = \"m\"\n[[module.init]]\nstep = \"s\"\nrun = [{ sleep = \"1ms\" }]\n\n[[event]]\nid = \"storm\"\nthreads = 40000\ninsmod = \"m\"\n";
+        let sc = crate::parse("t.toml", text).unwrap();
+        let mut seen = Vec::new();
+        let run = Sim::new(&sc, Policy::Modkit, 0)
+            .with_progress(|p| seen.push(*p))
+            .run()
+            .unwrap();
+        assert_eq!(seen.len() as u64, run.steps / PROGRESS_EVERY);
+        assert!(!seen.is_empty());
+        assert!(seen
+            .windows(2)
+            .all(|w| w[0].steps < w[1].steps && w[0].time <= w[1].time));
+        assert_eq!(seen[0].events, (1, 1));
     }
 }
