@@ -52,6 +52,25 @@ enum Resolved {
 }
 
 impl Load {
+    /// The module this load waits for in `add_unformed_module` (the duplicate-load wait on
+    /// `module_wq`), if that is where it is parked. Such a waiter re-checks only
+    /// [`Load::dup_wait_settled`] when woken and waits again without any other effect, so a
+    /// driver may leave it parked while that is false (the simulator does, so that storms of
+    /// any era cost O(T log T) instead of waking every waiter on every state change).
+    pub fn dup_wait_on(&self) -> Option<ModId> {
+        (self.phase == Phase::DupWait).then_some(self.module)
+    }
+
+    /// Whether a load waiting in `add_unformed_module` for `m` stops waiting now: under
+    /// era B (5.3 to 6.1.8) when `m` is gone or LIVE, else also when it is GOING.
+    pub fn dup_wait_settled(k: &Kernel, m: ModId) -> bool {
+        let s = k.state(m);
+        match k.policy.dup_era() {
+            DupEra::B => matches!(s, None | Some(ModState::Live)),
+            _ => matches!(s, None | Some(ModState::Live) | Some(ModState::Going)),
+        }
+    }
+
     /// A load of `module`, needed by `needed_by` (None for the module asked for).
     pub fn new(module: ModId, needed_by: Option<ModId>) -> Self {
         Load {
@@ -215,10 +234,7 @@ impl Load {
                 Phase::DupWait => {
                     let era = k.policy.dup_era();
                     let s = k.state(m);
-                    let done = match era {
-                        DupEra::B => matches!(s, None | Some(ModState::Live)),
-                        _ => matches!(s, None | Some(ModState::Live) | Some(ModState::Going)),
-                    };
+                    let done = Self::dup_wait_settled(k, m);
                     if r == Resume::Start || !done {
                         let reason = format!(
                             "{}: finit_module({}) waits in add_unformed_module for {} to finish loading",

@@ -7,6 +7,9 @@
 //!   `Sim::new(..).run()`.
 //! - `storm/10000`: 10,000 concurrent modprobes (`threads = 10000`) of one module under
 //!   modkit (one init, one shared result).
+//! - `fail_storm/POLICY` (table only): 10,000 concurrent insmods of a module whose init
+//!   sleeps 1 ms and fails, under one policy of each duplicate-load era: 10,000 serialised
+//!   inits under eras A and B (4.4 to 6.1.8), one init under the others.
 //!
 //! Before criterion runs, a table is printed with one measured run of each case: wall time,
 //! events (userspace operations: one per thread) per second, scheduler steps, and the peak
@@ -193,6 +196,34 @@ fn table() {
         ev as f64 / wall.as_secs_f64(),
         mib(peak)
     );
+    fail_storm_table();
+}
+
+/// 10,000 insmods of a module whose init fails after 1 ms, one row per era.
+fn fail_storm_table() {
+    let text = "[[module]]\nname = \"m\"\n[[module.init]]\nstep = \"probe\"\nrun = [{ sleep = \"1ms\" }, { fail = \"ENODEV\" }]\n\n[[event]]\nid = \"storm\"\nthreads = 10000\ninsmod = \"m\"\n";
+    let sc = parse("fail_storm.toml", text);
+    println!("case                       inits  steps      wall ms");
+    for policy in [
+        "linux-4.4",
+        "linux-5.10",
+        "linux-6.1",
+        "linux-6.1.176",
+        "linux-6.6",
+        "linux-6.12",
+        "modkit",
+    ] {
+        let p: Policy = policy.parse().expect("policy");
+        let t = Instant::now();
+        let run = Sim::new(&sc, p, 0).run().expect("run");
+        let wall = t.elapsed();
+        let inits: u32 = run.kernel.init_calls.iter().sum();
+        println!(
+            "fail_storm/{policy:<15} {inits:>5}  {:>9}  {:>7.1}",
+            run.steps,
+            wall.as_secs_f64() * 1e3
+        );
+    }
 }
 
 fn benches(c: &mut Criterion) {

@@ -4,7 +4,7 @@
 //! seed 0 keeps file order for ties, any other seed shuffles them reproducibly.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::rc::Rc;
 
 use modkit_core::load::Load;
@@ -145,6 +145,17 @@ pub struct Sim<'a> {
     seq: u64,
     rng: Option<ChaCha8Rng>,
     waiters: HashMap<WaitKey, Vec<(TaskId, u64)>>,
+    /// Loads parked in the duplicate-load wait on `module_wq`, per module they wait for, in
+    /// the order they parked. They are not woken while [`Load::dup_wait_settled`] is false
+    /// (waking them would only make them wait again), and once it holds they are woken one
+    /// after another: each woken waiter wakes the next before it runs, with the sequence
+    /// number reserved when the wake was delivered, so the order is that of waking them
+    /// all; a waiter that finds the wait no longer settled goes back without running.
+    dup_waiters: HashMap<ModId, VecDeque<(TaskId, u64)>>,
+    /// The wakes delivered to `dup_waiters` and not yet run, per module.
+    chains: HashMap<ModId, DupChain>,
+    /// The waiter of each chain that is queued now: task → module.
+    chained: HashMap<TaskId, ModId>,
     acts: ActionState,
     results: BTreeMap<String, Vec<Option<Outcome>>>,
     /// Results recorded so far per event (index): slots fill in order.
@@ -186,6 +197,15 @@ pub struct Progress {
     pub events: (usize, usize),
 }
 
+/// The wakes owed to the first waiters of a module's `dup_waiters`: one reserved sequence
+/// number each, in order.
+#[derive(Debug, Default)]
+struct DupChain {
+    seqs: VecDeque<u64>,
+    /// A woken waiter is queued (it queues the next when it runs).
+    in_flight: bool,
+}
+
 /// (due time, seeded tie-break, sequence, task, wait token, resume kind).
 type QueueEntry = (Time, u64, u64, TaskId, u64, u8);
 
@@ -223,6 +243,9 @@ impl<'a> Sim<'a> {
             seq: 0,
             rng: (seed != 0).then(|| ChaCha8Rng::seed_from_u64(seed)),
             waiters: HashMap::new(),
+            dup_waiters: HashMap::new(),
+            chains: HashMap::new(),
+            chained: HashMap::new(),
             acts: ActionState::default(),
             results: BTreeMap::new(),
             filled: vec![0; sc.events.len()],
@@ -266,6 +289,12 @@ impl<'a> Sim<'a> {
     pub fn with_history(mut self) -> Self {
         self.k.record_history = true;
         self
+    }
+
+    /// Queues a task at a sequence number reserved earlier (see `dup_waiters`).
+    fn push_at_seq(&mut self, at: Time, seq: u64, task: TaskId, token: u64, kind: u8) {
+        let tie = self.rng.as_mut().map(|r| r.next_u64()).unwrap_or(0);
+        self.queue.push(Reverse((at, tie, seq, task, token, kind)));
     }
 
     fn push(&mut self, at: Time, task: TaskId, token: u64, kind: u8) {
@@ -391,6 +420,12 @@ impl<'a> Sim<'a> {
             if t.token != token {
                 continue;
             }
+            if kind == R_WOKEN && !self.chain_go_on(task, token, at) {
+                continue;
+            }
+            let Some(t) = self.tasks.get_mut(&task) else {
+                continue;
+            };
             self.k.now = at;
             t.token += 1;
             let resume = match kind {
@@ -592,6 +627,9 @@ impl<'a> Sim<'a> {
         while !self.k.wakes.is_empty() {
             let keys: Vec<WaitKey> = std::mem::take(&mut self.k.wakes);
             for key in keys {
+                if key == WaitKey::ModuleWq {
+                    self.wake_dup_waiters();
+                }
                 if let Some(list) = self.waiters.remove(&key) {
                     for (tid, token) in list {
                         if self.tasks.get(&tid).is_some_and(|t| t.token == token) {
@@ -604,12 +642,98 @@ impl<'a> Sim<'a> {
         }
     }
 
+    /// Wakes the duplicate-load waiters of every module for which the wait may end (see
+    /// `dup_waiters`): every waiter parked now is owed a wake, at a sequence number
+    /// reserved now; the first is queued, and each queues the next when it runs.
+    fn wake_dup_waiters(&mut self) {
+        let ready: Vec<ModId> = self
+            .dup_waiters
+            .iter()
+            .filter(|(m, q)| !q.is_empty() && Load::dup_wait_settled(&self.k, **m))
+            .map(|(m, _)| *m)
+            .collect();
+        for m in ready {
+            let parked = self.dup_waiters.get(&m).map_or(0, |q| q.len());
+            let chain = self.chains.entry(m).or_default();
+            let owed = parked.saturating_sub(chain.seqs.len());
+            for _ in 0..owed {
+                self.seq += 1;
+                chain.seqs.push_back(self.seq);
+            }
+            if !chain.in_flight {
+                self.chain_next(m);
+            }
+        }
+    }
+
+    /// Queues the next waiter of `m` that is owed a wake, if any.
+    fn chain_next(&mut self, m: ModId) {
+        let now = self.k.now;
+        loop {
+            let Some(chain) = self.chains.get_mut(&m) else {
+                return;
+            };
+            chain.in_flight = false;
+            let Some(seq) = chain.seqs.pop_front() else {
+                self.chains.remove(&m);
+                return;
+            };
+            let Some((tid, token)) = self.dup_waiters.get_mut(&m).and_then(|q| q.pop_front())
+            else {
+                self.chains.remove(&m);
+                return;
+            };
+            if self.tasks.get(&tid).is_some_and(|t| t.token == token) {
+                chain.in_flight = true;
+                self.chained.insert(tid, m);
+                self.push_at_seq(now, seq, tid, token, R_WOKEN);
+                return;
+            }
+        }
+    }
+
+    /// A woken task about to run: if it was woken in a chain, queues the next waiter of the
+    /// chain; but when the wait is no longer settled (an earlier waiter started a new load),
+    /// it and every waiter after it would only wait again: it goes back without running
+    /// and the chain ends. Returns whether it runs.
+    fn chain_go_on(&mut self, tid: TaskId, token: u64, at: Time) -> bool {
+        let Some(m) = self.chained.remove(&tid) else {
+            return true;
+        };
+        if !Load::dup_wait_settled(&self.k, m) {
+            self.dup_waiters
+                .entry(m)
+                .or_default()
+                .push_front((tid, token));
+            self.chains.remove(&m);
+            return false;
+        }
+        let now = self.k.now;
+        self.k.now = at;
+        self.chain_next(m);
+        self.k.now = now;
+        true
+    }
+
     fn park(&mut self, tid: TaskId, info: WaitInfo) {
         let now = self.k.now;
         let t = self.tasks.get_mut(&tid).expect("task");
         let token = t.token;
         t.parked_on = Some(info.key.clone());
-        if info.key != WaitKey::Timer {
+        let dup_wait = match t.frames.last() {
+            Some(Frame::Proc(Proc::Load(l)))
+                if info.key == WaitKey::ModuleWq && info.deadline.is_none() =>
+            {
+                l.dup_wait_on()
+            }
+            _ => None,
+        };
+        if let Some(m) = dup_wait {
+            self.dup_waiters
+                .entry(m)
+                .or_default()
+                .push_back((tid, token));
+        } else if info.key != WaitKey::Timer {
             self.waiters
                 .entry(info.key.clone())
                 .or_default()
