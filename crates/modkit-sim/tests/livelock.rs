@@ -96,7 +96,7 @@ name = "a"
 step = "probe"
 run = [{ sleep = "1ms" }, { fail = "ENODEV" }]
 [[event]]
-threads = 200
+threads = 2000
 modprobe = "a"
 "#;
     let sc = modkit_sim::parse("t.toml", text).unwrap();
@@ -115,7 +115,7 @@ modprobe = "a"
         .with_max_steps(1_000_000)
         .run()
         .unwrap();
-    assert_eq!(run.kernel.init_calls[0], 200);
+    assert_eq!(run.kernel.init_calls[0], 2000);
     let e = modkit_sim::parse("t.toml", "max_steps = 0\n").unwrap_err();
     assert!(e.message.contains("at least 1"), "{e}");
 }
