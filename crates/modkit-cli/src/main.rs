@@ -143,7 +143,7 @@ enum Command {
         #[arg(long, value_name = "FILE", requires = "tree")]
         symvers: Option<PathBuf>,
         /// Override the policy: "modkit", or a kernel "linux-X.Y" / "linux-X.Y.Z" from linux-4.4
-        /// to linux-6.19 (stable patch levels apply their loader backports).
+        /// to linux-7.2 (stable patch levels apply their loader backports).
         #[arg(long)]
         policy: Option<Policy>,
         /// Override the tie-break seed.

@@ -12,6 +12,7 @@
 
 pub mod diag;
 pub mod errno;
+pub mod initret;
 pub mod kernel;
 pub mod load;
 pub mod modprobe;
@@ -26,7 +27,7 @@ pub mod waits;
 pub use diag::{DiagKind, Diagnostic};
 pub use errno::{Errno, Outcome};
 pub use kernel::{Kernel, ModId, ModState, Time, SEC};
-pub use policy::{DupEra, KmodLimiter, Policy, Version};
+pub use policy::{DupEra, KmodLimiter, Policy, PositiveInitWarning, Version};
 pub use proc::{Body, BodyResult, Proc, Resume, Step};
 pub use spec::{ExportSpec, ImportSpec, InitStepSpec, ModuleDb, ModuleSpec, SpecError};
 pub use waits::{TaskId, WaitInfo, WaitKey};

@@ -387,6 +387,10 @@ impl Load {
                                 }
                                 return self.init_done(k, task);
                             }
+                            Resume::Body(BodyResult::Returned(n)) => {
+                                crate::initret::warn_positive(k, m, n);
+                                return self.init_done(k, task);
+                            }
                             Resume::Body(BodyResult::Fail(e)) => {
                                 self.err = Some(e);
                                 self.phase = Phase::Unwind;
@@ -431,16 +435,7 @@ impl Load {
                     }
                     k.waits.leave_module(task, m);
                     k.free_module(m);
-                    let mut e = self.err.unwrap_or(Errno::EINVAL);
-                    if e == Errno::EEXIST && k.policy.is_modkit() {
-                        // EEXIST is the loader's word for "already loaded"; an init that
-                        // fails with it would read as success to modprobe. modkit reports
-                        // EBUSY instead (the safety net proposed for Linux in Dec 2025).
-                        let line =
-                            format!("{}: init failed with EEXIST; reported as EBUSY", k.name(m));
-                        k.printk(line);
-                        e = Errno::EBUSY;
-                    }
+                    let e = crate::initret::init_error(k, m, self.err.unwrap_or(Errno::EINVAL));
                     return self.finish(k, Outcome::Err(e));
                 }
             }

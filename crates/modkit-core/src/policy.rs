@@ -98,15 +98,18 @@ impl fmt::Display for Version {
 
 /// The oldest kernel a policy may name.
 pub const OLDEST: Version = Version::new(4, 4);
-/// The newest mainline release a policy may name (6.19, the last 6.x; 7.0 is not reviewed).
-pub const NEWEST: Version = Version::new(6, 19);
+/// The newest mainline release a policy may name: 7.2 (its stable line reached at least
+/// 7.2.13, which Debian sid ships). 7.3 was seen only as release candidates (7.3-rc5, September 2026) in the
+/// material read, so it is refused. See `docs/loader-versions.md`.
+pub const NEWEST: Version = Version::new(7, 2);
 
-/// The last minor number of each supported major (4.20, 5.19, then [`NEWEST`]).
+/// The last minor number of each supported major (4.20, 5.19, 6.19, then [`NEWEST`]).
 fn last_minor(major: u32) -> Option<u32> {
     match major {
         4 => Some(20),
         5 => Some(19),
-        6 => Some(NEWEST.minor),
+        6 => Some(19),
+        7 => Some(NEWEST.minor),
         _ => None,
     }
 }
@@ -147,6 +150,19 @@ pub enum KmodLimiter {
     Throttle,
     /// 6.4+: a FIFO semaphore of 50 with a 5 s timeout, then ETIME.
     Semaphore,
+}
+
+/// The warning `do_init_module()` prints when an init returns a positive value (the module
+/// goes live all the same).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PositiveInitWarning {
+    /// 3.13 (bddb12b32f90) – 7.0: `pr_warn("%s: '%s'->init suspiciously returned %d, it
+    /// should follow 0/-E convention\n%s: loading module anyway...\n", __func__, ...)`,
+    /// then `dump_stack()`.
+    WithStackDump,
+    /// 7.1+ (663385f9155f): `pr_warn("%s: init suspiciously returned %d, it should follow
+    /// 0/-E convention\n", mod->name, ret)`, no stack dump.
+    Short,
 }
 
 /// The semantics a run follows.
@@ -240,6 +256,26 @@ impl Policy {
         match self {
             Policy::Modkit => true,
             Policy::Linux(v) => stable::has(Change::AutoloadDisabledEnoent, v),
+        }
+    }
+
+    /// An init that fails with EEXIST is reported as EBUSY (743f8cae549a, 7.1; modkit
+    /// always): EEXIST from `finit_module()` means "already loaded" to modprobe.
+    pub fn init_eexist_becomes_ebusy(self) -> bool {
+        match self {
+            Policy::Modkit => true,
+            Policy::Linux(v) => stable::has(Change::InitEexistBecomesEbusy, v),
+        }
+    }
+
+    /// How `do_init_module()` warns about an init that returned a positive value.
+    pub fn positive_init_warning(self) -> PositiveInitWarning {
+        match self {
+            Policy::Modkit => PositiveInitWarning::Short,
+            Policy::Linux(v) if stable::has(Change::ShortPositiveInitWarning, v) => {
+                PositiveInitWarning::Short
+            }
+            Policy::Linux(_) => PositiveInitWarning::WithStackDump,
         }
     }
 
@@ -343,6 +379,10 @@ mod tests {
             "linux-4.4",
             "linux-4.4.302",
             "linux-6.19",
+            "linux-7.0",
+            "linux-7.1",
+            "linux-7.2",
+            "linux-7.2.13",
         ] {
             assert_eq!(p(s).to_string(), s, "round trip");
         }
@@ -384,7 +424,9 @@ mod tests {
             "linux-4.21",
             "linux-5.20",
             "linux-6.20",
-            "linux-7.0",
+            "linux-7.3",
+            "linux-7.3.1",
+            "linux-8.0",
             "linux-9.1",
         ] {
             let e = bad.parse::<Policy>().unwrap_err();
@@ -392,7 +434,7 @@ mod tests {
             let m = e.to_string();
             assert!(m.contains(bad), "{m}");
             assert!(
-                m.contains("accepted: linux-4.4 … linux-6.19 and their stable patch levels"),
+                m.contains("accepted: linux-4.4 … linux-7.2 and their stable patch levels"),
                 "{m}"
             );
         }
@@ -402,6 +444,13 @@ mod tests {
             "linux-5.0",
             "linux-5.19",
             "linux-6.0",
+            "linux-6.19",
+            "linux-6.19.12",
+            "linux-7.0",
+            "linux-7.0.9",
+            "linux-7.1",
+            "linux-7.2",
+            "linux-7.2.13",
         ] {
             assert!(good.parse::<Policy>().is_ok(), "{good}");
         }
@@ -471,5 +520,24 @@ mod tests {
         assert!(p("linux-5.6.5").autoload_disabled_is_error());
         assert!(p("linux-5.7").autoload_disabled_is_error());
         assert!(p("modkit").autoload_disabled_is_error());
+    }
+
+    #[test]
+    fn the_7_1_init_changes() {
+        // 743f8cae549a and 663385f9155f, both first in 7.1.
+        assert!(!p("linux-4.4").init_eexist_becomes_ebusy());
+        assert!(!p("linux-6.12.117").init_eexist_becomes_ebusy());
+        assert!(!p("linux-7.0").init_eexist_becomes_ebusy());
+        assert!(!p("linux-7.0.9").init_eexist_becomes_ebusy());
+        assert!(p("linux-7.1").init_eexist_becomes_ebusy());
+        assert!(p("linux-7.2.13").init_eexist_becomes_ebusy());
+        assert!(p("modkit").init_eexist_becomes_ebusy());
+        use PositiveInitWarning::*;
+        assert_eq!(p("linux-4.4").positive_init_warning(), WithStackDump);
+        assert_eq!(p("linux-6.1.176").positive_init_warning(), WithStackDump);
+        assert_eq!(p("linux-7.0.9").positive_init_warning(), WithStackDump);
+        assert_eq!(p("linux-7.1").positive_init_warning(), Short);
+        assert_eq!(p("linux-7.2.13").positive_init_warning(), Short);
+        assert_eq!(p("modkit").positive_init_warning(), Short);
     }
 }

@@ -40,6 +40,9 @@ pub enum BodyResult {
     Stop,
     /// Failure with an errno.
     Fail(Errno),
+    /// The init returned this positive value (1 ..= i32::MAX): later steps are skipped and
+    /// the module goes live, with `do_init_module()`'s warning.
+    Returned(u32),
 }
 
 /// Module code the driver must run for a procedure.

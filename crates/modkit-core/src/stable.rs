@@ -31,6 +31,14 @@ pub enum Change {
     /// (with cb5b81bc9a44 "module: warn about excessively long module waits"): the
     /// idempotent finit_module wait is interruptible (era F).
     InterruptibleIdempotentWait,
+    /// 743f8cae549a "module: Override -EEXIST module return" (7.1): an init that fails with
+    /// -EEXIST is reported as -EBUSY (silently), so that modprobe no longer takes the
+    /// failure for "already loaded".
+    InitEexistBecomesEbusy,
+    /// 663385f9155f "module: Simplify warning on positive returns from module_init()"
+    /// (7.1): a positive init return is warned about in one line, `M: init suspiciously
+    /// returned N, it should follow 0/-E convention`, without the stack dump.
+    ShortPositiveInitWarning,
 }
 
 /// One stable line's copy of a change.
@@ -140,6 +148,24 @@ pub const BACKPORTS: &[Backport] = &[
         // Review series of 12 Aug 2024 (6.6.46-rc1, 6.10.5-rc1), both with cb5b81bc9a44.
         lines: &[at(6, 6, 46, None), at(6, 10, 5, None)],
     },
+    Backport {
+        change: Change::InitEexistBecomesEbusy,
+        mainline_commit: "743f8cae549a",
+        subject: "module: Override -EEXIST module return",
+        mainline: Version::new(7, 1),
+        // Sasha Levin's "[PATCH AUTOSEL 7.0-5.15]" of 20 Apr 2026 proposed it for 7.0.y back
+        // to 5.15.y; no stable review series carrying it was seen, so no line has it here
+        // (docs/loader-versions.md says what the real kernels showed).
+        lines: &[],
+    },
+    Backport {
+        change: Change::ShortPositiveInitWarning,
+        mainline_commit: "663385f9155f",
+        subject: "module: Simplify warning on positive returns from module_init()",
+        mainline: Version::new(7, 1),
+        // Not proposed for stable in the material read.
+        lines: &[],
+    },
 ];
 
 /// The table entry of `change`.
@@ -211,6 +237,21 @@ mod tests {
         }
         // Not pinned on 4.14.y: modelled without it.
         assert!(!has(c, Version::with_patch(4, 14, 336)));
+    }
+
+    #[test]
+    fn the_7_1_init_changes_have_no_backports() {
+        for c in [
+            Change::InitEexistBecomesEbusy,
+            Change::ShortPositiveInitWarning,
+        ] {
+            assert!(!has(c, Version::new(7, 0)));
+            assert!(!has(c, Version::with_patch(7, 0, 9)));
+            assert!(!has(c, Version::with_patch(6, 12, 117)));
+            assert!(has(c, Version::new(7, 1)));
+            assert!(has(c, Version::with_patch(7, 2, 13)));
+            assert_eq!(first_in_line(c, Version::with_patch(6, 1, 176)), None);
+        }
     }
 
     #[test]

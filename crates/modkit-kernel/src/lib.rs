@@ -14,6 +14,7 @@ pub mod initramfs;
 pub mod observe;
 pub mod plan;
 pub mod qemu;
+pub mod stackdump;
 
 pub use driver::{
     kernel_version, parse_upstream, run_scenario, KernelError, KernelOptions, KERNEL_TIME_TOLERANCE,

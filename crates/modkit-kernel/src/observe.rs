@@ -496,11 +496,17 @@ pub fn observe(sc: &Scenario, report: &[u8], label: &str) -> Result<Observed, Ob
         }
     }
     diagnostics.sort_by_key(|d| d.time);
-    let before = log.len();
     let names: Vec<String> = (0..sc.db.len())
         .map(|i| sc.db.spec(i).name.clone())
         .collect();
-    log.retain(|l| relevant(&l.text, &names));
+    let dumped = crate::stackdump::reduce_stack_dumps(&mut log);
+    if dumped > 0 {
+        notes.push(format!(
+            "{dumped} line(s) of stack dumps (CPU/PID, hardware, frames, registers) are left out of the log; each dump keeps its `Call Trace:` line"
+        ));
+    }
+    let before = log.len();
+    log.retain(|l| relevant(&l.text, &names) || l.text == modkit_core::initret::STACK_DUMP_LINE);
     if log.len() < before {
         notes.push(format!(
             "{} kernel line(s) about neither the loader nor a scenario module (clocksource, TSC…) are left out of the log",

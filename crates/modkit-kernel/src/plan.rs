@@ -186,6 +186,15 @@ fn push_actions(
             Action::Sleep(ns) => format!("sleep,{ns}"),
             Action::Fail(e) => format!("fail,{}", e.code()),
             Action::Stop => "stop".to_string(),
+            // The parser allows `ret` only in init steps, which are C code, never the
+            // runner's actions; an event cannot get here.
+            Action::Ret(n) => {
+                return Err(PlanError::Unsupported {
+                    event: event.to_string(),
+                    feature: "ret",
+                    why: format!("`ret = {n}` is an init's return value; events have none"),
+                })
+            }
             Action::RequestModule {
                 name,
                 wait,

@@ -74,6 +74,7 @@ pub fn immediate(
         Action::Sleep(_)
         | Action::Fail(_)
         | Action::Stop
+        | Action::Ret(_)
         | Action::RequestModule { .. }
         | Action::Spawn(_)
         | Action::WaitFor { .. } => return None,

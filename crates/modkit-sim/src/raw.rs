@@ -151,6 +151,7 @@ pub struct RawAction {
     pub sleep: Option<Spanned<String>>,
     pub fail: Option<Spanned<RawCode>>,
     pub stop: Option<bool>,
+    pub ret: Option<Spanned<i64>>,
     pub request_module: Option<String>,
     pub wait: Option<bool>,
     pub required: Option<bool>,

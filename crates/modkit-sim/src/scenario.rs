@@ -48,6 +48,9 @@ pub enum Action {
     Fail(Errno),
     /// Early success of the init table.
     Stop,
+    /// The init returns this positive value (`ret = N`): early success, with the kernel's
+    /// "suspiciously returned" warning (`crate::scenario` docs, docs/scenario-format.md).
+    Ret(u32),
     /// request_module (`wait = false`: nowait; `required`: non-zero fails the step).
     RequestModule {
         /// Name or alias.
@@ -358,6 +361,7 @@ fn action(a: &RawAction, wh: Where) -> Result<Action, Located> {
     verb!(sleep, "sleep");
     verb!(fail, "fail");
     verb!(stop, "stop");
+    verb!(ret, "ret");
     verb!(request_module, "request_module");
     verb!(get_module, "get_module");
     verb!(put_module, "put_module");
@@ -372,7 +376,7 @@ fn action(a: &RawAction, wh: Where) -> Result<Action, Located> {
     verb!(wait_for, "wait_for");
     if verbs.len() != 1 {
         return Err(if verbs.is_empty() {
-            "an action needs one verb key (sleep, fail, stop, request_module, get_module, put_module, use_symbol, register, unregister, lookup, open, close, spawn, complete, wait_for)".into()
+            "an action needs one verb key (sleep, fail, stop, ret, request_module, get_module, put_module, use_symbol, register, unregister, lookup, open, close, spawn, complete, wait_for)".into()
         } else {
             format!(
                 "an action has one verb, this one has {}: split it into one action per verb",
@@ -428,6 +432,27 @@ fn action(a: &RawAction, wh: Where) -> Result<Action, Located> {
                 return Err("write `stop = true`".into());
             }
             Action::Stop
+        }
+        "ret" => {
+            extra(&[])?;
+            if wh != Where::Init {
+                return Err(
+                    "`ret` is what an init returns; it belongs only in an init step's `run`"
+                        .into(),
+                );
+            }
+            let v = a.ret.as_ref().expect("verb");
+            let n = *v.get_ref();
+            if !(1..=i64::from(i32::MAX)).contains(&n) {
+                return Err(Located {
+                    at: Some(v.span().start),
+                    msg: format!(
+                        "key `ret`: {n} is not a positive init return value (1 to {}): write `fail = \"ENAME\"` for an error, `stop = true` for 0",
+                        i32::MAX
+                    ),
+                });
+            }
+            Action::Ret(n as u32)
         }
         "request_module" => {
             extra(&["wait", "required"])?;

@@ -989,6 +989,7 @@ impl<'a> Sim<'a> {
                 }
                 Action::Fail(e) => Outcome::Err(e),
                 Action::Stop => return ActStep::End(FrameEnd::Body(BodyResult::Stop)),
+                Action::Ret(n) => return ActStep::End(FrameEnd::Body(BodyResult::Returned(n))),
                 Action::RequestModule { name, wait, .. } => {
                     f.busy = true;
                     return ActStep::Push(Proc::Request(Request::new(&name, wait)));

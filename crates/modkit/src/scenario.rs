@@ -30,6 +30,7 @@ struct ScenarioCode {
 enum End {
     Done,
     Stop,
+    Ret(u32),
     Failed(Outcome),
     Stalled,
 }
@@ -47,6 +48,7 @@ impl ModuleCode for ScenarioCode {
         ) {
             End::Done => BodyResult::Ok,
             End::Stop => BodyResult::Stop,
+            End::Ret(n) => BodyResult::Returned(n),
             End::Failed(o) => BodyResult::Fail(o.errno().unwrap_or(Errno::ENOENT)),
             End::Stalled => BodyResult::Fail(Errno::EINTR),
         }
@@ -96,6 +98,7 @@ fn run_actions(
             }
             Action::Fail(e) => Outcome::Err(*e),
             Action::Stop => return End::Stop,
+            Action::Ret(n) => return End::Ret(*n),
             Action::RequestModule {
                 name,
                 wait,

@@ -151,6 +151,22 @@ impl<'c, 'a> Gen<'c, 'a> {
                 let _ = writeln!(st, "\treturn -{}; /* -{} */", e.code(), e.name());
                 return Ok(true);
             }
+            Action::Ret(n) => {
+                // Only in init steps (the parser refuses it elsewhere): the init function
+                // returns N, which do_init_module() warns about and accepts.
+                if body != Body::Init {
+                    return Err(Unsupported::new(
+                        "ret",
+                        place.text.clone(),
+                        "`ret` is what an init returns; only an init step can do it",
+                    ));
+                }
+                let _ = writeln!(
+                    st,
+                    "\tmodkit_init_ret = {n}; /* the init returns {n} */\n\treturn MODKIT_STOP;"
+                );
+                return Ok(true);
+            }
             Action::Stop => {
                 st.push_str(match body {
                     Body::Init => "\treturn MODKIT_STOP;\n",

@@ -111,7 +111,10 @@ pub(crate) fn generate(ctx: &Ctx, m: usize) -> Result<ModuleFiles, Unsupported> 
     let n = steps.len();
     let settle = g.uses.spawn || !g.fs.is_empty() || !g.misc.is_empty();
     if n > 0 {
-        c.push_str("static int modkit_progress; /* steps completed */\n\n");
+        c.push_str("static int modkit_progress; /* steps completed */\n");
+        c.push_str(
+            "static int modkit_init_ret; /* what the init returns after MODKIT_STOP: 0, or N for `ret = N` */\n\n",
+        );
         c.push_str("/* Undoes the first @done steps, last first. */\nstatic void modkit_unwind(int done)\n{\n");
         for k in (0..n).rev() {
             match has_undo[k] {
@@ -150,7 +153,7 @@ pub(crate) fn generate(ctx: &Ctx, m: usize) -> Result<ModuleFiles, Unsupported> 
     for (k, s) in steps.iter().enumerate() {
         let _ = write!(
             c,
-            "\n\tret = modkit_step_{k}();\n\tprintk(KERN_INFO \"modkit-trace: step %s %s %d\\n\", KBUILD_MODNAME, {}, ret);\n\tif (ret == MODKIT_STOP)\n\t\treturn 0;\n\tif (ret)\n\t\treturn modkit_fail({k}, ret);\n\tmodkit_progress = {};\n",
+            "\n\tret = modkit_step_{k}();\n\tprintk(KERN_INFO \"modkit-trace: step %s %s %d\\n\", KBUILD_MODNAME, {}, ret);\n\tif (ret == MODKIT_STOP)\n\t\treturn modkit_init_ret;\n\tif (ret)\n\t\treturn modkit_fail({k}, ret);\n\tmodkit_progress = {};\n",
             c_str(&percent(&s.name)),
             k + 1
         );
