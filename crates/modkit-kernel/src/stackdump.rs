@@ -37,7 +37,9 @@ fn is_dump_body(text: &str) -> bool {
                 || (reg.len() >= 2
                     && reg.len() <= 8
                     && reg.starts_with('R')
-                    && reg.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()))
+                    && reg
+                        .bytes()
+                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()))
         }
         None => false,
     }

@@ -437,8 +437,7 @@ fn action(a: &RawAction, wh: Where) -> Result<Action, Located> {
             extra(&[])?;
             if wh != Where::Init {
                 return Err(
-                    "`ret` is what an init returns; it belongs only in an init step's `run`"
-                        .into(),
+                    "`ret` is what an init returns; it belongs only in an init step's `run`".into(),
                 );
             }
             let v = a.ret.as_ref().expect("verb");

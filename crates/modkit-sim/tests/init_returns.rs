@@ -34,7 +34,12 @@ insmod = "ret_one"
 
 #[test]
 fn a_positive_init_return_goes_live_with_the_warning_of_its_era() {
-    for policy in ["linux-4.4", "linux-6.1.176", "linux-6.12.117", "linux-7.0.9"] {
+    for policy in [
+        "linux-4.4",
+        "linux-6.1.176",
+        "linux-6.12.117",
+        "linux-7.0.9",
+    ] {
         let r = run(policy, POSITIVE);
         assert_eq!(r.results["load"], [Outcome::Ok], "{policy}");
         assert_eq!(state(&r, "ret_one"), Some(ModState::Live), "{policy}");
@@ -84,7 +89,13 @@ request_module = "init_eexist"
 
 #[test]
 fn an_init_failing_with_eexist_reads_as_loaded_until_7_1() {
-    for policy in ["linux-4.4", "linux-6.1.176", "linux-6.12.117", "linux-7.0", "linux-7.0.9"] {
+    for policy in [
+        "linux-4.4",
+        "linux-6.1.176",
+        "linux-6.12.117",
+        "linux-7.0",
+        "linux-7.0.9",
+    ] {
         let r = run(policy, EEXIST);
         // finit_module() fails with EEXIST, which insmod and modprobe take for "already
         // loaded": success, with the module absent.
@@ -95,8 +106,16 @@ fn an_init_failing_with_eexist_reads_as_loaded_until_7_1() {
     }
     for policy in ["linux-7.1", "linux-7.2", "linux-7.2.13"] {
         let r = run(policy, EEXIST);
-        assert_eq!(r.results["insmod"], [Outcome::Err(Errno::EBUSY)], "{policy}");
-        assert_eq!(r.results["modprobe"], [Outcome::Err(Errno::EBUSY)], "{policy}");
+        assert_eq!(
+            r.results["insmod"],
+            [Outcome::Err(Errno::EBUSY)],
+            "{policy}"
+        );
+        assert_eq!(
+            r.results["modprobe"],
+            [Outcome::Err(Errno::EBUSY)],
+            "{policy}"
+        );
         // request_module returns modprobe's wait status: exit 1.
         assert_eq!(r.results["request"], [Outcome::Status(256)], "{policy}");
         assert_eq!(state(&r, "init_eexist"), None, "{policy}");
@@ -132,8 +151,24 @@ request_module = "wanted"
 
 #[test]
 fn an_empty_modprobe_path_gives_0_then_enoent() {
-    let zero = ["linux-4.4.219", "linux-4.14.336", "linux-4.19.115", "linux-5.4.32", "linux-5.6", "linux-5.6.4"];
-    let enoent = ["linux-4.4.220", "linux-4.19.116", "linux-5.4.33", "linux-5.6.5", "linux-5.7", "linux-6.1.176", "linux-7.2.13", "modkit"];
+    let zero = [
+        "linux-4.4.219",
+        "linux-4.14.336",
+        "linux-4.19.115",
+        "linux-5.4.32",
+        "linux-5.6",
+        "linux-5.6.4",
+    ];
+    let enoent = [
+        "linux-4.4.220",
+        "linux-4.19.116",
+        "linux-5.4.33",
+        "linux-5.6.5",
+        "linux-5.7",
+        "linux-6.1.176",
+        "linux-7.2.13",
+        "modkit",
+    ];
     for policy in zero.iter().chain(&enoent) {
         let r = run(policy, AUTOLOAD_OFF);
         let want = if zero.contains(policy) {
@@ -150,18 +185,27 @@ fn an_empty_modprobe_path_gives_0_then_enoent() {
 #[test]
 fn ret_is_checked_where_it_is_written() {
     let bad = |run_line: &str, want: &str| {
-        let text = format!("[[module]]\nname = \"a\"\n[[module.init]]\nstep = \"s\"\nrun = [{run_line}]\n");
+        let text = format!(
+            "[[module]]\nname = \"a\"\n[[module.init]]\nstep = \"s\"\nrun = [{run_line}]\n"
+        );
         let e = parse("t.toml", &text).unwrap_err().to_string();
         assert!(e.contains(want), "{run_line}: {e}");
     };
     bad("{ ret = 0 }", "not a positive init return value");
     bad("{ ret = -5 }", "write `fail = \"ENAME\"` for an error");
     bad("{ ret = 2147483648 }", "1 to 2147483647");
-    bad("{ ret = \"1\" }", "invalid type: string \"1\", expected i64");
-    bad("{ spawn = [{ ret = 1 }] }", "belongs only in an init step's `run`");
+    bad(
+        "{ ret = \"1\" }",
+        "invalid type: string \"1\", expected i64",
+    );
+    bad(
+        "{ spawn = [{ ret = 1 }] }",
+        "belongs only in an init step's `run`",
+    );
     let ev = "[[module]]\nname = \"a\"\n[[event]]\nrun = [{ ret = 1 }]\n";
     let e = parse("t.toml", ev).unwrap_err().to_string();
     assert!(e.contains("belongs only in an init step's `run`"), "{e}");
-    let ok = "[[module]]\nname = \"a\"\n[[module.init]]\nstep = \"s\"\nrun = [{ ret = 2147483647 }]\n";
+    let ok =
+        "[[module]]\nname = \"a\"\n[[module.init]]\nstep = \"s\"\nrun = [{ ret = 2147483647 }]\n";
     assert!(parse("t.toml", ok).is_ok());
 }
