@@ -9,7 +9,11 @@ use modkit_core::Policy;
 use modkit_sim::observed::Observed;
 use modkit_sim::{Run, Scenario, SimError};
 
+mod heap;
 mod kernel;
+
+#[global_allocator]
+static HEAP: heap::Counting = heap::Counting;
 
 /// Which driver runs a scenario.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -124,6 +128,10 @@ macro_rules! outln {
 #[derive(Debug, Parser)]
 #[command(name = "modkit", version, about)]
 struct Cli {
+    /// Stop a simulation whose heap grows past this size, with an error saying so (bytes,
+    /// or with K, M, G, T: powers of 1024).
+    #[arg(long, global = true, default_value = "2G", value_parser = heap::parse_size)]
+    max_memory: usize,
     #[command(subcommand)]
     command: Command,
 }
@@ -220,6 +228,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    modkit_sim::set_memory_limit(cli.max_memory, heap::in_use);
     match cli.command {
         Command::Simulate {
             file,

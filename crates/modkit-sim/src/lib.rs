@@ -32,4 +32,4 @@ pub mod tree;
 pub mod width;
 
 pub use scenario::{load, parse, Scenario, ScenarioError};
-pub use sim::{Progress, Run, Sim, SimError, PROGRESS_EVERY};
+pub use sim::{set_memory_limit, Progress, Run, Sim, SimError, PROGRESS_EVERY};

@@ -40,6 +40,22 @@ pub enum SimError {
         /// Virtual time reached.
         time: Time,
     },
+    /// The process went past its memory limit (see [`set_memory_limit`]).
+    #[error("{file}: the run was stopped after {steps} scheduler steps (at {time} ns of virtual time, {tasks} tasks alive): the process holds {used_mib} MiB of heap, over its limit of {limit_mib} MiB; the scenario is too large for this limit (fewer threads or events, or raise it with `modkit --max-memory`)")]
+    MemoryLimit {
+        /// Scenario file.
+        file: String,
+        /// Heap in use, MiB.
+        used_mib: usize,
+        /// The limit, MiB.
+        limit_mib: usize,
+        /// Steps taken.
+        steps: u64,
+        /// Tasks alive.
+        tasks: usize,
+        /// Virtual time reached.
+        time: Time,
+    },
     /// The run would have gone past [`MAX_VIRTUAL_TIME`].
     #[error("{file}: the run reached {time} ns of virtual time, past the limit of {limit} ns (about 317 years): shorten the sleeps and timeouts")]
     TimeLimit {
@@ -50,6 +66,17 @@ pub enum SimError {
         /// [`MAX_VIRTUAL_TIME`].
         limit: Time,
     },
+}
+
+/// The process's memory limit: (bytes, a probe returning the bytes of heap in use).
+static MEMORY_LIMIT: std::sync::OnceLock<(usize, fn() -> usize)> = std::sync::OnceLock::new();
+
+/// Sets the memory limit of every run in this process: every [`PROGRESS_EVERY`] steps a run
+/// asks `probe` for the heap in use (a program measures it, e.g. with a counting global
+/// allocator, as the `modkit` command does) and ends with [`SimError::MemoryLimit`] when it
+/// is above `bytes`. Set once; later calls are ignored and return false.
+pub fn set_memory_limit(bytes: usize, probe: fn() -> usize) -> bool {
+    MEMORY_LIMIT.set((bytes, probe)).is_ok()
 }
 
 /// The step budget of a run when neither the scenario (`max_steps`) nor
@@ -386,6 +413,19 @@ impl<'a> Sim<'a> {
             self.steps_taken += 1;
             if self.steps_taken.is_multiple_of(PROGRESS_EVERY) {
                 self.report_progress();
+                if let Some(&(limit, probe)) = MEMORY_LIMIT.get() {
+                    let used = probe();
+                    if used > limit {
+                        return Err(SimError::MemoryLimit {
+                            file: self.sc.file.clone(),
+                            used_mib: used >> 20,
+                            limit_mib: limit >> 20,
+                            steps: self.steps_taken,
+                            tasks: self.tasks.len(),
+                            time: self.k.now,
+                        });
+                    }
+                }
             }
             if self.steps_taken > self.max_steps {
                 return Err(SimError::Runaway {
