@@ -22,6 +22,8 @@ fn is_dump_body(text: &str) -> bool {
         || matches!(t, "<TASK>" | "</TASK>" | "<IRQ>" | "</IRQ>")
         || t.starts_with("Hardware name: ")
         || t.starts_with("Workqueue: ")
+        // 6.10+ spells the taint flags out after the header: `Tainted: [O]=OOT_MODULE, …`.
+        || t.starts_with("Tainted: ")
     {
         return true;
     }
@@ -87,6 +89,7 @@ mod tests {
             "do_init_module: 'ret_one'->init suspiciously returned 1, it should follow 0/-E convention",
             "do_init_module: loading module anyway...",
             "CPU: 0 UID: 0 PID: 81 Comm: insmod Tainted: G           OE      6.12.117+deb12-cloud-amd64 #1  Debian 6.12.117-1~bpo12+1",
+            "Tainted: [O]=OOT_MODULE, [E]=UNSIGNED_MODULE",
             "Hardware name: QEMU Standard PC (i440FX + PIIX, 1996), BIOS 1.16.3-debian-1.16.3-2 04/01/2014",
             "Call Trace:",
             " <TASK>",
@@ -103,7 +106,7 @@ mod tests {
             " </TASK>",
             "ret_two: init suspiciously returned 2, it should follow 0/-E convention",
         ]);
-        assert_eq!(reduce_stack_dumps(&mut log), 14);
+        assert_eq!(reduce_stack_dumps(&mut log), 15);
         let texts: Vec<&str> = log.iter().map(|l| l.text.as_str()).collect();
         assert_eq!(
             texts,

@@ -68,7 +68,13 @@ pub(crate) fn generate(ctx: &Ctx, m: usize) -> Result<ModuleFiles, Unsupported> 
     includes(&mut c, &g);
     c.push('\n');
     c.push_str(&modinfo(ctx, spec));
-    c.push_str("\n#define MODKIT_STOP 1 /* a step's early success: later steps are skipped */\n\n");
+    c.push_str("\n#define MODKIT_STOP 1 /* a step's early success: later steps are skipped */\n");
+    if !steps.is_empty() {
+        c.push_str(
+            "static int modkit_init_ret; /* what the init returns after MODKIT_STOP: 0, or N for `ret = N` */\n",
+        );
+    }
+    c.push('\n');
 
     // Imports: referenced so that the loader must resolve them.
     if !spec.imports.is_empty() {
@@ -111,10 +117,7 @@ pub(crate) fn generate(ctx: &Ctx, m: usize) -> Result<ModuleFiles, Unsupported> 
     let n = steps.len();
     let settle = g.uses.spawn || !g.fs.is_empty() || !g.misc.is_empty();
     if n > 0 {
-        c.push_str("static int modkit_progress; /* steps completed */\n");
-        c.push_str(
-            "static int modkit_init_ret; /* what the init returns after MODKIT_STOP: 0, or N for `ret = N` */\n\n",
-        );
+        c.push_str("static int modkit_progress; /* steps completed */\n\n");
         c.push_str("/* Undoes the first @done steps, last first. */\nstatic void modkit_unwind(int done)\n{\n");
         for k in (0..n).rev() {
             match has_undo[k] {

@@ -160,6 +160,40 @@ run = [{ fail = "ENOMEM" }]
 }
 
 #[test]
+fn ret_makes_the_init_return_its_value() {
+    let sc = parse(
+        r#"
+[[module]]
+name = "m"
+[[module.init]]
+step = "a"
+undo = true
+[[module.init]]
+step = "b"
+run = [{ ret = 255 }]
+[[module.init]]
+step = "c"
+run = [{ fail = "ENODEV" }]
+
+[[module]]
+name = "plain"
+"#,
+    );
+    let g = generate(&sc, &target((6, 1, 176))).unwrap();
+    let c = file(&g, "m-main.c");
+    let decl = c.find("static int modkit_init_ret;").expect("declared");
+    let set = c.find("modkit_init_ret = 255;").expect("set by the step");
+    assert!(decl < set, "declared before the steps use it:\n{c}");
+    assert!(c.contains("modkit_init_ret = 255; /* the init returns 255 */\n\treturn MODKIT_STOP;"));
+    assert!(
+        c.contains("if (ret == MODKIT_STOP)\n\t\treturn modkit_init_ret;"),
+        "{c}"
+    );
+    // A module without an init table has no such variable (gcc would warn it is unused).
+    assert!(!file(&g, "plain-main.c").contains("modkit_init_ret"));
+}
+
+#[test]
 fn namespaces_follow_the_kernel_version() {
     let text = r#"
 [[module]]
