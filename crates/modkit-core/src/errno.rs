@@ -9,6 +9,8 @@ pub enum Errno {
     EPERM,
     /// No such file or directory / module or symbol not found (2).
     ENOENT,
+    /// No such process (3): a `kill` event found no task to signal.
+    ESRCH,
     /// Interrupted system call (4).
     EINTR,
     /// Exec format error (8).
@@ -41,9 +43,10 @@ pub enum Errno {
 
 impl Errno {
     /// Every errno the model knows, for parsing and suggestions.
-    pub const ALL: [Errno; 16] = [
+    pub const ALL: [Errno; 17] = [
         Errno::EPERM,
         Errno::ENOENT,
+        Errno::ESRCH,
         Errno::EINTR,
         Errno::ENOEXEC,
         Errno::EBADF,
@@ -65,6 +68,7 @@ impl Errno {
         match self {
             Errno::EPERM => 1,
             Errno::ENOENT => 2,
+            Errno::ESRCH => 3,
             Errno::EINTR => 4,
             Errno::ENOEXEC => 8,
             Errno::EBADF => 9,
@@ -87,6 +91,7 @@ impl Errno {
         match self {
             Errno::EPERM => "EPERM",
             Errno::ENOENT => "ENOENT",
+            Errno::ESRCH => "ESRCH",
             Errno::EINTR => "EINTR",
             Errno::ENOEXEC => "ENOEXEC",
             Errno::EBADF => "EBADF",
@@ -109,6 +114,7 @@ impl Errno {
         match self {
             Errno::EPERM => "Operation not permitted",
             Errno::ENOENT => "No such file or directory",
+            Errno::ESRCH => "No such process",
             Errno::EINTR => "Interrupted system call",
             Errno::ENOEXEC => "Exec format error",
             Errno::EBADF => "Bad file descriptor",
@@ -146,6 +152,10 @@ impl fmt::Display for Errno {
     }
 }
 
+/// [`Outcome::raw`] of [`Outcome::Killed`]: no kernel function returns it (a killed task
+/// returns nothing), so it matches no other outcome.
+pub const KILLED_RAW: i32 = i32::MIN;
+
 /// What an operation returned: success, an errno, or a raw status (request_module under
 /// `linux-X.Y` returns modprobe's wait status, 256 for `exit(1)`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -156,6 +166,9 @@ pub enum Outcome {
     Err(Errno),
     /// A raw non-zero value such as a wait status.
     Status(i32),
+    /// The task died of SIGKILL before its call returned to userspace: no value came
+    /// back (a `kill` event; crate::signal).
+    Killed,
 }
 
 impl Outcome {
@@ -170,6 +183,7 @@ impl Outcome {
             Outcome::Ok => 0,
             Outcome::Err(e) => -e.code(),
             Outcome::Status(s) => s,
+            Outcome::Killed => KILLED_RAW,
         }
     }
 
@@ -197,6 +211,7 @@ impl fmt::Display for Outcome {
             Outcome::Ok => f.write_str("ok"),
             Outcome::Err(e) => write!(f, "{e}"),
             Outcome::Status(s) => write!(f, "{s}"),
+            Outcome::Killed => f.write_str("killed"),
         }
     }
 }

@@ -182,6 +182,8 @@ pub struct Kernel {
     pub record_history: bool,
     /// A forced unload is under way for this module (it may be freed while pinned).
     forced: BTreeSet<ModId>,
+    /// Tasks sent SIGKILL ([`crate::signal`]).
+    pub signals: crate::signal::Signals,
 }
 
 /// Paths at which a modprobe binary exists in the simulated root file system.
@@ -227,6 +229,7 @@ impl Kernel {
             history: Vec::new(),
             record_history: false,
             forced: BTreeSet::new(),
+            signals: Default::default(),
         };
         for id in 0..n {
             k.install_builtin(id);
@@ -686,6 +689,11 @@ impl Kernel {
     /// Asks for `task`'s exit outcome to be kept (in [`Kernel::task_exits`]) until read.
     pub fn watch_task(&mut self, task: TaskId) {
         self.watched.insert(task);
+    }
+
+    /// Forgets that someone will read `task`'s exit (request_module's caller was killed).
+    pub fn unwatch_task(&mut self, task: TaskId) {
+        self.watched.remove(&task);
     }
 
     /// Records the exit of a task, waking those waiting for it.

@@ -19,6 +19,7 @@ pub mod modprobe;
 pub mod policy;
 pub mod proc;
 pub mod request;
+pub mod signal;
 pub mod spec;
 pub mod stable;
 pub mod unload;

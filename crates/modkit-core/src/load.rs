@@ -41,6 +41,12 @@ pub struct Load {
     step: usize,
     awaiting_body: bool,
     going: bool,
+    /// `finit_module()` (true, what modprobe and insmod use) or `init_module()` of a
+    /// buffer (false): only the former is deduplicated by 6.5's idempotent_init_module(),
+    /// which keys on the file's inode.
+    pub idempotent: bool,
+    /// The symbol wait was ended by SIGKILL, not by its timeout.
+    interrupted: bool,
 }
 
 /// What resolving one import gave.
@@ -85,6 +91,30 @@ impl Load {
             step: 0,
             awaiting_body: false,
             going: false,
+            idempotent: true,
+            interrupted: false,
+        }
+    }
+
+    /// The load as `init_module(2)` of a buffer makes it: no file, so 6.5+ does not
+    /// deduplicate it; a concurrent load of the same module meets the older name check
+    /// (`module_patient_check_exists()`: wait for COMING, then EEXIST or EBUSY).
+    pub fn init_module(mut self) -> Self {
+        self.idempotent = false;
+        self
+    }
+
+    /// Whether the wait the load is parked in ends on SIGKILL (crate::signal).
+    pub fn killable_wait(&self, k: &Kernel) -> bool {
+        match self.phase {
+            // 6.5 – 6.10: wait_for_completion(); 6.11+: interruptible (2124d84db293).
+            Phase::MergeWait(_) => k.policy.is_modkit() || k.policy.idempotent_wait_killable(),
+            // wait_event_interruptible(module_wq, finished_loading()) in every era;
+            // resolve_symbol_wait()'s wait_event_interruptible_timeout(); modkit's wait
+            // for an unload.
+            Phase::DupWait | Phase::SymWait | Phase::GoingWait => true,
+            // modkit's failed load waiting for pins before it frees the module.
+            _ => false,
         }
     }
 
@@ -111,6 +141,23 @@ impl Load {
     /// Advances the load.
     pub fn poll(&mut self, k: &mut Kernel, task: TaskId, mut r: Resume) -> Step {
         let m = self.module;
+        if r == Resume::Killed {
+            match self.phase {
+                // idempotent_wait_for_completion() returns idem.ret, initialised to
+                // -EINTR (2124d84db293); modkit's merged waits end the same way.
+                Phase::MergeWait(_) | Phase::GoingWait => {
+                    return Step::Done(Outcome::Err(Errno::EINTR))
+                }
+                // add_unformed_module / module_patient_check_exists: return err.
+                Phase::DupWait => return self.finish(k, Outcome::Err(Errno::ERESTARTSYS)),
+                // resolve_symbol_wait(): the wait ends <= 0, as a timeout does.
+                Phase::SymWait => {
+                    self.interrupted = true;
+                    r = Resume::TimedOut;
+                }
+                _ => debug_assert!(false, "killed in {:?}", self.phase),
+            }
+        }
         loop {
             match self.phase {
                 Phase::Start => {
@@ -158,7 +205,10 @@ impl Load {
                                 self.phase = Phase::DupCheck;
                             }
                         },
-                        Policy::Linux(_) if matches!(k.policy.dup_era(), DupEra::E | DupEra::F) => {
+                        Policy::Linux(_)
+                            if self.idempotent
+                                && matches!(k.policy.dup_era(), DupEra::E | DupEra::F) =>
+                        {
                             if let Some(f) = k.inflight_loads.get(&m).copied() {
                                 self.phase = Phase::MergeWait(f.gen);
                                 let reason = format!(
@@ -340,13 +390,22 @@ impl Load {
                                     k.name(m),
                                     imp.name
                                 ));
-                                let msg = format!(
-                                    "{} gave up after {} s waiting for {} (still initialising) to provide {}",
-                                    k.name(m),
-                                    SYMBOL_WAIT_SECS,
-                                    k.name(o),
-                                    imp.name
-                                );
+                                let msg = if self.interrupted {
+                                    format!(
+                                        "{} was killed while waiting for {} (still initialising) to provide {}",
+                                        k.name(m),
+                                        k.name(o),
+                                        imp.name
+                                    )
+                                } else {
+                                    format!(
+                                        "{} gave up after {} s waiting for {} (still initialising) to provide {}",
+                                        k.name(m),
+                                        SYMBOL_WAIT_SECS,
+                                        k.name(o),
+                                        imp.name
+                                    )
+                                };
                                 k.diagnose(DiagKind::Timeout, Some(m), msg, Vec::new(), None);
                                 self.err = Some(Errno::EBUSY);
                                 if let Some(o) = owner {

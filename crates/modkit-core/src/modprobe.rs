@@ -143,8 +143,19 @@ impl Modprobe {
         k.db.spec(m).builtin || k.state(m) == Some(ModState::Live)
     }
 
+    /// modprobe only waits as a process starting up (userspace): SIGKILL ends it.
+    pub fn killable_wait(&self) -> bool {
+        true
+    }
+
     /// Advances the modprobe.
-    pub fn poll(&mut self, k: &mut Kernel, _task: TaskId, r: Resume) -> Step {
+    pub fn poll(&mut self, k: &mut Kernel, task: TaskId, r: Resume) -> Step {
+        // SIGKILL: the process dies when its system call returns (or at once, in
+        // userspace), before it inserts anything more. The value is never seen: the
+        // driver reports the task as killed (crate::signal).
+        if r == Resume::Killed || (matches!(r, Resume::Child(_)) && k.fatal_signal_pending(task)) {
+            return Step::Done(Outcome::Err(Errno::EINTR));
+        }
         if !self.started {
             self.started = true;
             if k.modprobe_exec > 0 {

@@ -29,6 +29,9 @@ pub enum Resume {
     Spawned(TaskId),
     /// Module code the driver ran finished.
     Body(BodyResult),
+    /// The task was sent SIGKILL while parked in a wait [`Proc::killable_wait`] calls
+    /// killable (or was about to park in one with the signal pending).
+    Killed,
 }
 
 /// What a piece of module code (an init step or an undo) returned.
@@ -105,6 +108,19 @@ impl Proc {
             Proc::Load(p) => p.poll(k, task, r),
             Proc::Unload(p) => p.poll(k, task, r),
             Proc::Request(p) => p.poll(k, task, r),
+        }
+    }
+
+    /// Whether the wait this procedure just asked for ends on a fatal signal, as the
+    /// policy's kernel has it ([`crate::signal`]). Drivers ask it for every
+    /// [`Step::Wait`] and resume the task with [`Resume::Killed`] when it is true and
+    /// SIGKILL is (or becomes) pending.
+    pub fn killable_wait(&self, k: &Kernel) -> bool {
+        match self {
+            Proc::Modprobe(p) => p.killable_wait(),
+            Proc::Load(p) => p.killable_wait(k),
+            Proc::Unload(p) => p.killable_wait(),
+            Proc::Request(p) => p.killable_wait(k),
         }
     }
 

@@ -78,8 +78,62 @@ impl Request {
         self.slot = true;
     }
 
+    /// Whether the wait the request is parked in ends on SIGKILL (crate::signal).
+    pub fn killable_wait(&self, k: &Kernel) -> bool {
+        match self.phase {
+            Phase::SlotWait => k.policy.kmod_slot_wait_killable(),
+            // call_modprobe(): UMH_KILLABLE; modkit's merged request.
+            Phase::ChildWait | Phase::MergeWait(_) => true,
+            _ => false,
+        }
+    }
+
+    /// SIGKILL ended the wait.
+    fn killed(&mut self, k: &mut Kernel, task: TaskId) -> Step {
+        let modkit = k.policy.is_modkit();
+        let e = if modkit {
+            Errno::EINTR
+        } else {
+            Errno::ERESTARTSYS
+        };
+        match self.phase {
+            Phase::SlotWait => {
+                k.kmod.queue.retain(|&t| t != task);
+                if !modkit {
+                    // 4.13 – 6.3 __request_module(), after wait_event_killable_timeout().
+                    k.printk_ratelimited(
+                        "kmod_sigkill",
+                        "__request_module",
+                        format!(
+                            "request_module: sigkill sent for modprobe {}, giving up",
+                            self.name
+                        ),
+                    );
+                }
+                self.finish(k, Outcome::Err(e))
+            }
+            Phase::ChildWait => {
+                // call_usermodehelper_exec(): wait_for_completion_killable() returned
+                // -ERESTARTSYS; the modprobe runs on, nobody reads its status.
+                if let Some(child) = self.child {
+                    k.unwatch_task(child);
+                    k.task_exits.remove(&child);
+                }
+                self.finish(k, Outcome::Err(e))
+            }
+            Phase::MergeWait(_) => Step::Done(Outcome::Err(Errno::EINTR)),
+            _ => {
+                debug_assert!(false, "request killed in {:?}", self.phase);
+                self.finish(k, Outcome::Err(e))
+            }
+        }
+    }
+
     /// Advances the request.
     pub fn poll(&mut self, k: &mut Kernel, task: TaskId, r: Resume) -> Step {
+        if r == Resume::Killed {
+            return self.killed(k, task);
+        }
         loop {
             match self.phase {
                 Phase::Start => {
@@ -213,11 +267,14 @@ impl Request {
                     let child = self.child.expect("spawned");
                     if let Some(o) = k.task_exits.remove(&child) {
                         let result = if k.policy.request_returns_status() {
-                            if o.is_ok() {
-                                Outcome::Ok
-                            } else {
-                                Outcome::Status(256)
+                            match o {
+                                Outcome::Ok => Outcome::Ok,
+                                // The wait status of a process killed by SIGKILL.
+                                Outcome::Killed => Outcome::Status(crate::signal::SIGKILL),
+                                _ => Outcome::Status(256),
                             }
+                        } else if o == Outcome::Killed {
+                            Outcome::Err(Errno::EINTR)
                         } else {
                             o
                         };

@@ -72,8 +72,21 @@ impl Unload {
         Step::Done(Outcome::Err(Errno::EWOULDBLOCK))
     }
 
+    /// Whether the wait the unload is parked in ends on SIGKILL: only modkit's wait for
+    /// pins does (delete_module() itself never waits since 3.13, and module exit code is
+    /// not interrupted).
+    pub fn killable_wait(&self) -> bool {
+        self.phase == Phase::PinWait
+    }
+
     /// Advances the unload.
     pub fn poll(&mut self, k: &mut Kernel, task: TaskId, r: Resume) -> Step {
+        if r == Resume::Killed && self.phase == Phase::PinWait {
+            if let Some(i) = self.module.and_then(|m| k.instances[m].as_mut()) {
+                i.draining = false;
+            }
+            return Step::Done(Outcome::Err(Errno::EINTR));
+        }
         loop {
             match self.phase {
                 Phase::Start => {

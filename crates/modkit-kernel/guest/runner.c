@@ -52,7 +52,7 @@
 #define MODPROBE_SYSCTL "/proc/sys/kernel/modprobe"
 #define RT_FILE "/proc/modkit_rt"
 
-enum kind { K_MODPROBE, K_INSMOD, K_RMMOD, K_REQUEST, K_RUN, K_SET_MODPROBE };
+enum kind { K_MODPROBE, K_INSMOD, K_RMMOD, K_REQUEST, K_RUN, K_SET_MODPROBE, K_KILL, K_KILL_MODPROBE };
 
 struct event {
 	int idx;
@@ -65,6 +65,8 @@ struct event {
 	long flags;	/* rmmod */
 	char *wait;	/* request_module: "0" or "1", verbatim */
 	char *actions;	/* run: verbatim */
+	int target;	/* kill: the index of the event whose threads it kills */
+	int slot0;	/* first of its threads' slots in the shared pid table */
 	unsigned char *done;	/* main process: result (or error) seen per thread */
 };
 
@@ -76,6 +78,19 @@ static uint64_t settle_ns;
 static char *initial_modprobe;	/* decoded; NULL: leave the kernel's */
 static int kmsg_marker;
 static volatile uint64_t *shared_start;	/* written by main before it releases the coordinators */
+
+/*
+ * Kill events (docs/kernel-driver.md, "Kill events"): one slot per thread, shared by every
+ * process. A thread's slot holds the pid of the process that is in the kernel for it (the
+ * thread itself, or the modprobe it runs) while it works, 0 before and after, -1 once a
+ * kill event took it. A kill takes a slot with a compare-and-swap pid -> -1 before it sends
+ * SIGKILL; a thread gives its slot back (pid -> 0) before it writes its result, and if
+ * that fails a kill is on its way: it writes nothing and waits to die, and its
+ * coordinator reports the signal. So every thread has exactly one result line.
+ */
+static int *slots;
+static int total_threads;
+static int *my_slot;	/* in a thread's process: its slot */
 
 static uint64_t now_ns(void)
 {
@@ -395,6 +410,13 @@ static void parse_plan(const char *path)
 		} else if (!strcmp(w[4], "set_modprobe") && n == 6) {
 			e->kind = K_SET_MODPROBE;
 			e->name = decode(w[5]);
+		} else if (!strcmp(w[4], "kill") && n == 6) {
+			e->kind = K_KILL;
+			e->target = (int)number(w[5], MAX_EVENTS, lineno);
+			e->name = w[5];
+		} else if (!strcmp(w[4], "kill_modprobe") && n == 6) {
+			e->kind = K_KILL_MODPROBE;
+			e->name = decode(w[5]);
 		} else {
 			die("plan line %d: unknown event kind `%s` or wrong field count", lineno,
 			    w[4]);
@@ -404,16 +426,40 @@ static void parse_plan(const char *path)
 		e->done = calloc((size_t)e->threads, 1);
 		if (!e->done)
 			die("out of memory");
+		e->slot0 = total_threads;
+		total_threads += e->threads;
 	}
 	if (first)
 		die("the plan is empty");
+	for (lineno = 0; lineno < nevents; lineno++)
+		if (events[lineno].kind == K_KILL &&
+		    (events[lineno].target >= nevents || events[lineno].target == lineno))
+			die("event %d kills event %d, which is not another event of the plan",
+			    lineno, events[lineno].target);
 	/* text stays allocated: the events point into it */
 }
 
 /* ---------------------------------------------------------------- work */
 
+/* The thread leaves the kernel and is about to write its result: gives its slot back.
+ * If a kill took it, SIGKILL is on its way: the thread writes nothing and waits for it. */
+static void leave_slot(void)
+{
+	int expect;
+
+	if (!my_slot)
+		return;
+	expect = __atomic_load_n(my_slot, __ATOMIC_SEQ_CST);
+	if (expect == -1 || !__atomic_compare_exchange_n(my_slot, &expect, 0, 0, __ATOMIC_SEQ_CST,
+							 __ATOMIC_SEQ_CST))
+		for (;;)
+			pause();
+	my_slot = NULL;
+}
+
 static void result_errno(const struct event *e, int thread, int err)
 {
+	leave_slot();
 	emit("@@ result %d %d errno %d %llu", e->idx, thread, err, (unsigned long long)now_ns());
 }
 
@@ -422,6 +468,7 @@ static void result_error(const struct event *e, int thread, const char *what, in
 {
 	char msg[STDERR_KEEP], enc[3 * STDERR_KEEP + 2];
 
+	leave_slot();
 	snprintf(msg, sizeof(msg), "%s: %s", what, strerror(err));
 	encode(msg, strlen(msg), enc);
 	emit("@@ error %d %d %s", e->idx, thread, enc);
@@ -513,6 +560,14 @@ static void do_modprobe(const struct event *e, int thread)
 		_exit(127);
 	}
 	close(err[1]);
+	if (my_slot) {
+		/* a kill now reaches the modprobe, the process in the kernel */
+		int self = getpid();
+
+		if (!__atomic_compare_exchange_n(my_slot, &self, pid, 0, __ATOMIC_SEQ_CST,
+						 __ATOMIC_SEQ_CST))
+			kill(pid, SIGKILL);	/* a kill took the slot just now */
+	}
 	for (;;) {
 		char c;
 		ssize_t r = read(err[0], &c, 1);
@@ -544,13 +599,32 @@ static void do_modprobe(const struct event *e, int thread)
 			result_error(e, thread, "waitpid for modprobe", errno);
 			return;
 		}
+	if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL && my_slot &&
+	    __atomic_load_n(my_slot, __ATOMIC_SEQ_CST) == -1) {
+		/* killed by a kill event: the slot stays taken */
+		my_slot = NULL;
+		emit("@@ result %d %d signal %d %llu", e->idx, thread, WTERMSIG(status),
+		     (unsigned long long)now_ns());
+		return;
+	}
+	if (my_slot) {
+		int expect = pid;
+
+		/* modprobe exited by itself: the slot is the thread's again */
+		__atomic_compare_exchange_n(my_slot, &expect, getpid(), 0, __ATOMIC_SEQ_CST,
+					    __ATOMIC_SEQ_CST);
+		if (expect == -1)
+			my_slot = NULL;	/* a kill took it after the exit: too late, report */
+	}
 	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
 		result_errno(e, thread, 0);
 	else if (found)
 		result_errno(e, thread, found);
+	else if (WIFSIGNALED(status))
+		emit("@@ result %d %d signal %d %llu", e->idx, thread, WTERMSIG(status),
+		     (unsigned long long)now_ns());
 	else
-		emit("@@ result %d %d exit %d %llu", e->idx, thread,
-		     WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status),
+		emit("@@ result %d %d exit %d %llu", e->idx, thread, WEXITSTATUS(status),
 		     (unsigned long long)now_ns());
 }
 
@@ -637,11 +711,71 @@ static void do_rt(const struct event *e, int thread)
 		result_error(e, thread, "the answer of " RT_FILE, EPROTO);
 		return;
 	}
-	if (v <= 0)
+	if (v <= 0) {
 		result_errno(e, thread, (int)-v);
-	else
+	} else {
+		leave_slot();
 		emit("@@ result %d %d status %ld %llu", e->idx, thread, v,
 		     (unsigned long long)now_ns());
+	}
+}
+
+/* SIGKILL to every thread of event @t still in its work: 0 or ESRCH (none). */
+static int kill_event(const struct event *t)
+{
+	int i, n = 0;
+
+	for (i = 0; i < t->threads; i++) {
+		int *slot = &slots[t->slot0 + i];
+		int pid = __atomic_load_n(slot, __ATOMIC_SEQ_CST);
+
+		while (pid > 0) {
+			if (__atomic_compare_exchange_n(slot, &pid, -1, 0, __ATOMIC_SEQ_CST,
+							__ATOMIC_SEQ_CST)) {
+				if (kill(pid, SIGKILL) == 0)
+					n++;
+				break;
+			}
+		}
+	}
+	return n ? 0 : ESRCH;
+}
+
+/* SIGKILL to every process whose command line is "ANY -q -- NAME", as call_modprobe()
+ * (kernel/kmod.c) starts modprobe for request_module(NAME): 0 or ESRCH (none). */
+static int kill_modprobe(const char *name)
+{
+	DIR *d = opendir("/proc");
+	struct dirent *de;
+	int n = 0;
+
+	if (!d)
+		return errno;
+	while ((de = readdir(d)) != NULL) {
+		char path[64], *cmd, *a[5];
+		size_t len, off = 0;
+		int argc = 0;
+		long pid;
+		char *end;
+
+		pid = strtol(de->d_name, &end, 10);
+		if (*end || pid <= 1 || pid == getpid())
+			continue;
+		snprintf(path, sizeof(path), "/proc/%ld/cmdline", pid);
+		cmd = read_file(path, 4096, &len);
+		if (!cmd)
+			continue;
+		while (off < len && argc < 5) {
+			a[argc++] = cmd + off;
+			off += strlen(cmd + off) + 1;
+		}
+		if (argc == 4 && !strcmp(a[1], "-q") && !strcmp(a[2], "--") && !strcmp(a[3], name) &&
+		    kill((pid_t)pid, SIGKILL) == 0)
+			n++;
+		free(cmd);
+	}
+	closedir(d);
+	return n ? 0 : ESRCH;
 }
 
 /* Writes /proc/sys/kernel/modprobe; 0 or an errno. proc_dostring() takes the text up to
@@ -695,6 +829,12 @@ static void work(const struct event *e, int thread)
 	case K_SET_MODPROBE:
 		result_errno(e, thread, set_modprobe(e->name));
 		break;
+	case K_KILL:
+		result_errno(e, thread, kill_event(&events[e->target]));
+		break;
+	case K_KILL_MODPROBE:
+		result_errno(e, thread, kill_modprobe(e->name));
+		break;
 	}
 }
 
@@ -705,29 +845,38 @@ static void work(const struct event *e, int thread)
  */
 static void __attribute__((noreturn)) coordinate(const struct event *e, int ready_w, int go_r)
 {
-	int gate[2], gate_err = 0, t;
+	int gate[2], gate_err = 0, t, status;
 	int *fork_err = calloc((size_t)e->threads, sizeof(int));
+	pid_t *pids = calloc((size_t)e->threads, sizeof(pid_t));
 	char c = 'r';
 	pid_t pid;
 
 	if (pipe2(gate, O_CLOEXEC) < 0)
 		gate_err = errno;
-	for (t = 0; !gate_err && fork_err && t < e->threads; t++) {
+	for (t = 0; !gate_err && fork_err && pids && t < e->threads; t++) {
 		pid = fork();
 		if (pid < 0) {
 			fork_err[t] = errno;
 			continue;
 		}
 		if (pid == 0) {
+			int zero = 0;
+
 			close(gate[1]);
 			close(ready_w);
 			close(go_r);
 			while (read(gate[0], &c, 1) < 0 && errno == EINTR)
 				;
 			close(gate[0]);
+			/* from here on a kill event can reach this thread */
+			my_slot = &slots[e->slot0 + t];
+			if (!__atomic_compare_exchange_n(my_slot, &zero, (int)getpid(), 0,
+							 __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+				my_slot = NULL;
 			work(e, t);
 			_exit(0);
 		}
+		pids[t] = pid;
 	}
 	if (!gate_err)
 		close(gate[0]);
@@ -744,7 +893,7 @@ static void __attribute__((noreturn)) coordinate(const struct event *e, int read
 	for (t = 0; t < e->threads; t++) {
 		if (gate_err)
 			result_error(e, t, "pipe", gate_err);
-		else if (!fork_err)
+		else if (!fork_err || !pids)
 			result_error(e, t, "fork", ENOMEM);
 		else if (fork_err[t])
 			result_error(e, t, "fork", fork_err[t]);
@@ -753,8 +902,15 @@ static void __attribute__((noreturn)) coordinate(const struct event *e, int read
 		sleep_until(*shared_start + e->at_ns);
 		close(gate[1]);
 	}
-	while (wait(NULL) > 0 || errno == EINTR)
-		;
+	/* A thread killed by a kill event wrote no result: say how it ended. */
+	while ((pid = wait(&status)) > 0 || errno == EINTR) {
+		if (pid <= 0 || !WIFSIGNALED(status))
+			continue;
+		for (t = 0; pids && t < e->threads; t++)
+			if (pids[t] == pid && slots[e->slot0 + t] == -1)
+				emit("@@ result %d %d signal %d %llu", e->idx, t, WTERMSIG(status),
+				     (unsigned long long)now_ns());
+	}
 	_exit(0);
 }
 
@@ -934,6 +1090,10 @@ int main(int argc, char **argv)
 	shared_start = mmap(NULL, sizeof(*shared_start), PROT_READ | PROT_WRITE,
 			    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (shared_start == MAP_FAILED)
+		die("mmap: %s", strerror(errno));
+	slots = mmap(NULL, (size_t)(total_threads ? total_threads : 1) * sizeof(int),
+		     PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (slots == MAP_FAILED)
 		die("mmap: %s", strerror(errno));
 	if (pipe2(rp, O_CLOEXEC) < 0 || pipe2(ready, O_CLOEXEC) < 0 || pipe2(go, O_CLOEXEC) < 0)
 		die("pipe: %s", strerror(errno));

@@ -151,6 +151,9 @@ fn outcome(kind: &str, n: i64) -> Option<Outcome> {
             None => Outcome::Status(-(n as i32)),
         }),
         "status" | "exit" => Some(Outcome::Status(n as i32)),
+        // The thread's process (or its modprobe) died of a kill event's SIGKILL.
+        "signal" if n == 9 => Some(Outcome::Killed),
+        "signal" => Some(Outcome::Status(n as i32)),
         _ => None,
     }
 }
@@ -759,6 +762,13 @@ modkit_rt 40960 0 - Live 0xffffffffc01f0000 (OE)
         assert_eq!(o.steps, None);
         assert_eq!(o.unobservable, vec!["diagnostics"]);
         assert!(!o.notes.is_empty());
+    }
+
+    #[test]
+    fn a_killed_thread_reads_as_killed() {
+        assert_eq!(outcome("signal", 9), Some(Outcome::Killed));
+        assert_eq!(outcome("signal", 15), Some(Outcome::Status(15)));
+        assert_eq!(outcome("errno", 3), Some(Outcome::Err(Errno::ESRCH)));
     }
 
     #[test]

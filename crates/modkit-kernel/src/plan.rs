@@ -264,10 +264,24 @@ pub fn plan(
                 });
             }
             EventKind::Insmod(name) => format!(
-                "insmod {} {} finit",
+                "insmod {} {} {}",
                 encode_field(name),
-                encode_field(&guest_path(name))
+                encode_field(&guest_path(name)),
+                if ev.init_module { "init" } else { "finit" }
             ),
+            EventKind::Kill(target) => {
+                let t = sc
+                    .events
+                    .iter()
+                    .position(|e| &e.id == target)
+                    .ok_or_else(|| PlanError::Unsupported {
+                        event: ev.id.clone(),
+                        feature: "kill",
+                        why: format!("no event has id `{target}`"),
+                    })?;
+                format!("kill {t}")
+            }
+            EventKind::KillModprobe(name) => format!("kill_modprobe {}", encode_field(name)),
             EventKind::Rmmod {
                 name,
                 force,
@@ -342,14 +356,17 @@ fn all_actions(sc: &Scenario) -> impl Iterator<Item = &[Action]> {
 }
 
 /// How long the runner keeps watching after every thread has finished: zero unless the
-/// scenario has deferred work (`spawn`, `request_module` with `wait = false`), which can
-/// still change modules after the last thread is done; then [`SETTLE_SLACK`] plus every
-/// sleep and wait bound of the scenario. The deadline bounds it in the runner.
+/// scenario has deferred work (`spawn`, `request_module` with `wait = false`, or a `kill`
+/// event: a request_module caller killed leaves its modprobe running with nobody waiting),
+/// which can still change modules after the last thread is done; then [`SETTLE_SLACK`]
+/// plus every sleep and wait bound of the scenario. The deadline bounds it in the runner.
 pub fn settle_time(sc: &Scenario) -> Duration {
-    let nowait_event = sc
-        .events
-        .iter()
-        .any(|e| matches!(e.kind, EventKind::RequestModule { wait: false, .. }));
+    let nowait_event = sc.events.iter().any(|e| {
+        matches!(
+            e.kind,
+            EventKind::RequestModule { wait: false, .. } | EventKind::Kill(_)
+        )
+    });
     if !nowait_event && !all_actions(sc).any(defers) {
         return Duration::ZERO;
     }
@@ -594,6 +611,45 @@ run = [{ sleep = "1s" }, { complete = "c d" }]
         assert_eq!(default_deadline(&sc), Duration::from_secs(127));
         // a nowait request_module: 2 s + the sleeps
         assert_eq!(settle_time(&sc), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn kill_events_and_init_module() {
+        let sc = scenario(
+            r#"
+[[module]]
+name = "a"
+[[module.init]]
+step = "s"
+run = [{ sleep = "1s" }]
+
+[[event]]
+id = "ins"
+insmod = "a"
+syscall = "init_module"
+
+[[event]]
+id = "k"
+at = "10ms"
+kill = "ins"
+
+[[event]]
+id = "km"
+at = "20ms"
+kill_modprobe = "fs-x y"
+"#,
+        );
+        let text = plan(&sc, &|m: &str| format!("/x/{m}.ko"), Duration::from_secs(9)).unwrap();
+        assert_eq!(
+            text,
+            "modkit-plan 1\n\
+             deadline_ns 9000000000\n\
+             settle_ns 3000000000\n\
+             kmsg_marker\n\
+             event 0 0 1 insmod a /x/a.ko init\n\
+             event 1 10000000 1 kill 0\n\
+             event 2 20000000 1 kill_modprobe fs-x%20y\n"
+        );
     }
 
     #[test]

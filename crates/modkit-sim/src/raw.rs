@@ -188,6 +188,12 @@ pub struct RawEvent {
     pub force: Option<bool>,
     pub wait: Option<bool>,
     pub timeout: Option<Spanned<String>>,
+    /// insmod: `"finit_module"` (default) or `"init_module"`.
+    pub syscall: Option<Spanned<String>>,
+    /// SIGKILL the threads of this event.
+    pub kill: Option<Spanned<String>>,
+    /// SIGKILL the modprobe processes request_module started for this name.
+    pub kill_modprobe: Option<String>,
 }
 
 /// `set = { modprobe = "" }`.

@@ -139,6 +139,13 @@ pub enum EventKind {
     Run(Vec<Action>),
     /// Change /proc/sys/kernel/modprobe.
     SetModprobe(String),
+    /// SIGKILL every thread of the event with this id that is still running (in the
+    /// kernel driver: the process in the system call, for modprobe events the modprobe).
+    /// Result: ok if at least one was signalled, ESRCH if none.
+    Kill(String),
+    /// SIGKILL every `modprobe -q -- NAME` that request_module(NAME) started and that is
+    /// still running. Result: ok or ESRCH, as [`EventKind::Kill`].
+    KillModprobe(String),
 }
 
 /// One event.
@@ -152,6 +159,9 @@ pub struct Event {
     pub threads: u32,
     /// What.
     pub kind: EventKind,
+    /// insmod with `init_module(2)` of the file's bytes instead of `finit_module(2)`
+    /// (`syscall = "init_module"`): 6.5+ deduplicates only the latter.
+    pub init_module: bool,
 }
 
 /// An expected code: matches one outcome.
@@ -295,9 +305,10 @@ fn code(c: &RawCode) -> Result<Code, String> {
             .ok_or_else(|| format!("unknown errno number {n}")),
         RawCode::Number(n) => Ok(Code(Outcome::Status(*n as i32))),
         RawCode::Name(s) if s == "ok" => Ok(Code(Outcome::Ok)),
+        RawCode::Name(s) if s == "killed" => Ok(Code(Outcome::Killed)),
         RawCode::Name(s) => Errno::from_name(s).map(|e| Code(Outcome::Err(e))).ok_or_else(|| {
             format!(
-                "unknown error code `{s}`{}: use \"ok\", an errno name such as \"ENOENT\", or a number",
+                "unknown error code `{s}`{}: use \"ok\", \"killed\", an errno name such as \"ENOENT\", or a number",
                 did_you_mean(s, Errno::ALL.iter().map(|e| e.name()))
             )
         }),
@@ -797,6 +808,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
     let mut events = Vec::new();
     let mut ids = BTreeSet::new();
     let mut total_threads: u32 = 0;
+    let mut kills: Vec<(Spanned<String>, String)> = Vec::new();
     for (i, ev) in raw.event.iter().enumerate() {
         let off = ev.span().start;
         let re = ev.get_ref();
@@ -885,18 +897,81 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                 }
             }
         }
+        if let Some(target) = &re.kill {
+            kills.push((target.clone(), id.clone()));
+            kinds.push(EventKind::Kill(target.get_ref().clone()));
+        }
+        if let Some(name) = &re.kill_modprobe {
+            if name.is_empty() {
+                return Err(err(
+                    "`kill_modprobe` needs the name request_module was given".into(),
+                ));
+            }
+            kinds.push(EventKind::KillModprobe(name.clone()));
+        }
         if kinds.len() != 1 {
             return Err(err(format!(
-                "an event does exactly one of modprobe, insmod, rmmod, request_module, run, set; this one has {}",
+                "an event does exactly one of modprobe, insmod, rmmod, request_module, run, set, kill, kill_modprobe; this one has {}",
                 kinds.len()
             )));
         }
+        let kind = kinds.pop().expect("one");
+        if matches!(kind, EventKind::Kill(_) | EventKind::KillModprobe(_)) && threads != 1 {
+            return Err(err_at(
+                threads_at,
+                "a kill event signals every matching task at once: leave `threads` at 1".into(),
+            ));
+        }
+        let init_module = match &re.syscall {
+            None => false,
+            Some(sys) => {
+                if !matches!(kind, EventKind::Insmod(_)) {
+                    return Err(err_at(
+                        sys.span().start,
+                        "`syscall` goes with `insmod` (modprobe always uses finit_module)".into(),
+                    ));
+                }
+                match sys.get_ref().as_str() {
+                    "finit_module" => false,
+                    "init_module" => true,
+                    other => {
+                        return Err(err_at(
+                            sys.span().start,
+                            format!(
+                                "key `syscall`: unknown system call `{other}`: use \"finit_module\" or \"init_module\"{}",
+                                did_you_mean(other, ["finit_module", "init_module"])
+                            ),
+                        ))
+                    }
+                }
+            }
+        };
         events.push(Event {
             id,
             at,
             threads,
-            kind: kinds.pop().expect("one"),
+            kind,
+            init_module,
         });
+    }
+    // A kill names an event of the file (any, earlier or later), not itself.
+    for (target, by) in &kills {
+        let t = target.get_ref();
+        if t == by {
+            return Err(cx.at(
+                target.span().start,
+                format!("[[event]] `{by}`: key `kill`: an event cannot kill itself"),
+            ));
+        }
+        if !ids.contains(t) {
+            return Err(cx.at(
+                target.span().start,
+                format!(
+                    "[[event]] `{by}`: key `kill`: no event has id `{t}`{}",
+                    did_you_mean(t, ids.iter().map(|s| s.as_str()))
+                ),
+            ));
+        }
     }
 
     // Expectations.

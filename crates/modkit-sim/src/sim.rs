@@ -144,6 +144,8 @@ struct Task {
     /// Wait generation: a queue entry or waiter whose token differs is stale.
     token: u64,
     parked_on: Option<WaitKey>,
+    /// The wait it is parked in ends on SIGKILL (modkit_core::signal).
+    killable: bool,
     cause: Option<Rc<Cause>>,
 }
 
@@ -240,6 +242,7 @@ const R_START: u8 = 0;
 const R_WOKEN: u8 = 1;
 const R_TIMEOUT: u8 = 2;
 const R_EVENT: u8 = 3;
+const R_KILLED: u8 = 4;
 
 /// The frame of an event's own action list.
 fn event_actions(list: Rc<[Action]>) -> Frame {
@@ -349,6 +352,7 @@ impl<'a> Sim<'a> {
                 event,
                 token: 0,
                 parked_on: None,
+                killable: false,
                 cause,
             },
         );
@@ -358,10 +362,17 @@ impl<'a> Sim<'a> {
 
     fn start_event(&mut self, idx: usize) {
         let ev = &self.sc.events[idx];
-        if let EventKind::SetModprobe(p) = &ev.kind {
-            self.k.modprobe_path = p.clone();
+        let done = match &ev.kind {
+            EventKind::SetModprobe(p) => {
+                self.k.modprobe_path = p.clone();
+                Some(Outcome::Ok)
+            }
+            EventKind::Kill(_) | EventKind::KillModprobe(_) => Some(self.kill(&ev.kind)),
+            _ => None,
+        };
+        if let Some(o) = done {
             for r in self.results.get_mut(&ev.id).expect("event").iter_mut() {
-                *r = Some(Outcome::Ok);
+                *r = Some(o);
             }
             return;
         }
@@ -372,6 +383,10 @@ impl<'a> Sim<'a> {
                     format!("modprobe {n}"),
                 ),
                 EventKind::Insmod(n) => match self.sc.db.id(n) {
+                    Some(id) if ev.init_module => (
+                        Frame::Proc(Proc::Load(Load::new(id, None).init_module())),
+                        format!("insmod {n} (init_module)"),
+                    ),
                     Some(id) => (
                         Frame::Proc(Proc::Load(Load::new(id, None))),
                         format!("insmod {n}"),
@@ -396,7 +411,9 @@ impl<'a> Sim<'a> {
                     format!("request_module({name})"),
                 ),
                 EventKind::Run(list) => (event_actions(list.clone().into()), "run".to_string()),
-                EventKind::SetModprobe(_) => unreachable!("handled above"),
+                EventKind::SetModprobe(_) | EventKind::Kill(_) | EventKind::KillModprobe(_) => {
+                    unreachable!("handled above")
+                }
             };
             let label = if ev.threads > 1 {
                 format!("event {}[{t}]: {label}", ev.id)
@@ -404,6 +421,41 @@ impl<'a> Sim<'a> {
                 format!("event {}: {label}", ev.id)
             };
             self.spawn_task(vec![frame], label, Some(idx), None);
+        }
+    }
+
+    /// A kill event: SIGKILL to every task it names; ok, or ESRCH when it found none.
+    fn kill(&mut self, kind: &EventKind) -> Outcome {
+        let target_event = match kind {
+            EventKind::Kill(id) => self.sc.events.iter().position(|e| &e.id == id),
+            _ => None,
+        };
+        let mut hit: Vec<TaskId> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| match kind {
+                EventKind::Kill(_) => t.event.is_some() && t.event == target_event,
+                EventKind::KillModprobe(name) => matches!(
+                    t.frames.first(),
+                    Some(Frame::Proc(Proc::Modprobe(m))) if m.quiet && &m.target == name
+                ),
+                _ => false,
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        hit.sort_unstable();
+        for &tid in &hit {
+            self.k.send_sigkill(tid);
+            let t = self.tasks.get(&tid).expect("task");
+            if t.parked_on.is_some() && t.killable {
+                let token = t.token;
+                self.push(self.k.now, tid, token, R_KILLED);
+            }
+        }
+        if hit.is_empty() {
+            Outcome::Err(Errno::ESRCH)
+        } else {
+            Outcome::Ok
         }
     }
 
@@ -472,6 +524,7 @@ impl<'a> Sim<'a> {
                 R_START => Resume::Start,
                 R_WOKEN => Resume::Woken,
                 R_TIMEOUT => Resume::TimedOut,
+                R_KILLED => Resume::Killed,
                 _ => unreachable!(),
             };
             if t.parked_on.take().is_some() {
@@ -755,11 +808,17 @@ impl<'a> Sim<'a> {
         true
     }
 
-    fn park(&mut self, tid: TaskId, info: WaitInfo) {
+    /// Parks `tid`; a `killable` wait with SIGKILL pending ends at once (Resume::Killed).
+    fn park(&mut self, tid: TaskId, info: WaitInfo, killable: bool) {
         let now = self.k.now;
+        let pending = killable && self.k.fatal_signal_pending(tid);
         let t = self.tasks.get_mut(&tid).expect("task");
         let token = t.token;
         t.parked_on = Some(info.key.clone());
+        t.killable = killable;
+        if pending {
+            self.push(now, tid, token, R_KILLED);
+        }
         let dup_wait = match t.frames.last() {
             Some(Frame::Proc(Proc::Load(l)))
                 if info.key == WaitKey::ModuleWq && info.deadline.is_none() =>
@@ -807,6 +866,7 @@ impl<'a> Sim<'a> {
             match top {
                 Frame::Proc(p) => {
                     let step = p.poll(&mut self.k, tid, resume);
+                    let killable = matches!(step, Step::Wait(_)) && p.killable_wait(&self.k);
                     self.deliver_wakes();
                     match step {
                         Step::Done(o) => {
@@ -817,7 +877,7 @@ impl<'a> Sim<'a> {
                             }
                         }
                         Step::Wait(info) => {
-                            self.park(tid, info);
+                            self.park(tid, info, killable);
                             return;
                         }
                         Step::Call(p) => {
@@ -912,6 +972,7 @@ impl<'a> Sim<'a> {
 
     fn task_done(&mut self, tid: TaskId, o: Outcome) {
         let task = self.tasks.remove(&tid).expect("task");
+        let o = self.k.exit_outcome(tid, o);
         self.k.task_exit(tid, o);
         if let Some(ev) = task.event {
             let e = &self.sc.events[ev];
@@ -965,6 +1026,8 @@ impl<'a> Sim<'a> {
                             o
                         }
                     }
+                    // SIGKILL ended wait_for_completion_killable(): -ERESTARTSYS.
+                    Resume::Killed => Outcome::Err(Errno::ERESTARTSYS),
                     Resume::Woken | Resume::TimedOut => match &f.list[f.pc] {
                         Action::Sleep(_) => Outcome::Ok,
                         Action::WaitFor { name, timeout } => {
@@ -1016,6 +1079,7 @@ impl<'a> Sim<'a> {
                 Action::Sleep(d) => {
                     f.busy = true;
                     let deadline = self.k.now.saturating_add(d);
+                    // modkit_rt's sleep (schedule_timeout_idle): no signal ends it.
                     self.park(
                         tid,
                         WaitInfo {
@@ -1024,6 +1088,7 @@ impl<'a> Sim<'a> {
                             target: None,
                             deadline: Some(deadline),
                         },
+                        false,
                     );
                     return ActStep::Parked;
                 }
@@ -1080,6 +1145,7 @@ impl<'a> Sim<'a> {
     ) -> ActStep {
         f.busy = true;
         f.deadline = deadline;
+        // modkit_rt waits with wait_for_completion_killable(_timeout).
         self.park(
             tid,
             WaitInfo {
@@ -1088,6 +1154,7 @@ impl<'a> Sim<'a> {
                 target: None,
                 deadline,
             },
+            true,
         );
         ActStep::Parked
     }

@@ -41,17 +41,21 @@ pub enum Clock {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum WaitStatus {
+pub(crate) enum WaitStatus {
     Waiting,
     Woken,
     TimedOut,
+    /// SIGKILL ended a killable wait (crate::signal).
+    Killed,
 }
 
 #[derive(Debug, Clone)]
-struct Parked {
+pub(crate) struct Parked {
     key: WaitKey,
     deadline: Option<Time>,
-    status: WaitStatus,
+    pub(crate) status: WaitStatus,
+    /// A fatal signal ends this wait.
+    pub(crate) killable: bool,
 }
 
 /// Everything behind the host's mutex.
@@ -61,9 +65,12 @@ pub(crate) struct State {
     /// Exported values by symbol name (the symbol table itself is the core's).
     pub(crate) values: HashMap<String, Arc<dyn Any + Send + Sync>>,
     next_task: TaskId,
-    parked: BTreeMap<TaskId, Parked>,
+    pub(crate) parked: BTreeMap<TaskId, Parked>,
     /// Threads that are running (not parked).
-    runnable: usize,
+    pub(crate) runnable: usize,
+    /// Tasks that a kill event can name (crate::signal): events' threads once started
+    /// (by event id), the modprobes request_module started (by name).
+    pub(crate) killable_tasks: crate::signal::Targets,
     /// Virtual mode: nothing can move any more.
     pub(crate) stalled: bool,
     vclock: Time,
@@ -104,6 +111,7 @@ impl Host {
                     values: HashMap::new(),
                     next_task: 1,
                     parked: BTreeMap::new(),
+                    killable_tasks: Default::default(),
                     runnable: 0,
                     stalled: false,
                     vclock: 0,
@@ -209,13 +217,18 @@ impl Host {
         mut st: MutexGuard<'a, State>,
         task: TaskId,
         info: WaitInfo,
+        killable: bool,
     ) -> (MutexGuard<'a, State>, Option<Resume>) {
+        if killable && st.k.fatal_signal_pending(task) {
+            return (st, Some(Resume::Killed));
+        }
         st.parked.insert(
             task,
             Parked {
                 key: info.key.clone(),
                 deadline: info.deadline,
                 status: WaitStatus::Waiting,
+                killable,
             },
         );
         let deadline = info.deadline;
@@ -227,6 +240,7 @@ impl Host {
             match status {
                 Some(WaitStatus::Woken) => break Some(Resume::Woken),
                 Some(WaitStatus::TimedOut) => break Some(Resume::TimedOut),
+                Some(WaitStatus::Killed) => break Some(Resume::Killed),
                 _ => {}
             }
             if st.stalled {
@@ -266,14 +280,28 @@ impl Host {
         (st, resume)
     }
 
-    /// Ends a task: records its exit, wakes its waiters.
-    pub(crate) fn finish_task(&self, st: &mut State, task: TaskId, o: Option<Outcome>) {
+    /// Ends a task: records its exit, wakes its waiters. Returns the exit as others see
+    /// it ([`Outcome::Killed`] for a task sent SIGKILL).
+    pub(crate) fn finish_task(
+        &self,
+        st: &mut State,
+        task: TaskId,
+        o: Option<Outcome>,
+    ) -> Option<Outcome> {
+        st.killable_tasks.forget(task);
+        let o = o.map(|o| st.k.exit_outcome(task, o));
         if let Some(o) = o {
             st.k.task_exit(task, o);
         }
         st.runnable -= 1;
         self.deliver(st);
         self.advance(st);
+        self.shared.cv.notify_all();
+        o
+    }
+
+    /// Wakes every thread waiting on the host's condition variable.
+    pub(crate) fn notify(&self) {
         self.shared.cv.notify_all();
     }
 
@@ -287,10 +315,9 @@ impl Host {
                 return None;
             }
             self.tick(&mut st);
-            let step = stack
-                .last_mut()
-                .expect("non-empty")
-                .poll(&mut st.k, task, resume);
+            let top = stack.last_mut().expect("non-empty");
+            let step = top.poll(&mut st.k, task, resume);
+            let killable = matches!(step, Step::Wait(_)) && top.killable_wait(&st.k);
             self.deliver(&mut st);
             match step {
                 Step::Done(o) => {
@@ -305,7 +332,7 @@ impl Host {
                     resume = Resume::Start;
                 }
                 Step::Wait(info) => {
-                    let (g, r) = self.park(st, task, info);
+                    let (g, r) = self.park(st, task, info, killable);
                     st = g;
                     resume = r?;
                 }
@@ -325,6 +352,11 @@ impl Host {
                 }
                 Step::Spawn { proc, label } => {
                     let child = self.new_task(&mut st, &label);
+                    if let Proc::Modprobe(m) = proc.as_ref() {
+                        if m.quiet {
+                            st.killable_tasks.add_modprobe(child, &m.target);
+                        }
+                    }
                     let h = self.clone();
                     let spawned = thread::Builder::new()
                         .name(format!("modkit-{child}"))
@@ -386,13 +418,15 @@ impl Host {
         }
     }
 
-    /// Parks the calling task on a completion or a timer (scenario actions).
+    /// Parks the calling task on a completion or a timer (scenario actions); `killable`:
+    /// SIGKILL ends the wait.
     pub(crate) fn wait_on(
         &self,
         task: TaskId,
         key: WaitKey,
         reason: String,
         deadline: Option<Time>,
+        killable: bool,
     ) -> Option<Resume> {
         let mut st = self.lock();
         self.tick(&mut st);
@@ -403,7 +437,7 @@ impl Host {
             target: None,
             deadline,
         };
-        let (_g, r) = self.park(st, task, info);
+        let (_g, r) = self.park(st, task, info, killable);
         r
     }
 

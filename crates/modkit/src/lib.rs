@@ -35,6 +35,7 @@ mod host;
 mod module;
 mod revocable;
 pub mod scenario;
+mod signal;
 mod symbol;
 mod sync;
 

@@ -91,7 +91,8 @@ fn run_actions(
             Action::Sleep(d) => {
                 let deadline = host.now_ns() + d;
                 let reason = format!("sleep {}", modkit_sim::duration::format_duration(*d));
-                match host.wait_on(task, WaitKey::Timer, reason, Some(deadline)) {
+                // modkit_rt's sleep: no signal ends it.
+                match host.wait_on(task, WaitKey::Timer, reason, Some(deadline), false) {
                     None => return End::Stalled,
                     Some(_) => Outcome::Ok,
                 }
@@ -148,8 +149,11 @@ fn run_actions(
                         break Outcome::Ok;
                     }
                     let reason = format!("wait_for_completion({name})");
-                    match host.wait_on(task, WaitKey::Completion(name.clone()), reason, deadline) {
+                    // wait_for_completion_killable(): SIGKILL gives -ERESTARTSYS.
+                    let key = WaitKey::Completion(name.clone());
+                    match host.wait_on(task, key, reason, deadline, true) {
                         None => return End::Stalled,
+                        Some(Resume::Killed) => break Outcome::Err(Errno::ERESTARTSYS),
                         Some(Resume::TimedOut) => {
                             if host.lock().acts.completions.contains(name) {
                                 break Outcome::Ok;
@@ -209,6 +213,8 @@ pub fn run_scenario(sc: &Scenario, policy: Policy, _seed: u64) -> Run {
                 EventKind::RequestModule { name, .. } => format!("request_module({name})"),
                 EventKind::Run(_) => "run".into(),
                 EventKind::SetModprobe(_) => "set".into(),
+                EventKind::Kill(id) => format!("kill {id}"),
+                EventKind::KillModprobe(n) => format!("kill modprobe {n}"),
             };
             let label = if ev.threads > 1 {
                 format!("event {}[{t}]: {what}", ev.id)
@@ -229,6 +235,7 @@ pub fn run_scenario(sc: &Scenario, policy: Policy, _seed: u64) -> Run {
                             WaitKey::Timer,
                             format!("start at {}", ev.at),
                             Some(ev.at),
+                            false,
                         )
                         .is_none()
                     {
@@ -236,7 +243,17 @@ pub fn run_scenario(sc: &Scenario, policy: Policy, _seed: u64) -> Run {
                         h.finish_task(&mut st, task, None);
                         return;
                     }
+                    if !matches!(
+                        ev.kind,
+                        EventKind::SetModprobe(_) | EventKind::Kill(_) | EventKind::KillModprobe(_)
+                    ) {
+                        h.lock().killable_tasks.add_event(task, &ev.id);
+                    }
                     let o: Option<Outcome> = match &ev.kind {
+                        EventKind::Kill(id) => Some(h.kill(crate::signal::Target::Event(id))),
+                        EventKind::KillModprobe(n) => {
+                            Some(h.kill(crate::signal::Target::Modprobe(n)))
+                        }
                         EventKind::SetModprobe(p) => {
                             h.lock().k.modprobe_path = p.clone();
                             Some(Outcome::Ok)
@@ -245,6 +262,9 @@ pub fn run_scenario(sc: &Scenario, policy: Policy, _seed: u64) -> Run {
                             h.drive(task, Proc::Modprobe(Modprobe::new(n, false)))
                         }
                         EventKind::Insmod(n) => match db.id(n) {
+                            Some(id) if ev.init_module => {
+                                h.drive(task, Proc::Load(Load::new(id, None).init_module()))
+                            }
                             Some(id) => h.drive(task, Proc::Load(Load::new(id, None))),
                             // No such module: ENOENT, as the simulator and rmmod give.
                             None => Some(Outcome::Err(Errno::ENOENT)),
@@ -270,7 +290,7 @@ pub fn run_scenario(sc: &Scenario, policy: Policy, _seed: u64) -> Run {
                         }
                     };
                     let mut st = h.lock();
-                    h.finish_task(&mut st, task, o);
+                    let o = h.finish_task(&mut st, task, o);
                     drop(st);
                     if let Some(o) = o {
                         let o = match ev.kind {
