@@ -515,6 +515,13 @@ impl<'a> Sim<'a> {
             if kind == R_WOKEN && !self.chain_go_on(task, token, at) {
                 continue;
             }
+            if kind == R_KILLED {
+                // A duplicate-load waiter killed while its chained wake was queued: the
+                // wake is stale now, so the chain goes on to the next waiter.
+                if let Some(m) = self.chained.remove(&task) {
+                    self.chain_next(m);
+                }
+            }
             let Some(t) = self.tasks.get_mut(&task) else {
                 continue;
             };
@@ -816,9 +823,6 @@ impl<'a> Sim<'a> {
         let token = t.token;
         t.parked_on = Some(info.key.clone());
         t.killable = killable;
-        if pending {
-            self.push(now, tid, token, R_KILLED);
-        }
         let dup_wait = match t.frames.last() {
             Some(Frame::Proc(Proc::Load(l)))
                 if info.key == WaitKey::ModuleWq && info.deadline.is_none() =>
@@ -827,6 +831,9 @@ impl<'a> Sim<'a> {
             }
             _ => None,
         };
+        if pending {
+            self.push(now, tid, token, R_KILLED);
+        }
         if let Some(m) = dup_wait {
             self.dup_waiters
                 .entry(m)

@@ -208,3 +208,39 @@ fn bad_kill_and_syscall_keys_are_refused_with_a_fix() {
     let e = err("[[module]]\nname = \"a\"\n[[event]]\nkill_modprobe = \"\"\n");
     assert!(e.contains("needs the name"), "{e}");
 }
+
+#[test]
+fn killed_duplicate_load_waiters_leave_the_others_waiting_as_before() {
+    // Era B: the storm's first load fails at 1 s, the instant its 5 waiters are killed; the
+    // waiters of `other` are not, and retry one after another (3 more inits).
+    let text = r#"
+[[module]]
+name = "a"
+[[module.init]]
+step = "s"
+run = [{ sleep = "1s" }, { fail = "ENODEV" }]
+[[event]]
+id = "storm"
+threads = 6
+insmod = "a"
+[[event]]
+id = "other"
+at = "10ms"
+threads = 3
+insmod = "a"
+[[event]]
+id = "k"
+at = "1s"
+kill = "storm"
+"#;
+    let r = run("linux-6.1", text);
+    assert_eq!(r.results["storm"], vec![Outcome::Killed; 6]);
+    assert_eq!(r.results["other"], vec![Outcome::Err(Errno::ENODEV); 3]);
+    assert_eq!(r.kernel.init_calls, vec![4]);
+    assert_eq!(r.end_time, 4 * SEC);
+    assert!(
+        r.kernel.diagnostics.is_empty(),
+        "{:?}",
+        r.kernel.diagnostics
+    );
+}
