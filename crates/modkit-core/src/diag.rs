@@ -35,11 +35,16 @@ pub enum DiagKind {
     /// The same states recur for ever: module inits that (through request_module or
     /// work items) start each other again and again; carries the loop.
     Livelock,
+    /// A module imports a `module:` namespace explicitly (refused with EPERM, 6.16+).
+    ModuleNamespaceImport,
+    /// A remark of the model that no kernel prints (under `linux-X.Y` kept out of the
+    /// kernel log), e.g. an init step that stopped early but has an undo.
+    Remark,
 }
 
 impl DiagKind {
     /// Every kind, for parsing and suggestions.
-    pub const ALL: [DiagKind; 14] = [
+    pub const ALL: [DiagKind; 16] = [
         DiagKind::DependencyCycle,
         DiagKind::Stalled,
         DiagKind::Timeout,
@@ -54,6 +59,8 @@ impl DiagKind {
         DiagKind::FreedWhilePinned,
         DiagKind::ModulePanic,
         DiagKind::Livelock,
+        DiagKind::ModuleNamespaceImport,
+        DiagKind::Remark,
     ];
 
     /// The snake_case name used in scenario files and reports.
@@ -73,6 +80,8 @@ impl DiagKind {
             DiagKind::FreedWhilePinned => "freed_while_pinned",
             DiagKind::ModulePanic => "module_panic",
             DiagKind::Livelock => "livelock",
+            DiagKind::ModuleNamespaceImport => "module_namespace_import",
+            DiagKind::Remark => "remark",
         }
     }
 

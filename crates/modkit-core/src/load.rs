@@ -52,6 +52,9 @@ pub struct Load {
 /// What resolving one import gave.
 enum Resolved {
     Ok,
+    /// `resolve_symbol()` returned NULL (not found, or hidden from a non-GPL module): the
+    /// load fails with ENOENT; before 4.18 the line printed `PTR_ERR(NULL)`, "(err 0)".
+    Null,
     /// Owner still COMING (`-EBUSY` from `strong_try_module_get`).
     Busy(ModId),
     Fail(Errno),
@@ -258,6 +261,10 @@ impl Load {
                                 draining: false,
                             });
                             k.note_state(m);
+                            if let Some(e) = crate::namespace::refuse_module_ns_import(k, m) {
+                                k.free_module(m);
+                                return self.finish(k, Outcome::Err(e));
+                            }
                             self.phase = Phase::Resolve;
                         }
                         Some(s) => {
@@ -324,6 +331,12 @@ impl Load {
                             self.sym_idx += 1;
                             self.sym_deadline = None;
                         }
+                        Resolved::Null => {
+                            unknown_symbol_null(k, m, &imp.name);
+                            self.err = Some(Errno::ENOENT);
+                            self.sym_idx += 1;
+                            self.sym_deadline = None;
+                        }
                         Resolved::Fail(e) => {
                             unknown_symbol(k, m, &imp.name, e);
                             self.err = Some(e);
@@ -375,6 +388,10 @@ impl Load {
                         // The wait ends with a last look, as wait_event_timeout does.
                         match resolve_symbol(k, m, &imp) {
                             Resolved::Ok => {}
+                            Resolved::Null => {
+                                unknown_symbol_null(k, m, &imp.name);
+                                self.err = Some(Errno::ENOENT);
+                            }
                             Resolved::Fail(e) => {
                                 unknown_symbol(k, m, &imp.name, e);
                                 self.err = Some(e);
@@ -442,7 +459,7 @@ impl Load {
                                         k.name(m),
                                         k.db.spec(m).init[self.step].name
                                     );
-                                    k.printk(line);
+                                    k.remark(Some(m), line);
                                 }
                                 return self.init_done(k, task);
                             }
@@ -577,7 +594,7 @@ fn resolve_symbol(k: &mut Kernel, m: ModId, imp: &ImportSpec) -> Resolved {
         );
         let hint = exporter_hint(k, &imp.name);
         k.diagnose(DiagKind::UnknownSymbol, Some(m), msg, Vec::new(), hint);
-        return Resolved::Fail(Errno::ENOENT);
+        return Resolved::Null;
     };
     let e = e.clone();
     if e.owner == m {
@@ -599,7 +616,7 @@ fn resolve_symbol(k: &mut Kernel, m: ModId, imp: &ImportSpec) -> Resolved {
             k.name(e.owner)
         );
         k.diagnose(DiagKind::GplOnly, Some(m), msg, Vec::new(), None);
-        return Resolved::Fail(Errno::ENOENT);
+        return Resolved::Null;
     }
     if let (Some(want), Some(have)) = (imp.crc, e.crc) {
         if want != have {
@@ -619,30 +636,13 @@ fn resolve_symbol(k: &mut Kernel, m: ModId, imp: &ImportSpec) -> Resolved {
         }
     } else if e.crc.is_some() && imp.crc.is_none() && has_versions {
         let line = format!("{}: no symbol version for {}", k.name(m), imp.name);
-        k.printk_once(line);
+        k.printk_once("check_version: no symbol version", line);
     }
     if let Some(ns) = &e.namespace {
         if k.policy.enforces_namespaces() && !ns_imported {
-            let name = k.name(m).to_string();
-            k.printk(format!(
-                "{name}: module uses symbol ({}) from namespace {ns}, but does not import it.",
-                imp.name
-            ));
-            let msg = format!(
-                "{name} uses {} from namespace {ns} without importing it",
-                imp.name
-            );
-            let hint = Some(format!(
-                "add MODULE_IMPORT_NS({ns}) (import_namespaces = [\"{ns}\"])"
-            ));
-            k.diagnose(
-                DiagKind::NamespaceNotImported,
-                Some(m),
-                msg,
-                Vec::new(),
-                hint,
-            );
-            return Resolved::Fail(Errno::EINVAL);
+            if let Some(e) = crate::namespace::refuse_namespaced_use(k, m, &imp.name, ns) {
+                return Resolved::Fail(e);
+            }
         }
     }
     // ref_module(): one reference per (user, owner) pair; vmlinux needs none.
@@ -676,6 +676,18 @@ fn resolve_symbol(k: &mut Kernel, m: ModId, imp: &ImportSpec) -> Resolved {
 fn unknown_symbol(k: &mut Kernel, m: ModId, sym: &str, e: Errno) {
     let line = format!("{}: Unknown symbol {sym} (err -{})", k.name(m), e.code());
     k.printk(line);
+}
+
+/// The line for a NULL lookup: "(err -2)" since the message prints the load's error
+/// (`ret = PTR_ERR(ksym) ?: -ENOENT` before the `pr_warn`), "(err 0)" before, when it
+/// printed `PTR_ERR(ksym)` of the NULL itself (see [`Policy::unknown_symbol_prints_ret`]).
+fn unknown_symbol_null(k: &mut Kernel, m: ModId, sym: &str) {
+    if k.policy.unknown_symbol_prints_ret() {
+        unknown_symbol(k, m, sym, Errno::ENOENT);
+    } else {
+        let line = format!("{}: Unknown symbol {sym} (err 0)", k.name(m));
+        k.printk(line);
+    }
 }
 
 fn exporter_hint(k: &Kernel, sym: &str) -> Option<String> {

@@ -90,7 +90,7 @@ fn use_symbol(k: &mut Kernel, module: Option<ModId>, sym: &str) -> Outcome {
     let spec = k.db.spec(m);
     if !spec.imports.iter().any(|i| i.name == sym) && !spec.exports.iter().any(|e| e.name == sym) {
         let line = format!("{}: calls {sym} without importing it", k.name(m));
-        k.printk(line);
+        k.remark(Some(m), line);
         return Outcome::Err(Errno::EINVAL);
     }
     match k.symtab.get(sym) {
