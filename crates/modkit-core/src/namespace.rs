@@ -83,7 +83,7 @@ pub fn module_namespace_allows(ns: &str, modname: &str) -> bool {
 
 /// The explicit import of a `module:` namespace that `setup_modinfo()` refuses (6.16+):
 /// the first such entry of `import_namespaces`.
-pub fn forbidden_import<'a>(import_namespaces: &'a [String]) -> Option<&'a str> {
+pub fn forbidden_import(import_namespaces: &[String]) -> Option<&str> {
     import_namespaces
         .iter()
         .map(String::as_str)

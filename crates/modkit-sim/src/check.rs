@@ -184,6 +184,17 @@ pub fn compare_observed(ex: &Expect, run: &Observed) -> Vec<String> {
                 ));
             }
         }
+        for h in &ex.hints {
+            let found = run.diagnostics.iter().any(|x| {
+                x.message.contains(h.as_str())
+                    || x.hint.as_deref().is_some_and(|t| t.contains(h.as_str()))
+            });
+            if !found {
+                f.push(format!(
+                    "hints: no diagnostic's message or hint contains \"{h}\""
+                ));
+            }
+        }
         for d in &ex.diagnostics_absent {
             if let Some(x) = run.diagnostics.iter().find(|x| x.kind == *d) {
                 f.push(format!(
@@ -200,7 +211,7 @@ pub fn compare_observed(ex: &Expect, run: &Observed) -> Vec<String> {
 pub fn skipped_keys(ex: &Expect, run: &Observed) -> Vec<&'static str> {
     let mut out = Vec::new();
     if run.unobservable.contains(&"diagnostics")
-        && !(ex.diagnostics.is_empty() && ex.diagnostics_absent.is_empty())
+        && !(ex.diagnostics.is_empty() && ex.diagnostics_absent.is_empty() && ex.hints.is_empty())
     {
         out.push("diagnostics");
     }

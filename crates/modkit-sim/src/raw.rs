@@ -250,4 +250,7 @@ pub struct RawExpect {
     pub diagnostics: Vec<String>,
     #[serde(default)]
     pub diagnostics_absent: Vec<String>,
+    /// Each is contained in the message or the hint of some diagnostic.
+    #[serde(default)]
+    pub hints: Vec<String>,
 }

@@ -213,6 +213,8 @@ pub struct Expect {
     pub diagnostics: Vec<DiagKind>,
     /// Kinds that must not be reported.
     pub diagnostics_absent: Vec<DiagKind>,
+    /// Each is contained in the message or the hint of some diagnostic (`hints`).
+    pub hints: Vec<String>,
 }
 
 /// A checked scenario.
@@ -1103,6 +1105,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
             log_absent: re.log_absent.clone(),
             diagnostics: diag("diagnostics", &re.diagnostics)?,
             diagnostics_absent: diag("diagnostics_absent", &re.diagnostics_absent)?,
+            hints: re.hints.clone(),
         });
     }
 

@@ -374,7 +374,7 @@ fn analyse<'a>(sc: &'a Scenario, target: &'a Target) -> Result<Ctx<'a>, Unsuppor
                 }
                 None => {
                     if let Some(ns) = &ex.namespace {
-                        check_namespace(ns, &format!("{place}, export `{}`", ex.name))?;
+                        check_namespace(ns, &format!("{place}, export `{}`", ex.name), target)?;
                     }
                     stand_ins.push((i, e));
                     Sym {
@@ -404,7 +404,7 @@ fn analyse<'a>(sc: &'a Scenario, target: &'a Target) -> Result<Ctx<'a>, Unsuppor
             let eplace = format!("{place}, export `{}`", ex.name);
             check_symbol_name(&ex.name, &eplace)?;
             if let Some(ns) = &ex.namespace {
-                check_namespace(ns, &eplace)?;
+                check_namespace(ns, &eplace, target)?;
             }
             if target.vmlinux_exports.contains_key(&ex.name) {
                 return Err(Unsupported::new(
@@ -459,7 +459,11 @@ fn analyse<'a>(sc: &'a Scenario, target: &'a Target) -> Result<Ctx<'a>, Unsuppor
             }
         }
         for ns in &spec.import_namespaces {
-            check_namespace(ns, &format!("module `{}`, import_namespaces", spec.name))?;
+            check_namespace(
+                ns,
+                &format!("module `{}`, import_namespaces", spec.name),
+                target,
+            )?;
         }
     }
     // Stale depends: the dependencies export a marker the stale build imports.
@@ -566,7 +570,36 @@ fn check_symbol_name(name: &str, place: &str) -> Result<(), Unsupported> {
     Ok(())
 }
 
-fn check_namespace(ns: &str, place: &str) -> Result<(), Unsupported> {
+/// A namespace the export and import macros can carry. A `module:PATTERNS` namespace
+/// (6.16's `EXPORT_SYMBOL_FOR_MODULES`) is emitted as the namespace string itself on every
+/// kernel: from 6.13 as a string literal, before through the macros' `__stringify(ns)`,
+/// which reproduces `module:ns-user*` exactly but cannot carry a comma. On kernels before
+/// 6.16 it is an ordinary namespace string (docs/kernel-driver.md).
+fn check_namespace(ns: &str, place: &str, target: &Target) -> Result<(), Unsupported> {
+    if let Some(patterns) = ns.strip_prefix(modkit_core::namespace::MODULE_NS_PREFIX) {
+        let literals = target.upstream >= (6, 13, 0);
+        let ok_char = |c: char| {
+            c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '*') || (literals && c == ',')
+        };
+        let pieces_ok = patterns
+            .split(',')
+            .all(|p| !p.is_empty() && p.trim_end_matches('*').chars().all(|c| c != '*'));
+        if patterns.is_empty() || !patterns.chars().all(ok_char) || !pieces_ok || ns.len() > 64 {
+            let commas = if literals {
+                ""
+            } else {
+                "; before 6.13 the macros stringify the namespace, so a comma cannot be passed"
+            };
+            return Err(Unsupported::new(
+                "namespace name",
+                place,
+                format!(
+                    "`{ns}`: a module namespace is `module:` and module-name patterns of [A-Za-z0-9_-], each with an optional trailing `*`, separated by commas (at most 64 bytes){commas}"
+                ),
+            ));
+        }
+        return Ok(());
+    }
     if !text::is_c_ident(ns) || ns.len() > 64 {
         return Err(Unsupported::new(
             "namespace name",

@@ -213,6 +213,36 @@ import_namespaces = ["A_NS"]
     assert!(file(&new, "b-main.c").contains("MODULE_IMPORT_NS(\"A_NS\");"));
 }
 
+#[test]
+fn module_namespaces_are_emitted_as_the_namespace_string() {
+    let text = r#"
+[[module]]
+name = "a"
+exports = [{ name = "a_sym", namespace = "module:b-x*", gpl_only = true }]
+[[module]]
+name = "b"
+imports = ["a_sym"]
+import_namespaces = ["module:b-x*"]
+"#;
+    let sc = parse(text);
+    let old = generate(&sc, &target((6, 1, 176))).unwrap();
+    assert!(file(&old, "a-syms.c").contains("EXPORT_SYMBOL_NS_GPL(a_sym, module:b-x*);"));
+    assert!(file(&old, "b-main.c").contains("MODULE_IMPORT_NS(module:b-x*);"));
+    let new = generate(&sc, &target((6, 16, 0))).unwrap();
+    assert!(file(&new, "a-syms.c").contains("EXPORT_SYMBOL_NS_GPL(a_sym, \"module:b-x*\");"));
+    // A comma cannot pass through the pre-6.13 macros; a string literal can carry it.
+    let commas = text.replace("module:b-x*", "module:b,c*");
+    let e = generate(&parse(&commas), &target((6, 12, 117))).expect_err("comma before 6.13");
+    assert_eq!(e.feature, "namespace name");
+    assert!(e.to_string().contains("comma"), "{e}");
+    assert!(generate(&parse(&commas), &target((6, 13, 0))).is_ok());
+    for bad in ["module:", "module:a b", "module:a*b", "module:a,,b"] {
+        let t = text.replace("module:b-x*", bad);
+        let e = generate(&parse(&t), &target((6, 16, 0))).expect_err(bad);
+        assert_eq!(e.feature, "namespace name", "{bad}");
+    }
+}
+
 fn unsupported(text: &str) -> Unsupported {
     let sc = parse(text);
     generate(&sc, &target((6, 1, 176))).expect_err("must be refused")
