@@ -653,6 +653,8 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
     let mut specs = Vec::new();
     let mut steps = Vec::new();
     let mut tree_unresolved = Vec::new();
+    // Tree modules by name; a [[module]] of one of these names completes it.
+    let mut tree_index: BTreeMap<String, usize> = BTreeMap::new();
     if let Some(t) = &raw.tree {
         let base = Path::new(file).parent().unwrap_or(Path::new("."));
         let root = base.join(t.get_ref());
@@ -660,6 +662,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
         let imported = crate::tree::import_tree(&root, symvers.as_deref())
             .map_err(|e| cx.at(t.span().start, format!("key `tree`: {e}")))?;
         for s in imported.specs {
+            tree_index.insert(s.name.clone(), specs.len());
             specs.push(s);
             steps.push(Vec::new());
         }
@@ -769,6 +772,13 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
             return Err(err(
                 "a builtin module has no init table to run; drop `init` or `builtin`".into(),
             ));
+        }
+        if let Some(ti) = tree_index.remove(&name) {
+            crate::tree::overlay_tree_module(&specs[ti], &mut spec, rm).map_err(err)?;
+            module_lines.insert(name, off);
+            specs[ti] = spec;
+            steps[ti] = msteps;
+            continue;
         }
         module_lines.entry(name).or_insert(off);
         specs.push(spec);

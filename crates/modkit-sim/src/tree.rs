@@ -132,3 +132,106 @@ pub fn tree_module_names(root: &Path) -> Result<Vec<String>, String> {
         .map(|m| m.name)
         .collect())
 }
+
+/// Completes a scenario's `[[module]]` entry for a module the tree already has: the file's
+/// contents (licence, aliases, softdeps, exports, imports in the `.ko`'s symbol-table
+/// order, imported namespaces) come from the tree; the entry adds what happens when it
+/// runs (`init`, `has_exit`, a stale `depends`, and any other key about the run). An entry
+/// that restates the file's contents is refused, naming the keys.
+pub(crate) fn overlay_tree_module(
+    tree: &ModuleSpec,
+    spec: &mut ModuleSpec,
+    rm: &crate::raw::RawModule,
+) -> Result<(), String> {
+    let mut given = Vec::new();
+    if rm.license.is_some() {
+        given.push("license");
+    }
+    if !rm.aliases.is_empty() {
+        given.push("aliases");
+    }
+    if rm.softdeps.is_some() {
+        given.push("softdeps");
+    }
+    if !rm.exports.is_empty() {
+        given.push("exports");
+    }
+    if !rm.imports.is_empty() {
+        given.push("imports");
+    }
+    if !rm.import_namespaces.is_empty() {
+        given.push("import_namespaces");
+    }
+    if rm.builtin.is_some() {
+        given.push("builtin");
+    }
+    if !given.is_empty() {
+        return Err(format!(
+            "`{}` is a module of the tree: its {} come from its .ko; give only what happens when it runs (init, has_exit, depends, …)",
+            tree.name,
+            given.join(", ")
+        ));
+    }
+    spec.license = tree.license.clone();
+    spec.aliases = tree.aliases.clone();
+    spec.softdeps_pre = tree.softdeps_pre.clone();
+    spec.softdeps_post = tree.softdeps_post.clone();
+    spec.exports = tree.exports.clone();
+    spec.imports = tree.imports.clone();
+    spec.import_namespaces = tree.import_namespaces.clone();
+    spec.builtin = tree.builtin;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raw::RawModule;
+
+    fn raw(text: &str) -> RawModule {
+        toml::from_str(text).expect("raw module")
+    }
+
+    fn tree_module() -> ModuleSpec {
+        let mut t = ModuleSpec::new("cyc_b");
+        t.license = "GPL v2".into();
+        // The .ko's symbol-table order (not alphabetical): cyc_a_sym2 before cyc_a_sym1.
+        t.imports = ["cyc_a_sym2", "cyc_a_sym1"]
+            .iter()
+            .map(|n| ImportSpec {
+                name: n.to_string(),
+                crc: None,
+            })
+            .collect();
+        t.exports = vec![ExportSpec {
+            name: "cyc_b_sym".into(),
+            namespace: None,
+            gpl_only: false,
+            crc: None,
+        }];
+        t
+    }
+
+    #[test]
+    fn an_entry_adds_what_happens_when_a_tree_module_runs() {
+        let t = tree_module();
+        let mut spec = ModuleSpec::new("cyc_b");
+        spec.has_exit = false;
+        let rm = raw("name = \"cyc-b\"\nhas_exit = false\n");
+        overlay_tree_module(&t, &mut spec, &rm).unwrap();
+        assert!(!spec.has_exit);
+        assert_eq!(spec.license, "GPL v2");
+        let names: Vec<&str> = spec.imports.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["cyc_a_sym2", "cyc_a_sym1"], "ELF order kept");
+        assert_eq!(spec.exports, t.exports);
+    }
+
+    #[test]
+    fn an_entry_that_restates_the_file_is_refused() {
+        let t = tree_module();
+        let mut spec = ModuleSpec::new("cyc_b");
+        let rm = raw("name = \"cyc_b\"\nimports = [\"x\"]\nlicense = \"GPL\"\n");
+        let e = overlay_tree_module(&t, &mut spec, &rm).unwrap_err();
+        assert!(e.contains("license, imports come from its .ko"), "{e}");
+    }
+}
