@@ -243,6 +243,10 @@ fn main() -> ExitCode {
             keep,
         } => {
             let sc = match (file, tree) {
+                (Some(_), _) if symvers.is_some() => Err(
+                    "--symvers goes with --tree (a scenario file names its Module.symvers with the `symvers` key)"
+                        .to_string(),
+                ),
                 (Some(f), _) => modkit_sim::load(&f).map_err(|e| e.to_string()),
                 (None, Some(t)) => tree_scenario(&t, symvers.as_deref()),
                 (None, None) => Err("a scenario file or --tree is needed".to_string()),
@@ -303,7 +307,16 @@ fn tree_scenario(
     tree: &std::path::Path,
     symvers: Option<&std::path::Path>,
 ) -> Result<Scenario, String> {
-    let root = std::fs::canonicalize(tree).map_err(|e| format!("{}: {e}", tree.display()))?;
+    let root = std::fs::canonicalize(tree).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            format!(
+                "{}: no such directory: --tree takes a lib/modules/VERSION directory",
+                tree.display()
+            )
+        } else {
+            format!("{}: {e}", tree.display())
+        }
+    })?;
     let names = modkit_sim::tree::tree_module_names(&root)?;
     let toml_str = |p: &std::path::Path| format!("{:?}", p.display().to_string());
     let mut text = format!(
@@ -314,8 +327,14 @@ fn tree_scenario(
         ))),
         toml_str(&root)
     );
+    if symvers.is_none() && modkit_sim::tree::find_symvers(&root).is_none() {
+        return Err(format!(
+            "{}: no Module.symvers in build/, source/ or the tree itself, so vmlinux's exports are unknown: pass --symvers PATH/Module.symvers (Debian's linux-headers-VERSION package has one)",
+            root.display()
+        ));
+    }
     if let Some(s) = symvers {
-        let s = std::fs::canonicalize(s).map_err(|e| format!("{}: {e}", s.display()))?;
+        let s = std::fs::canonicalize(s).map_err(|e| format!("--symvers {}: {e}", s.display()))?;
         text.push_str(&format!("symvers = {}\n", toml_str(&s)));
     }
     for n in &names {
@@ -327,6 +346,9 @@ fn tree_scenario(
 }
 
 fn simulate(sc: &Scenario, how: &How, svg: Option<&std::path::Path>) -> ExitCode {
+    for w in &sc.tree_warnings {
+        eprintln!("modkit: WARNING: {w}");
+    }
     for (m, sym) in &sc.tree_unresolved {
         eprintln!("modkit: WARNING: {m} needs unknown symbol {sym}");
     }

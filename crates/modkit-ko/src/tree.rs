@@ -45,59 +45,163 @@ pub struct ModuleInfo {
     pub depends: Vec<String>,
 }
 
+/// A tree read with [`load_tree_lenient`]: the modules that could be read, and one warning
+/// for each file or directory that could not.
+#[derive(Debug, Clone, Default)]
+pub struct TreeLoad {
+    /// The modules read, sorted by relative path.
+    pub modules: Vec<ModuleInfo>,
+    /// What was skipped and why, one line each (path first), in path order.
+    pub warnings: Vec<String>,
+}
+
+/// Reads a tree as depmod does: a module that cannot be read or parsed, an unreadable
+/// directory and a symlink loop (a directory reached again: same device and inode) are each
+/// one warning, and the rest of the tree is read. Only a root that is missing or no
+/// directory is an error.
+pub fn load_tree_lenient(root: &Path) -> Result<TreeLoad> {
+    let md = std::fs::metadata(root).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::Message(format!(
+                "{}: no such directory: a tree is a lib/modules/VERSION directory",
+                root.display()
+            ))
+        } else {
+            Error::io(root, e)
+        }
+    })?;
+    if !md.is_dir() {
+        return Err(Error::Message(format!(
+            "{}: not a directory: a tree is a lib/modules/VERSION directory",
+            root.display()
+        )));
+    }
+    let mut files = Vec::new();
+    let mut warnings = Vec::new();
+    let mut seen = std::collections::HashMap::new();
+    collect_lenient(root, &mut files, &mut warnings, &mut seen);
+    files.sort();
+    let read: Vec<std::result::Result<ModuleInfo, String>> = files
+        .par_iter()
+        .map(|p| read_module(root, p).map_err(|e| format!("{e}; skipped")))
+        .collect();
+    let mut modules = Vec::new();
+    for r in read {
+        match r {
+            Ok(m) => modules.push(m),
+            Err(w) => warnings.push(w),
+        }
+    }
+    warnings.sort();
+    Ok(TreeLoad { modules, warnings })
+}
+
+/// [`collect`] that warns and goes on: directories are identified by (device, inode), so a
+/// symlink loop is reported once, where it closes.
+fn collect_lenient(
+    dir: &Path,
+    out: &mut Vec<PathBuf>,
+    warnings: &mut Vec<String>,
+    seen: &mut std::collections::HashMap<(u64, u64), PathBuf>,
+) {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(dir) {
+        Ok(md) => {
+            if let Some(first) = seen.get(&(md.dev(), md.ino())) {
+                warnings.push(format!(
+                    "{}: the same directory as {} (a symlink loop or a second link): not read again",
+                    dir.display(),
+                    first.display()
+                ));
+                return;
+            }
+            seen.insert((md.dev(), md.ino()), dir.to_path_buf());
+        }
+        Err(e) => {
+            warnings.push(format!("{}: {e}; skipped", dir.display()));
+            return;
+        }
+    }
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) => {
+            warnings.push(format!("{}: {e}; skipped", dir.display()));
+            return;
+        }
+    };
+    let mut entries: Vec<_> = rd.filter_map(|d| d.ok()).collect();
+    entries.sort_by_key(|d| d.file_name());
+    for de in entries {
+        let name = de.file_name().to_string_lossy().into_owned();
+        if name == "build" || name == "source" {
+            continue;
+        }
+        let p = de.path();
+        match std::fs::metadata(&p) {
+            Ok(md) if md.is_dir() => collect_lenient(&p, out, warnings, seen),
+            Ok(md) if md.is_file() && (has_kmod_ext(&name) || name.ends_with(".ko.gz")) => {
+                out.push(p)
+            }
+            Ok(_) => {}
+            Err(e) => warnings.push(format!("{}: {e}; skipped", p.display())),
+        }
+    }
+}
+
 /// Reads every `.ko`, `.ko.xz`, `.ko.zst` and `.ko.gz` under `root` (a
 /// `lib/modules/VERSION` directory), on all cores, sorted by relative path.
-/// Any unreadable or malformed module is an error naming the file.
+/// Any unreadable or malformed module is an error naming the file (see
+/// [`load_tree_lenient`] for depmod's way: warn and go on).
 pub fn load_tree(root: &Path) -> Result<Vec<ModuleInfo>> {
     let mut files = Vec::new();
     collect(root, &mut files, 0)?;
     files.sort();
-    files
-        .par_iter()
-        .map(|p| {
-            let ko = KoModule::from_path(p)?;
-            let rel = p
-                .strip_prefix(root)
-                .unwrap_or(p)
-                .to_string_lossy()
-                .into_owned();
-            let base = p
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let vals = |k: &str| ko.modinfo_values(k).map(str::to_string).collect::<Vec<_>>();
-            let imports = ko
-                .dependency_symbols
-                .clone()
-                .map_err(|source| Error::Parse {
-                    path: p.clone(),
-                    source,
-                })?
-                .into_iter()
-                .map(|d| Import {
-                    name: d.name,
-                    crc: d.crc,
-                    weak: d.weak,
-                })
-                .collect();
-            Ok(ModuleInfo {
-                name: modname_normalize(&base),
-                relpath: rel,
-                exports: ko.exports.clone(),
-                imports,
-                aliases: vals("alias"),
-                softdeps: vals("softdep"),
-                licenses: vals("license"),
-                import_ns: vals("import_ns"),
-                depends: ko
-                    .modinfo_values("depends")
-                    .flat_map(|d| d.split(','))
-                    .filter(|d| !d.is_empty())
-                    .map(str::to_string)
-                    .collect(),
-            })
+    files.par_iter().map(|p| read_module(root, p)).collect()
+}
+
+/// One module of the tree at `p`.
+fn read_module(root: &Path, p: &Path) -> Result<ModuleInfo> {
+    let ko = KoModule::from_path(p)?;
+    let rel = p
+        .strip_prefix(root)
+        .unwrap_or(p)
+        .to_string_lossy()
+        .into_owned();
+    let base = p
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let vals = |k: &str| ko.modinfo_values(k).map(str::to_string).collect::<Vec<_>>();
+    let imports = ko
+        .dependency_symbols
+        .clone()
+        .map_err(|source| Error::Parse {
+            path: p.to_path_buf(),
+            source,
+        })?
+        .into_iter()
+        .map(|d| Import {
+            name: d.name,
+            crc: d.crc,
+            weak: d.weak,
         })
-        .collect()
+        .collect();
+    Ok(ModuleInfo {
+        name: modname_normalize(&base),
+        relpath: rel,
+        exports: ko.exports.clone(),
+        imports,
+        aliases: vals("alias"),
+        softdeps: vals("softdep"),
+        licenses: vals("license"),
+        import_ns: vals("import_ns"),
+        depends: ko
+            .modinfo_values("depends")
+            .flat_map(|d| d.split(','))
+            .filter(|d| !d.is_empty())
+            .map(str::to_string)
+            .collect(),
+    })
 }
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) -> Result<()> {
@@ -218,6 +322,26 @@ mod tests {
         std::fs::write(root.join("kernel/bad.ko"), b"nope").unwrap();
         let e = load_tree(&root).unwrap_err().to_string();
         assert!(e.contains("bad.ko"), "{e}");
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn lenient_reading_warns_for_a_corrupt_module_and_a_symlink_loop() {
+        let base = crate::depmod::tests::temp_tree("tree-lenient");
+        crate::depmod::tests::put(&base, "kernel/b.ko", &FakeModule::new("b", &["b_sym"], &[]));
+        let root = base.join("lib/modules/4.4.4");
+        std::fs::write(root.join("kernel/bad.ko"), b"nope").unwrap();
+        std::os::unix::fs::symlink("..", root.join("kernel/up")).unwrap();
+        let t = load_tree_lenient(&root).unwrap();
+        assert_eq!(t.modules.len(), 1, "{:?}", t.warnings);
+        assert_eq!(t.modules[0].name, "b");
+        assert_eq!(t.warnings.len(), 2, "{:?}", t.warnings);
+        assert!(t.warnings[0].contains("bad.ko") && t.warnings[0].ends_with("skipped"));
+        assert!(t.warnings[1].contains("kernel/up: the same directory as"));
+        let e = load_tree_lenient(&base.join("nowhere"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no such directory"), "{e}");
         std::fs::remove_dir_all(&base).unwrap();
     }
 }

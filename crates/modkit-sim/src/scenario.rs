@@ -240,6 +240,8 @@ pub struct Scenario {
     pub kernel_races: Option<String>,
     /// `(module, symbol)` imports of the imported tree that nothing exports.
     pub tree_unresolved: Vec<(String, String)>,
+    /// Files of the imported tree that could not be read (skipped with a warning).
+    pub tree_warnings: Vec<String>,
     /// The modules.
     pub db: std::sync::Arc<ModuleDb>,
     /// Init steps' actions per module id.
@@ -653,6 +655,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
     let mut specs = Vec::new();
     let mut steps = Vec::new();
     let mut tree_unresolved = Vec::new();
+    let mut tree_warnings = Vec::new();
     // Tree modules by name; a [[module]] of one of these names completes it.
     let mut tree_index: BTreeMap<String, usize> = BTreeMap::new();
     if let Some(t) = &raw.tree {
@@ -667,6 +670,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
             steps.push(Vec::new());
         }
         tree_unresolved = imported.unresolved;
+        tree_warnings = imported.warnings;
     } else if let Some(s) = &raw.symvers {
         return Err(cx.at(s.span().start, "key `symvers` goes with `tree`"));
     }
@@ -1132,6 +1136,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
         max_steps,
         kernel_races: raw.kernel_races.clone(),
         tree_unresolved,
+        tree_warnings,
         db: std::sync::Arc::new(db),
         steps,
         events,

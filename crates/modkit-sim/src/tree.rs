@@ -11,7 +11,7 @@ use modkit_ko::fnmatch::fnmatch;
 use modkit_ko::ko::Export;
 use modkit_ko::names::alias_normalize;
 use modkit_ko::scenario::parse_softdep;
-use modkit_ko::tree::{load_tree, unresolved, vmlinux_exports, ModuleInfo};
+use modkit_ko::tree::{load_tree_lenient, unresolved, vmlinux_exports, ModuleInfo};
 
 /// A tree imported as module specs.
 #[derive(Debug, Clone)]
@@ -22,11 +22,14 @@ pub struct ImportedTree {
     pub unresolved: Vec<(String, String)>,
     /// The Module.symvers used.
     pub symvers: PathBuf,
+    /// Files and directories of the tree that could not be read (a corrupt `.ko`, a
+    /// symlink loop), one line each, as depmod warns and goes on.
+    pub warnings: Vec<String>,
 }
 
 /// Where Module.symvers is when not given: the tree's `build` link, as installed kernels
 /// and Debian's headers packages lay it out.
-fn find_symvers(root: &Path) -> Option<PathBuf> {
+pub fn find_symvers(root: &Path) -> Option<PathBuf> {
     [
         "build/Module.symvers",
         "source/Module.symvers",
@@ -92,7 +95,8 @@ pub fn import_tree(root: &Path, symvers: Option<&Path>) -> Result<ImportedTree, 
             )
         })?,
     };
-    let modules = load_tree(root).map_err(|e| e.to_string())?;
+    let loaded = load_tree_lenient(root).map_err(|e| e.to_string())?;
+    let (modules, warnings) = (loaded.modules, loaded.warnings);
     if modules.is_empty() {
         return Err(format!(
             "{} holds no .ko files: `tree` names a lib/modules/VERSION directory",
@@ -121,13 +125,15 @@ pub fn import_tree(root: &Path, symvers: Option<&Path>) -> Result<ImportedTree, 
         specs,
         unresolved: unresolved(&modules, &vmlinux),
         symvers,
+        warnings,
     })
 }
 
 /// The names of the modules of a tree, in path order (for generating events).
 pub fn tree_module_names(root: &Path) -> Result<Vec<String>, String> {
-    Ok(load_tree(root)
+    Ok(load_tree_lenient(root)
         .map_err(|e| e.to_string())?
+        .modules
         .into_iter()
         .map(|m| m.name)
         .collect())
