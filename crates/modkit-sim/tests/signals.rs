@@ -244,3 +244,65 @@ kill = "storm"
         r.kernel.diagnostics
     );
 }
+
+#[test]
+fn an_init_running_in_a_killed_task_does_not_wait_for_its_request() {
+    // `modprobe a` is killed at 1 s while a's init sleeps (not interrupted); the init's
+    // request_module("b") at 2 s then returns at once (-ERESTARTSYS, ignored: not required)
+    // while the modprobe it started loads b (3 s init) on its own.
+    let text = r#"
+[[module]]
+name = "a"
+[[module.init]]
+step = "s"
+run = [{ sleep = "2s" }, { request_module = "b" }]
+[[module]]
+name = "b"
+[[module.init]]
+step = "s"
+run = [{ sleep = "3s" }]
+[[event]]
+id = "m"
+modprobe = "a"
+[[event]]
+id = "k"
+at = "1s"
+kill = "m"
+"#;
+    for p in ["linux-6.1", "linux-6.12", "modkit"] {
+        let r = run(p, text);
+        assert_eq!(r.results["m"], vec![Outcome::Killed], "{p}");
+        assert_eq!(r.kernel.init_calls, vec![1, 1], "{p}");
+        let a = r.kernel.instances[0].as_ref().expect("a is loaded");
+        assert_eq!(a.state, modkit_core::ModState::Live, "{p}");
+        // b's modprobe starts at 2.001 s, takes 1 ms to exec, then 3 s of init.
+        assert_eq!(r.end_time, 5 * SEC + 2_000_000, "{p}");
+    }
+}
+
+#[test]
+fn modkit_rmmod_wait_is_killable() {
+    let text = r#"
+[[module]]
+name = "a"
+[[event]]
+modprobe = "a"
+[[event]]
+at = "10ms"
+run = [{ get_module = "a" }]
+[[event]]
+id = "rm"
+at = "20ms"
+rmmod = "a"
+wait = true
+[[event]]
+id = "k"
+at = "1s"
+kill = "rm"
+"#;
+    let r = run("modkit", text);
+    assert_eq!(r.results["rm"], vec![Outcome::Killed]);
+    assert_eq!(r.end_time, SEC);
+    let a = r.kernel.instances[0].as_ref().expect("a stays");
+    assert!(!a.draining, "the killed rmmod no longer refuses new pins");
+}
