@@ -115,10 +115,13 @@ pub const BACKPORTS: &[Backport] = &[
         mainline: Version::new(5, 7),
         // Review series of 16 Apr 2020 (4.19.116-rc1 shortlog, 5.4.33, 5.6.5-rc1
         // `[PATCH 5.6 228/254]`; "Linux 5.5.18" lists it) and 22 Apr 2020 (4.4.220-rc1
-        // `[PATCH 4.4 046/100]`, 4.9.220). 4.14.y: not pinned, modelled without it.
+        // `[PATCH 4.4 046/100]`, 4.9.220). 4.14.y: inferred, not seen: 4.14.177-rc1
+        // (199 patches) was posted on 22 Apr 2020 with 4.4.220-rc1 and 4.9.220-rc1, which
+        // carry it; the patch (Cc: stable) applies to 4.14's kernel/kmod.c as to theirs.
         lines: &[
             at(4, 4, 220, None),
             at(4, 9, 220, None),
+            at(4, 14, 177, None),
             at(4, 19, 116, None),
             at(5, 4, 33, None),
             at(5, 5, 18, None),
@@ -235,8 +238,9 @@ mod tests {
             assert!(!has(c, Version::with_patch(ma, mi, first - 1)), "{ma}.{mi}");
             assert!(has(c, Version::with_patch(ma, mi, first)), "{ma}.{mi}");
         }
-        // Not pinned on 4.14.y: modelled without it.
-        assert!(!has(c, Version::with_patch(4, 14, 336)));
+        // 4.14.y: inferred from the batch of 22 Apr 2020 (4.14.177).
+        assert!(!has(c, Version::with_patch(4, 14, 176)));
+        assert!(has(c, Version::with_patch(4, 14, 177)));
     }
 
     #[test]

@@ -153,7 +153,7 @@ request_module = "wanted"
 fn an_empty_modprobe_path_gives_0_then_enoent() {
     let zero = [
         "linux-4.4.219",
-        "linux-4.14.336",
+        "linux-4.14.176",
         "linux-4.19.115",
         "linux-5.4.32",
         "linux-5.6",
@@ -161,6 +161,7 @@ fn an_empty_modprobe_path_gives_0_then_enoent() {
     ];
     let enoent = [
         "linux-4.4.220",
+        "linux-4.14.177",
         "linux-4.19.116",
         "linux-5.4.33",
         "linux-5.6.5",
