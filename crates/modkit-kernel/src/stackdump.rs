@@ -48,7 +48,8 @@ fn is_dump_body(text: &str) -> bool {
 }
 
 /// Removes every stack dump from `log` but its `Call Trace:` line; returns how many lines
-/// went.
+/// went. A `Call Trace:` that no `CPU: … PID: … Comm:` header leads (a hung-task report,
+/// for example) goes too, as the log's relevance filter always dropped it.
 pub fn reduce_stack_dumps(log: &mut Vec<LogLine>) -> usize {
     let before = log.len();
     let mut in_dump = false;
@@ -63,7 +64,7 @@ pub fn reduce_stack_dumps(log: &mut Vec<LogLine>) -> usize {
             }
             in_dump = false;
         }
-        true
+        l.text.trim() != STACK_DUMP_LINE
     });
     before - log.len()
 }
@@ -121,8 +122,16 @@ mod tests {
 
     #[test]
     fn lines_outside_a_dump_stay() {
-        let keep = [
+        let mut log = lines(&[
+            "INFO: task modprobe:81 blocked for more than 120 seconds.",
             "Call Trace:",
+        ]);
+        assert_eq!(
+            reduce_stack_dumps(&mut log),
+            1,
+            "a trace without a CPU header goes"
+        );
+        let keep = [
             "RIP: not in a dump",
             "a: Unknown symbol b (err -2)",
             "loading out-of-tree module taints kernel.",
