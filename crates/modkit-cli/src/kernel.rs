@@ -219,6 +219,33 @@ pub fn compare(
                 continue;
             }
         };
+        let mut real = real;
+        // The kernel resolves imports in the built .ko's symbol-table order: so does the
+        // simulator here (docs/kernel-driver.md).
+        let sc = match sc.with_import_order(&real.import_order) {
+            Ok(Some(re)) => {
+                for (m, order) in &real.import_order {
+                    let id = re.db.id(m);
+                    if id.is_some_and(|i| {
+                        sc.db
+                            .id(m)
+                            .is_some_and(|j| re.db.spec(i).imports != sc.db.spec(j).imports)
+                    }) {
+                        real.notes.push(format!(
+                            "the simulator resolves {m}'s imports in the order of its .ko's symbol table: {}",
+                            order.join(", ")
+                        ));
+                    }
+                }
+                re
+            }
+            Ok(None) => sc,
+            Err(e) => {
+                outln!("ERROR {}: {e}", file.display());
+                errors += 1;
+                continue;
+            }
+        };
         let sim = match Sim::new(&sc, policy, sc.seed).run() {
             Ok(r) => Observed::from_run(&r, &format!("simulator {policy}")),
             Err(e) => {

@@ -255,6 +255,7 @@ pub fn run_scenario(sc: &Scenario, opts: &KernelOptions) -> Result<Observed, Ker
             source,
         })?;
     obs.time_tolerance = KERNEL_TIME_TOLERANCE;
+    obs.import_order = import_order(sc, &named);
     if !obs.unobservable.contains(&"diagnostics") {
         obs.unobservable.push("diagnostics");
     }
@@ -327,4 +328,37 @@ mod tests {
         assert_eq!(upstream_triple("6.12.117"), (6, 12, 117));
         assert_eq!(ko_name(Path::new("/x/a-b.ko")), "a_b");
     }
+}
+
+/// The order in which the real kernel resolves each scenario module's imports: the built
+/// `.ko`'s undefined symbols in symbol-table order (as `simplify_symbols()` walks them),
+/// restricted to the scenario's imports. A module that cannot be read is left out (the
+/// simulator then keeps the file's order for it).
+fn import_order(
+    sc: &Scenario,
+    built: &[(String, PathBuf)],
+) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut out = std::collections::BTreeMap::new();
+    for (name, path) in built {
+        let Some(id) = sc.db.id(name) else {
+            continue;
+        };
+        let spec = sc.db.spec(id);
+        if spec.imports.len() < 2 {
+            continue;
+        }
+        let Ok(ko) = modkit_ko::ko::KoModule::from_path(path) else {
+            continue;
+        };
+        let Ok(deps) = ko.dependency_symbols else {
+            continue;
+        };
+        let order: Vec<String> = deps
+            .into_iter()
+            .map(|d| d.name)
+            .filter(|n| spec.imports.iter().any(|i| &i.name == n))
+            .collect();
+        out.insert(name.clone(), order);
+    }
+    out
 }

@@ -551,6 +551,7 @@ pub fn observe(sc: &Scenario, report: &[u8], label: &str) -> Result<Observed, Ob
         notes,
         unobservable: vec!["diagnostics"],
         time_tolerance: TimeTolerance::EXACT,
+        import_order: BTreeMap::new(),
     })
 }
 

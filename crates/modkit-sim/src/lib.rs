@@ -22,6 +22,7 @@ pub mod actions;
 pub mod check;
 pub mod diff;
 pub mod duration;
+mod import_order;
 pub mod observed;
 mod raw;
 pub mod report;

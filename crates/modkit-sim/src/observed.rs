@@ -44,6 +44,10 @@ pub struct Observed {
     /// Tolerance for timing bounds: `time_max` is accepted up to `t * factor + slack_ns`.
     /// The simulator and the host are exact (factor 1, slack 0).
     pub time_tolerance: TimeTolerance,
+    /// Per scenario module, its imports in the order the real kernel resolves them (the
+    /// built `.ko`'s symbol table); empty for the simulator and the host, which follow the
+    /// file ([`crate::Scenario::with_import_order`]).
+    pub import_order: BTreeMap<String, Vec<String>>,
 }
 
 /// How far a measured time may exceed an expected upper bound (emulation overhead).
@@ -89,6 +93,7 @@ impl Observed {
             notes: Vec::new(),
             unobservable: Vec::new(),
             time_tolerance: TimeTolerance::EXACT,
+            import_order: BTreeMap::new(),
         }
     }
 
