@@ -318,18 +318,6 @@ fn write_files(dir: &Path, files: &[(String, String)]) -> Result<(), KernelError
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn upstream_versions_parse() {
-        assert_eq!(upstream_triple("6.1.176"), (6, 1, 176));
-        assert_eq!(upstream_triple("6.12.117"), (6, 12, 117));
-        assert_eq!(ko_name(Path::new("/x/a-b.ko")), "a_b");
-    }
-}
-
 /// The order in which the real kernel resolves each scenario module's imports: the built
 /// `.ko`'s undefined symbols in symbol-table order (as `simplify_symbols()` walks them),
 /// restricted to the scenario's imports. A module that cannot be read is left out (the
@@ -361,4 +349,16 @@ fn import_order(
         out.insert(name.clone(), order);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_versions_parse() {
+        assert_eq!(upstream_triple("6.1.176"), (6, 1, 176));
+        assert_eq!(upstream_triple("6.12.117"), (6, 12, 117));
+        assert_eq!(ko_name(Path::new("/x/a-b.ko")), "a_b");
+    }
 }
