@@ -73,6 +73,11 @@ pub(crate) struct State {
     pub(crate) killable_tasks: crate::signal::Targets,
     /// Virtual mode: nothing can move any more.
     pub(crate) stalled: bool,
+    /// Virtual mode: the clock does not go past this instant; a run that would is stopped
+    /// as `stalled` with `horizon_hit` set (scenario runs bound a livelock this way).
+    pub(crate) horizon: Option<Time>,
+    /// The run was stopped at `horizon`.
+    pub(crate) horizon_hit: bool,
     vclock: Time,
     /// Scenario open files and completions.
     pub(crate) acts: modkit_sim::actions::ActionState,
@@ -114,6 +119,8 @@ impl Host {
                     killable_tasks: Default::default(),
                     runnable: 0,
                     stalled: false,
+                    horizon: None,
+                    horizon_hit: false,
                     vclock: 0,
                     acts: Default::default(),
                 }),
@@ -188,6 +195,10 @@ impl Host {
             .filter(|p| p.status == WaitStatus::Waiting);
         let next = waiting.clone().filter_map(|p| p.deadline).min();
         match next {
+            Some(t) if st.horizon.is_some_and(|h| t > h) => {
+                st.stalled = true;
+                st.horizon_hit = true;
+            }
             Some(t) => {
                 st.vclock = st.vclock.max(t);
                 let now = st.vclock;

@@ -183,6 +183,22 @@ fn run_actions(
 /// Runs a scenario on real threads under `policy`. Same-instant ties are real races, so
 /// `seed` is accepted for symmetry with the simulator and otherwise unused.
 pub fn run_scenario(sc: &Scenario, policy: Policy, _seed: u64) -> Run {
+    // A scenario that loops for ever (a failing init that requests itself again) would keep
+    // real threads busy without end: the simulator finds such a livelock in a few steps,
+    // so the host run is stopped at the instant the simulator stopped and reports the same
+    // livelock, marked as found by the simulator.
+    let livelock = modkit_sim::Sim::new(sc, policy, 0)
+        .run()
+        .ok()
+        .and_then(|r| {
+            let d = r
+                .kernel
+                .diagnostics
+                .iter()
+                .find(|d| d.kind == modkit_core::DiagKind::Livelock)?
+                .clone();
+            Some((r.end_time, d))
+        });
     let mut k = Kernel::new(sc.db.clone(), policy);
     k.modprobe_path = sc.modprobe.clone();
     k.modprobe_exec = sc.modprobe_time;
@@ -190,6 +206,7 @@ pub fn run_scenario(sc: &Scenario, policy: Policy, _seed: u64) -> Run {
     let host = Host::from_kernel(k, Clock::Virtual);
     {
         let mut st = host.lock();
+        st.horizon = livelock.as_ref().map(|(t, _)| *t);
         for (m, steps) in sc.steps.iter().enumerate() {
             st.code[m] = Some(Arc::new(ScenarioCode {
                 steps: steps.clone(),
@@ -324,9 +341,17 @@ pub fn run_scenario(sc: &Scenario, policy: Policy, _seed: u64) -> Run {
     }
     host.wait_idle();
     let end_time = host.vclock();
-    let stalled = host.lock().stalled;
+    let (stalled, horizon_hit) = {
+        let st = host.lock();
+        (st.stalled, st.horizon_hit)
+    };
     let mut kernel = host.take_kernel();
-    if stalled {
+    if let (true, Some((_, mut d))) = (horizon_hit, livelock) {
+        kernel.now = end_time;
+        d.message
+            .push_str(" (found by the simulator; the host run was stopped at the same instant)");
+        kernel.diagnostics.push(d);
+    } else if stalled {
         kernel.now = end_time;
         modkit_sim::sim::report_stall(&mut kernel);
     }
