@@ -24,6 +24,7 @@ pub mod request;
 pub mod signal;
 pub mod spec;
 pub mod stable;
+pub mod symcycle;
 pub mod unload;
 pub mod waits;
 

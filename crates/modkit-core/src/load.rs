@@ -592,6 +592,31 @@ fn resolve_symbol(k: &mut Kernel, m: ModId, imp: &ImportSpec) -> Resolved {
             k.name(m),
             imp.name
         );
+        let cycle =
+            k.db.exporter(&imp.name)
+                .and_then(|o| crate::symcycle::import_cycle(&k.db, m, o));
+        if let Some(chain) = cycle {
+            // No load order satisfies it, so "load the exporter first" would be false.
+            let what = if chain.len() == 2 {
+                format!("its own export {}", imp.name)
+            } else {
+                format!("{} from a module that needs {} itself", imp.name, k.name(m))
+            };
+            let msg = format!(
+                "{} imports {what}: dependency cycle {}",
+                k.name(m),
+                chain.join(" -> ")
+            );
+            let hint = "break the cycle (depmod: \"Cycle detected\"): move the symbols both sides need into a module of their own, or drop the import";
+            k.diagnose(
+                DiagKind::DependencyCycle,
+                Some(m),
+                msg,
+                chain,
+                Some(hint.into()),
+            );
+            return Resolved::Null;
+        }
         let hint = exporter_hint(k, &imp.name);
         k.diagnose(DiagKind::UnknownSymbol, Some(m), msg, Vec::new(), hint);
         return Resolved::Null;

@@ -61,7 +61,12 @@ impl Unload {
             parts.push(format!("refcount {refs}"));
         }
         let msg = format!("rmmod {name} refused: {}", parts.join("; "));
-        let hint = if holders.is_empty() {
+        let hint = if holders.is_empty() && self.wait && k.policy.is_modkit() {
+            // It waited already and gave up: only a longer wait or a release helps.
+            Some(format!(
+                "close what pins {name} first, or give rmmod a longer timeout"
+            ))
+        } else if holders.is_empty() {
             Some(format!(
                 "close what pins {name} first, or rmmod with wait = true (modkit) to wait for it"
             ))

@@ -1228,8 +1228,19 @@ pub fn report_stall(k: &mut Kernel) {
         "the run stalled: {} task(s) wait and nothing can wake them",
         stalled.len()
     );
-    let hint = "under modkit such a wait fails at once with the cycle named; see the dependency chain above";
+    let hint = stall_hint(k.policy);
     k.diagnose(DiagKind::Stalled, None, msg, chain, Some(hint.into()));
+}
+
+/// The fix hint of a `stalled` diagnostic, true for the policy in force: under modkit the
+/// stall is not a wait cycle modkit refuses (those fail at once), so the chain names what to
+/// release; under a Linux policy the real kernel hangs too.
+fn stall_hint(policy: Policy) -> &'static str {
+    if policy.is_modkit() {
+        "nothing left in the run releases what these tasks wait for: release it (see the chain above) or give the wait a timeout"
+    } else {
+        "the real kernel hangs here too; under --policy modkit a wait that would close a cycle fails at once with the cycle named"
+    }
 }
 
 enum FrameEnd {
