@@ -61,6 +61,7 @@ pub fn build_modules(assets: &KernelAssets, src_dir: &Path) -> Result<Vec<PathBu
         .arg(format!("-j{jobs}"))
         .arg(format!("CC={}", assets.cc))
         .arg("CONFIG_DEBUG_INFO_BTF_MODULES=")
+        .args(&assets.make_vars)
         .arg("modules")
         .output()
         .map_err(io(&assets.headers))?;
