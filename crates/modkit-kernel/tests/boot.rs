@@ -1,4 +1,4 @@
-//! Boots each Debian kernel with a trivial module and a shell stand-in for the runner.
+//! Boots each Debian kernel (bookworm's 6.1 and 6.12, sid's 7.2) with a trivial module and a shell stand-in for the runner.
 //! Ignored by default (downloads packages and boots QEMU: ~30 s per kernel); CI's
 //! kernel-compare step covers the same path with real scenarios.
 
@@ -6,7 +6,11 @@ use std::path::Path;
 
 use modkit_kernel::{assets, build, initramfs, qemu};
 
-const KERNELS: &[&str] = &["6.1.0-50-cloud-amd64", "6.12.117+deb12-cloud-amd64"];
+const KERNELS: &[&str] = &[
+    "6.1.0-50-cloud-amd64",
+    "6.12.117+deb12-cloud-amd64",
+    "7.2.13+deb14-cloud-amd64",
+];
 
 #[test]
 #[ignore]
