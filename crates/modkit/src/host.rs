@@ -411,6 +411,12 @@ impl Host {
             Ok(r) => r,
             Err(payload) => {
                 let msg = panic_message(payload.as_ref());
+                // A payload whose Drop panics would unwind out of here into the caller and
+                // leave the module COMING with its reference: drop it under a second catch,
+                // and leak the second payload rather than risk a third panic.
+                if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+                    std::mem::forget(again);
+                }
                 let mut st = self.lock();
                 self.tick(&mut st);
                 let name = st.k.name(m).to_string();

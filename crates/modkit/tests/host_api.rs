@@ -139,6 +139,47 @@ fn a_panicking_init_is_caught_and_unwound() {
     h.modprobe("greeter").unwrap();
 }
 
+/// A panic payload whose own `Drop` panics (issue 9, item 7).
+struct Bomb;
+
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        panic!("the payload's drop panics too");
+    }
+}
+
+#[test]
+fn a_panic_payload_whose_drop_panics_still_fails_the_load_cleanly() {
+    let h = host("modkit");
+    let undone = Arc::new(AtomicUsize::new(0));
+    let u = undone.clone();
+    h.add_module(
+        Module::new("bomb")
+            .init_step_with_undo(
+                "alloc",
+                |_| Ok(Init::Continue),
+                move |_| {
+                    u.fetch_add(1, Ordering::SeqCst);
+                },
+            )
+            .init_step("probe", |_| std::panic::panic_any(Bomb)),
+    )
+    .unwrap();
+    let h2 = h.clone();
+    let r = std::thread::spawn(move || h2.modprobe("bomb")).join();
+    let e = r
+        .expect("the panic does not reach the modprobe caller")
+        .unwrap_err();
+    assert_eq!(e.errno(), Some(Errno::EFAULT));
+    assert_eq!(undone.load(Ordering::SeqCst), 1);
+    // No module left COMING with a reference: it is gone and loads again.
+    let info = h.lsmod().into_iter().find(|m| m.name == "bomb").unwrap();
+    assert_eq!((info.state, info.refcount), (None, 0));
+    assert_eq!(h.modprobe("bomb").unwrap_err().errno(), Some(Errno::EFAULT));
+    h.add_module(greeter()).unwrap();
+    h.modprobe("greeter").unwrap();
+}
+
 #[test]
 fn init_table_unwinds_exactly_in_reverse() {
     let h = host("modkit");
