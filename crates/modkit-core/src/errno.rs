@@ -39,11 +39,15 @@ pub enum Errno {
     ETIME,
     /// Restart the system call after a signal (512, kernel-internal).
     ERESTARTSYS,
+    /// Required key not available (126): an unsigned module under `sig_enforce`, before 5.4.
+    ENOKEY,
+    /// Key was rejected by service (129): an unsigned module under `sig_enforce`, 5.4+.
+    EKEYREJECTED,
 }
 
 impl Errno {
     /// Every errno the model knows, for parsing and suggestions.
-    pub const ALL: [Errno; 17] = [
+    pub const ALL: [Errno; 19] = [
         Errno::EPERM,
         Errno::ENOENT,
         Errno::ESRCH,
@@ -61,6 +65,8 @@ impl Errno {
         Errno::ENAMETOOLONG,
         Errno::ETIME,
         Errno::ERESTARTSYS,
+        Errno::ENOKEY,
+        Errno::EKEYREJECTED,
     ];
 
     /// The positive errno number (`-err` is what a syscall returns).
@@ -83,6 +89,8 @@ impl Errno {
             Errno::ENAMETOOLONG => 36,
             Errno::ETIME => 62,
             Errno::ERESTARTSYS => 512,
+            Errno::ENOKEY => 126,
+            Errno::EKEYREJECTED => 129,
         }
     }
 
@@ -106,6 +114,8 @@ impl Errno {
             Errno::ENAMETOOLONG => "ENAMETOOLONG",
             Errno::ETIME => "ETIME",
             Errno::ERESTARTSYS => "ERESTARTSYS",
+            Errno::ENOKEY => "ENOKEY",
+            Errno::EKEYREJECTED => "EKEYREJECTED",
         }
     }
 
@@ -129,6 +139,8 @@ impl Errno {
             Errno::ENAMETOOLONG => "File name too long",
             Errno::ETIME => "Timer expired",
             Errno::ERESTARTSYS => "Unknown error 512",
+            Errno::ENOKEY => "Required key not available",
+            Errno::EKEYREJECTED => "Key was rejected by service",
         }
     }
 

@@ -184,6 +184,10 @@ pub struct Kernel {
     forced: BTreeSet<ModId>,
     /// Tasks sent SIGKILL ([`crate::signal`]).
     pub signals: crate::signal::Signals,
+    /// Build options and boot parameters of the loader (`module.sig_enforce`, …).
+    pub config: crate::taint::LoaderConfig,
+    /// Taints: kernel-wide and per module.
+    pub taint: crate::taint::TaintState,
 }
 
 /// Paths at which a modprobe binary exists in the simulated root file system.
@@ -230,6 +234,8 @@ impl Kernel {
             record_history: false,
             forced: BTreeSet::new(),
             signals: Default::default(),
+            config: crate::taint::LoaderConfig::default(),
+            taint: crate::taint::TaintState::default(),
         };
         for id in 0..n {
             k.install_builtin(id);

@@ -47,6 +47,8 @@ pub struct Load {
     pub idempotent: bool,
     /// The symbol wait was ended by SIGKILL, not by its timeout.
     interrupted: bool,
+    /// The taint flags the pre-listing checks gave (`None`: not run yet).
+    checked: Option<u32>,
 }
 
 /// What resolving one import gave.
@@ -96,6 +98,7 @@ impl Load {
             going: false,
             idempotent: true,
             interrupted: false,
+            checked: None,
         }
     }
 
@@ -248,6 +251,12 @@ impl Load {
                     return wait(WaitKey::ModuleWq, reason, Self::owner_task(k, m), None);
                 }
                 Phase::DupCheck => {
+                    if self.checked.is_none() {
+                        match crate::taint::pre_list_checks(k, m) {
+                            Ok(bits) => self.checked = Some(bits),
+                            Err(e) => return self.finish(k, Outcome::Err(e)),
+                        }
+                    }
                     let era = k.policy.dup_era();
                     match k.state(m) {
                         None => {
@@ -261,6 +270,7 @@ impl Load {
                                 draining: false,
                             });
                             k.note_state(m);
+                            crate::taint::listed(k, m, self.checked.unwrap_or(0));
                             if let Some(e) = crate::namespace::refuse_module_ns_import(k, m) {
                                 k.free_module(m);
                                 return self.finish(k, Outcome::Err(e));
@@ -626,7 +636,11 @@ fn resolve_symbol(k: &mut Kernel, m: ModId, imp: &ImportSpec) -> Resolved {
         return Resolved::Ok;
     }
     let spec = k.db.spec(m);
-    let gpl_ok = spec.is_gpl_compatible();
+    // find_symbol()'s gplok is !(mod->taints & P): the licence, or a taint inherited.
+    let gpl_ok = spec.is_gpl_compatible()
+        && !k
+            .taint
+            .module_has(m, crate::taint::Taint::Proprietary);
     let has_versions = spec.imports.iter().any(|i| i.crc.is_some());
     let ns_imported = e
         .namespace
@@ -642,6 +656,16 @@ fn resolve_symbol(k: &mut Kernel, m: ModId, imp: &ImportSpec) -> Resolved {
         );
         k.diagnose(DiagKind::GplOnly, Some(m), msg, Vec::new(), None);
         return Resolved::Null;
+    }
+    if !crate::taint::inherit_taint(k, m, e.owner, &imp.name, e.gpl_only) {
+        let msg = format!(
+            "{} uses GPL-only symbols and {} of proprietary module {}",
+            k.name(m),
+            imp.name,
+            k.name(e.owner)
+        );
+        k.diagnose(DiagKind::GplOnly, Some(m), msg, Vec::new(), None);
+        return Resolved::Fail(Errno::ENOENT);
     }
     if let (Some(want), Some(have)) = (imp.crc, e.crc) {
         if want != have {

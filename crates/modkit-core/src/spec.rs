@@ -65,6 +65,8 @@ pub struct ModuleSpec {
     pub init: Vec<InitStepSpec>,
     /// What modules.dep says, when it is out of date; `None` means computed from imports.
     pub depends_override: Option<Vec<String>>,
+    /// Out of tree, signed, staging, `__versions` (what taints the kernel at load).
+    pub provenance: crate::taint::Provenance,
 }
 
 impl ModuleSpec {
@@ -83,6 +85,7 @@ impl ModuleSpec {
             builtin: false,
             init: Vec::new(),
             depends_override: None,
+            provenance: crate::taint::Provenance::default(),
         }
     }
 

@@ -109,10 +109,14 @@ impl Unload {
                     if inst.state != ModState::Live {
                         return Step::Done(Outcome::Err(Errno::EBUSY));
                     }
-                    if !k.db.spec(m).has_exit && !self.force {
+                    let refcount = inst.refcount;
+                    // try_force_unload(): O_TRUNC forces only with CONFIG_MODULE_FORCE_UNLOAD,
+                    // and tainting (R) each time it is needed.
+                    self.force &= k.config.force_unload;
+                    if !k.db.spec(m).has_exit && !crate::taint::try_force_unload(k, self.force) {
                         return Step::Done(Outcome::Err(Errno::EBUSY));
                     }
-                    if inst.refcount > 0 && !self.force {
+                    if refcount > 0 && !self.force {
                         if self.wait && k.policy.is_modkit() {
                             if let Some(i) = k.instances[m].as_mut() {
                                 i.draining = true;
@@ -123,6 +127,9 @@ impl Unload {
                             return wait(WaitKey::Pins(m), reason, None, self.deadline);
                         }
                         return self.in_use(k, m);
+                    }
+                    if refcount > 0 {
+                        crate::taint::try_force_unload(k, self.force);
                     }
                     self.begin_exit(k, task, m);
                 }

@@ -12,6 +12,15 @@ KVER=$(/bin/uname -r)
 if ! /bin/busybox insmod /lib/modules/$KVER/extra/modkit_rt.ko; then
   echo "@@ fatal modkit_rt did not load" > /dev/ttyS1
 fi
+# Boot settings the image carries as empty files (docs/kernel-driver.md, "Taints"):
+# forget the once-per-boot messages modkit_rt's own load used up (the unsigned-module
+# notice), then enforce signatures (only now: modkit_rt itself is unsigned).
+if /bin/cat /modkit/clear_warn_once > /dev/null 2>&1; then
+  echo 1 > /sys/kernel/debug/clear_warn_once
+fi
+if /bin/cat /modkit/sig_enforce > /dev/null 2>&1; then
+  echo 1 > /sys/module/module/parameters/sig_enforce
+fi
 /modkit/runner /modkit/plan > /dev/ttyS1 2>/dev/ttyS0
 echo "@@ runner-exit $?" > /dev/ttyS1
 /bin/sync

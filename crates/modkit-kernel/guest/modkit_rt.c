@@ -44,6 +44,9 @@
 #include "modkit_rt.h"
 
 MODULE_LICENSE("GPL");
+/* Not out of tree for the loader: the O taint and its once-per-boot line are left to the
+ * scenario's modules (docs/kernel-driver.md, "Taints"). */
+MODULE_INFO(intree, "Y");
 MODULE_DESCRIPTION("modkit kernel driver runtime: control file and helpers for scenario modules");
 
 #define MK_CMD_MAX		(64 * 1024)	/* one command written to /proc/modkit_rt */

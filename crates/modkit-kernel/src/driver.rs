@@ -198,6 +198,16 @@ pub fn run_scenario(sc: &Scenario, opts: &KernelOptions) -> Result<Observed, Ker
         }
     }
     let named: Vec<(String, PathBuf)> = built.iter().map(|p| (ko_name(p), p.clone())).collect();
+    // `versions = false`: the module as `modprobe --force-modversion` sees it, without its
+    // `__versions` section (the loader then forces it in, tainting F).
+    for (name, ko) in &named {
+        if sc.db.id(name).is_some_and(|i| !sc.db.spec(i).provenance.versions) {
+            strip_versions(ko).map_err(|source| KernelError::Io {
+                path: ko.display().to_string(),
+                source,
+            })?;
+        }
+    }
     if !named.iter().any(|(n, _)| n == "modkit_rt") {
         return Err(KernelError::Io {
             path: src.join("modkit_rt.ko").display().to_string(),
@@ -230,7 +240,8 @@ pub fn run_scenario(sc: &Scenario, opts: &KernelOptions) -> Result<Observed, Ker
         }
     })?;
     let image = work.join("initramfs.cpio");
-    initramfs::guest_image(&assets, &tools, &root, &runner, &plan_text, &image).map_err(
+    let flags = boot_flags(sc);
+    initramfs::guest_image(&assets, &tools, &root, &runner, &plan_text, &flags, &image).map_err(
         |source| KernelError::Image {
             file: file.clone(),
             source,
@@ -238,6 +249,7 @@ pub fn run_scenario(sc: &Scenario, opts: &KernelOptions) -> Result<Observed, Ker
     )?;
     let boot_opts = qemu::BootOptions {
         timeout: deadline + Duration::from_secs(180),
+        extra_cmdline: boot_cmdline(sc),
         ..qemu::BootOptions::default()
     };
     let out = qemu::boot(&assets, &image, &boot_opts).map_err(|source| KernelError::Boot {
@@ -286,6 +298,35 @@ fn expected_deadline(sc: &Scenario, upstream: &str) -> Duration {
         .min(Duration::from_secs(600))
 }
 
+/// The /init flags of a scenario: `clear_warn_once` when a module is unsigned (the
+/// kernel's once-per-boot notice was used up by modkit_rt, which is unsigned too), and
+/// `sig_enforce` (set after modkit_rt is in: a `module.sig_enforce=1` on the command line
+/// would refuse modkit_rt itself).
+fn boot_flags(sc: &Scenario) -> Vec<&'static str> {
+    let mut f = Vec::new();
+    if sc
+        .db
+        .specs()
+        .iter()
+        .any(|s| !s.builtin && !s.provenance.signed)
+    {
+        f.push("clear_warn_once");
+    }
+    if sc.config.sig_enforce {
+        f.push("sig_enforce");
+    }
+    f
+}
+
+/// The kernel command line's scenario part: `module_blacklist=a,b`.
+fn boot_cmdline(sc: &Scenario) -> String {
+    if sc.config.module_blacklist.is_empty() {
+        String::new()
+    } else {
+        format!("module_blacklist={}", sc.config.module_blacklist.join(","))
+    }
+}
+
 fn upstream_triple(s: &str) -> (u32, u32, u32) {
     let mut it = s
         .split(['.', '-', '+', '~'])
@@ -295,6 +336,22 @@ fn upstream_triple(s: &str) -> (u32, u32, u32) {
         it.next().unwrap_or(0),
         it.next().unwrap_or(0),
     )
+}
+
+/// `objcopy --remove-section=__versions KO`.
+fn strip_versions(ko: &Path) -> std::io::Result<()> {
+    let out = std::process::Command::new("objcopy")
+        .arg("--remove-section=__versions")
+        .arg(ko)
+        .output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "objcopy --remove-section=__versions failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
 }
 
 fn ko_name(p: &Path) -> String {

@@ -199,13 +199,15 @@ pub const BUSYBOX_APPLETS: &[&str] = &[
 
 /// Lays out the guest: `/init`, busybox, kmod (as /sbin/modprobe, insmod, rmmod, lsmod,
 /// depmod, modinfo) with its libraries, the staged `lib/modules` under `tree_root`, the
-/// runner and the plan.
+/// runner and the plan; each of `boot_flags` becomes an empty `/modkit/FLAG` that /init
+/// acts on (`clear_warn_once`, `sig_enforce`).
 pub fn guest_image(
     _assets: &KernelAssets,
     tools: &GuestTools,
     tree_root: &Path,
     runner: &Path,
     plan: &str,
+    boot_flags: &[&str],
     out: &Path,
 ) -> Result<(), ImageError> {
     let mut img = Image::new();
@@ -231,6 +233,9 @@ pub fn guest_image(
     img.add_tree("lib/modules", &tree_root.join("lib/modules"))?;
     img.add_file("modkit/runner", runner, 0o755)?;
     img.add_bytes("modkit/plan", plan.as_bytes().to_vec(), 0o644);
+    for f in boot_flags {
+        img.add_bytes(&format!("modkit/{f}"), Vec::new(), 0o644);
+    }
     img.write(out)
 }
 

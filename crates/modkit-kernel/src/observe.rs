@@ -173,6 +173,16 @@ fn map_state(s: &str) -> Option<ModState> {
     }
 }
 
+/// One `/proc/modules` row's taint flags: the `(POE)` after the address, without the
+/// `+`/`-` state marks (`module_flags()`).
+fn row_taints(cols: &[&str]) -> String {
+    cols.iter()
+        .skip(6)
+        .find_map(|c| c.strip_prefix('(').and_then(|c| c.strip_suffix(')')))
+        .map(|f| f.chars().filter(|c| c.is_ascii_uppercase()).collect())
+        .unwrap_or_default()
+}
+
 /// One `/proc/modules` row: name, refcount, holders (without modkit_rt), state.
 fn modules_row(line: &str) -> Option<(String, i64, Vec<String>, Option<ModState>)> {
     let cols: Vec<&str> = line.split_whitespace().collect();
@@ -424,6 +434,16 @@ pub fn observe(sc: &Scenario, report: &[u8], label: &str) -> Result<Observed, Ob
         .filter_map(|l| modules_row(l))
         .map(|(n, r, u, s)| (n, (r, u, s)))
         .collect();
+    let taints_of: HashMap<String, String> = proc_modules
+        .iter()
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            (!cols.is_empty()).then(|| (cols[0].to_string(), row_taints(&cols)))
+        })
+        .collect();
+    // Every generated module is unsigned (none can carry Debian's signature): the E flag
+    // of a module the scenario calls signed is not observable and is left out.
+    let mut hid_e = false;
     let modules = (0..sc.db.len())
         .map(|i| {
             let spec = sc.db.spec(i);
@@ -436,9 +456,15 @@ pub fn observe(sc: &Scenario, report: &[u8], label: &str) -> Result<Observed, Ob
                     used_by: Vec::new(),
                     builtin: true,
                     init_calls: calls,
+                    taints: String::new(),
                 };
             }
             let row = listed.get(&spec.name);
+            let mut taints = taints_of.get(&spec.name).cloned().unwrap_or_default();
+            if spec.provenance.signed && taints.contains('E') {
+                taints.retain(|c| c != 'E');
+                hid_e = true;
+            }
             ModuleRow {
                 name: spec.name.clone(),
                 state: row.and_then(|r| r.2),
@@ -446,9 +472,15 @@ pub fn observe(sc: &Scenario, report: &[u8], label: &str) -> Result<Observed, Ob
                 used_by: row.map(|r| r.1.clone()).unwrap_or_default(),
                 builtin: false,
                 init_calls: calls,
+                taints,
             }
         })
-        .collect();
+        .collect::<Vec<ModuleRow>>();
+    if hid_e {
+        notes.push(
+            "the kernel driver cannot sign modules with the kernel's key: every generated module is unsigned, and the E taint flag of modules the scenario calls signed is left out of the table".to_string(),
+        );
+    }
 
     // Results, per event in thread order.
     results.sort_by_key(|r| (r.idx, r.thread));

@@ -51,7 +51,7 @@ fn hello_module_loads_on_each_kernel() {
         )
         .unwrap();
         let image = dir.path().join("initramfs.cpio");
-        initramfs::guest_image(&a, &tools, &root, &runner, "", &image).unwrap();
+        initramfs::guest_image(&a, &tools, &root, &runner, "", &[], &image).unwrap();
         let out = qemu::boot(&a, &image, &qemu::BootOptions::default()).unwrap();
         let report = String::from_utf8_lossy(&out.report);
         eprintln!("{k}: boot {:?}\n{report}", out.wall);

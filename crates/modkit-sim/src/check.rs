@@ -47,6 +47,7 @@ pub fn compare_observed(ex: &Expect, run: &Observed) -> Vec<String> {
         used_by: Vec::new(),
         builtin: false,
         init_calls: 0,
+        taints: String::new(),
     };
     let row = |n: &str| run.module(n).unwrap_or(&missing);
     let can = |key: &str| !run.unobservable.contains(&key);
@@ -115,6 +116,15 @@ pub fn compare_observed(ex: &Expect, run: &Observed) -> Vec<String> {
             f.push(format!("refcount.{m}: expected {n}, but {m} is absent"));
         } else if r.refcount != *n {
             f.push(format!("refcount.{m}: expected {n}, got {}", r.refcount));
+        }
+    }
+    for (m, want) in &ex.taints {
+        if !can("taints") {
+            break;
+        }
+        let got = &row(m).taints;
+        if got != want {
+            f.push(format!("taints.{m}: expected \"{want}\", got \"{got}\""));
         }
     }
     for (m, hs) in &ex.holders {
@@ -214,6 +224,9 @@ pub fn skipped_keys(ex: &Expect, run: &Observed) -> Vec<&'static str> {
         && !(ex.diagnostics.is_empty() && ex.diagnostics_absent.is_empty() && ex.hints.is_empty())
     {
         out.push("diagnostics");
+    }
+    if run.unobservable.contains(&"taints") && !ex.taints.is_empty() {
+        out.push("taints");
     }
     out
 }

@@ -109,6 +109,14 @@ pub fn differences(left: &Observed, right: &Observed) -> Vec<Difference> {
                     format!("[{}]", rr.used_by.join(", ")),
                 );
             }
+            if lr.taints != rr.taints {
+                push(
+                    DiffKind::Behaviour,
+                    format!("taints.{}", lr.name),
+                    format!("\"{}\"", lr.taints),
+                    format!("\"{}\"", rr.taints),
+                );
+            }
         }
     }
     // The log, in order, runs of identical lines collapsed with their counts.

@@ -22,6 +22,11 @@ pub struct RawScenario {
     pub kernel_races: Option<String>,
     pub tree: Option<Spanned<String>>,
     pub symvers: Option<Spanned<String>>,
+    pub sig_enforce: Option<bool>,
+    pub module_blacklist: Option<Vec<String>>,
+    pub force_unload: Option<bool>,
+    pub modversions: Option<bool>,
+    pub force_load: Option<bool>,
     #[serde(default)]
     pub module: Vec<Spanned<RawModule>>,
     #[serde(default)]
@@ -50,6 +55,10 @@ pub struct RawModule {
     #[serde(default)]
     pub init: Vec<RawStep>,
     pub depends: Option<Vec<String>>,
+    pub out_of_tree: Option<bool>,
+    pub signed: Option<bool>,
+    pub staging: Option<bool>,
+    pub versions: Option<bool>,
 }
 
 /// `softdeps = { pre = [...], post = [...] }`.
@@ -253,4 +262,6 @@ pub struct RawExpect {
     /// Each is contained in the message or the hint of some diagnostic.
     #[serde(default)]
     pub hints: Vec<String>,
+    #[serde(default)]
+    pub taints: BTreeMap<String, String>,
 }

@@ -28,6 +28,8 @@ pub struct ModuleRow {
     pub builtin: bool,
     /// Times the init table started.
     pub init_calls: u32,
+    /// Its taint flags as `/proc/modules` shows them (`"POE"`; empty for none or absent).
+    pub taints: String,
 }
 
 /// The module table, in the order modules appear in the scenario.
@@ -45,6 +47,11 @@ pub fn module_table(k: &Kernel) -> Vec<ModuleRow> {
                 used_by,
                 builtin: spec.builtin,
                 init_calls: k.init_calls[i],
+                taints: if inst.is_some() && !spec.builtin {
+                    k.taint.flags(i)
+                } else {
+                    String::new()
+                },
             }
         })
         .collect()
@@ -145,12 +152,15 @@ pub fn text_observed(title: &str, policy: Policy, seed: u64, run: &Observed) -> 
         .max()
         .unwrap_or(6)
         .max(6);
+    // The taint column only when some module is tainted (as /proc/modules' "(POE)").
+    let tainted = rows.iter().any(|r| !r.taints.is_empty());
     let _ = writeln!(
         s,
-        "{}  {:<8} {:>4}  Used by",
+        "{}  {:<8} {:>4}  {}Used by",
         pad("Module", w),
         "State",
-        "Refs"
+        "Refs",
+        if tainted { "Taints  " } else { "" }
     );
     for r in rows {
         let state = if r.builtin {
@@ -164,9 +174,14 @@ pub fn text_observed(title: &str, policy: Policy, seed: u64, run: &Observed) -> 
             "-".into()
         };
         let used_by: Vec<String> = r.used_by.iter().map(|u| cell(u)).collect();
+        let taints = if tainted {
+            format!("{:<6}  ", r.taints)
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             s,
-            "{}  {:<8} {:>4}  {}",
+            "{}  {:<8} {:>4}  {taints}{}",
             pad(&r.name, w),
             state,
             refs,
@@ -243,6 +258,7 @@ pub fn json_observed(title: &str, policy: Policy, seed: u64, run: &Observed) -> 
             "refcount": r.refcount,
             "used_by": r.used_by,
             "init_calls": r.init_calls,
+            "taints": r.taints,
         })).collect::<Vec<_>>(),
         "events": run.event_order.iter().map(|id| json!({
             "id": id,

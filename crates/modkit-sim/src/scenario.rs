@@ -215,6 +215,8 @@ pub struct Expect {
     pub diagnostics_absent: Vec<DiagKind>,
     /// Each is contained in the message or the hint of some diagnostic (`hints`).
     pub hints: Vec<String>,
+    /// Per-module taint flags as `/proc/modules` shows them (`"POE"`, `""` for none).
+    pub taints: BTreeMap<String, String>,
 }
 
 /// A checked scenario.
@@ -250,6 +252,9 @@ pub struct Scenario {
     pub events: Vec<Event>,
     /// Expectation blocks.
     pub expects: Vec<Expect>,
+    /// The loader's build options and boot parameters (`sig_enforce`, `module_blacklist`,
+    /// `force_unload`, `modversions`, `force_load`).
+    pub config: modkit_core::taint::LoaderConfig,
 }
 
 struct Ctx<'a> {
@@ -651,6 +656,23 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
         None => None,
     };
 
+    let mut config = modkit_core::taint::LoaderConfig::default();
+    if let Some(b) = raw.sig_enforce {
+        config.sig_enforce = b;
+    }
+    if let Some(l) = &raw.module_blacklist {
+        config.module_blacklist = l.iter().map(|n| normalize_name(n)).collect();
+    }
+    if let Some(b) = raw.force_unload {
+        config.force_unload = b;
+    }
+    if let Some(b) = raw.modversions {
+        config.modversions = b;
+    }
+    if let Some(b) = raw.force_load {
+        config.force_load = b;
+    }
+
     // Modules: a real tree first, when the file names one.
     let mut specs = Vec::new();
     let mut steps = Vec::new();
@@ -747,6 +769,12 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
         spec.has_exit = rm.has_exit.unwrap_or(true);
         spec.builtin = rm.builtin.unwrap_or(false);
         spec.depends_override = rm.depends.clone();
+        spec.provenance = modkit_core::taint::Provenance {
+            out_of_tree: rm.out_of_tree.unwrap_or(false),
+            signed: rm.signed.unwrap_or(true),
+            staging: rm.staging.unwrap_or(false),
+            versions: rm.versions.unwrap_or(true),
+        };
         let mut msteps = Vec::new();
         for (i, s) in rm.init.iter().enumerate() {
             let run = actions(&s.run, Where::Init).map_err(|e| {
@@ -1120,6 +1148,14 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
             diagnostics: diag("diagnostics", &re.diagnostics)?,
             diagnostics_absent: diag("diagnostics_absent", &re.diagnostics_absent)?,
             hints: re.hints.clone(),
+            taints: {
+                let mut t = BTreeMap::new();
+                for (m, flags) in &re.taints {
+                    let m = check_module("taints", m)?;
+                    t.insert(m, taint_flags(flags).map_err(|e| err(format!("key `taints`: {e}")))?);
+                }
+                t
+            },
         });
     }
 
@@ -1141,7 +1177,25 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
         steps,
         events,
         expects,
+        config,
     })
+}
+
+/// Checks a taint-flag string (`"POE"`) and writes it in the kernel's order.
+fn taint_flags(flags: &str) -> Result<String, String> {
+    use modkit_core::taint::Taint;
+    for c in flags.chars() {
+        if !Taint::MODULE_FLAGS.iter().any(|t| t.letter() == c) {
+            return Err(format!(
+                "`{flags}`: `{c}` is not a module taint flag (P proprietary, F forced, C staging, O out of tree, E unsigned)"
+            ));
+        }
+    }
+    Ok(Taint::MODULE_FLAGS
+        .iter()
+        .map(|t| t.letter())
+        .filter(|l| flags.contains(*l))
+        .collect())
 }
 
 #[cfg(test)]

@@ -264,6 +264,7 @@ impl<'a> Sim<'a> {
         let mut k = Kernel::new(sc.db.clone(), policy);
         k.modprobe_path = sc.modprobe.clone();
         k.modprobe_exec = sc.modprobe_time;
+        k.config = sc.config.clone();
         let mut sim = Sim {
             sc,
             k,
@@ -682,6 +683,8 @@ impl<'a> Sim<'a> {
         }
         self.k.registrations.hash(&mut h);
         self.k.modprobe_path.hash(&mut h);
+        let t = &self.k.taint;
+        (t.mask, t.lock_debugging_off, t.sig_notice_done, &t.module).hash(&mut h);
         let mut files: Vec<_> = self.acts.files.keys().collect();
         files.sort();
         files.hash(&mut h);

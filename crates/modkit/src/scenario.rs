@@ -202,6 +202,7 @@ pub fn run_scenario(sc: &Scenario, policy: Policy, _seed: u64) -> Run {
     let mut k = Kernel::new(sc.db.clone(), policy);
     k.modprobe_path = sc.modprobe.clone();
     k.modprobe_exec = sc.modprobe_time;
+    k.config = sc.config.clone();
     k.record_history = true;
     let host = Host::from_kernel(k, Clock::Virtual);
     {

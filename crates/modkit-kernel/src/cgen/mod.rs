@@ -293,6 +293,40 @@ fn kbuild(ctx: &Ctx, modules: &[String], flags: &KbuildFlags) -> String {
     k
 }
 
+/// The loader settings a booted Debian kernel can take (docs/kernel-driver.md, "Taints"):
+/// `sig_enforce` and `module_blacklist` are set at boot; CONFIG_MODULE_FORCE_UNLOAD,
+/// CONFIG_MODVERSIONS and CONFIG_MODULE_FORCE_LOAD are built in (all `y`), so a scenario
+/// must not say otherwise where it matters; a module the scenario calls signed cannot be
+/// loaded under `sig_enforce` (no module can carry Debian's signature).
+fn check_loader_config(sc: &Scenario) -> Result<(), Unsupported> {
+    let c = &sc.config;
+    if !c.force_unload {
+        return Err(Unsupported::new(
+            "force_unload = false",
+            "top level",
+            "the Debian kernels are built with CONFIG_MODULE_FORCE_UNLOAD=y; remove the key",
+        ));
+    }
+    for spec in sc.db.specs().iter().filter(|s| !s.builtin) {
+        let place = format!("module `{}`", spec.name);
+        if !spec.provenance.versions && !(c.modversions && c.force_load) {
+            return Err(Unsupported::new(
+                "versions = false",
+                place,
+                "the Debian kernels are built with CONFIG_MODVERSIONS=y and CONFIG_MODULE_FORCE_LOAD=y: say `modversions = true` (and no `force_load = false`) at the top",
+            ));
+        }
+        if c.sig_enforce && spec.provenance.signed {
+            return Err(Unsupported::new(
+                "sig_enforce with a signed module",
+                place,
+                "the kernel driver cannot sign modules with the kernel's key, so under sig_enforce the real kernel refuses every generated module; mark it `signed = false`",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Checks the whole scenario and builds the symbol table.
 fn analyse<'a>(sc: &'a Scenario, target: &'a Target) -> Result<Ctx<'a>, Unsupported> {
     if sc.modprobe_time != DEFAULT_MODPROBE_TIME {
@@ -302,6 +336,7 @@ fn analyse<'a>(sc: &'a Scenario, target: &'a Target) -> Result<Ctx<'a>, Unsuppor
             "a real modprobe takes the time it takes; remove the key (default 1ms)",
         ));
     }
+    check_loader_config(sc)?;
     if !sc.tree_unresolved.is_empty() {
         return Err(Unsupported::new(
             "tree",

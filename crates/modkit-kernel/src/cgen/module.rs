@@ -289,6 +289,14 @@ fn includes(c: &mut String, g: &Gen) {
 pub(crate) fn modinfo(ctx: &Ctx, spec: &ModuleSpec) -> String {
     let mut c = String::new();
     let _ = writeln!(c, "MODULE_LICENSE({});", c_str(&spec.license));
+    // modpost adds `intree` only to modules built in the kernel tree; a module the
+    // scenario does not call out of tree says so itself, so the loader does not taint (O).
+    if !spec.provenance.out_of_tree {
+        let _ = writeln!(c, "MODULE_INFO(intree, \"Y\");");
+    }
+    if spec.provenance.staging {
+        let _ = writeln!(c, "MODULE_INFO(staging, \"Y\");");
+    }
     let _ = writeln!(
         c,
         "MODULE_DESCRIPTION({});",

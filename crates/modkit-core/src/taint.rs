@@ -1,0 +1,334 @@
+//! Taints and the loader's boot settings: what a module's origin (out of tree, staging,
+//! unsigned, its licence) does to the kernel's taint mask and log, the per-module taint
+//! flags `/proc/modules` shows, `module.sig_enforce`, `module_blacklist=`, forced loads
+//! and unloads, and taint inheritance from proprietary modules.
+//!
+//! Sources (kernel/module.c before 5.19, kernel/module/main.c and signing.c after,
+//! kernel/panic.c `add_taint()`):
+//!
+//! - `check_modinfo()`: "%s: loading out-of-tree module taints kernel." when the module has
+//!   no `intree` modinfo, printed only while `TAINT_OOT_MODULE` is not yet set
+//!   (`test_taint` guard: once per boot); "%s: module is from the staging directory, the
+//!   quality is unknown, you have been warned." for every load of a `staging` module (no
+//!   guard); then `set_license()`: "%s: module license '%s' taints kernel." only while
+//!   `TAINT_PROPRIETARY_MODULE` is not set, with `LOCKDEP_NOW_UNRELIABLE`. Same text and
+//!   order in every release from 4.4 to 6.19 (checked against the strings of the Debian
+//!   6.1.176 and 6.12.117 images). `check_modinfo()` runs before `add_unformed_module()`,
+//!   so a load refused as a duplicate still prints (and taints) first.
+//! - `load_module()` after `add_unformed_module()`: "%s: module verification failed:
+//!   signature and/or required key missing - tainting kernel", `pr_notice_once` (one
+//!   call site: once per boot, whichever module comes first), `LOCKDEP_STILL_OK`.
+//! - `add_taint()`: with `LOCKDEP_NOW_UNRELIABLE` and lock debugging still on,
+//!   "Disabling lock debugging due to kernel taint" (`__debug_locks_off()` is an xchg: once
+//!   per boot). Proprietary licence, forced load and forced unload pass NOW_UNRELIABLE.
+//! - `module_sig_check()` runs first in `load_module()`. With `sig_enforce` an unsigned
+//!   module fails: before 5.4 with `-ENOKEY` and no message; from 5.4 (lockdown series,
+//!   "Enforce module signatures if the kernel is locked down") with `-EKEYREJECTED` and
+//!   `pr_notice("Loading of unsigned module is rejected")` (the 6.1 and 6.12 images print
+//!   "Loading of %s is rejected" with reason "unsigned module"; patches of Sep–Oct 2020
+//!   put the module's name in front for a while: not modelled).
+//! - `blacklisted()`: `module_blacklist=` on the command line (be7de5f91fdc, 4.6; Ubuntu's
+//!   4.4 lacks it, 4.8 has it) refuses the load with `-EPERM` after the signature check and
+//!   before `check_modinfo()`; from 5.10 (14721add58ef "module: Add more error message for
+//!   failed kernel module loading") it prints "Module %s is blacklisted".
+//! - `check_modstruct_version()` (before `check_modinfo()`): under CONFIG_MODVERSIONS a
+//!   module without `__versions` goes through `try_to_force_load(mod, "module_layout")`:
+//!   with CONFIG_MODULE_FORCE_LOAD "%s: %s: kernel tainted." (only while `TAINT_FORCED_MODULE`
+//!   is not set) and the F taint with NOW_UNRELIABLE; without it the load fails with
+//!   `-ENOEXEC` silently.
+//! - `delete_module()`: `try_force_unload()` taints `TAINT_FORCED_RMMOD` (NOW_UNRELIABLE)
+//!   when O_TRUNC forces past a missing exit or a non-zero refcount, only with
+//!   CONFIG_MODULE_FORCE_UNLOAD; without it those unloads fail (EBUSY, EWOULDBLOCK).
+//! - `inherit_taint()` (262e6ae7081d "modules: inherit TAINT_PROPRIETARY_MODULE", 5.13):
+//!   resolving a symbol owned by a module with the P taint: a module that uses GPL-only
+//!   symbols gets "%s: module using GPL-only symbols uses symbols %s from proprietary module
+//!   %s." and the symbol is not found; any other module inherits P ("%s: module uses symbols
+//!   %s from proprietary module %s, inheriting taint.", once per module).
+
+use crate::kernel::{Kernel, ModId};
+use crate::policy::Version;
+
+/// A taint flag (`include/linux/panic.h`, `TAINT_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Taint {
+    /// `P`: a module whose licence is not GPL-compatible.
+    Proprietary,
+    /// `F`: a module loaded by force (no versions, bad vermagic).
+    ForcedModule,
+    /// `R`: a module unloaded by force (kernel-wide only).
+    ForcedRmmod,
+    /// `C`: a staging module.
+    Crap,
+    /// `O`: an out-of-tree module.
+    OutOfTree,
+    /// `E`: an unsigned module on a kernel that checks signatures.
+    Unsigned,
+}
+
+impl Taint {
+    /// Bit number in `tainted_mask`.
+    pub fn bit(self) -> u32 {
+        match self {
+            Taint::Proprietary => 0,
+            Taint::ForcedModule => 1,
+            Taint::ForcedRmmod => 3,
+            Taint::Crap => 10,
+            Taint::OutOfTree => 12,
+            Taint::Unsigned => 13,
+        }
+    }
+
+    /// The letter `/proc/modules` and oops reports print.
+    pub fn letter(self) -> char {
+        match self {
+            Taint::Proprietary => 'P',
+            Taint::ForcedModule => 'F',
+            Taint::ForcedRmmod => 'R',
+            Taint::Crap => 'C',
+            Taint::OutOfTree => 'O',
+            Taint::Unsigned => 'E',
+        }
+    }
+
+    /// The per-module flags in the order `module_flags_taint()` prints them (bit order).
+    pub const MODULE_FLAGS: [Taint; 5] = [
+        Taint::Proprietary,
+        Taint::ForcedModule,
+        Taint::Crap,
+        Taint::OutOfTree,
+        Taint::Unsigned,
+    ];
+}
+
+/// What a module file says about where it comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Provenance {
+    /// Built outside the kernel tree (no `intree` modinfo).
+    pub out_of_tree: bool,
+    /// Carries a signature the kernel's keyring accepts.
+    pub signed: bool,
+    /// From drivers/staging (`staging` modinfo).
+    pub staging: bool,
+    /// Has a `__versions` section (CRCs of what it imports).
+    pub versions: bool,
+}
+
+impl Default for Provenance {
+    /// An in-tree, signed, non-staging module with versions: a distribution's module.
+    fn default() -> Self {
+        Provenance {
+            out_of_tree: false,
+            signed: true,
+            staging: false,
+            versions: true,
+        }
+    }
+}
+
+/// The loader's build options and boot parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoaderConfig {
+    /// `module.sig_enforce=1` (or CONFIG_MODULE_SIG_FORCE): unsigned modules are refused.
+    pub sig_enforce: bool,
+    /// `module_blacklist=a,b`: these modules are refused (4.6+).
+    pub module_blacklist: Vec<String>,
+    /// CONFIG_MODULE_FORCE_UNLOAD (Debian: y): `rmmod -f` can force.
+    pub force_unload: bool,
+    /// CONFIG_MODVERSIONS: modules without `__versions` need a forced load.
+    pub modversions: bool,
+    /// CONFIG_MODULE_FORCE_LOAD (Debian: y): such a forced load is allowed, with a taint.
+    pub force_load: bool,
+}
+
+impl Default for LoaderConfig {
+    /// Debian's cloud kernels booted without module parameters, except CONFIG_MODVERSIONS,
+    /// which the model leaves off unless a scenario asks (scenarios list CRCs where they
+    /// matter).
+    fn default() -> Self {
+        LoaderConfig {
+            sig_enforce: false,
+            module_blacklist: Vec::new(),
+            force_unload: true,
+            modversions: false,
+            force_load: true,
+        }
+    }
+}
+
+/// The kernel-wide taint state and the per-module taint flags.
+#[derive(Debug, Clone, Default)]
+pub struct TaintState {
+    /// `tainted_mask`.
+    pub mask: u32,
+    /// `debug_locks` has been turned off.
+    pub lock_debugging_off: bool,
+    /// The `pr_notice_once` of the signature line has fired.
+    pub sig_notice_done: bool,
+    /// `mod->taints` of each present module (reset when its load starts).
+    pub module: std::collections::BTreeMap<ModId, u32>,
+    /// `mod->using_gplonly_symbols` (5.13+).
+    pub using_gplonly: std::collections::BTreeSet<ModId>,
+}
+
+impl TaintState {
+    /// `test_taint()`.
+    pub fn test(&self, t: Taint) -> bool {
+        self.mask & (1 << t.bit()) != 0
+    }
+
+    /// The flags of module `m` as `/proc/modules` prints them inside `( )`, e.g. `"POE"`.
+    pub fn flags(&self, m: ModId) -> String {
+        let bits = self.module.get(&m).copied().unwrap_or(0);
+        Taint::MODULE_FLAGS
+            .iter()
+            .filter(|t| bits & (1 << t.bit()) != 0)
+            .map(|t| t.letter())
+            .collect()
+    }
+
+    /// Whether module `m` carries `t`.
+    pub fn module_has(&self, m: ModId, t: Taint) -> bool {
+        self.module.get(&m).copied().unwrap_or(0) & (1 << t.bit()) != 0
+    }
+}
+
+/// Whether the policy's kernel is at least `major.minor` (modkit: yes, the newest).
+fn at_least(k: &Kernel, major: u32, minor: u32) -> bool {
+    k.policy
+        .version()
+        .is_none_or(|v| v >= Version::new(major, minor))
+}
+
+/// `add_taint()`: sets the flag, and turns lock debugging off (printing so, once) when
+/// the taint makes lockdep unreliable.
+pub fn add_taint(k: &mut Kernel, t: Taint, lockdep_now_unreliable: bool) {
+    if lockdep_now_unreliable && !k.taint.lock_debugging_off {
+        k.taint.lock_debugging_off = true;
+        k.printk("Disabling lock debugging due to kernel taint");
+    }
+    k.taint.mask |= 1 << t.bit();
+}
+
+/// `add_taint_module()`: the kernel-wide taint and the module's own flag.
+pub fn add_taint_module(k: &mut Kernel, m: ModId, t: Taint, lockdep_now_unreliable: bool) {
+    add_taint(k, t, lockdep_now_unreliable);
+    *k.taint.module.entry(m).or_insert(0) |= 1 << t.bit();
+}
+
+/// The checks `load_module()` makes before the module is listed: signature
+/// (`module_sig_check`), `module_blacklist=`, `__versions` (`check_modstruct_version`)
+/// and `check_modinfo()` (out of tree, staging, licence), with their log lines and the
+/// kernel-wide taints. Returns the module's own taint flags, which become its
+/// `mod->taints` once it is listed ([`listed`]); an error ends the load before that.
+pub fn pre_list_checks(k: &mut Kernel, m: ModId) -> Result<u32, crate::errno::Errno> {
+    use crate::errno::Errno;
+    let spec = k.db.spec(m).clone();
+    let name = spec.name.clone();
+    let p = spec.provenance;
+    let mut bits = 0u32;
+    let mut taint = |k: &mut Kernel, t: Taint, unreliable: bool| {
+        add_taint(k, t, unreliable);
+        bits |= 1 << t.bit();
+    };
+    if !p.signed && k.config.sig_enforce {
+        if at_least(k, 5, 4) {
+            k.printk("Loading of unsigned module is rejected");
+            return Err(Errno::EKEYREJECTED);
+        }
+        return Err(Errno::ENOKEY);
+    }
+    if at_least(k, 4, 6) && k.config.module_blacklist.contains(&name) {
+        if at_least(k, 5, 10) {
+            k.printk(format!("Module {name} is blacklisted"));
+        }
+        return Err(Errno::EPERM);
+    }
+    if k.config.modversions && !p.versions {
+        if !k.config.force_load {
+            return Err(Errno::ENOEXEC);
+        }
+        if !k.taint.test(Taint::ForcedModule) {
+            k.printk(format!("{name}: module_layout: kernel tainted."));
+        }
+        taint(k, Taint::ForcedModule, true);
+    }
+    if p.out_of_tree {
+        if !k.taint.test(Taint::OutOfTree) {
+            k.printk(format!("{name}: loading out-of-tree module taints kernel."));
+        }
+        taint(k, Taint::OutOfTree, false);
+    }
+    if p.staging {
+        taint(k, Taint::Crap, false);
+        k.printk(format!(
+            "{name}: module is from the staging directory, the quality is unknown, you have been warned."
+        ));
+    }
+    if !spec.is_gpl_compatible() {
+        if !k.taint.test(Taint::Proprietary) {
+            k.printk(format!(
+                "{name}: module license '{}' taints kernel.",
+                spec.license
+            ));
+        }
+        taint(k, Taint::Proprietary, true);
+    }
+    Ok(bits)
+}
+
+/// `add_unformed_module()` succeeded: the module's flags from [`pre_list_checks`] become
+/// its own, then the signature line (`pr_notice_once`) and the E taint of an unsigned
+/// module.
+pub fn listed(k: &mut Kernel, m: ModId, bits: u32) {
+    k.taint.module.insert(m, bits);
+    k.taint.using_gplonly.remove(&m);
+    if k.db.spec(m).provenance.signed {
+        return;
+    }
+    if !k.taint.sig_notice_done {
+        k.taint.sig_notice_done = true;
+        let name = k.name(m).to_string();
+        k.printk(format!(
+            "{name}: module verification failed: signature and/or required key missing - tainting kernel"
+        ));
+    }
+    add_taint_module(k, m, Taint::Unsigned, false);
+}
+
+/// `resolve_symbol()`'s GPL-only note and `inherit_taint()` (5.13+) for module `m` using
+/// `sym` of `owner`, exported GPL-only or not. `false`: the symbol is refused (not found).
+pub fn inherit_taint(k: &mut Kernel, m: ModId, owner: ModId, sym: &str, gpl_only: bool) -> bool {
+    if !at_least(k, 5, 13) {
+        return true;
+    }
+    if gpl_only {
+        k.taint.using_gplonly.insert(m);
+    }
+    if k.db.spec(owner).builtin || !k.taint.module_has(owner, Taint::Proprietary) {
+        return true;
+    }
+    let (me, them) = (k.name(m).to_string(), k.name(owner).to_string());
+    if k.taint.using_gplonly.contains(&m) {
+        k.printk(format!(
+            "{me}: module using GPL-only symbols uses symbols {sym} from proprietary module {them}."
+        ));
+        return false;
+    }
+    if !k.taint.module_has(m, Taint::Proprietary) {
+        k.printk(format!(
+            "{me}: module uses symbols {sym} from proprietary module {them}, inheriting taint."
+        ));
+        *k.taint.module.entry(m).or_insert(0) |= 1 << Taint::Proprietary.bit();
+    }
+    true
+}
+
+/// `try_force_unload()`: whether `rmmod -f` may force past a missing exit or a
+/// reference, tainting the kernel (R) when it does.
+pub fn try_force_unload(k: &mut Kernel, force: bool) -> bool {
+    if !force || !k.config.force_unload {
+        return false;
+    }
+    add_taint(k, Taint::ForcedRmmod, true);
+    true
+}
