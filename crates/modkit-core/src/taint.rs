@@ -332,3 +332,167 @@ pub fn try_force_unload(k: &mut Kernel, force: bool) -> bool {
     add_taint(k, Taint::ForcedRmmod, true);
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::errno::Errno;
+    use crate::spec::{ModuleDb, ModuleSpec};
+    use crate::Policy;
+
+    fn kernel(policy: &str, specs: Vec<ModuleSpec>) -> Kernel {
+        Kernel::new(ModuleDb::new(specs).unwrap(), policy.parse::<Policy>().unwrap())
+    }
+
+    fn module(name: &str, f: impl FnOnce(&mut ModuleSpec)) -> ModuleSpec {
+        let mut s = ModuleSpec::new(name);
+        f(&mut s);
+        s
+    }
+
+    fn texts(k: &Kernel) -> Vec<&str> {
+        k.log.iter().map(|l| l.text.as_str()).collect()
+    }
+
+    /// Loads `m` through the checks and the listing, as load.rs does.
+    fn load(k: &mut Kernel, m: ModId) -> Result<(), Errno> {
+        let bits = pre_list_checks(k, m)?;
+        listed(k, m, bits);
+        Ok(())
+    }
+
+    #[test]
+    fn guarded_lines_print_once_per_boot_and_staging_every_time() {
+        let oot = |s: &mut ModuleSpec| {
+            s.provenance.out_of_tree = true;
+            s.provenance.signed = false;
+        };
+        let mut k = kernel(
+            "linux-6.1",
+            vec![
+                module("a", oot),
+                module("b", oot),
+                module("s", |s| s.provenance.staging = true),
+                module("p", |s| s.license = "Proprietary".into()),
+                module("q", |s| s.license = "Proprietary".into()),
+            ],
+        );
+        for m in [0, 1, 2, 2, 3, 4] {
+            load(&mut k, m).unwrap();
+        }
+        assert_eq!(
+            texts(&k),
+            vec![
+                "a: loading out-of-tree module taints kernel.",
+                "a: module verification failed: signature and/or required key missing - tainting kernel",
+                "s: module is from the staging directory, the quality is unknown, you have been warned.",
+                "s: module is from the staging directory, the quality is unknown, you have been warned.",
+                "p: module license 'Proprietary' taints kernel.",
+                "Disabling lock debugging due to kernel taint",
+            ]
+        );
+        assert_eq!(k.taint.flags(0), "OE");
+        assert_eq!(k.taint.flags(1), "OE");
+        assert_eq!(k.taint.flags(2), "C");
+        assert_eq!(k.taint.flags(4), "P");
+        // A forced unload after that: lock debugging is already off.
+        assert!(try_force_unload(&mut k, true));
+        assert_eq!(k.log.len(), 6);
+        assert!(k.taint.test(Taint::ForcedRmmod));
+    }
+
+    #[test]
+    fn forced_unload_needs_the_config_and_turns_lock_debugging_off() {
+        let mut k = kernel("linux-6.12", vec![ModuleSpec::new("a")]);
+        assert!(!try_force_unload(&mut k, false));
+        k.config.force_unload = false;
+        assert!(!try_force_unload(&mut k, true));
+        assert!(k.log.is_empty());
+        k.config.force_unload = true;
+        assert!(try_force_unload(&mut k, true));
+        assert_eq!(texts(&k), vec!["Disabling lock debugging due to kernel taint"]);
+    }
+
+    #[test]
+    fn signature_enforcement_and_blacklist_by_version() {
+        let unsigned = |s: &mut ModuleSpec| s.provenance.signed = false;
+        for (policy, want, line) in [
+            ("linux-5.3", Errno::ENOKEY, None),
+            ("linux-5.4", Errno::EKEYREJECTED, Some("Loading of unsigned module is rejected")),
+            ("linux-6.12", Errno::EKEYREJECTED, Some("Loading of unsigned module is rejected")),
+        ] {
+            let mut k = kernel(policy, vec![module("u", unsigned)]);
+            k.config.sig_enforce = true;
+            k.config.module_blacklist = vec!["u".into()];
+            assert_eq!(load(&mut k, 0), Err(want), "{policy}");
+            assert_eq!(texts(&k), line.into_iter().collect::<Vec<_>>(), "{policy}");
+            assert_eq!(k.taint.mask, 0);
+        }
+        for (policy, want) in [
+            ("linux-4.4", Ok(())),
+            ("linux-4.6", Err(Errno::EPERM)),
+            ("linux-5.10", Err(Errno::EPERM)),
+        ] {
+            let mut k = kernel(policy, vec![module("b", |s| s.provenance.out_of_tree = true)]);
+            k.config.module_blacklist = vec!["b".into()];
+            assert_eq!(load(&mut k, 0), want, "{policy}");
+            let blacklisted = texts(&k).contains(&"Module b is blacklisted");
+            assert_eq!(blacklisted, policy == "linux-5.10", "{policy}");
+        }
+    }
+
+    #[test]
+    fn modules_without_versions_are_forced_in_or_refused() {
+        let nover = |s: &mut ModuleSpec| s.provenance.versions = false;
+        let mut k = kernel("linux-6.1", vec![module("v", nover), module("w", nover)]);
+        load(&mut k, 0).unwrap();
+        assert!(texts(&k).is_empty(), "CONFIG_MODVERSIONS off: nothing to check");
+        k.config.modversions = true;
+        load(&mut k, 0).unwrap();
+        load(&mut k, 1).unwrap();
+        assert_eq!(
+            texts(&k),
+            vec![
+                "v: module_layout: kernel tainted.",
+                "Disabling lock debugging due to kernel taint"
+            ]
+        );
+        assert_eq!(k.taint.flags(1), "F");
+        k.config.force_load = false;
+        assert_eq!(load(&mut k, 1), Err(Errno::ENOEXEC));
+    }
+
+    #[test]
+    fn proprietary_taint_is_inherited_from_5_13() {
+        let specs = || {
+            vec![
+                module("p", |s| s.license = "Proprietary".into()),
+                ModuleSpec::new("g"),
+                ModuleSpec::new("i"),
+            ]
+        };
+        let mut k = kernel("linux-5.13", specs());
+        for m in 0..3 {
+            load(&mut k, m).unwrap();
+        }
+        let before = k.log.len();
+        assert!(inherit_taint(&mut k, 2, 0, "p_sym", false));
+        assert!(inherit_taint(&mut k, 2, 0, "p_sym2", false));
+        assert_eq!(k.taint.flags(2), "P");
+        assert!(inherit_taint(&mut k, 1, 1, "own", true));
+        assert!(!inherit_taint(&mut k, 1, 0, "p_sym", false));
+        assert_eq!(
+            &texts(&k)[before..],
+            &[
+                "i: module uses symbols p_sym from proprietary module p, inheriting taint.",
+                "g: module using GPL-only symbols uses symbols p_sym from proprietary module p."
+            ]
+        );
+        let mut k = kernel("linux-5.12", specs());
+        for m in 0..3 {
+            load(&mut k, m).unwrap();
+        }
+        assert!(inherit_taint(&mut k, 1, 0, "p_sym", true));
+        assert_eq!(k.taint.flags(1), "");
+    }
+}

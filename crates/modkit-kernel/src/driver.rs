@@ -338,9 +338,11 @@ fn upstream_triple(s: &str) -> (u32, u32, u32) {
     )
 }
 
-/// `objcopy --remove-section=__versions KO`.
+/// `objcopy --strip-debug --remove-section=__versions KO` (the debug info relocates
+/// against the section, so it goes too).
 fn strip_versions(ko: &Path) -> std::io::Result<()> {
     let out = std::process::Command::new("objcopy")
+        .arg("--strip-debug")
         .arg("--remove-section=__versions")
         .arg(ko)
         .output()?;
