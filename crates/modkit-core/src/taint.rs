@@ -226,10 +226,6 @@ pub fn pre_list_checks(k: &mut Kernel, m: ModId) -> Result<u32, crate::errno::Er
     let name = spec.name.clone();
     let p = spec.provenance;
     let mut bits = 0u32;
-    let mut taint = |k: &mut Kernel, t: Taint, unreliable: bool| {
-        add_taint(k, t, unreliable);
-        bits |= 1 << t.bit();
-    };
     if !p.signed && k.config.sig_enforce {
         if at_least(k, 5, 4) {
             k.printk("Loading of unsigned module is rejected");
@@ -250,8 +246,25 @@ pub fn pre_list_checks(k: &mut Kernel, m: ModId) -> Result<u32, crate::errno::Er
         if !k.taint.test(Taint::ForcedModule) {
             k.printk(format!("{name}: module_layout: kernel tainted."));
         }
-        taint(k, Taint::ForcedModule, true);
+        add_taint(k, Taint::ForcedModule, true);
+        bits |= 1 << Taint::ForcedModule.bit();
     }
+    if !at_least(k, 6, 4) {
+        modinfo_taints(k, m, &mut bits);
+    }
+    Ok(bits)
+}
+
+/// `check_modinfo()`'s taints (before 6.4) or `module_augment_kernel_taints()`'s (6.4+):
+/// out of tree, staging, licence, in that order.
+fn modinfo_taints(k: &mut Kernel, m: ModId, bits: &mut u32) {
+    let spec = k.db.spec(m).clone();
+    let name = spec.name.clone();
+    let p = spec.provenance;
+    let mut taint = |k: &mut Kernel, t: Taint, unreliable: bool| {
+        add_taint(k, t, unreliable);
+        *bits |= 1 << t.bit();
+    };
     if p.out_of_tree {
         if !k.taint.test(Taint::OutOfTree) {
             k.printk(format!("{name}: loading out-of-tree module taints kernel."));
@@ -273,26 +286,40 @@ pub fn pre_list_checks(k: &mut Kernel, m: ModId) -> Result<u32, crate::errno::Er
         }
         taint(k, Taint::Proprietary, true);
     }
-    Ok(bits)
 }
 
 /// `add_unformed_module()` succeeded: the module's flags from [`pre_list_checks`] become
 /// its own, then the signature line (`pr_notice_once`) and the E taint of an unsigned
 /// module.
 pub fn listed(k: &mut Kernel, m: ModId, bits: u32) {
+    let mut bits = bits;
+    // 6.4 (Luis Chamberlain's series moving the taints to module_augment_kernel_taints(),
+    // "We are tainting your kernel if your module gets into the modules linked list
+    // somehow"): the modinfo taints come after add_unformed_module(), so a duplicate load
+    // no longer prints them; prev_taint is taken before them, so a module that sets P
+    // also gets "module license taints kernel." (measured: 6.12.117 prints it, 6.1.176
+    // does not).
+    let late = at_least(k, 6, 4);
+    let prev_p = k.taint.test(Taint::Proprietary);
+    if late {
+        modinfo_taints(k, m, &mut bits);
+    }
     k.taint.module.insert(m, bits);
     k.taint.using_gplonly.remove(&m);
-    if k.db.spec(m).provenance.signed {
-        return;
+    if !k.db.spec(m).provenance.signed {
+        if !k.taint.sig_notice_done {
+            k.taint.sig_notice_done = true;
+            let name = k.name(m).to_string();
+            k.printk(format!(
+                "{name}: module verification failed: signature and/or required key missing - tainting kernel"
+            ));
+        }
+        add_taint_module(k, m, Taint::Unsigned, false);
     }
-    if !k.taint.sig_notice_done {
-        k.taint.sig_notice_done = true;
+    if late && !prev_p && k.taint.test(Taint::Proprietary) {
         let name = k.name(m).to_string();
-        k.printk(format!(
-            "{name}: module verification failed: signature and/or required key missing - tainting kernel"
-        ));
+        k.printk(format!("{name}: module license taints kernel."));
     }
-    add_taint_module(k, m, Taint::Unsigned, false);
 }
 
 /// `resolve_symbol()`'s GPL-only note and `inherit_taint()` (5.13+) for module `m` using
