@@ -637,10 +637,8 @@ fn resolve_symbol(k: &mut Kernel, m: ModId, imp: &ImportSpec) -> Resolved {
     }
     let spec = k.db.spec(m);
     // find_symbol()'s gplok is !(mod->taints & P): the licence, or a taint inherited.
-    let gpl_ok = spec.is_gpl_compatible()
-        && !k
-            .taint
-            .module_has(m, crate::taint::Taint::Proprietary);
+    let gpl_ok =
+        spec.is_gpl_compatible() && !k.taint.module_has(m, crate::taint::Taint::Proprietary);
     let has_versions = spec.imports.iter().any(|i| i.crc.is_some());
     let ns_imported = e
         .namespace

@@ -368,7 +368,10 @@ mod tests {
     use crate::Policy;
 
     fn kernel(policy: &str, specs: Vec<ModuleSpec>) -> Kernel {
-        Kernel::new(ModuleDb::new(specs).unwrap(), policy.parse::<Policy>().unwrap())
+        Kernel::new(
+            ModuleDb::new(specs).unwrap(),
+            policy.parse::<Policy>().unwrap(),
+        )
     }
 
     fn module(name: &str, f: impl FnOnce(&mut ModuleSpec)) -> ModuleSpec {
@@ -437,7 +440,10 @@ mod tests {
         assert!(k.log.is_empty());
         k.config.force_unload = true;
         assert!(try_force_unload(&mut k, true));
-        assert_eq!(texts(&k), vec!["Disabling lock debugging due to kernel taint"]);
+        assert_eq!(
+            texts(&k),
+            vec!["Disabling lock debugging due to kernel taint"]
+        );
     }
 
     #[test]
@@ -445,8 +451,16 @@ mod tests {
         let unsigned = |s: &mut ModuleSpec| s.provenance.signed = false;
         for (policy, want, line) in [
             ("linux-5.3", Errno::ENOKEY, None),
-            ("linux-5.4", Errno::EKEYREJECTED, Some("Loading of unsigned module is rejected")),
-            ("linux-6.12", Errno::EKEYREJECTED, Some("Loading of unsigned module is rejected")),
+            (
+                "linux-5.4",
+                Errno::EKEYREJECTED,
+                Some("Loading of unsigned module is rejected"),
+            ),
+            (
+                "linux-6.12",
+                Errno::EKEYREJECTED,
+                Some("Loading of unsigned module is rejected"),
+            ),
         ] {
             let mut k = kernel(policy, vec![module("u", unsigned)]);
             k.config.sig_enforce = true;
@@ -460,7 +474,10 @@ mod tests {
             ("linux-4.6", Err(Errno::EPERM)),
             ("linux-5.10", Err(Errno::EPERM)),
         ] {
-            let mut k = kernel(policy, vec![module("b", |s| s.provenance.out_of_tree = true)]);
+            let mut k = kernel(
+                policy,
+                vec![module("b", |s| s.provenance.out_of_tree = true)],
+            );
             k.config.module_blacklist = vec!["b".into()];
             assert_eq!(load(&mut k, 0), want, "{policy}");
             let blacklisted = texts(&k).contains(&"Module b is blacklisted");
@@ -473,7 +490,10 @@ mod tests {
         let nover = |s: &mut ModuleSpec| s.provenance.versions = false;
         let mut k = kernel("linux-6.1", vec![module("v", nover), module("w", nover)]);
         load(&mut k, 0).unwrap();
-        assert!(texts(&k).is_empty(), "CONFIG_MODVERSIONS off: nothing to check");
+        assert!(
+            texts(&k).is_empty(),
+            "CONFIG_MODVERSIONS off: nothing to check"
+        );
         k.config.modversions = true;
         load(&mut k, 0).unwrap();
         load(&mut k, 1).unwrap();

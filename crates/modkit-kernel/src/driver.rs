@@ -201,7 +201,11 @@ pub fn run_scenario(sc: &Scenario, opts: &KernelOptions) -> Result<Observed, Ker
     // `versions = false`: the module as `modprobe --force-modversion` sees it, without its
     // `__versions` section (the loader then forces it in, tainting F).
     for (name, ko) in &named {
-        if sc.db.id(name).is_some_and(|i| !sc.db.spec(i).provenance.versions) {
+        if sc
+            .db
+            .id(name)
+            .is_some_and(|i| !sc.db.spec(i).provenance.versions)
+        {
             strip_versions(ko).map_err(|source| KernelError::Io {
                 path: ko.display().to_string(),
                 source,

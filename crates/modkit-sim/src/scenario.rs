@@ -1152,7 +1152,10 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                 let mut t = BTreeMap::new();
                 for (m, flags) in &re.taints {
                     let m = check_module("taints", m)?;
-                    t.insert(m, taint_flags(flags).map_err(|e| err(format!("key `taints`: {e}")))?);
+                    t.insert(
+                        m,
+                        taint_flags(flags).map_err(|e| err(format!("key `taints`: {e}")))?,
+                    );
                 }
                 t
             },

@@ -309,7 +309,7 @@ fn check_loader_config(sc: &Scenario) -> Result<(), Unsupported> {
     }
     for spec in sc.db.specs().iter().filter(|s| !s.builtin) {
         let place = format!("module `{}`", spec.name);
-        if !spec.provenance.versions && !(c.modversions && c.force_load) {
+        if !(spec.provenance.versions || (c.modversions && c.force_load)) {
             return Err(Unsupported::new(
                 "versions = false",
                 place,
