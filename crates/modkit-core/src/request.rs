@@ -150,6 +150,11 @@ impl Request {
                     }
                     if k.policy.is_modkit() {
                         if let Some(f) = k.inflight_requests.get(&self.name).copied() {
+                            if !self.wait {
+                                // request_module_nowait: the identical request in flight
+                                // covers it; it does not wait (issue 9, item 7).
+                                return Step::Done(Outcome::Ok);
+                            }
                             let reason = format!("request_module({})", self.name);
                             if k.refuse_cycle(task, Some(f.task), &reason) {
                                 return Step::Done(Outcome::Err(Errno::EDEADLK));

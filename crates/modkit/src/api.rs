@@ -92,14 +92,37 @@ impl Host {
     }
 
     fn run_op(&self, op: String, proc: Proc) -> Result<Outcome, Error> {
+        let parent = crate::host::body_task();
         let (task, first) = {
             let mut st = self.lock();
             let first = st.k.diagnostics.len();
-            (self.new_task(&mut st, &op), first)
+            let task = self.new_task(&mut st, &op);
+            if let Some(p) = parent {
+                // Called from inside a module body on this thread: that body's task waits
+                // for this operation, so a wait of the operation on the body's own load is
+                // a cycle the core refuses (EDEADLK) instead of a silent hang.
+                let reason = format!("its module code calls the host's {op}");
+                st.k.waits.begin(
+                    p,
+                    modkit_core::WaitInfo {
+                        key: modkit_core::WaitKey::Task(task),
+                        reason,
+                        target: Some(task),
+                        deadline: None,
+                    },
+                );
+            }
+            (task, first)
         };
         let o = self
             .run_task(task, proc)
             .unwrap_or(Outcome::Err(Errno::EINTR));
+        if let Some(p) = parent {
+            let mut st = self.lock();
+            if st.k.waits.get(p).is_some_and(|w| w.target == Some(task)) {
+                st.k.waits.end(p);
+            }
+        }
         self.result(op, o, first).map(|_| o)
     }
 

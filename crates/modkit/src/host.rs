@@ -399,6 +399,7 @@ impl Host {
         code: Arc<dyn ModuleCode>,
     ) -> BodyResult {
         let mut ctx = InitCtx::new(self, task, m);
+        let outer = BODY_TASK.with(|c| c.replace(Some(task)));
         let r = catch_unwind(AssertUnwindSafe(|| {
             if init {
                 code.init(&mut ctx, step)
@@ -407,6 +408,7 @@ impl Host {
                 BodyResult::Ok
             }
         }));
+        BODY_TASK.with(|c| c.set(outer));
         match r {
             Ok(r) => r,
             Err(payload) => {
@@ -506,4 +508,16 @@ fn panic_message(p: &(dyn Any + Send)) -> String {
     } else {
         "(non-string panic payload)".into()
     }
+}
+
+crate::sync::thread_local! {
+    /// The task whose module body (init or undo step) this thread is running, if any: an
+    /// operation on the host started from inside a body (through the init context or a
+    /// captured `Host`) is a wait of that task, visible to the cycle check.
+    static BODY_TASK: std::cell::Cell<Option<TaskId>> = const { std::cell::Cell::new(None) };
+}
+
+/// The task whose module body the calling thread runs, if any.
+pub(crate) fn body_task() -> Option<TaskId> {
+    BODY_TASK.with(|c| c.get())
 }

@@ -6,7 +6,11 @@
 pub(crate) use shuttle::sync::{Condvar, Mutex, MutexGuard};
 #[cfg(feature = "shuttle")]
 pub(crate) use shuttle::thread;
+#[cfg(feature = "shuttle")]
+pub(crate) use shuttle::thread_local;
 #[cfg(not(feature = "shuttle"))]
 pub(crate) use std::sync::{Condvar, Mutex, MutexGuard};
 #[cfg(not(feature = "shuttle"))]
 pub(crate) use std::thread;
+#[cfg(not(feature = "shuttle"))]
+pub(crate) use std::thread_local;
