@@ -467,10 +467,11 @@ pub fn strsim_distance(a: &str, b: &str) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn m(name: &str, exports: &[&str], imports: &[&str]) -> ModuleSpec {
+    /// A module exporting and importing plain symbols (no namespace, GPL or CRC).
+    pub(crate) fn m(name: &str, exports: &[&str], imports: &[&str]) -> ModuleSpec {
         let mut s = ModuleSpec::new(name);
         s.exports = exports
             .iter()

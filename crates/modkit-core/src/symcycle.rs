@@ -45,28 +45,7 @@ pub fn import_cycle(db: &ModuleDb, m: usize, exporter: usize) -> Option<Vec<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::{ExportSpec, ImportSpec, ModuleSpec};
-
-    fn module(name: &str, exports: &[&str], imports: &[&str]) -> ModuleSpec {
-        let mut s = ModuleSpec::new(name);
-        s.exports = exports
-            .iter()
-            .map(|e| ExportSpec {
-                name: e.to_string(),
-                namespace: None,
-                gpl_only: false,
-                crc: None,
-            })
-            .collect();
-        s.imports = imports
-            .iter()
-            .map(|i| ImportSpec {
-                name: i.to_string(),
-                crc: None,
-            })
-            .collect();
-        s
-    }
+    use crate::spec::tests::m as module;
 
     #[test]
     fn a_two_module_cycle_and_a_self_import_are_named() {

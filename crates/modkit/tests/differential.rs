@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 
 use modkit::scenario::run_scenario;
-use modkit_sim::report::module_table;
+
+mod common;
+use common::summary;
 use modkit_sim::{check, Sim};
 
 fn scenario_files() -> Vec<PathBuf> {
@@ -34,29 +36,6 @@ fn host_driver_meets_every_expectation() {
             );
         }
     }
-}
-
-/// What must agree between drivers: final module table, sorted event results, kinds of
-/// diagnostics, virtual end time.
-fn summary(r: &modkit_sim::Run) -> String {
-    let mut results: Vec<(String, Vec<String>)> = r
-        .results
-        .iter()
-        .map(|(k, v)| {
-            let mut v: Vec<String> = v.iter().map(|o| o.to_string()).collect();
-            v.sort();
-            (k.clone(), v)
-        })
-        .collect();
-    results.sort();
-    let mut kinds: Vec<&str> = r.kernel.diagnostics.iter().map(|d| d.kind.name()).collect();
-    kinds.sort();
-    kinds.dedup();
-    format!(
-        "modules: {:?}\nresults: {results:?}\ndiagnostics: {kinds:?}\nend: {}",
-        module_table(&r.kernel),
-        r.end_time
-    )
 }
 
 /// Where the simulator's outcome does not depend on how same-instant ties are ordered

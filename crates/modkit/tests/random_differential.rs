@@ -11,8 +11,10 @@
 use std::fmt::Write as _;
 
 use modkit::scenario::run_scenario;
+
+mod common;
+use common::summary;
 use modkit_core::Policy;
-use modkit_sim::report::module_table;
 use modkit_sim::Sim;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -101,38 +103,6 @@ fn scenario(rng: &mut ChaCha8Rng) -> (String, &'static str) {
         );
     }
     (t, POLICIES[rng.gen_range(0..POLICIES.len())])
-}
-
-/// What must agree between drivers (as in `differential.rs`, but for runs stopped as a
-/// livelock).
-fn summary(r: &modkit_sim::Run) -> String {
-    let mut results: Vec<(String, Vec<String>)> = r
-        .results
-        .iter()
-        .map(|(k, v)| {
-            let mut v: Vec<String> = v.iter().map(|o| o.to_string()).collect();
-            v.sort();
-            (k.clone(), v)
-        })
-        .collect();
-    results.sort();
-    // A run stopped as a livelock ends mid-way: which threads had finished at the instant
-    // it was cut is not part of the contract (the host stops at the simulator's instant).
-    if r.kernel
-        .diagnostics
-        .iter()
-        .any(|d| d.kind.name() == "livelock")
-    {
-        results.clear();
-    }
-    let mut kinds: Vec<&str> = r.kernel.diagnostics.iter().map(|d| d.kind.name()).collect();
-    kinds.sort();
-    kinds.dedup();
-    format!(
-        "modules: {:?}\nresults: {results:?}\ndiagnostics: {kinds:?}\nend: {}",
-        module_table(&r.kernel),
-        r.end_time
-    )
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
