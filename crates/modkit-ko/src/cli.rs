@@ -44,6 +44,10 @@ pub struct DepmodArgs {
     /// Verbose (accepted for compatibility).
     #[arg(short = 'v', long = "verbose")]
     pub verbose: bool,
+    /// Neither read nor write modkit's extraction cache (modules.modkit-cache), which
+    /// lets a rerun skip decompressing the modules that did not change.
+    #[arg(long = "no-cache")]
+    pub no_cache: bool,
     /// Deprecated options kmod accepts and ignores.
     #[arg(short = 'u', hide = true)]
     pub deprecated_u: bool,
@@ -129,6 +133,7 @@ pub fn run_depmod(args: &DepmodArgs) -> i32 {
         sym_prefix,
         quick: args.quick,
         module_files: if args.all { Vec::new() } else { files },
+        no_cache: args.no_cache,
     };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

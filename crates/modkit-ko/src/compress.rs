@@ -54,7 +54,7 @@ pub fn decompress(data: &[u8]) -> Result<(Compression, Cow<'_, [u8]>), ParseErro
     let kind = Compression::detect(data);
     let out = match kind {
         Compression::None => return Ok((kind, Cow::Borrowed(data))),
-        Compression::Xz => read_all(xz2::read::XzDecoder::new_multi_decoder(data), "xz")?,
+        Compression::Xz => read_all(liblzma::read::XzDecoder::new_multi_decoder(data), "xz")?,
         Compression::Zstd => {
             let dec = zstd::stream::read::Decoder::with_buffer(data).map_err(|e| {
                 ParseError::Decompress {
@@ -111,7 +111,7 @@ mod tests {
     #[test]
     fn roundtrips_every_format() {
         let xz = {
-            let mut e = xz2::write::XzEncoder::new(Vec::new(), 1);
+            let mut e = liblzma::write::XzEncoder::new(Vec::new(), 1);
             e.write_all(PAYLOAD).unwrap();
             e.finish().unwrap()
         };

@@ -577,7 +577,7 @@ mod fake_tests {
     fn compressed_modules_parse_the_same() {
         use std::io::Write;
         let bytes = FakeModule::new("c", &["x"], &[]).build();
-        let mut e = xz2::write::XzEncoder::new(Vec::new(), 1);
+        let mut e = liblzma::write::XzEncoder::new(Vec::new(), 1);
         e.write_all(&bytes).unwrap();
         let xz = e.finish().unwrap();
         let m = KoModule::from_bytes(&xz).unwrap();

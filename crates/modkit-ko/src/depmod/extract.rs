@@ -11,12 +11,21 @@ use crate::ko::{crc_symbols_raw, dependency_symbols_raw, lossy, modinfo_raw, wit
 /// A string stored in a [`ModData`] arena: (start, length).
 pub(crate) type Span = (u32, u32);
 
-/// What depmod uses from one module file.
-#[derive(Debug, Default)]
+/// Why a module's export list could not be read.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) enum ExportsError {
+    /// The module has no export section (silent in kmod).
+    MissingSection,
+    /// Any other parse error, as kmod would print it.
+    Other(String),
+}
+
+/// What depmod uses from one module file (also what [`super::cache`] stores).
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct ModData {
     arena: String,
     /// kmod's export list: (name, crc), or why it could not be read.
-    pub exports: Option<Result<Vec<(Span, u64)>, ParseError>>,
+    pub exports: Option<Result<Vec<(Span, u64)>, ExportsError>>,
     /// Dependency symbols: (name, crc, weak).
     pub deps: Vec<(Span, u64, bool)>,
     /// `alias=` values in order.
@@ -46,7 +55,37 @@ impl ModData {
 /// Reads one module for depmod; never fails (errors are recorded in the result, and the
 /// module stays in the outputs without symbols, as in kmod).
 pub(crate) fn read_module(path: &str) -> ModData {
-    let r = with_file_bytes(Path::new(path), |raw| -> Result<ModData, ParseError> {
+    let r = with_file_bytes(Path::new(path), parse_module);
+    match r {
+        Ok(r) => from_parse(r),
+        Err(Error::Io { source, .. }) => ModData {
+            load_error: Some(super::strerror(&source)),
+            ..Default::default()
+        },
+        Err(e) => ModData {
+            load_error: Some(e.to_string()),
+            ..Default::default()
+        },
+    }
+}
+
+/// [`read_module`] of a file's bytes already in memory.
+pub(crate) fn read_module_bytes(raw: &[u8]) -> ModData {
+    from_parse(parse_module(raw))
+}
+
+fn from_parse(r: Result<ModData, ParseError>) -> ModData {
+    match r {
+        Ok(d) => d,
+        Err(e) => ModData {
+            load_error: Some(e.to_string()),
+            ..Default::default()
+        },
+    }
+}
+
+fn parse_module(raw: &[u8]) -> Result<ModData, ParseError> {
+    {
         let (_, image) = decompress(raw)?;
         let elf = ElfView::parse(&image)?;
         let mut d = ModData::default();
@@ -58,7 +97,11 @@ pub(crate) fn read_module(path: &str) -> ModData {
             }
         }
         let exports = crc_symbols_raw(&elf)
-            .map(|list| list.into_iter().map(|(n, crc)| (d.push(n), crc)).collect());
+            .map(|list| list.into_iter().map(|(n, crc)| (d.push(n), crc)).collect())
+            .map_err(|e| match e {
+                ParseError::MissingSection(_) => ExportsError::MissingSection,
+                e => ExportsError::Other(e.to_string()),
+            });
         d.exports = Some(exports);
         if let Ok(deps) = dependency_symbols_raw(&elf) {
             let deps = deps
@@ -68,20 +111,5 @@ pub(crate) fn read_module(path: &str) -> ModData {
             d.deps = deps;
         }
         Ok(d)
-    });
-    match r {
-        Ok(Ok(d)) => d,
-        Ok(Err(e)) => ModData {
-            load_error: Some(e.to_string()),
-            ..Default::default()
-        },
-        Err(Error::Io { source, .. }) => ModData {
-            load_error: Some(super::strerror(&source)),
-            ..Default::default()
-        },
-        Err(e) => ModData {
-            load_error: Some(e.to_string()),
-            ..Default::default()
-        },
     }
 }

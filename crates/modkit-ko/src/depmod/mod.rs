@@ -5,6 +5,7 @@
 //! symbol table (vmlinux first, then modules; last writer wins), compute dependencies,
 //! sort them topologically (reporting cycles like depmod) and write the ten output files.
 
+mod cache;
 pub mod config;
 mod cycles;
 mod discover;
@@ -19,7 +20,6 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::kmodhash::sort_in_hash_order;
-use crate::ParseError;
 
 pub use config::DepmodConfig;
 
@@ -48,7 +48,11 @@ pub struct DepmodOptions {
     pub quick: bool,
     /// Explicit module files (absolute paths); empty means "all modules" (`-a`).
     pub module_files: Vec<PathBuf>,
+    /// `--no-cache`: neither read nor write `modules.modkit-cache` (see [`CACHE_FILE`]).
+    pub no_cache: bool,
 }
+
+pub use cache::CACHE_FILE;
 
 /// One module of the depmod array.
 #[derive(Debug)]
@@ -212,11 +216,46 @@ pub fn run(opts: &DepmodOptions, out: &mut dyn Write, err: &mut dyn Write) -> Re
         t0.elapsed()
     );
 
-    // Read every module, on all cores.
-    let data: Vec<extract::ModData> = mods
-        .par_iter()
-        .map(|m| extract::read_module(&m.path))
-        .collect();
+    // Read every module, on all cores, through the cache of a previous run when there is
+    // one (a whole-tree run that writes its outputs also writes the cache).
+    let data: Vec<extract::ModData> = if opts.no_cache {
+        mods.par_iter()
+            .map(|m| extract::read_module(&m.path))
+            .collect()
+    } else {
+        let cache = cache::Cache::open(Path::new(&dirname));
+        let read: Vec<_> = mods
+            .par_iter()
+            .map(|m| {
+                cache.read(&m.path, extract::read_module_bytes, || {
+                    extract::read_module(&m.path)
+                })
+            })
+            .collect();
+        let count = |h| read.iter().filter(|r| r.2 == h).count();
+        tracing::debug!(
+            "cache: {} by stat, {} by hash, {} extracted",
+            count(cache::Hit::Stat),
+            count(cache::Hit::Hash),
+            count(cache::Hit::Miss)
+        );
+        let hits: Vec<cache::Hit> = read.iter().map(|r| r.2).collect();
+        let store = !opts.dry_run
+            && opts.module_files.is_empty()
+            && !cache.unchanged(&hits, mods.len());
+        let mut entries = Vec::new();
+        let mut data = Vec::with_capacity(read.len());
+        for (m, (d, entry, _)) in mods.iter().zip(read) {
+            if let (true, Some(e)) = (store, entry) {
+                entries.push((m.path.clone(), e, d.clone()));
+            }
+            data.push(d);
+        }
+        if store {
+            cache.store(entries);
+        }
+        data
+    };
     tracing::debug!("read all modules at {:?}", t0.elapsed());
 
     let mut syms = symbols::SymbolTable::new(opts.sym_prefix);
@@ -243,8 +282,8 @@ pub fn run(opts: &DepmodOptions, out: &mut dyn Write, err: &mut dyn Write) -> Re
                     syms.add(d.str(span), false, crc, Some(i));
                 }
             }
-            Some(Err(ParseError::MissingSection(_))) | None => {}
-            Some(Err(e)) => {
+            Some(Err(extract::ExportsError::MissingSection)) | None => {}
+            Some(Err(extract::ExportsError::Other(e))) => {
                 log.msg(
                     "ERROR",
                     &format!("failed to load symbols from {}: {e}\n", m.path),

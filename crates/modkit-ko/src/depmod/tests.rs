@@ -167,3 +167,55 @@ fn symlink_loop_terminates() {
     assert!(dep.ends_with("a.ko:\n"), "{dep}");
     std::fs::remove_dir_all(&base).unwrap();
 }
+
+/// The extraction cache (`modules.modkit-cache`) never changes the outputs: a rerun, a
+/// module whose bytes change in place with the same size and its old mtime, and a module
+/// added afterwards all give what a run without the cache gives.
+#[test]
+fn the_cache_notices_every_change_and_never_changes_outputs() {
+    let base = temp_tree("cache");
+    let dir = base.join("lib/modules/4.4.4");
+    put(&base, "kernel/core.ko", &FakeModule::new("core", &["core_y"], &[]));
+    put(&base, "kernel/user.ko", &FakeModule::new("user", &[], &["core_y"]));
+    let outputs = |cache: bool| {
+        let opts = DepmodOptions {
+            basedir: Some(base.clone()),
+            kversion: "4.4.4".into(),
+            config_paths: Some(Vec::new()),
+            no_cache: !cache,
+            ..Default::default()
+        };
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        assert_eq!(run(&opts, &mut out, &mut err).unwrap(), 0);
+        ["modules.dep", "modules.symbols", "modules.dep.bin"]
+            .map(|f| std::fs::read(dir.join(f)).unwrap())
+    };
+    let plain = outputs(false);
+    assert!(!dir.join(super::CACHE_FILE).exists(), "--no-cache writes none");
+    assert_eq!(outputs(true), plain);
+    assert!(dir.join(super::CACHE_FILE).exists());
+    assert_eq!(outputs(true), plain, "a rerun served by the cache");
+
+    // `user` now imports `core_z` instead of `core_y` (same length), in place, old mtime.
+    let p = dir.join("kernel/user.ko");
+    let mtime = std::fs::metadata(&p).unwrap().modified().unwrap();
+    let edited = FakeModule::new("user", &[], &["core_z"]).build();
+    assert_eq!(edited.len(), std::fs::metadata(&p).unwrap().len() as usize);
+    std::fs::write(&p, edited).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let after_edit = outputs(true);
+    assert_eq!(after_edit, outputs(false));
+    assert_ne!(after_edit[0], plain[0], "user no longer depends on core");
+
+    // A new module, and a cache file that is garbage: still the same outputs.
+    put(&base, "kernel/late.ko", &FakeModule::new("late", &[], &["core_y"]));
+    std::fs::write(dir.join(super::CACHE_FILE), b"modkit depmod cache v1\n\0junk").unwrap();
+    assert_eq!(outputs(true), outputs(false));
+    assert_eq!(outputs(true), outputs(false));
+    let _ = std::fs::remove_dir_all(&base);
+}
