@@ -255,7 +255,9 @@ fn read_stored(path: &Path) -> Result<Stored, String> {
     let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
     let len = f.metadata().map_err(|e| e.to_string())?.len();
     if len > MAX_CACHE_BYTES {
-        return Err(format!("{len} bytes, above the {MAX_CACHE_BYTES}-byte limit"));
+        return Err(format!(
+            "{len} bytes, above the {MAX_CACHE_BYTES}-byte limit"
+        ));
     }
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
     let body = bytes

@@ -240,9 +240,8 @@ pub fn run(opts: &DepmodOptions, out: &mut dyn Write, err: &mut dyn Write) -> Re
             count(cache::Hit::Miss)
         );
         let hits: Vec<cache::Hit> = read.iter().map(|r| r.2).collect();
-        let store = !opts.dry_run
-            && opts.module_files.is_empty()
-            && !cache.unchanged(&hits, mods.len());
+        let store =
+            !opts.dry_run && opts.module_files.is_empty() && !cache.unchanged(&hits, mods.len());
         let mut entries = Vec::new();
         let mut data = Vec::with_capacity(read.len());
         for (m, (d, entry, _)) in mods.iter().zip(read) {

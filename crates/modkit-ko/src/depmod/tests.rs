@@ -175,8 +175,16 @@ fn symlink_loop_terminates() {
 fn the_cache_notices_every_change_and_never_changes_outputs() {
     let base = temp_tree("cache");
     let dir = base.join("lib/modules/4.4.4");
-    put(&base, "kernel/core.ko", &FakeModule::new("core", &["core_y"], &[]));
-    put(&base, "kernel/user.ko", &FakeModule::new("user", &[], &["core_y"]));
+    put(
+        &base,
+        "kernel/core.ko",
+        &FakeModule::new("core", &["core_y"], &[]),
+    );
+    put(
+        &base,
+        "kernel/user.ko",
+        &FakeModule::new("user", &[], &["core_y"]),
+    );
     let outputs = |cache: bool| {
         let opts = DepmodOptions {
             basedir: Some(base.clone()),
@@ -191,7 +199,10 @@ fn the_cache_notices_every_change_and_never_changes_outputs() {
             .map(|f| std::fs::read(dir.join(f)).unwrap())
     };
     let plain = outputs(false);
-    assert!(!dir.join(super::CACHE_FILE).exists(), "--no-cache writes none");
+    assert!(
+        !dir.join(super::CACHE_FILE).exists(),
+        "--no-cache writes none"
+    );
     assert_eq!(outputs(true), plain);
     assert!(dir.join(super::CACHE_FILE).exists());
     assert_eq!(outputs(true), plain, "a rerun served by the cache");
@@ -213,8 +224,16 @@ fn the_cache_notices_every_change_and_never_changes_outputs() {
     assert_ne!(after_edit[0], plain[0], "user no longer depends on core");
 
     // A new module, and a cache file that is garbage: still the same outputs.
-    put(&base, "kernel/late.ko", &FakeModule::new("late", &[], &["core_y"]));
-    std::fs::write(dir.join(super::CACHE_FILE), b"modkit depmod cache v1\n\0junk").unwrap();
+    put(
+        &base,
+        "kernel/late.ko",
+        &FakeModule::new("late", &[], &["core_y"]),
+    );
+    std::fs::write(
+        dir.join(super::CACHE_FILE),
+        b"modkit depmod cache v1\n\0junk",
+    )
+    .unwrap();
     assert_eq!(outputs(true), outputs(false));
     assert_eq!(outputs(true), outputs(false));
     let _ = std::fs::remove_dir_all(&base);
