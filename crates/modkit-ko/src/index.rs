@@ -273,9 +273,11 @@ impl IndexReader {
         }
         let i = (c - n.first) as usize * 4;
         let off = u32::from_be_bytes(n.children.get(i..i + 4)?.try_into().ok()?);
-        // depmod writes children before their parent, so a child always lies at a lower
-        // offset; anything else is a corrupt (possibly cyclic) index.
-        if off == 0 || off & OFFSET_MASK >= n.off {
+        // kmod 30's depmod writes children before their parent, kmod 34's (top-down, sizes
+        // computed first) after it: both are valid. A child pointing at its own node is
+        // corrupt; longer cycles and shared subtrees are cut by the callers' bounds (each
+        // step of a search consumes a key byte; a wildcard walk has a visit budget).
+        if off == 0 || off & OFFSET_MASK == n.off {
             return None;
         }
         self.node(off)
@@ -314,7 +316,9 @@ impl IndexReader {
             for (j, &c) in node.prefix.iter().enumerate() {
                 if c == b'*' || c == b'?' || c == b'[' {
                     let mut buf = Vec::new();
-                    self.wild_all(&node, j, &mut buf, &key[(i + j).min(key.len())..], &mut out);
+                    let mut budget = self.visit_budget();
+                    let sub = &key[(i + j).min(key.len())..];
+                    self.wild_all(&node, j, &mut buf, sub, &mut out, &mut budget);
                     return out;
                 }
                 if key.get(i + j) != Some(&c) {
@@ -325,7 +329,8 @@ impl IndexReader {
             for w in [b'*', b'?', b'['] {
                 if let Some(child) = self.child(&node, w) {
                     let mut buf = vec![w];
-                    self.wild_all(&child, 0, &mut buf, &key[i..], &mut out);
+                    let mut budget = self.visit_budget();
+                    self.wild_all(&child, 0, &mut buf, &key[i..], &mut out, &mut budget);
                 }
             }
             if i == key.len() {
@@ -342,6 +347,13 @@ impl IndexReader {
         }
     }
 
+    /// How many nodes a wildcard walk may visit: a well-formed trie visits each node once,
+    /// and every node takes at least one byte of the file. A corrupt index whose children
+    /// form cycles or share subtrees (exponential walks) is cut off there.
+    fn visit_budget(&self) -> usize {
+        self.data.len()
+    }
+
     fn wild_all(
         &self,
         node: &Node,
@@ -349,19 +361,21 @@ impl IndexReader {
         buf: &mut Vec<u8>,
         subkey: &[u8],
         out: &mut Vec<IndexValue>,
+        budget: &mut usize,
     ) {
         // Keys are at most PATH_MAX long in kmod's indexes; a deeper tree is corrupt, and
         // stopping keeps a hostile file from exhausting the stack.
-        if buf.len() > MAX_KEY_LEN {
+        if buf.len() > MAX_KEY_LEN || *budget == 0 {
             return;
         }
+        *budget -= 1;
         let base = buf.len();
         buf.extend_from_slice(&node.prefix[j..]);
         if node.last >= node.first && !node.children.is_empty() {
             for c in node.first..=node.last {
                 if let Some(child) = self.child(node, c) {
                     buf.push(c);
-                    self.wild_all(&child, 0, buf, subkey, out);
+                    self.wild_all(&child, 0, buf, subkey, out, budget);
                     buf.pop();
                 }
             }
@@ -437,5 +451,88 @@ mod tests {
         let r = IndexReader::new(bytes).unwrap();
         assert_eq!(r.search("key"), None);
         assert!(r.search_wild("key").is_empty());
+    }
+
+    /// kmod 34's depmod writes the trie top-down (parent before its children). Keys "ab"
+    /// → m1 and "a*" → m2, laid out by hand the way kmod 34's `index_write__node` does.
+    #[test]
+    fn reads_kmod_34_top_down_layout() {
+        let be = |v: u32| v.to_be_bytes();
+        let mut f = Vec::new();
+        f.extend(be(MAGIC));
+        f.extend(be(VERSION));
+        // Root at 12: prefix "a", children '*'..'b'.
+        f.extend(be(12 | F_PREFIX | F_CHILDS));
+        f.extend(b"a\0");
+        let (first, last) = (b'*', b'b');
+        f.extend([first, last]);
+        let slots = (last - first + 1) as usize;
+        let children_at = f.len();
+        f.extend(vec![0u8; 4 * slots]);
+        let leaf = |f: &mut Vec<u8>, value: &str| -> u32 {
+            let off = f.len() as u32;
+            f.extend(be(1));
+            f.extend(be(0));
+            f.extend(value.as_bytes());
+            f.push(0);
+            off | F_VALUES
+        };
+        let star = leaf(&mut f, "m2");
+        let b = leaf(&mut f, "m1");
+        let put = |f: &mut Vec<u8>, c: u8, off: u32| {
+            let at = children_at + 4 * (c - first) as usize;
+            f[at..at + 4].copy_from_slice(&off.to_be_bytes());
+        };
+        put(&mut f, b'*', star);
+        put(&mut f, b'b', b);
+        let r = IndexReader::new(f).unwrap();
+        assert_eq!(r.search("ab").as_deref(), Some("m1"));
+        let w: Vec<String> = r.search_wild("ab").into_iter().map(|v| v.value).collect();
+        assert_eq!(
+            w,
+            ["m1", "m2"],
+            "equal priorities: the later value first, as add_value"
+        );
+        assert_eq!(r.search_wild("ax")[0].value, "m2");
+    }
+
+    /// A hostile index whose nodes all point their 128 children at one shared node (each
+    /// level doubling the walk) must be cut off, not walked for ever.
+    #[test]
+    fn shared_subtrees_and_cycles_are_bounded() {
+        let be = |v: u32| v.to_be_bytes();
+        let mut f = Vec::new();
+        f.extend(be(MAGIC));
+        f.extend(be(VERSION));
+        f.extend(be(0));
+        // 40 levels of nodes, each with children 'a'..'h' all pointing at the previous
+        // level's node (a DAG of 8^40 paths), plus a value and a wildcard prefix.
+        let mut prev = {
+            let off = f.len() as u32;
+            f.extend(be(1));
+            f.extend(be(0));
+            f.extend(b"v\0");
+            off | F_VALUES
+        };
+        for _ in 0..40 {
+            let off = f.len() as u32;
+            f.extend([b'a', b'h']);
+            for _ in 0..8 {
+                f.extend(be(prev));
+            }
+            prev = off | F_CHILDS;
+        }
+        // The root points at itself too (a cycle).
+        let root = f.len() as u32;
+        f.extend(b"*\0");
+        f.extend([b'a', b'b']);
+        f.extend(be(prev));
+        f.extend(be(root | F_PREFIX | F_CHILDS));
+        f[8..12].copy_from_slice(&be(root | F_PREFIX | F_CHILDS));
+        let r = IndexReader::new(f).unwrap();
+        let t = std::time::Instant::now();
+        let _ = r.search_wild("anything");
+        assert_eq!(r.search("*b*b*b"), None);
+        assert!(t.elapsed() < std::time::Duration::from_secs(5));
     }
 }
