@@ -44,32 +44,12 @@ fetch() { # $1 = package from the host's apt sources
   ls "$CACHE/${1}_"*.deb >/dev/null 2>&1 || (cd "$CACHE" && apt-get download -q "$1" >/dev/null 2>&1)
   unpack "$(ls "$CACHE/${1}_"*.deb | sort -V | tail -1)"
 }
-# Debian sid's kmod 34 and the libraries it needs, unpacked into one root.
-SID=$CACHE/kernel/apt-sid
-mkdir -p "$SID/lists/partial" "$SID/cache/archives/partial" "$CACHE/sid-kmod"
-[ -e "$SID/sources.list" ] || echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian sid main" > "$SID/sources.list"
-SIDAPT=(-o "Dir::Etc::sourcelist=$SID/sources.list" -o Dir::Etc::sourceparts=- -o "Dir::State::Lists=$SID/lists" -o "Dir::Cache=$SID/cache" -o APT::Get::List-Cleanup=0)
-SIDPKGS="kmod libkmod2 libssl3t64 liblzma5 libzstd1 zlib1g libc6"
-if ! ls "$CACHE"/sid-kmod/kmod_*.deb >/dev/null 2>&1; then
-  apt-cache "${SIDAPT[@]}" show kmod >/dev/null 2>&1 || apt-get "${SIDAPT[@]}" update -qq
-  (cd "$CACHE/sid-kmod" && apt-get "${SIDAPT[@]}" download -q $SIDPKGS >/dev/null 2>&1)
-fi
-K34ROOT=$CACHE/sid-kmod/root
-if [ ! -x "$K34ROOT/usr/bin/kmod" ]; then
-  rm -rf "$K34ROOT.tmp" && mkdir -p "$K34ROOT.tmp"
-  for d in "$CACHE"/sid-kmod/*.deb; do dpkg-deb -x "$d" "$K34ROOT.tmp"; done
-  rm -rf "$K34ROOT" && mv "$K34ROOT.tmp" "$K34ROOT"
-fi
+K34=$(bash .ci/kmod34)   # Debian sid's kmod 34, run with sid's own loader and libraries
 KMOD30=$(fetch kmod)/bin/kmod
 W=$(mktemp -d); trap 'rm -rf "$W"' EXIT
 # kmod picks its tool by argv[0]: the link must be called depmod.
 mkdir -p "$W/kmod30" && ln -s "$KMOD30" "$W/kmod30/depmod"
-LIBS=$K34ROOT/usr/lib/x86_64-linux-gnu
-cat > "$W/depmod34" <<EOF
-#!/bin/sh
-exec "$LIBS/ld-linux-x86-64.so.2" --library-path "$LIBS" --argv0 depmod "$K34ROOT/usr/bin/kmod" "\$@"
-EOF
-chmod +x "$W/depmod34"
+ln -s "$K34/depmod" "$W/depmod34"
 echo "kmod 30: $("$KMOD30" --version | head -1); kmod 34: $("$W/depmod34" --version | head -1)"
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load $(cut -d' ' -f1-3 /proc/loadavg)"
 # modkit writes kmod 30's .bin layout; kmod 34's .bin files hold the same entries with the
