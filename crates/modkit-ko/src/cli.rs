@@ -20,6 +20,9 @@ pub struct DepmodArgs {
     /// Use an image of a module tree rooted at DIR.
     #[arg(short = 'b', long = "basedir", value_name = "DIR")]
     pub basedir: Option<PathBuf>,
+    /// Output root path (default: same as the base directory), as kmod 31+.
+    #[arg(short = 'o', long = "outdir", value_name = "DIR")]
+    pub outdir: Option<PathBuf>,
     /// Read configuration from PATH instead of the depmod.d directories (repeatable).
     #[arg(short = 'C', long = "config", value_name = "PATH")]
     pub config: Vec<PathBuf>,
@@ -134,6 +137,7 @@ pub fn run_depmod(args: &DepmodArgs) -> i32 {
         quick: args.quick,
         module_files: if args.all { Vec::new() } else { files },
         no_cache: args.no_cache,
+        outdir: args.outdir.clone(),
     };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

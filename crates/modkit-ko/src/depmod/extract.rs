@@ -32,6 +32,8 @@ pub(crate) struct ModData {
     pub aliases: Vec<String>,
     /// `softdep=` values in order.
     pub softdeps: Vec<String>,
+    /// `weakdep=` values in order (`MODULE_WEAKDEP`, kmod 33+'s `modules.weakdep`).
+    pub weakdeps: Vec<String>,
     /// The file could not be read or is not ELF: the message kmod-style.
     pub load_error: Option<String>,
 }
@@ -93,6 +95,7 @@ fn parse_module(raw: &[u8]) -> Result<ModData, ParseError> {
             match k {
                 b"alias" => d.aliases.push(lossy(v)),
                 b"softdep" => d.softdeps.push(lossy(v)),
+                b"weakdep" => d.weakdeps.push(lossy(v)),
                 _ => {}
             }
         }

@@ -50,6 +50,10 @@ pub struct DepmodOptions {
     pub module_files: Vec<PathBuf>,
     /// `--no-cache`: neither read nor write `modules.modkit-cache` (see [`CACHE_FILE`]).
     pub no_cache: bool,
+    /// `-o`/`--outdir DIR` (kmod 31+): write the outputs under `DIR/lib/modules/VERSION`
+    /// instead of the module directory (created if missing); modules are still read from
+    /// the base directory.
+    pub outdir: Option<PathBuf>,
 }
 
 pub use cache::CACHE_FILE;
@@ -69,6 +73,8 @@ pub(crate) struct Mod {
     pub aliases: Vec<String>,
     /// `softdep=` values.
     pub softdeps: Vec<String>,
+    /// `weakdep=` values.
+    pub weakdeps: Vec<String>,
     /// Direct dependencies (array indices) in first-use order, later sorted.
     pub deps: Vec<usize>,
     /// How many modules depend on this one.
@@ -125,6 +131,18 @@ pub fn run(opts: &DepmodOptions, out: &mut dyn Write, err: &mut dyn Write) -> Re
         other => other.clone(),
     };
     let dirname = module_dir(basedir.as_deref(), &opts.kversion);
+    let outdirname = match &opts.outdir {
+        Some(o) if o.is_relative() => module_dir(
+            Some(
+                &std::env::current_dir()
+                    .map_err(|e| Error::io(".", e))?
+                    .join(o),
+            ),
+            &opts.kversion,
+        ),
+        Some(o) => module_dir(Some(o), &opts.kversion),
+        None => dirname.clone(),
+    };
     let print_unknown = opts.print_unknown && (opts.symvers.is_some() || opts.system_map.is_some());
 
     if opts.quick && !opts.dry_run && discover::up_to_date(&dirname, &mut log) {
@@ -203,6 +221,7 @@ pub fn run(opts: &DepmodOptions, out: &mut dyn Write, err: &mut dyn Write) -> Re
                 modname: f.modname,
                 aliases: Vec::new(),
                 softdeps: Vec::new(),
+                weakdeps: Vec::new(),
                 deps: Vec::new(),
                 users: 0,
                 dep_sort_idx: u32::MAX,
@@ -218,12 +237,15 @@ pub fn run(opts: &DepmodOptions, out: &mut dyn Write, err: &mut dyn Write) -> Re
 
     // Read every module, on all cores, through the cache of a previous run when there is
     // one (a whole-tree run that writes its outputs also writes the cache).
+    // The new cache is written after the outputs, so that it describes a finished run (and
+    // `--outdir`'s directory exists).
+    let mut new_cache = None;
     let data: Vec<extract::ModData> = if opts.no_cache {
         mods.par_iter()
             .map(|m| extract::read_module(&m.path))
             .collect()
     } else {
-        let cache = cache::Cache::open(Path::new(&dirname));
+        let cache = cache::Cache::open(Path::new(&outdirname));
         let read: Vec<_> = mods
             .par_iter()
             .map(|m| {
@@ -251,7 +273,7 @@ pub fn run(opts: &DepmodOptions, out: &mut dyn Write, err: &mut dyn Write) -> Re
             data.push(d);
         }
         if store {
-            cache.store(entries);
+            new_cache = Some((cache, entries));
         }
         data
     };
@@ -267,6 +289,7 @@ pub fn run(opts: &DepmodOptions, out: &mut dyn Write, err: &mut dyn Write) -> Re
     for (i, (m, d)) in mods.iter_mut().zip(&data).enumerate() {
         m.aliases = d.aliases.clone();
         m.softdeps = d.softdeps.clone();
+        m.weakdeps = d.weakdeps.clone();
         if let Some(e) = &d.load_error {
             // kmod: the module stays in the outputs, without symbols or information.
             log.msg(
@@ -334,7 +357,7 @@ pub fn run(opts: &DepmodOptions, out: &mut dyn Write, err: &mut dyn Write) -> Re
         mods[i].deps = deps;
     }
 
-    let ctx = output::Ctx::new(&mods, &syms, &dirname, opts.warn_dups);
+    let ctx = output::Ctx::new(&mods, &syms, &dirname, &outdirname, opts.warn_dups);
     if opts.dry_run {
         let mut text = Vec::new();
         for f in output::FILES {
@@ -347,6 +370,9 @@ pub fn run(opts: &DepmodOptions, out: &mut dyn Write, err: &mut dyn Write) -> Re
     }
     let ok = output::write_all(&ctx, &mut log);
     tracing::debug!("outputs written at {:?}", t0.elapsed());
+    if let (true, Some((cache, entries))) = (ok, new_cache) {
+        cache.store(entries);
+    }
     Ok(if ok { 0 } else { 1 })
 }
 

@@ -1,4 +1,5 @@
-//! The ten files depmod writes, in depmod's order and formats.
+//! The eleven files depmod writes (kmod 30's ten and kmod 33's `modules.weakdep`), in
+//! depmod's order and formats.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -13,7 +14,10 @@ use crate::names::{alias_normalize, path_to_modname};
 /// Everything the writers need.
 pub(crate) struct Ctx<'a> {
     pub mods: &'a [Mod],
+    /// The module directory: inputs (`modules.builtin`, `modules.builtin.modinfo`).
     pub dirname: &'a str,
+    /// Where the outputs go (`--outdir`, else the module directory).
+    pub outdir: &'a str,
     pub warn_dups: bool,
     /// Each module's full dependency line (without the newline).
     pub dep_lines: Vec<String>,
@@ -23,7 +27,13 @@ pub(crate) struct Ctx<'a> {
 
 impl<'a> Ctx<'a> {
     /// Precomputes what several output files share, on all cores.
-    pub fn new(mods: &'a [Mod], syms: &SymbolTable<'a>, dirname: &'a str, warn_dups: bool) -> Self {
+    pub fn new(
+        mods: &'a [Mod],
+        syms: &SymbolTable<'a>,
+        dirname: &'a str,
+        outdir: &'a str,
+        warn_dups: bool,
+    ) -> Self {
         use rayon::prelude::*;
         let dep_lines = (0..mods.len())
             .into_par_iter()
@@ -41,6 +51,7 @@ impl<'a> Ctx<'a> {
         Ctx {
             mods,
             dirname,
+            outdir,
             warn_dups,
             dep_lines,
             sym_order,
@@ -73,7 +84,7 @@ pub(crate) struct OutFile {
 }
 
 /// depmod's output files, in the order it writes them.
-pub(crate) const FILES: [OutFile; 10] = [
+pub(crate) const FILES: [OutFile; 11] = [
     OutFile {
         name: "modules.dep",
         binary: false,
@@ -98,6 +109,11 @@ pub(crate) const FILES: [OutFile; 10] = [
         name: "modules.softdep",
         binary: false,
         write: softdeps,
+    },
+    OutFile {
+        name: "modules.weakdep",
+        binary: false,
+        write: weakdeps,
     },
     OutFile {
         name: "modules.symbols",
@@ -128,12 +144,28 @@ pub(crate) const FILES: [OutFile; 10] = [
 
 /// Writes every file to a temporary name and renames it into place, like depmod.
 pub(crate) fn write_all(ctx: &Ctx, log: &mut Log) -> bool {
-    if let Err(e) = std::fs::read_dir(ctx.dirname) {
+    if ctx.outdir != ctx.dirname {
+        // kmod 31+'s `mkdir_p(dname, 0755)` for `--outdir`.
+        let mut b = std::fs::DirBuilder::new();
+        std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o755);
+        if let Err(e) = b.recursive(true).create(ctx.outdir) {
+            log.msg(
+                "FATAL",
+                &format!(
+                    "could not create directory {}: {}\n",
+                    ctx.outdir,
+                    strerror(&e)
+                ),
+            );
+            return false;
+        }
+    }
+    if let Err(e) = std::fs::read_dir(ctx.outdir) {
         log.msg(
             "FATAL",
             &format!(
                 "could not open directory {}: {}\n",
-                ctx.dirname,
+                ctx.outdir,
                 strerror(&e)
             ),
         );
@@ -160,13 +192,13 @@ pub(crate) fn write_all(ctx: &Ctx, log: &mut Log) -> bool {
         let _ = log.err.write_all(&msgs);
         let tmp = format!(
             "{}/{}.{}.{}.{}",
-            ctx.dirname,
+            ctx.outdir,
             f.name,
             std::process::id(),
             now.subsec_micros(),
             now.as_secs()
         );
-        let dest = format!("{}/{}", ctx.dirname, f.name);
+        let dest = format!("{}/{}", ctx.outdir, f.name);
         let res = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -183,7 +215,7 @@ pub(crate) fn write_all(ctx: &Ctx, log: &mut Log) -> bool {
         if let Err(e) = std::fs::rename(&tmp, &dest) {
             log.msg(
                 "FATAL",
-                &format!("renameat({}, {}): {}\n", ctx.dirname, f.name, strerror(&e)),
+                &format!("renameat({}, {}): {}\n", ctx.outdir, f.name, strerror(&e)),
             );
             return false;
         }
@@ -271,6 +303,17 @@ fn softdeps(ctx: &Ctx, out: &mut Vec<u8>, _log: &mut Log) {
     for m in ctx.mods {
         for v in m.softdeps.iter() {
             let _ = writeln!(s, "softdep {} {v}", m.modname);
+        }
+    }
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// kmod 33+'s `output_weakdeps`.
+fn weakdeps(ctx: &Ctx, out: &mut Vec<u8>, _log: &mut Log) {
+    let mut s = String::from("# Weak dependencies extracted from modules themselves.\n");
+    for m in ctx.mods {
+        for v in m.weakdeps.iter() {
+            let _ = writeln!(s, "weakdep {} {v}", m.modname);
         }
     }
     out.extend_from_slice(s.as_bytes());

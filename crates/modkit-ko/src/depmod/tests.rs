@@ -231,10 +231,64 @@ fn the_cache_notices_every_change_and_never_changes_outputs() {
     );
     std::fs::write(
         dir.join(super::CACHE_FILE),
-        b"modkit depmod cache v1\n\0junk",
+        b"modkit depmod cache v2\n\0junk",
     )
     .unwrap();
     assert_eq!(outputs(true), outputs(false));
     assert_eq!(outputs(true), outputs(false));
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+/// kmod 33+'s `modules.weakdep` (one `weakdep MOD DEP` line per `weakdep=` entry, after the
+/// header) and kmod 31+'s `--outdir` (outputs and cache under OUTDIR/lib/modules/VERSION,
+/// created, the module directory left untouched).
+#[test]
+fn weakdeps_and_outdir_follow_kmod_34() {
+    let base = temp_tree("weakdep");
+    let mut m = FakeModule::new("mod-weakdep", &[], &[]);
+    m.modinfo = vec!["weakdep=mod-simple".into(), "weakdep=other".into()];
+    put(&base, "kernel/mod-weakdep.ko", &m);
+    put(
+        &base,
+        "kernel/mod-simple.ko",
+        &FakeModule::new("mod-simple", &[], &[]),
+    );
+    let out = base.join("out");
+    let opts = DepmodOptions {
+        basedir: Some(base.clone()),
+        kversion: "4.4.4".into(),
+        config_paths: Some(Vec::new()),
+        outdir: Some(out.clone()),
+        ..Default::default()
+    };
+    let (mut o, mut e) = (Vec::new(), Vec::new());
+    assert_eq!(
+        run(&opts, &mut o, &mut e).unwrap(),
+        0,
+        "{}",
+        String::from_utf8_lossy(&e)
+    );
+    let outdir = out.join("lib/modules/4.4.4");
+    assert_eq!(
+        std::fs::read_to_string(outdir.join("modules.weakdep")).unwrap(),
+        "# Weak dependencies extracted from modules themselves.\n\
+         weakdep mod_weakdep mod-simple\nweakdep mod_weakdep other\n"
+    );
+    assert!(outdir.join("modules.dep.bin").exists());
+    assert!(outdir.join(super::CACHE_FILE).exists());
+    assert!(!base.join("lib/modules/4.4.4/modules.dep").exists());
+    // `-n` prints the section between softdep and symbols, as kmod 34 does.
+    let opts = DepmodOptions {
+        dry_run: true,
+        outdir: None,
+        ..opts
+    };
+    let (mut o, mut e) = (Vec::new(), Vec::new());
+    assert_eq!(run(&opts, &mut o, &mut e).unwrap(), 0);
+    let text = String::from_utf8(o).unwrap();
+    let soft = text.find("# Soft dependencies").unwrap();
+    let weak = text.find("# Weak dependencies").unwrap();
+    let syms = text.find("# Aliases for symbols").unwrap();
+    assert!(soft < weak && weak < syms);
     let _ = std::fs::remove_dir_all(&base);
 }
