@@ -178,11 +178,30 @@ fn write_node(out: &mut Vec<u8>, keys: &[Entry], depth: usize, root: bool) -> u3
     offset
 }
 
-/// A kmod index file loaded in memory, searched like libkmod's `index_mm_*`.
+/// A kmod index file, mapped (or held in memory), searched like libkmod's `index_mm_*`:
+/// a search touches only the nodes on its path, and a node's values are decoded only
+/// when it matches.
 #[derive(Debug, Clone)]
 pub struct IndexReader {
-    data: Vec<u8>,
+    data: IndexBytes,
     root: u32,
+}
+
+/// The bytes of an index: owned, or a read-only map of the file shared by clones.
+#[derive(Debug, Clone)]
+enum IndexBytes {
+    Owned(Vec<u8>),
+    Mapped(std::sync::Arc<memmap2::Mmap>),
+}
+
+impl std::ops::Deref for IndexBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            IndexBytes::Owned(v) => v,
+            IndexBytes::Mapped(m) => m,
+        }
+    }
 }
 
 struct Node<'a> {
@@ -191,7 +210,14 @@ struct Node<'a> {
     first: u8,
     last: u8,
     children: &'a [u8],
-    values: Vec<IndexValue>,
+    /// Where the value count is (the node has values), decoded on demand.
+    values_at: Option<usize>,
+}
+
+impl Node<'_> {
+    fn has_values(&self) -> bool {
+        self.values_at.is_some()
+    }
 }
 
 /// An index file that does not have kmod's layout.
@@ -200,8 +226,26 @@ struct Node<'a> {
 pub struct IndexError(String);
 
 impl IndexReader {
+    /// Maps the index file at `path` (reads it when it cannot be mapped) and checks its
+    /// header. The outer error is the file's; the inner, the layout's.
+    pub fn open(path: &std::path::Path) -> std::io::Result<Result<Self, IndexError>> {
+        let f = std::fs::File::open(path)?;
+        // SAFETY: a private read-only map; every access goes through bounds-checked `get`
+        // on the length taken at map time. A file truncated by another process while
+        // mapped could raise SIGBUS, the exposure libkmod's own `index_mm_open` has.
+        let data = match unsafe { memmap2::Mmap::map(&f) } {
+            Ok(m) => IndexBytes::Mapped(std::sync::Arc::new(m)),
+            Err(_) => IndexBytes::Owned(std::fs::read(path)?),
+        };
+        Ok(Self::from_bytes(data))
+    }
+
     /// Checks the header of an index file held in `data`.
     pub fn new(data: Vec<u8>) -> Result<Self, IndexError> {
+        Self::from_bytes(IndexBytes::Owned(data))
+    }
+
+    fn from_bytes(data: IndexBytes) -> Result<Self, IndexError> {
         if data.len() < 12 {
             return Err(IndexError("file is shorter than the 12-byte header".into()));
         }
@@ -241,30 +285,45 @@ impl IndexReader {
                 p += 4 * n;
             }
         }
-        let mut values = Vec::new();
-        if off & F_VALUES != 0 {
-            let n = self.u32_at(p)?;
-            p += 4;
-            for _ in 0..n {
-                let priority = self.u32_at(p)?;
-                p += 4;
-                let rest = self.data.get(p..)?;
-                let end = rest.iter().position(|&b| b == 0)?;
-                values.push(IndexValue {
-                    priority,
-                    value: String::from_utf8_lossy(&rest[..end]).into_owned(),
-                });
-                p += end + 1;
-            }
-        }
+        let values_at = (off & F_VALUES != 0).then_some(p);
         Some(Node {
             off: off & OFFSET_MASK,
             prefix,
             first,
             last,
             children,
-            values,
+            values_at,
         })
+    }
+
+    /// The values of a node (empty when it has none or they are corrupt).
+    fn values(&self, n: &Node) -> Vec<IndexValue> {
+        let Some(mut p) = n.values_at else {
+            return Vec::new();
+        };
+        let mut values = Vec::new();
+        let Some(count) = self.u32_at(p) else {
+            return values;
+        };
+        p += 4;
+        for _ in 0..count {
+            let Some(priority) = self.u32_at(p) else {
+                break;
+            };
+            p += 4;
+            let Some(rest) = self.data.get(p..) else {
+                break;
+            };
+            let Some(end) = rest.iter().position(|&b| b == 0) else {
+                break;
+            };
+            values.push(IndexValue {
+                priority,
+                value: String::from_utf8_lossy(&rest[..end]).into_owned(),
+            });
+            p += end + 1;
+        }
+        values
     }
 
     fn child(&self, n: &Node, c: u8) -> Option<Node<'_>> {
@@ -296,7 +355,7 @@ impl IndexReader {
             }
             i += node.prefix.len();
             if i == key.len() {
-                return node.values.first().map(|v| v.value.clone());
+                return self.values(&node).into_iter().next().map(|v| v.value);
             }
             node = self.child(&node, key[i])?;
             i += 1;
@@ -334,7 +393,7 @@ impl IndexReader {
                 }
             }
             if i == key.len() {
-                for v in node.values {
+                for v in self.values(&node) {
                     add_value(&mut out, v);
                 }
                 return out;
@@ -380,9 +439,9 @@ impl IndexReader {
                 }
             }
         }
-        if !node.values.is_empty() && fnmatch(buf, subkey) {
-            for v in &node.values {
-                add_value(out, v.clone());
+        if node.has_values() && fnmatch(buf, subkey) {
+            for v in self.values(node) {
+                add_value(out, v);
             }
         }
         buf.truncate(base);

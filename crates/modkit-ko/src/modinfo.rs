@@ -4,11 +4,12 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::compress::decompress;
-use crate::ko::{KoModule, ModinfoEntry};
+use crate::elf::ElfView;
+use crate::ko::{lossy, modinfo_raw};
 use crate::modprobe::config::ModprobeConfig;
 use crate::modprobe::context::{Context, ModId};
 use crate::names::has_kmod_ext;
-use crate::signature::{hex_to_str, signature_info};
+use crate::signature::{hex_to_str, signature_info, SignatureTrailer};
 
 /// Options of a modinfo run.
 #[derive(Debug, Clone, Default)]
@@ -29,35 +30,34 @@ type Info = (String, Option<String>);
 /// The info list of `kmod_module_get_info` for a module file: `.modinfo`, then the
 /// signature pseudo-keys.
 pub fn file_info(path: &Path) -> Result<Vec<Info>, crate::Error> {
-    let raw = std::fs::read(path).map_err(|e| crate::Error::io(path, e))?;
-    let perr = |source| crate::Error::Parse {
-        path: path.to_path_buf(),
-        source,
-    };
-    let (kind, image) = decompress(&raw).map_err(perr)?;
-    let ko = KoModule::from_image(kind, &image).map_err(perr)?;
-    let mut list: Vec<Info> = ko
-        .modinfo
-        .unwrap_or_default()
-        .into_iter()
-        .map(|ModinfoEntry { key, value }| (key, Some(value)))
-        .collect();
-    if let Some(info) = ko
-        .signature
-        .as_ref()
-        .and_then(|t| signature_info(&image, t))
-    {
-        let hex = |b: &[u8]| (!b.is_empty()).then(|| hex_to_str(b));
-        list.push(("sig_id".into(), Some(info.id_type.into())));
-        list.push((
-            "signer".into(),
-            Some(String::from_utf8_lossy(&info.signer).into_owned()),
-        ));
-        list.push(("sig_key".into(), hex(&info.key_id)));
-        list.push(("sig_hashalgo".into(), info.hash_algo.map(str::to_string)));
-        list.push(("signature".into(), hex(&info.signature)));
-    }
-    Ok(list)
+    // The file is mapped and only `.modinfo` and the signature trailer are read (a plain
+    // module is never copied; a compressed one is decompressed once).
+    crate::ko::with_file_bytes(path, |raw| {
+        let perr = |source| crate::Error::Parse {
+            path: path.to_path_buf(),
+            source,
+        };
+        let (_, image) = decompress(raw).map_err(perr)?;
+        let elf = ElfView::parse(&image).map_err(perr)?;
+        let mut list: Vec<Info> = modinfo_raw(&elf)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (lossy(k), Some(lossy(v))))
+            .collect();
+        if let Some(info) = SignatureTrailer::parse(&image).and_then(|t| signature_info(&image, &t))
+        {
+            let hex = |b: &[u8]| (!b.is_empty()).then(|| hex_to_str(b));
+            list.push(("sig_id".into(), Some(info.id_type.into())));
+            list.push((
+                "signer".into(),
+                Some(String::from_utf8_lossy(&info.signer).into_owned()),
+            ));
+            list.push(("sig_key".into(), hex(&info.key_id)));
+            list.push(("sig_hashalgo".into(), info.hash_algo.map(str::to_string)));
+            list.push(("signature".into(), hex(&info.signature)));
+        }
+        Ok(list)
+    })?
 }
 
 /// `kmod_builtin_get_modinfo`: the entries of `modname` in `modules.builtin.modinfo`.

@@ -51,8 +51,9 @@ pub struct Context {
 }
 
 fn load_index(dirname: &str, name: &str) -> Option<IndexReader> {
-    let data = std::fs::read(format!("{dirname}/{name}")).ok()?;
-    match IndexReader::new(data) {
+    // Mapped, as libkmod does: a lookup touches only the pages on its path.
+    let path = format!("{dirname}/{name}");
+    match IndexReader::open(std::path::Path::new(&path)).ok()? {
         Ok(r) => Some(r),
         Err(e) => {
             tracing::warn!("{dirname}/{name}: {e}");
