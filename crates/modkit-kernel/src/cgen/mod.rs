@@ -324,8 +324,10 @@ fn kbuild(ctx: &Ctx, modules: &[String], flags: &KbuildFlags) -> String {
 
 /// The loader settings a booted Debian kernel can take (docs/kernel-driver.md, "Taints"):
 /// `sig_enforce` and `module_blacklist` are set at boot; CONFIG_MODULE_FORCE_UNLOAD,
-/// CONFIG_MODVERSIONS and CONFIG_MODULE_FORCE_LOAD are built in (all `y`), so a scenario
-/// must not say otherwise where it matters; a module the scenario calls signed cannot be
+/// CONFIG_MODVERSIONS and CONFIG_MODULE_FORCE_LOAD are built in (all `y` on 6.1.176 and
+/// 6.12.117; sid's 7.2.13 lacks CONFIG_MODVERSIONS, where a module without `__versions` is
+/// an ordinary one and `modkit compare` simulates with the kernel's values, see
+/// [`crate::kconfig`]), so a scenario must not say otherwise where it matters; a module the scenario calls signed cannot be
 /// loaded under `sig_enforce` (no module can carry Debian's signature).
 fn check_loader_config(sc: &Scenario) -> Result<(), Unsupported> {
     let c = &sc.config;
