@@ -246,6 +246,22 @@ pub fn compare(
                 continue;
             }
         };
+        // The build-time loader settings are the kernel's (modkit_kernel::kconfig).
+        let mut sc = sc;
+        match modkit_kernel::kconfig::kernel_config(kver) {
+            Ok(text) => real
+                .notes
+                .extend(modkit_kernel::kconfig::apply_kernel_config(
+                    &text,
+                    kver,
+                    &mut sc.config,
+                )),
+            Err(e) => {
+                outln!("ERROR {}: {e}", file.display());
+                errors += 1;
+                continue;
+            }
+        }
         let sim = match Sim::new(&sc, policy, sc.seed).run() {
             Ok(r) => Observed::from_run(&r, &format!("simulator {policy}")),
             Err(e) => {

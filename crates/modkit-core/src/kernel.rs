@@ -453,9 +453,11 @@ impl Kernel {
                 String::new()
             };
             match key.split_once(':') {
-                Some(("debugfs", name)) => self.printk(format!(
-                    "debugfs: Directory '{name}' with parent '/' already present!"
-                )),
+                Some(("debugfs", name)) => {
+                    if let Some(line) = crate::debugfs::dir_exists_line(self.policy, name) {
+                        self.printk(line);
+                    }
+                }
                 // No kernel prints this (register_filesystem() and misc_register() fail
                 // without a line of their own): a remark of the model.
                 _ => {

@@ -19,6 +19,14 @@
 //!
 //! Before 6.16 a `module:` namespace is an ordinary namespace string: only an explicit
 //! import of exactly that string satisfies it.
+//!
+//! The `-` = `_` rule is the loader's only: `mod->name` is the mangled `KBUILD_MODNAME`
+//! (`s/-/_/g`), so 0267cbf297bf "module: Account for the build time module name mangling"
+//! made `verify_module_namespace()` compare with `mod_strncmp()`. modpost (a build-time
+//! check this crate does not model) still compares with `strncmp()` against the unmangled
+//! object name and so warns that `ns_user_a` does not import `module:ns-user*`. Measured on
+//! Debian's 7.2.13: `ns_user_a`, an out-of-tree module, uses a symbol exported to
+//! `module:ns-user*` and loads (examples/scenarios/module-namespaces.toml).
 
 use crate::diag::DiagKind;
 use crate::errno::Errno;
@@ -204,6 +212,10 @@ mod tests {
         assert!(module_namespace_allows("module:kvm*", "kvm"));
         assert!(module_namespace_allows("module:kvm,kvm-intel", "kvm_intel"));
         assert!(module_namespace_allows("module:kvm-*", "kvm_amd"));
+        // As on the real 7.2.13: a dash in the pattern matches the mangled name's '_'.
+        assert!(module_namespace_allows("module:ns-user*", "ns_user_a"));
+        assert!(module_namespace_allows("module:ns_user*", "ns-user-a"));
+        assert!(!module_namespace_allows("module:ns-user", "ns_user_a"));
         assert!(module_namespace_allows("module:a,b,c", "c"));
         assert!(!module_namespace_allows("module:a,b,c", "d"));
         assert!(!module_namespace_allows("module:ab", "a"));
@@ -222,6 +234,7 @@ mod tests {
         assert!(!p("linux-6.15").module_namespaces());
         assert!(p("linux-6.16").module_namespaces());
         assert!(p("linux-6.19").module_namespaces());
+        assert!(p("linux-7.2.13").module_namespaces());
         assert!(p("modkit").module_namespaces());
         assert_eq!(
             import_ns_macro(p("linux-6.12.117"), "CXL"),

@@ -11,6 +11,7 @@ pub mod build;
 pub mod cgen;
 mod driver;
 pub mod initramfs;
+pub mod kconfig;
 pub mod observe;
 pub mod plan;
 pub mod qemu;

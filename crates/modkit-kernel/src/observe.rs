@@ -659,6 +659,7 @@ mod tests {
         let names = vec!["i915".to_string(), "kvm_gt".to_string()];
         for keep in [
             "debugfs: Directory 'i915_globals' with parent '/' already present!",
+            "debugfs: 'i915_globals' already exists in '/'",
             "kvm-gt: gave up waiting for init of module i915.",
             "request_module: modprobe x cannot be processed",
             "i915: Unknown symbol a (err -2)",

@@ -59,6 +59,14 @@ pub struct Generated {
     /// directory builds the other modules too, so that modpost resolves everything; only
     /// the `.ko` of that name is the stale variant.
     pub stale: Vec<(String, Vec<(String, String)>)>,
+    /// `(module, entries)`: `.modinfo` entries (`tag=value`) to add to that module's
+    /// built `.ko` after kbuild, because modpost would refuse the module with them in its
+    /// source. Only explicit imports of a `module:` namespace on 6.16+, where modpost
+    /// (9c036cfbb75b "modpost: check forbidden MODULE_IMPORT_NS("module:") at compile
+    /// time", 6.16-rc1) stops the build with `ERROR: modpost: X: explicitly importing
+    /// namespace "module:…" is not allowed.` while the loader's own refusal
+    /// (`setup_modinfo()`, EPERM) is what the scenario asks for.
+    pub modinfo_after_build: Vec<(String, Vec<String>)>,
 }
 
 /// A scenario feature a real kernel cannot express.
@@ -164,6 +172,13 @@ impl Ctx<'_> {
         self.target.upstream >= (6, 13, 0)
     }
 
+    /// True when an explicit `MODULE_IMPORT_NS(ns)` cannot go into the source because the
+    /// target's modpost refuses a `module:` namespace import (6.16+): the entry is added
+    /// to the built `.ko`'s `.modinfo` instead ([`Generated::modinfo_after_build`]).
+    pub fn module_ns_import_after_build(&self, ns: &str) -> bool {
+        self.target.upstream >= (6, 16, 0) && modkit_core::namespace::is_module_namespace(ns)
+    }
+
     pub fn spec(&self, i: usize) -> &ModuleSpec {
         &self.sc.db.specs()[i]
     }
@@ -223,10 +238,24 @@ pub fn generate(sc: &Scenario, target: &Target) -> Result<Generated, Unsupported
         sfiles.push(("Kbuild".into(), kbuild(&ctx, &modules, &flags)));
         stale.push((spec.name.clone(), sfiles));
     }
+    let modinfo_after_build = specs
+        .iter()
+        .filter(|spec| !spec.builtin)
+        .filter_map(|spec| {
+            let entries: Vec<String> = spec
+                .import_namespaces
+                .iter()
+                .filter(|ns| ctx.module_ns_import_after_build(ns))
+                .map(|ns| format!("import_ns={ns}"))
+                .collect();
+            (!entries.is_empty()).then(|| (spec.name.clone(), entries))
+        })
+        .collect();
     Ok(Generated {
         files,
         modules,
         stale,
+        modinfo_after_build,
     })
 }
 
@@ -295,8 +324,10 @@ fn kbuild(ctx: &Ctx, modules: &[String], flags: &KbuildFlags) -> String {
 
 /// The loader settings a booted Debian kernel can take (docs/kernel-driver.md, "Taints"):
 /// `sig_enforce` and `module_blacklist` are set at boot; CONFIG_MODULE_FORCE_UNLOAD,
-/// CONFIG_MODVERSIONS and CONFIG_MODULE_FORCE_LOAD are built in (all `y`), so a scenario
-/// must not say otherwise where it matters; a module the scenario calls signed cannot be
+/// CONFIG_MODVERSIONS and CONFIG_MODULE_FORCE_LOAD are built in (all `y` on 6.1.176 and
+/// 6.12.117; sid's 7.2.13 lacks CONFIG_MODVERSIONS, where a module without `__versions` is
+/// an ordinary one and `modkit compare` simulates with the kernel's values, see
+/// [`crate::kconfig`]), so a scenario must not say otherwise where it matters; a module the scenario calls signed cannot be
 /// loaded under `sig_enforce` (no module can carry Debian's signature).
 fn check_loader_config(sc: &Scenario) -> Result<(), Unsupported> {
     let c = &sc.config;

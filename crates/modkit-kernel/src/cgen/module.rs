@@ -321,6 +321,10 @@ pub(crate) fn modinfo(ctx: &Ctx, spec: &ModuleSpec) -> String {
         let _ = writeln!(c, "MODULE_SOFTDEP({});", c_str(&s));
     }
     for ns in &spec.import_namespaces {
+        if ctx.module_ns_import_after_build(ns) {
+            // Added to the built .ko's .modinfo (Generated::modinfo_after_build).
+            continue;
+        }
         if ctx.ns_literals() {
             let _ = writeln!(c, "MODULE_IMPORT_NS({});", c_str(ns));
         } else {

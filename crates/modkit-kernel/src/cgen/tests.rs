@@ -228,8 +228,18 @@ import_namespaces = ["module:b-x*"]
     let old = generate(&sc, &target((6, 1, 176))).unwrap();
     assert!(file(&old, "a-syms.c").contains("EXPORT_SYMBOL_NS_GPL(a_sym, module:b-x*);"));
     assert!(file(&old, "b-main.c").contains("MODULE_IMPORT_NS(module:b-x*);"));
+    assert!(old.modinfo_after_build.is_empty());
     let new = generate(&sc, &target((6, 16, 0))).unwrap();
     assert!(file(&new, "a-syms.c").contains("EXPORT_SYMBOL_NS_GPL(a_sym, \"module:b-x*\");"));
+    // 6.16+'s modpost refuses the explicit import: it goes into .modinfo after the build.
+    assert!(!file(&new, "b-main.c").contains("MODULE_IMPORT_NS"));
+    assert_eq!(
+        new.modinfo_after_build,
+        vec![("b".to_string(), vec!["import_ns=module:b-x*".to_string()])]
+    );
+    let before = generate(&sc, &target((6, 15, 0))).unwrap();
+    assert!(file(&before, "b-main.c").contains("MODULE_IMPORT_NS(\"module:b-x*\");"));
+    assert!(before.modinfo_after_build.is_empty());
     // A comma cannot pass through the pre-6.13 macros; a string literal can carry it.
     let commas = text.replace("module:b-x*", "module:b,c*");
     let e = generate(&parse(&commas), &target((6, 12, 117))).expect_err("comma before 6.13");
