@@ -43,6 +43,9 @@ pub enum Change {
     /// `__symbol_get()` of a symbol that is not `EXPORT_SYMBOL_GPL` fails (NULL) with
     /// "failing symbol_get of non-GPLONLY symbol X.".
     SymbolGetGplOnly,
+    /// a6323bd4e611 "module: Prevent silent truncation of module name in delete_module(2)"
+    /// (6.17): a name of `MODULE_NAME_LEN` bytes or more is ENOENT, no longer truncated.
+    DeleteModuleNameNotTruncated,
 }
 
 /// One stable line's copy of a change.
@@ -200,6 +203,23 @@ pub const BACKPORTS: &[Backport] = &[
             at(6, 1, 53, None),
             at(6, 4, 16, None),
             at(6, 5, 3, None),
+        ],
+    },
+    Backport {
+        change: Change::DeleteModuleNameNotTruncated,
+        mainline_commit: "a6323bd4e611",
+        subject: "module: Prevent silent truncation of module name in delete_module(2)",
+        // Petr Pavlu's series in the modules pull for 6.17-rc1.
+        mainline: Version::new(6, 17),
+        // Review series of 18 Aug 2025 (`[PATCH 6.16 424/570]`, `[PATCH 6.15 391/515]`; the
+        // 6.12.43-rc1 review shortlog; linux-stable-rc pushes ending at "Linux 6.6.103-rc1"
+        // and "Linux 6.1.149-rc1" carry it). Ids are those of the rc pushes.
+        lines: &[
+            at(6, 1, 149, Some("e1f08af4f603")),
+            at(6, 6, 103, Some("bcab3e900ae3")),
+            at(6, 12, 43, Some("b54f7788ccc1")),
+            at(6, 15, 11, None),
+            at(6, 16, 2, None),
         ],
     },
 ];
