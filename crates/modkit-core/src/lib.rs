@@ -26,6 +26,7 @@ pub mod signal;
 pub mod spec;
 pub mod stable;
 pub mod symcycle;
+pub mod symget;
 pub mod taint;
 pub mod unload;
 pub mod waits;

@@ -39,6 +39,13 @@ pub enum Change {
     /// (7.1): a positive init return is warned about in one line, `M: init suspiciously
     /// returned N, it should follow 0/-E convention`, without the stack dump.
     ShortPositiveInitWarning,
+    /// 9011e49d54dc "modules: only allow symbol_get of EXPORT_SYMBOL_GPL modules" (6.6):
+    /// `__symbol_get()` of a symbol that is not `EXPORT_SYMBOL_GPL` fails (NULL) with
+    /// "failing symbol_get of non-GPLONLY symbol X.".
+    SymbolGetGplOnly,
+    /// a6323bd4e611 "module: Prevent silent truncation of module name in delete_module(2)"
+    /// (6.17): a name of `MODULE_NAME_LEN` bytes or more is ENOENT, no longer truncated.
+    DeleteModuleNameNotTruncated,
 }
 
 /// One stable line's copy of a change.
@@ -158,7 +165,9 @@ pub const BACKPORTS: &[Backport] = &[
         mainline: Version::new(7, 1),
         // Sasha Levin's "[PATCH AUTOSEL 7.0-5.15]" of 20 Apr 2026 proposed it for 7.0.y back
         // to 5.15.y; no stable review series carrying it was seen, so no line has it here
-        // (docs/loader-versions.md says what the real kernels showed).
+        // (docs/loader-versions.md says what the real kernels showed). Searched again: the
+        // subject occurs only in the modules-next/mainline pushes, the modules-7.1-rc1
+        // pull and the AUTOSEL mail; no `[PATCH 6.x nnn/mmm]` review, no stable-rc push.
         lines: &[],
     },
     Backport {
@@ -168,6 +177,50 @@ pub const BACKPORTS: &[Backport] = &[
         mainline: Version::new(7, 1),
         // Not proposed for stable in the material read.
         lines: &[],
+    },
+    Backport {
+        change: Change::SymbolGetGplOnly,
+        mainline_commit: "9011e49d54dc",
+        subject: "modules: only allow symbol_get of EXPORT_SYMBOL_GPL modules",
+        // In the modules-6.6-rc1 pull (Luis Chamberlain, 29 Aug 2023, two days after 6.5's
+        // release): 6.5.0 does not have it.
+        mainline: Version::new(6, 6),
+        // One stable batch (review series of 11 Sep 2023; linux-stable-rc pushes of that day
+        // end at "Linux 4.14.326-rc1", "Linux 4.19.295-rc1", "Linux 5.10.195-rc1"; the 5.4.y
+        // push of the same minute; Sasha Levin's pending-4.14 … pending-6.5 of 22 Sep 2023
+        // carry it). Releases seen: the "Linux 5.4.257" announcement (its diffstat has the
+        // series: arch/mips/alchemy/devboards, drivers/media/dvb-frontends), the 6.1.53-rc1
+        // review (diffstat with the dvb_attach follow-up that "Fixes: 9011e49d54dc"). 5.15.132,
+        // 6.4.16 and 6.5.3: same batch, not seen in an announcement. Commit ids are those of
+        // the rc pushes (they may differ from the final tags'). Measured: Debian's 6.1.176
+        // image has the line.
+        lines: &[
+            at(4, 14, 326, Some("e7b80de8b27b")),
+            at(4, 19, 295, Some("cccf17df4c71")),
+            at(5, 4, 257, Some("8e988ad8e972")),
+            at(5, 10, 195, Some("6b6ad98ce01e")),
+            at(5, 15, 132, None),
+            at(6, 1, 53, None),
+            at(6, 4, 16, None),
+            at(6, 5, 3, None),
+        ],
+    },
+    Backport {
+        change: Change::DeleteModuleNameNotTruncated,
+        mainline_commit: "a6323bd4e611",
+        subject: "module: Prevent silent truncation of module name in delete_module(2)",
+        // Petr Pavlu's series in the modules pull for 6.17-rc1.
+        mainline: Version::new(6, 17),
+        // Review series of 18 Aug 2025 (`[PATCH 6.16 424/570]`, `[PATCH 6.15 391/515]`; the
+        // 6.12.43-rc1 review shortlog; linux-stable-rc pushes ending at "Linux 6.6.103-rc1"
+        // and "Linux 6.1.149-rc1" carry it). Ids are those of the rc pushes.
+        lines: &[
+            at(6, 1, 149, Some("e1f08af4f603")),
+            at(6, 6, 103, Some("bcab3e900ae3")),
+            at(6, 12, 43, Some("b54f7788ccc1")),
+            at(6, 15, 11, None),
+            at(6, 16, 2, None),
+        ],
     },
 ];
 
@@ -256,6 +309,28 @@ mod tests {
             assert!(has(c, Version::with_patch(7, 2, 13)));
             assert_eq!(first_in_line(c, Version::with_patch(6, 1, 176)), None);
         }
+    }
+
+    #[test]
+    fn symbol_get_gpl_only_lines() {
+        let c = Change::SymbolGetGplOnly;
+        assert!(!has(c, Version::new(6, 5)));
+        assert!(!has(c, Version::with_patch(6, 5, 2)));
+        assert!(has(c, Version::with_patch(6, 5, 3)));
+        assert!(has(c, Version::new(6, 6)));
+        assert!(!has(c, Version::with_patch(6, 1, 52)));
+        assert!(has(c, Version::with_patch(6, 1, 53)));
+        assert!(has(c, Version::with_patch(6, 1, 176)));
+        assert!(has(c, Version::with_patch(6, 12, 117)));
+        assert!(!has(c, Version::with_patch(4, 14, 325)));
+        assert!(has(c, Version::with_patch(4, 14, 326)));
+        // 4.9.y had ended (4.9.337, Jan 2023); 6.2.y and 6.3.y too.
+        assert!(!has(c, Version::with_patch(4, 9, 337)));
+        assert!(!has(c, Version::with_patch(6, 3, 13)));
+        assert_eq!(
+            first_in_line(c, Version::with_patch(5, 15, 1)),
+            Some(Version::with_patch(5, 15, 132))
+        );
     }
 
     #[test]

@@ -3,7 +3,9 @@
 use crate::diag::DiagKind;
 use crate::errno::{Errno, Outcome};
 use crate::kernel::{Kernel, ModId, ModState, Time};
+use crate::policy::{Policy, MODULE_NAME_LEN};
 use crate::proc::{wait, Resume, Step};
+use crate::stable::{self, Change};
 use crate::waits::{TaskId, WaitKey};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,7 +97,9 @@ impl Unload {
         loop {
             match self.phase {
                 Phase::Start => {
-                    let Some(m) = k.find_module(&self.name) else {
+                    let Some(m) =
+                        delete_module_name(k.policy, &self.name).and_then(|n| k.find_module(n))
+                    else {
                         return Step::Done(Outcome::Err(Errno::ENOENT));
                     };
                     if k.db.spec(m).builtin {
@@ -187,5 +191,91 @@ impl Unload {
         k.note_state(m);
         k.waits.enter_module(task, m);
         self.phase = Phase::Exit;
+    }
+}
+
+impl Policy {
+    /// `delete_module()` refuses a name of `MODULE_NAME_LEN` bytes or more (and an empty
+    /// one) with ENOENT at once (a6323bd4e611 "module: Prevent silent truncation of module
+    /// name in delete_module(2)", 6.17; stable 6.16.2, 6.15.11, 6.12.43, 6.6.103, 6.1.149;
+    /// modkit always). Before, it copied `MODULE_NAME_LEN - 1` bytes and looked up what it
+    /// got: a longer name unloaded the module named by its first 55 bytes.
+    pub fn delete_module_rejects_long_names(self) -> bool {
+        match self {
+            Policy::Modkit => true,
+            Policy::Linux(v) => stable::has(Change::DeleteModuleNameNotTruncated, v),
+        }
+    }
+}
+
+/// The name `delete_module()` looks up when asked for `asked`, or `None` when it fails with
+/// ENOENT before looking (kernel/module/main.c, `SYSCALL_DEFINE2(delete_module)`):
+///
+/// ```c
+/// /* up to 6.16 */
+/// if (strncpy_from_user(name, name_user, MODULE_NAME_LEN-1) < 0)
+///         return -EFAULT;
+/// name[MODULE_NAME_LEN-1] = '\0';
+/// /* 6.17 (a6323bd4e611) */
+/// len = strncpy_from_user(name, name_user, MODULE_NAME_LEN);
+/// if (len == 0 || len == MODULE_NAME_LEN)
+///         return -ENOENT;
+/// ```
+pub fn delete_module_name(policy: Policy, asked: &str) -> Option<&str> {
+    let max = MODULE_NAME_LEN - 1;
+    if asked.len() <= max {
+        return Some(asked);
+    }
+    if policy.delete_module_rejects_long_names() {
+        return None;
+    }
+    // The first 55 bytes; a cut inside a UTF-8 character names no module.
+    asked.get(..max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Policy {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn long_names_by_version() {
+        let m55 = "m".repeat(55);
+        let long = format!("{m55}_extra");
+        for (pol, want) in [
+            ("linux-4.4", Some(m55.as_str())),
+            ("linux-6.1.148", Some(m55.as_str())),
+            ("linux-6.1.149", None),
+            ("linux-6.1.176", None),
+            ("linux-6.6.102", Some(m55.as_str())),
+            ("linux-6.6.103", None),
+            ("linux-6.12.42", Some(m55.as_str())),
+            ("linux-6.12.43", None),
+            ("linux-6.16", Some(m55.as_str())),
+            ("linux-6.16.2", None),
+            ("linux-6.17", None),
+            ("modkit", None),
+        ] {
+            assert_eq!(delete_module_name(p(pol), &long), want, "{pol}");
+            assert_eq!(
+                delete_module_name(p(pol), &m55),
+                Some(m55.as_str()),
+                "{pol}"
+            );
+        }
+        // A cut inside a character: no module has that name.
+        let cut = format!("{}é", "m".repeat(54));
+        assert_eq!(delete_module_name(p("linux-6.16"), &cut), None);
+        // 55 bytes with a two-byte character, then one more: cut after the character.
+        let wide = format!("{}é", "m".repeat(53));
+        let wider = format!("{wide}x");
+        assert_eq!(
+            delete_module_name(p("linux-6.16"), &wider),
+            Some(wide.as_str())
+        );
+        assert_eq!(delete_module_name(p("linux-6.17"), &wider), None);
     }
 }

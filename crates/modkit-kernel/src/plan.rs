@@ -203,6 +203,15 @@ fn push_actions(
             Action::GetModule(m) => format!("get_module,{}", w(m)?),
             Action::PutModule(m) => format!("put_module,{}", w(m)?),
             Action::UseSymbol(s) => format!("use_symbol,{}", w(s)?),
+            Action::SymbolGet(s) | Action::SymbolPut(s) => {
+                return Err(PlanError::Unsupported {
+                    event: event.to_string(),
+                    feature: "symbol_get",
+                    why: format!(
+                        "`{s}`: the kernel driver runs symbol_get and symbol_put only in module code (init steps, undos, a module's work items)"
+                    ),
+                })
+            }
             Action::Register(k) => format!("register,{}", w(k)?),
             Action::Unregister(k) => format!("unregister,{}", w(k)?),
             Action::Lookup { key, get } => format!("lookup,{},{}", w(key)?, b(*get)),

@@ -40,6 +40,8 @@ pub fn immediate(
             None => Outcome::Err(Errno::ENOENT),
         },
         Action::UseSymbol(s) => use_symbol(k, module, s),
+        Action::SymbolGet(s) => k.symbol_get(s, holder).map(|_| ()).into(),
+        Action::SymbolPut(s) => k.symbol_put(s, holder).into(),
         Action::Register(key) => match module {
             Some(m) => k.register(m, key).into(),
             None => Outcome::Err(Errno::EINVAL),

@@ -167,6 +167,8 @@ pub struct RawAction {
     pub get_module: Option<String>,
     pub put_module: Option<String>,
     pub use_symbol: Option<String>,
+    pub symbol_get: Option<String>,
+    pub symbol_put: Option<String>,
     pub register: Option<String>,
     pub unregister: Option<String>,
     pub lookup: Option<String>,

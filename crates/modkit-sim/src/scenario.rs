@@ -66,6 +66,11 @@ pub enum Action {
     PutModule(String),
     /// Calls a symbol.
     UseSymbol(String),
+    /// `symbol_get()`: looks a symbol up without importing it and pins its owner
+    /// (ENOENT where the kernel returns NULL).
+    SymbolGet(String),
+    /// `symbol_put()`: drops the pin of a [`Action::SymbolGet`].
+    SymbolPut(String),
     /// Registers `kind:name`.
     Register(String),
     /// Unregisters `kind:name`.
@@ -386,6 +391,8 @@ fn action(a: &RawAction, wh: Where) -> Result<Action, Located> {
     verb!(get_module, "get_module");
     verb!(put_module, "put_module");
     verb!(use_symbol, "use_symbol");
+    verb!(symbol_get, "symbol_get");
+    verb!(symbol_put, "symbol_put");
     verb!(register, "register");
     verb!(unregister, "unregister");
     verb!(lookup, "lookup");
@@ -396,7 +403,7 @@ fn action(a: &RawAction, wh: Where) -> Result<Action, Located> {
     verb!(wait_for, "wait_for");
     if verbs.len() != 1 {
         return Err(if verbs.is_empty() {
-            "an action needs one verb key (sleep, fail, stop, ret, request_module, get_module, put_module, use_symbol, register, unregister, lookup, open, close, spawn, complete, wait_for)".into()
+            "an action needs one verb key (sleep, fail, stop, ret, request_module, get_module, put_module, use_symbol, symbol_get, symbol_put, register, unregister, lookup, open, close, spawn, complete, wait_for)".into()
         } else {
             format!(
                 "an action has one verb, this one has {}: split it into one action per verb",
@@ -492,6 +499,14 @@ fn action(a: &RawAction, wh: Where) -> Result<Action, Located> {
         "use_symbol" => {
             extra(&[])?;
             Action::UseSymbol(a.use_symbol.clone().expect("verb"))
+        }
+        "symbol_get" => {
+            extra(&[])?;
+            Action::SymbolGet(a.symbol_get.clone().expect("verb"))
+        }
+        "symbol_put" => {
+            extra(&[])?;
+            Action::SymbolPut(a.symbol_put.clone().expect("verb"))
         }
         "register" => {
             extra(&[])?;

@@ -987,11 +987,7 @@ impl<'a> Sim<'a> {
         if let Some(ev) = task.event {
             let e = &self.sc.events[ev];
             let o = match e.kind {
-                EventKind::Modprobe(_) | EventKind::Insmod(_)
-                    if o == Outcome::Err(Errno::EEXIST) =>
-                {
-                    Outcome::Ok
-                }
+                EventKind::Modprobe(_) if o == Outcome::Err(Errno::EEXIST) => Outcome::Ok,
                 _ => o,
             };
             // The next free slot, without scanning the event's threads (O(1), not

@@ -137,12 +137,13 @@ impl Host {
         .or_else(eexist_ok)
     }
 
-    /// `insmod NAME`: just this module; its imports must be available.
+    /// `insmod NAME`: just this module; its imports must be available. As the kernel's
+    /// `finit_module(2)` (and kmod's insmod, "File exists"), a module already live is an
+    /// error: EEXIST ([`Host::modprobe`] takes it for success).
     pub fn insmod(&self, name: &str) -> Result<(), Error> {
         let id = self.id(name)?;
         self.run_op(format!("insmod {name}"), Proc::Load(Load::new(id, None)))
             .map(|_| ())
-            .or_else(eexist_ok)
     }
 
     /// `rmmod NAME`: fails with EWOULDBLOCK while the module is used or pinned.

@@ -312,9 +312,7 @@ pub fn run_scenario(sc: &Scenario, policy: Policy, _seed: u64) -> Run {
                     drop(st);
                     if let Some(o) = o {
                         let o = match ev.kind {
-                            EventKind::Modprobe(_) | EventKind::Insmod(_)
-                                if o == Outcome::Err(Errno::EEXIST) =>
-                            {
+                            EventKind::Modprobe(_) if o == Outcome::Err(Errno::EEXIST) => {
                                 Outcome::Ok
                             }
                             _ => o,

@@ -217,6 +217,30 @@ impl<'c, 'a> Gen<'c, 'a> {
                 }
             }
             Action::UseSymbol(s) => self.use_symbol(s, place, st)?,
+            Action::SymbolGet(s) | Action::SymbolPut(s) => {
+                // kernel/module/main.c: EXPORT_SYMBOL_GPL(__symbol_get); __symbol_put is
+                // EXPORT_SYMBOL. The scenario's convention: NULL is -ENOENT.
+                if !self.gpl {
+                    return Err(Unsupported::new(
+                        "symbol_get in a module that is not GPL-compatible",
+                        place.text.clone(),
+                        format!(
+                            "`{s}`: __symbol_get is EXPORT_SYMBOL_GPL, so such a module could not be loaded at all"
+                        ),
+                    ));
+                }
+                if matches!(a, Action::SymbolGet(_)) {
+                    *uses_ret = true;
+                    let _ = writeln!(
+                        st,
+                        "\tret = __symbol_get({}) ? 0 : -ENOENT; /* symbol_get */",
+                        c_str(s)
+                    );
+                    st.push_str(check);
+                } else {
+                    let _ = writeln!(st, "\t__symbol_put({}); /* symbol_put */", c_str(s));
+                }
+            }
             Action::Register(key) | Action::Unregister(key) => {
                 let reg = matches!(a, Action::Register(_));
                 *uses_ret = true;

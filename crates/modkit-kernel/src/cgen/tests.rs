@@ -393,3 +393,44 @@ fn build(headers: &Path, tag: &str, files: &[(String, String)], modules: &[Strin
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn symbol_get_calls_the_kernels_lookup() {
+    let prov = r#"
+[[module]]
+name = "prov"
+exports = [{ name = "p_gpl", gpl_only = true }]
+"#;
+    let sc = parse(&format!(
+        r#"{prov}
+[[module]]
+name = "user"
+[[module.init]]
+step = "get"
+run = [{{ symbol_get = "p_gpl" }}]
+undo = [{{ symbol_put = "p_gpl" }}]
+"#
+    ));
+    let g = generate(&sc, &target((6, 1, 176))).unwrap();
+    let c = file(&g, "user-main.c");
+    assert!(
+        c.contains("ret = __symbol_get(\"p_gpl\") ? 0 : -ENOENT; /* symbol_get */\n\tif (ret)\n\t\treturn ret;"),
+        "{c}"
+    );
+    assert!(
+        c.contains("__symbol_put(\"p_gpl\"); /* symbol_put */"),
+        "{c}"
+    );
+    // __symbol_get is EXPORT_SYMBOL_GPL: a proprietary caller cannot be built faithfully.
+    let sc = parse(&format!(
+        r#"{prov}
+[[module]]
+name = "prop"
+license = "Proprietary"
+[[module.init]]
+step = "get"
+run = [{{ symbol_get = "p_gpl" }}]
+"#
+    ));
+    assert!(generate(&sc, &target((6, 1, 176))).is_err());
+}
