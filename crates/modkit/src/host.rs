@@ -31,6 +31,18 @@ pub(crate) trait ModuleCode: Send + Sync {
     fn step_name(&self, step: usize) -> String;
 }
 
+/// Host ids (crate::threadtask).
+static NEXT_HOST_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+impl State {
+    /// A fresh task id (not counted as runnable).
+    pub(crate) fn alloc_task_id(&mut self) -> TaskId {
+        let id = self.next_task;
+        self.next_task += 1;
+        id
+    }
+}
+
 /// How the host tells time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Clock {
@@ -56,6 +68,12 @@ pub(crate) struct Parked {
     pub(crate) status: WaitStatus,
     /// A fatal signal ends this wait.
     pub(crate) killable: bool,
+    /// The wait has no deadline of its own.
+    pub(crate) unbounded: bool,
+    /// When the wait began (host clock, ns).
+    pub(crate) since: Time,
+    /// The watchdog has reported it.
+    pub(crate) reported: bool,
 }
 
 /// Everything behind the host's mutex.
@@ -81,9 +99,15 @@ pub(crate) struct State {
     vclock: Time,
     /// Scenario open files and completions.
     pub(crate) acts: modkit_sim::actions::ActionState,
+    /// [`Host::shutdown`] has run: code and values are gone, loads are refused.
+    pub(crate) shut_down: bool,
+    /// Deadlines and the watchdog (crate::watchdog).
+    pub(crate) guard: crate::watchdog::Guard,
 }
 
 pub(crate) struct Shared {
+    /// Distinguishes hosts in thread-local records (crate::threadtask).
+    pub(crate) id: u64,
     pub(crate) state: Mutex<State>,
     cv: Condvar,
     start: Instant,
@@ -110,6 +134,7 @@ impl Host {
         let n = k.db.len();
         Host {
             shared: Arc::new(Shared {
+                id: NEXT_HOST_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 state: Mutex::new(State {
                     k,
                     code: vec![None; n],
@@ -123,6 +148,8 @@ impl Host {
                     horizon_hit: false,
                     vclock: 0,
                     acts: Default::default(),
+                    shut_down: false,
+                    guard: Default::default(),
                 }),
                 cv: Condvar::new(),
                 start: Instant::now(),
@@ -137,7 +164,7 @@ impl Host {
         self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn now(&self, st: &State) -> Time {
+    pub(crate) fn now(&self, st: &State) -> Time {
         match self.shared.clock {
             Clock::Real => {
                 let t = self.shared.start.elapsed().as_nanos() as Time;
@@ -154,8 +181,7 @@ impl Host {
 
     /// Registers a new task that is running on the calling thread or one about to start.
     pub(crate) fn new_task(&self, st: &mut State, label: &str) -> TaskId {
-        let id = st.next_task;
-        st.next_task += 1;
+        let id = st.alloc_task_id();
         st.k.waits.set_label(id, label.to_string());
         st.runnable += 1;
         id
@@ -233,6 +259,17 @@ impl Host {
         if killable && st.k.fatal_signal_pending(task) {
             return (st, Some(Resume::Killed));
         }
+        // A host operation's deadline (crate::watchdog) ends the killable waits of its task.
+        let op_deadline = if killable && self.shared.clock == Clock::Real {
+            st.guard.deadline_of(task)
+        } else {
+            None
+        };
+        if op_deadline.is_some_and(|d| self.now(&st) >= d) {
+            self.expire(&mut st, task, &info);
+            return (st, Some(Resume::Killed));
+        }
+        let since = self.now(&st);
         st.parked.insert(
             task,
             Parked {
@@ -240,8 +277,12 @@ impl Host {
                 deadline: info.deadline,
                 status: WaitStatus::Waiting,
                 killable,
+                unbounded: info.deadline.is_none(),
+                since,
+                reported: false,
             },
         );
+        let wait_info = info.clone();
         let deadline = info.deadline;
         st.k.waits.begin(task, info);
         st.runnable -= 1;
@@ -257,9 +298,25 @@ impl Host {
             if st.stalled {
                 break None;
             }
-            match (self.shared.clock, deadline) {
+            let wake_at = match (deadline, op_deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            match (self.shared.clock, wake_at) {
                 (Clock::Real, Some(d)) => {
                     let now = self.now(&st);
+                    let op_first = match (op_deadline, deadline) {
+                        (Some(o), Some(w)) => o < w,
+                        (Some(_), None) => true,
+                        _ => false,
+                    };
+                    if op_first && op_deadline.is_some_and(|o| now >= o) {
+                        // The operation's deadline came first: end the wait as SIGKILL
+                        // would, and say which chain it was stuck in.
+                        self.expire(&mut st, task, &wait_info);
+                        st.runnable += 1;
+                        break Some(Resume::Killed);
+                    }
                     if now >= d {
                         if let Some(p) = st.parked.get_mut(&task) {
                             p.status = WaitStatus::TimedOut;
