@@ -110,6 +110,9 @@ struct ActionFrame {
     deadline: Option<Time>,
     /// The init step this list is the run or undo of.
     step: usize,
+    /// The preemption point before action `pc` (or before the list's end) was taken (see
+    /// [`Sim::preempt`]).
+    yielded: bool,
 }
 
 /// Why a task exists: the action of module code that started it (a request_module's
@@ -147,6 +150,12 @@ struct Task {
     /// The wait it is parked in ends on SIGKILL (modkit_core::signal).
     killable: bool,
     cause: Option<Rc<Cause>>,
+    /// The quiet modprobe's target that a `kill_modprobe` event names, for as long as the
+    /// task lives (also between its procedure's end and its exit).
+    modprobe_of: Option<String>,
+    /// The task's code has ended with this outcome and the task exits at its next turn
+    /// (the preemption point before a task's exit, see [`Sim::preempt`]).
+    exiting: Option<Outcome>,
 }
 
 /// The result of one run.
@@ -201,6 +210,16 @@ pub struct Sim<'a> {
     stopped: bool,
     /// Called every [`PROGRESS_EVERY`] steps (see [`Sim::with_progress`]).
     progress: Option<ProgressFn<'a>>,
+    /// Zero-time code is preemptible (any seed but 0). The host runs module bodies, event
+    /// and work-item action lists outside its lock, taking it once per action, and ends a
+    /// task after its procedure returned: another thread can run at each of those points
+    /// even when no virtual time passes (as the kernel runs init and exit outside
+    /// module_mutex). With this set, a task yields at each such point: before every action
+    /// of an init or undo body and before the body returns to its procedure, between the
+    /// actions of an event or work item, and before it exits; it is queued again at the
+    /// same instant with a fresh tie-break, so that over seeds every same-instant order is
+    /// explored. Seed 0 never yields: zero-time code runs atomically, in file order.
+    preempt: bool,
 }
 
 /// A progress callback.
@@ -243,6 +262,8 @@ const R_WOKEN: u8 = 1;
 const R_TIMEOUT: u8 = 2;
 const R_EVENT: u8 = 3;
 const R_KILLED: u8 = 4;
+/// A preemption point: the task goes on where it yielded (see [`Sim::preempt`]).
+const R_YIELD: u8 = 5;
 
 /// The frame of an event's own action list.
 fn event_actions(list: Rc<[Action]>) -> Frame {
@@ -255,6 +276,7 @@ fn event_actions(list: Rc<[Action]>) -> Frame {
         first_err: None,
         deadline: None,
         step: 0,
+        yielded: false,
     })
 }
 
@@ -291,6 +313,7 @@ impl<'a> Sim<'a> {
             seen_states: HashMap::new(),
             stopped: false,
             progress: None,
+            preempt: seed != 0,
         };
         for (i, ev) in sc.events.iter().enumerate() {
             sim.results
@@ -345,6 +368,10 @@ impl<'a> Sim<'a> {
         let id = self.next_task;
         self.next_task += 1;
         self.k.waits.set_label(id, label.clone());
+        let modprobe_of = match frames.first() {
+            Some(Frame::Proc(Proc::Modprobe(m))) if m.quiet => Some(m.target.clone()),
+            _ => None,
+        };
         self.tasks.insert(
             id,
             Task {
@@ -355,6 +382,8 @@ impl<'a> Sim<'a> {
                 parked_on: None,
                 killable: false,
                 cause,
+                modprobe_of,
+                exiting: None,
             },
         );
         self.push(self.k.now, id, 0, R_START);
@@ -436,10 +465,7 @@ impl<'a> Sim<'a> {
             .iter()
             .filter(|(_, t)| match kind {
                 EventKind::Kill(_) => t.event.is_some() && t.event == target_event,
-                EventKind::KillModprobe(name) => matches!(
-                    t.frames.first(),
-                    Some(Frame::Proc(Proc::Modprobe(m))) if m.quiet && &m.target == name
-                ),
+                EventKind::KillModprobe(name) => t.modprobe_of.as_ref() == Some(name),
                 _ => false,
             })
             .map(|(&id, _)| id)
@@ -533,10 +559,16 @@ impl<'a> Sim<'a> {
                 R_WOKEN => Resume::Woken,
                 R_TIMEOUT => Resume::TimedOut,
                 R_KILLED => Resume::Killed,
+                // The action frame on top knows where it yielded; the resume is not used.
+                R_YIELD => Resume::Start,
                 _ => unreachable!(),
             };
             if t.parked_on.take().is_some() {
                 self.k.waits.end(task);
+            }
+            if let Some(o) = t.exiting {
+                self.task_done(task, o);
+                continue;
             }
             self.run_task(task, resume);
             if self.stopped {
@@ -707,7 +739,7 @@ impl<'a> Sim<'a> {
                 match f {
                     Frame::Proc(p) => p.describe(&self.k).hash(&mut th),
                     Frame::Actions(a) => {
-                        (a.module, a.pc, a.step, a.busy, a.kind as u8).hash(&mut th)
+                        (a.module, a.pc, a.step, a.busy, a.kind as u8, a.yielded).hash(&mut th)
                     }
                 }
             }
@@ -929,6 +961,7 @@ impl<'a> Sim<'a> {
                                     first_err: None,
                                     deadline: None,
                                     step,
+                                    yielded: false,
                                 }));
                             resume = Resume::Start;
                         }
@@ -949,7 +982,7 @@ impl<'a> Sim<'a> {
                             .push(Frame::Proc(p));
                         resume = Resume::Start;
                     }
-                    ActStep::Parked => return,
+                    ActStep::Parked | ActStep::Yielded => return,
                     ActStep::End(end) => {
                         self.tasks.get_mut(&tid).expect("task").frames.pop();
                         match self.finish_frame(tid, end) {
@@ -971,7 +1004,16 @@ impl<'a> Sim<'a> {
                 FrameEnd::Body(BodyResult::Fail(e)) => Outcome::Err(e),
                 FrameEnd::Body(_) => Outcome::Ok,
             };
-            self.task_done(tid, o);
+            if self.preempt {
+                // The host ends a task after its code returned, under a new lock: others
+                // may run in between.
+                let t = self.tasks.get_mut(&tid).expect("task");
+                t.exiting = Some(o);
+                let token = t.token;
+                self.push(self.k.now, tid, token, R_YIELD);
+            } else {
+                self.task_done(tid, o);
+            }
             return None;
         }
         Some(match end {
@@ -1067,6 +1109,13 @@ impl<'a> Sim<'a> {
                 resume = Resume::Start;
                 continue;
             }
+            if self.preempt && !f.yielded && self.preemption_point(f) {
+                f.yielded = true;
+                let token = self.tasks.get(&tid).expect("task").token;
+                self.push(self.k.now, tid, token, R_YIELD);
+                return ActStep::Yielded;
+            }
+            f.yielded = false;
             if f.pc >= f.list.len() {
                 return ActStep::End(match f.kind {
                     ListKind::Init | ListKind::Undo => FrameEnd::Body(BodyResult::Ok),
@@ -1124,6 +1173,7 @@ impl<'a> Sim<'a> {
                         first_err: None,
                         deadline: None,
                         step: 0,
+                        yielded: false,
                     });
                     self.spawn_task(vec![frame], label, None, cause);
                     Outcome::Ok
@@ -1167,6 +1217,16 @@ impl<'a> Sim<'a> {
             true,
         );
         ActStep::Parked
+    }
+
+    /// Whether another task may run before `f` goes on at its `pc` (see [`Sim::preempt`]):
+    /// before each action of a body and before its end; between the actions of an event or
+    /// a work item (its start follows the task's own start, its end the task's exit).
+    fn preemption_point(&self, f: &ActionFrame) -> bool {
+        match f.kind {
+            ListKind::Init | ListKind::Undo => true,
+            ListKind::Event | ListKind::Work => f.pc > 0 && f.pc < f.list.len(),
+        }
     }
 
     /// Applies an action's outcome; returns the frame's end when it stops here.
@@ -1254,6 +1314,8 @@ enum FrameEnd {
 
 enum ActStep {
     Parked,
+    /// At a preemption point: queued again at the same instant.
+    Yielded,
     End(FrameEnd),
     Push(Proc),
 }
