@@ -7,7 +7,7 @@
 //! any schedule must be one the simulator gives under some seed.
 //!
 //! Run with `cargo test -p modkit --release --features shuttle --test host_schedules`.
-//! `MODKIT_DIFF_CASES` (default 40) sets the number of random zero-time scenarios,
+//! `MODKIT_DIFF_CASES` (default 200) sets the number of random zero-time scenarios,
 //! `MODKIT_DIFF_SEED` the generator's seed (default 1).
 
 use std::collections::BTreeSet;
@@ -212,7 +212,7 @@ fn random_zero_time_scenarios_under_host_schedules() {
     let cases: u64 = std::env::var("MODKIT_DIFF_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(40);
+        .unwrap_or(200);
     let seed: u64 = std::env::var("MODKIT_DIFF_SEED")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -130,6 +130,7 @@ fn random_scenarios_agree_on_host_and_simulator() {
     let cases = env_u64("MODKIT_DIFF_CASES", 150);
     let mut rng = ChaCha8Rng::seed_from_u64(env_u64("MODKIT_DIFF_SEED", 1));
     let (mut same, mut covered, mut zero_time_races, mut most_seeds) = (0u64, 0u64, 0u64, 0);
+    let mut livelocks = 0u64;
     let mut divergences = Vec::new();
     for case in 0..cases {
         let zero_time = case % 2 == 1;
@@ -150,6 +151,12 @@ fn random_scenarios_agree_on_host_and_simulator() {
             "case {case} under {policy}: {:?}\n{text}",
             host.kernel.violations
         );
+        livelocks += u64::from(
+            host.kernel
+                .diagnostics
+                .iter()
+                .any(|d| d.kind.name() == "livelock"),
+        );
         match judge(&sc, p, &host) {
             Verdict::Same => same += 1,
             Verdict::Covered { seeds } => {
@@ -165,7 +172,7 @@ fn random_scenarios_agree_on_host_and_simulator() {
         }
     }
     eprintln!(
-        "random differential: {cases} scenarios compared, {same} with one outcome under every seed, {covered} seed-dependent (host gave one of the simulator's outcomes; {zero_time_races} of them from the zero-time generator; found within {most_seeds} seeds), {} diverged",
+        "random differential: {cases} scenarios compared, {same} with one outcome under every seed, {covered} seed-dependent (host gave one of the simulator's outcomes; {zero_time_races} of them from the zero-time generator; found within {most_seeds} seeds), {} diverged; {livelocks} stopped as livelocks (compared only on the livelock)",
         divergences.len()
     );
     assert!(divergences.is_empty(), "{}", divergences.join("\n\n"));

@@ -8,10 +8,22 @@ use modkit_sim::report::module_table;
 use modkit_sim::{Scenario, Sim};
 
 /// What must agree between drivers: final module table (with init counts), sorted event
-/// results, kinds of diagnostics, virtual end time. A run stopped as a livelock ends
-/// mid-way: which threads had finished at the instant it was cut is not part of the
-/// contract (the host stops at the simulator's instant), so its results are left out.
+/// results, kinds of diagnostics, virtual end time.
+///
+/// A run stopped as a livelock is the exception: the host cannot see a livelock itself (its
+/// threads would loop for ever), so it is stopped at the instant the simulator (seed 0)
+/// found one and copies that diagnostic; where it stands at that instant (init counts,
+/// results, diagnostics raised so far) depends on how its threads ran until then. Such a
+/// run's outcome is only that a livelock was found, and of which module.
 pub fn summary(r: &modkit_sim::Run) -> String {
+    if let Some(d) = r
+        .kernel
+        .diagnostics
+        .iter()
+        .find(|d| d.kind.name() == "livelock")
+    {
+        return format!("livelock of {:?}", d.module);
+    }
     let mut results: Vec<(String, Vec<String>)> = r
         .results
         .iter()
@@ -22,13 +34,6 @@ pub fn summary(r: &modkit_sim::Run) -> String {
         })
         .collect();
     results.sort();
-    if r.kernel
-        .diagnostics
-        .iter()
-        .any(|d| d.kind.name() == "livelock")
-    {
-        results.clear();
-    }
     let mut kinds: Vec<&str> = r.kernel.diagnostics.iter().map(|d| d.kind.name()).collect();
     kinds.sort();
     kinds.dedup();
