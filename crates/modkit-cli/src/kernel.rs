@@ -270,10 +270,14 @@ pub fn compare(
                 continue;
             }
         };
-        let host = Observed::from_run(
-            &modkit::scenario::run_scenario(&sc, policy, sc.seed),
-            &format!("host {policy}"),
-        );
+        let host = match modkit::scenario::run_scenario(&sc, policy, sc.seed) {
+            Ok(r) => Observed::from_run(&r, &format!("host {policy}")),
+            Err(e) => {
+                outln!("ERROR {e}");
+                errors += 1;
+                continue;
+            }
+        };
         let diffs = differences(&sim, &real);
         let host_diffs: Vec<_> = differences(&sim, &host)
             .into_iter()

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use modkit_core::Policy;
 use modkit_sim::observed::Observed;
-use modkit_sim::{Run, Scenario, SimError};
+use modkit_sim::{Run, Scenario};
 
 mod heap;
 mod kernel;
@@ -28,9 +28,13 @@ enum Driver {
     Kernel,
 }
 
-fn run(sc: &Scenario, policy: Policy, seed: u64, driver: Driver) -> Result<Run, SimError> {
+/// A run's failure: the simulator's ([`modkit_sim::SimError`]) or the host driver's
+/// ([`modkit::scenario::ScenarioError`]).
+type RunError = Box<dyn std::error::Error>;
+
+fn run(sc: &Scenario, policy: Policy, seed: u64, driver: Driver) -> Result<Run, RunError> {
     match driver {
-        Driver::Host => Ok(modkit::scenario::run_scenario(sc, policy, seed)),
+        Driver::Host => Ok(modkit::scenario::run_scenario(sc, policy, seed)?),
         Driver::Sim | Driver::Kernel => {
             let mut line = ProgressLine::new(&sc.file);
             let run = modkit_sim::Sim::new(sc, policy, seed)
@@ -38,7 +42,7 @@ fn run(sc: &Scenario, policy: Policy, seed: u64, driver: Driver) -> Result<Run, 
                 .with_progress(|p| line.show(p))
                 .run();
             line.finish();
-            run
+            Ok(run?)
         }
     }
 }

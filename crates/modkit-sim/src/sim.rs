@@ -110,6 +110,9 @@ struct ActionFrame {
     deadline: Option<Time>,
     /// The init step this list is the run or undo of.
     step: usize,
+    /// The preemption point before action `pc` (or before the list's end) was taken (see
+    /// [`Sim::preempt`]).
+    yielded: bool,
 }
 
 /// Why a task exists: the action of module code that started it (a request_module's
@@ -147,6 +150,12 @@ struct Task {
     /// The wait it is parked in ends on SIGKILL (modkit_core::signal).
     killable: bool,
     cause: Option<Rc<Cause>>,
+    /// The quiet modprobe's target that a `kill_modprobe` event names, for as long as the
+    /// task lives (also between its procedure's end and its exit).
+    modprobe_of: Option<String>,
+    /// The task's code has ended with this outcome and the task exits at its next turn
+    /// (the preemption point before a task's exit, see [`Sim::preempt`]).
+    exiting: Option<Outcome>,
 }
 
 /// The result of one run.
@@ -179,7 +188,9 @@ pub struct Sim<'a> {
     /// (waking them would only make them wait again), and once it holds they are woken one
     /// after another: each woken waiter wakes the next before it runs, with the sequence
     /// number reserved when the wake was delivered, so the order is that of waking them
-    /// all; a waiter that finds the wait no longer settled goes back without running.
+    /// all (under seed 0 the order they parked in; under any other seed a random one, as
+    /// their tie-breaks would give); a waiter that finds the wait no longer settled goes
+    /// back without running.
     dup_waiters: HashMap<ModId, VecDeque<(TaskId, u64)>>,
     /// The wakes delivered to `dup_waiters` and not yet run, per module.
     chains: HashMap<ModId, DupChain>,
@@ -201,6 +212,16 @@ pub struct Sim<'a> {
     stopped: bool,
     /// Called every [`PROGRESS_EVERY`] steps (see [`Sim::with_progress`]).
     progress: Option<ProgressFn<'a>>,
+    /// Zero-time code is preemptible (any seed but 0). The host runs module bodies, event
+    /// and work-item action lists outside its lock, taking it once per action, and ends a
+    /// task after its procedure returned: another thread can run at each of those points
+    /// even when no virtual time passes (as the kernel runs init and exit outside
+    /// module_mutex). With this set, a task yields at each such point: before every action
+    /// of an init or undo body and before the body returns to its procedure, between the
+    /// actions of an event or work item, and before it exits; it is queued again at the
+    /// same instant with a fresh tie-break, so that over seeds every same-instant order is
+    /// explored. Seed 0 never yields: zero-time code runs atomically, in file order.
+    preempt: bool,
 }
 
 /// A progress callback.
@@ -243,6 +264,8 @@ const R_WOKEN: u8 = 1;
 const R_TIMEOUT: u8 = 2;
 const R_EVENT: u8 = 3;
 const R_KILLED: u8 = 4;
+/// A preemption point: the task goes on where it yielded (see [`Sim::preempt`]).
+const R_YIELD: u8 = 5;
 
 /// The frame of an event's own action list.
 fn event_actions(list: Rc<[Action]>) -> Frame {
@@ -255,6 +278,7 @@ fn event_actions(list: Rc<[Action]>) -> Frame {
         first_err: None,
         deadline: None,
         step: 0,
+        yielded: false,
     })
 }
 
@@ -291,6 +315,7 @@ impl<'a> Sim<'a> {
             seen_states: HashMap::new(),
             stopped: false,
             progress: None,
+            preempt: seed != 0,
         };
         for (i, ev) in sc.events.iter().enumerate() {
             sim.results
@@ -345,6 +370,10 @@ impl<'a> Sim<'a> {
         let id = self.next_task;
         self.next_task += 1;
         self.k.waits.set_label(id, label.clone());
+        let modprobe_of = match frames.first() {
+            Some(Frame::Proc(Proc::Modprobe(m))) if m.quiet => Some(m.target.clone()),
+            _ => None,
+        };
         self.tasks.insert(
             id,
             Task {
@@ -355,6 +384,8 @@ impl<'a> Sim<'a> {
                 parked_on: None,
                 killable: false,
                 cause,
+                modprobe_of,
+                exiting: None,
             },
         );
         self.push(self.k.now, id, 0, R_START);
@@ -436,10 +467,7 @@ impl<'a> Sim<'a> {
             .iter()
             .filter(|(_, t)| match kind {
                 EventKind::Kill(_) => t.event.is_some() && t.event == target_event,
-                EventKind::KillModprobe(name) => matches!(
-                    t.frames.first(),
-                    Some(Frame::Proc(Proc::Modprobe(m))) if m.quiet && &m.target == name
-                ),
+                EventKind::KillModprobe(name) => t.modprobe_of.as_ref() == Some(name),
                 _ => false,
             })
             .map(|(&id, _)| id)
@@ -533,10 +561,16 @@ impl<'a> Sim<'a> {
                 R_WOKEN => Resume::Woken,
                 R_TIMEOUT => Resume::TimedOut,
                 R_KILLED => Resume::Killed,
+                // The action frame on top knows where it yielded; the resume is not used.
+                R_YIELD => Resume::Start,
                 _ => unreachable!(),
             };
             if t.parked_on.take().is_some() {
                 self.k.waits.end(task);
+            }
+            if let Some(o) = t.exiting {
+                self.task_done(task, o);
+                continue;
             }
             self.run_task(task, resume);
             if self.stopped {
@@ -707,7 +741,7 @@ impl<'a> Sim<'a> {
                 match f {
                     Frame::Proc(p) => p.describe(&self.k).hash(&mut th),
                     Frame::Actions(a) => {
-                        (a.module, a.pc, a.step, a.busy, a.kind as u8).hash(&mut th)
+                        (a.module, a.pc, a.step, a.busy, a.kind as u8, a.yielded).hash(&mut th)
                     }
                 }
             }
@@ -781,8 +815,17 @@ impl<'a> Sim<'a> {
                 self.chains.remove(&m);
                 return;
             };
-            let Some((tid, token)) = self.dup_waiters.get_mut(&m).and_then(|q| q.pop_front())
-            else {
+            // Woken all at once, the waiters would run in the order of their tie-breaks:
+            // file order under seed 0, a random one under any other seed (on the host,
+            // whichever thread takes the mutex first).
+            let rng = self.rng.as_mut();
+            let Some((tid, token)) = self.dup_waiters.get_mut(&m).and_then(|q| match rng {
+                Some(r) if q.len() > 1 => {
+                    let i = (r.next_u64() % q.len() as u64) as usize;
+                    q.swap_remove_back(i)
+                }
+                _ => q.pop_front(),
+            }) else {
                 self.chains.remove(&m);
                 return;
             };
@@ -929,6 +972,7 @@ impl<'a> Sim<'a> {
                                     first_err: None,
                                     deadline: None,
                                     step,
+                                    yielded: false,
                                 }));
                             resume = Resume::Start;
                         }
@@ -949,7 +993,7 @@ impl<'a> Sim<'a> {
                             .push(Frame::Proc(p));
                         resume = Resume::Start;
                     }
-                    ActStep::Parked => return,
+                    ActStep::Parked | ActStep::Yielded => return,
                     ActStep::End(end) => {
                         self.tasks.get_mut(&tid).expect("task").frames.pop();
                         match self.finish_frame(tid, end) {
@@ -971,7 +1015,16 @@ impl<'a> Sim<'a> {
                 FrameEnd::Body(BodyResult::Fail(e)) => Outcome::Err(e),
                 FrameEnd::Body(_) => Outcome::Ok,
             };
-            self.task_done(tid, o);
+            if self.preempt {
+                // The host ends a task after its code returned, under a new lock: others
+                // may run in between.
+                let t = self.tasks.get_mut(&tid).expect("task");
+                t.exiting = Some(o);
+                let token = t.token;
+                self.push(self.k.now, tid, token, R_YIELD);
+            } else {
+                self.task_done(tid, o);
+            }
             return None;
         }
         Some(match end {
@@ -1063,6 +1116,13 @@ impl<'a> Sim<'a> {
                 resume = Resume::Start;
                 continue;
             }
+            if self.preempt && !f.yielded && self.preemption_point(f) {
+                f.yielded = true;
+                let token = self.tasks.get(&tid).expect("task").token;
+                self.push(self.k.now, tid, token, R_YIELD);
+                return ActStep::Yielded;
+            }
+            f.yielded = false;
             if f.pc >= f.list.len() {
                 return ActStep::End(match f.kind {
                     ListKind::Init | ListKind::Undo => FrameEnd::Body(BodyResult::Ok),
@@ -1127,6 +1187,7 @@ impl<'a> Sim<'a> {
                         first_err: None,
                         deadline: None,
                         step: 0,
+                        yielded: false,
                     });
                     self.spawn_task(vec![frame], label, None, cause);
                     Outcome::Ok
@@ -1170,6 +1231,16 @@ impl<'a> Sim<'a> {
             true,
         );
         ActStep::Parked
+    }
+
+    /// Whether another task may run before `f` goes on at its `pc` (see [`Sim::preempt`]):
+    /// before each action of a body and before its end; between the actions of an event or
+    /// a work item (its start follows the task's own start, its end the task's exit).
+    fn preemption_point(&self, f: &ActionFrame) -> bool {
+        match f.kind {
+            ListKind::Init | ListKind::Undo => true,
+            ListKind::Event | ListKind::Work => f.pc > 0 && f.pc < f.list.len(),
+        }
     }
 
     /// Applies an action's outcome; returns the frame's end when it stops here.
@@ -1257,6 +1328,8 @@ enum FrameEnd {
 
 enum ActStep {
     Parked,
+    /// At a preemption point: queued again at the same instant.
+    Yielded,
     End(FrameEnd),
     Push(Proc),
 }
@@ -1276,6 +1349,25 @@ mod tests {
         let e = Sim::new(&sc, Policy::Modkit, 0).run().unwrap_err();
         assert!(matches!(e, SimError::TimeLimit { .. }), "{e}");
         assert!(e.to_string().contains("about 317 years"), "{e}");
+    }
+
+    /// Issue 9 item 8: an init that fails at once takes no virtual time, yet on real threads
+    /// (and in the kernel, which runs init outside module_mutex) a second modprobe can find
+    /// the module still COMING. Seed 0 keeps zero-time code atomic; other seeds preempt it,
+    /// so over seeds both orders come out.
+    #[test]
+    fn zero_time_bodies_are_preempted_under_seeds_other_than_0() {
+        let text = "[[module]]\nname = \"m\"\n[[module.init]]\nstep = \"s\"\nrun = [{ fail = \"ENODEV\" }]\n\n[[event]]\nid = \"a\"\nthreads = 2\nmodprobe = \"m\"\n";
+        let sc = crate::parse("t.toml", text).unwrap();
+        let p: Policy = "linux-6.2".parse().unwrap();
+        let inits = |seed| Sim::new(&sc, p, seed).run().unwrap().kernel.init_calls[0];
+        assert_eq!(inits(0), 2, "seed 0: atomic, the second load starts afresh");
+        let seen: std::collections::BTreeSet<u32> = (1..16).map(inits).collect();
+        assert_eq!(
+            seen,
+            [1, 2].into(),
+            "the second load also finds the first COMING"
+        );
     }
 
     #[test]

@@ -103,6 +103,10 @@ pub(crate) struct State {
     pub(crate) shut_down: bool,
     /// Deadlines and the watchdog (crate::watchdog).
     pub(crate) guard: crate::watchdog::Guard,
+    /// OS threads the host has started and that have not ended (see [`thread_limit`]).
+    pub(crate) threads_live: usize,
+    /// A thread could not be started because [`thread_limit`] threads were live.
+    pub(crate) thread_limit_hit: bool,
 }
 
 pub(crate) struct Shared {
@@ -150,6 +154,8 @@ impl Host {
                     acts: Default::default(),
                     shut_down: false,
                     guard: Default::default(),
+                    threads_live: 0,
+                    thread_limit_hit: false,
                 }),
                 cv: Condvar::new(),
                 start: Instant::now(),
@@ -426,9 +432,16 @@ impl Host {
                         }
                     }
                     let h = self.clone();
-                    let spawned = thread::Builder::new()
-                        .name(format!("modkit-{child}"))
-                        .spawn(move || h.run_task(child, *proc));
+                    let spawned = match self.reserve_thread(&mut st) {
+                        Some(slot) => thread::Builder::new()
+                            .name(format!("modkit-{child}"))
+                            .spawn(move || {
+                                let _slot = slot;
+                                h.run_task(child, *proc)
+                            })
+                            .map(drop),
+                        None => Err(std::io::Error::other("thread limit")),
+                    };
                     if spawned.is_err() {
                         st.runnable -= 1;
                         st.k.task_exit(child, Outcome::Err(Errno::ENOMEM));
@@ -437,6 +450,25 @@ impl Host {
                 }
             }
         }
+    }
+
+    /// Reserves one of the [`thread_limit`] OS threads for a thread about to start; the
+    /// slot is given back when the returned guard drops (move it into the thread). `None`
+    /// at the limit: the caller treats it as a failed spawn, and the limit is recorded
+    /// (`thread_limit_hit`) so that a scenario run can report it.
+    pub(crate) fn reserve_thread(&self, st: &mut State) -> Option<ThreadSlot> {
+        if st.threads_live >= thread_limit() {
+            if !st.thread_limit_hit {
+                tracing::warn!(
+                    limit = thread_limit(),
+                    "the host is at its limit of OS threads: a thread was not started"
+                );
+            }
+            st.thread_limit_hit = true;
+            return None;
+        }
+        st.threads_live += 1;
+        Some(ThreadSlot { host: self.clone() })
     }
 
     /// A thread's whole life: drive the procedure, then end the task.
@@ -517,6 +549,33 @@ impl Host {
         r
     }
 
+    /// As [`Host::wait_on`], but `Err(())` without waiting when `done` holds: the check and
+    /// the wait are one step under the lock, so a wake between them cannot be lost.
+    pub(crate) fn wait_on_unless(
+        &self,
+        task: TaskId,
+        key: WaitKey,
+        reason: String,
+        deadline: Option<Time>,
+        killable: bool,
+        done: impl Fn(&State) -> bool,
+    ) -> Result<Option<Resume>, ()> {
+        let mut st = self.lock();
+        if done(&st) {
+            return Err(());
+        }
+        self.tick(&mut st);
+        let deadline = deadline.map(|d| d.max(st.k.now));
+        let info = WaitInfo {
+            key,
+            reason,
+            target: None,
+            deadline,
+        };
+        let (_g, r) = self.park(st, task, info, killable);
+        Ok(r)
+    }
+
     /// Adds (or removes) a runnable token: a scenario's setup holds one while it spawns
     /// its threads so that the clock cannot move before all of them are counted.
     pub(crate) fn hold(&self, on: bool) {
@@ -554,6 +613,39 @@ impl Host {
     pub fn now_ns(&self) -> u64 {
         let st = self.lock();
         self.now(&st)
+    }
+}
+
+/// The most OS threads a host runs at once: every scenario actor and every modprobe that
+/// `request_module` starts is a thread, and each one costs the process about four memory
+/// mappings (stack, guard page, signal stack and its guard). Past the kernel's
+/// `vm.max_map_count` (65,530 by default) the standard library cannot set up a new thread's
+/// guard stack and aborts the whole process, so the host stops well short of it:
+/// [`HOST_THREAD_CAP`], or `vm.max_map_count / 5` when that is lower.
+pub fn thread_limit() -> usize {
+    static LIMIT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        let maps = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .unwrap_or(65_530);
+        HOST_THREAD_CAP.min(maps / 5).max(64)
+    })
+}
+
+/// The cap of [`thread_limit`] (on a system with the default `vm.max_map_count`, the
+/// limit itself).
+pub const HOST_THREAD_CAP: usize = 10_000;
+
+/// One of the host's [`thread_limit`] OS threads, given back on drop.
+pub(crate) struct ThreadSlot {
+    host: Host,
+}
+
+impl Drop for ThreadSlot {
+    fn drop(&mut self) {
+        let mut st = self.host.lock();
+        st.threads_live -= 1;
     }
 }
 

@@ -123,16 +123,23 @@ fn run_actions(
                 let h = host.clone();
                 let list = list.clone();
                 let holder = holder.to_string();
-                let spawned = crate::sync::thread::Builder::new().spawn(move || {
-                    let end = run_actions(&h, child, module, &holder, &list, false);
-                    let o = match end {
-                        End::Stalled => None,
-                        End::Failed(o) => Some(o),
-                        _ => Some(Outcome::Ok),
-                    };
-                    let mut st = h.lock();
-                    h.finish_task(&mut st, child, o);
-                });
+                let slot = host.reserve_thread(&mut host.lock());
+                let spawned = match slot {
+                    Some(slot) => crate::sync::thread::Builder::new()
+                        .spawn(move || {
+                            let _slot = slot;
+                            let end = run_actions(&h, child, module, &holder, &list, false);
+                            let o = match end {
+                                End::Stalled => None,
+                                End::Failed(o) => Some(o),
+                                _ => Some(Outcome::Ok),
+                            };
+                            let mut st = h.lock();
+                            h.finish_task(&mut st, child, o);
+                        })
+                        .map(drop),
+                    None => Err(std::io::Error::other("thread limit")),
+                };
                 match spawned {
                     Ok(_) => Outcome::Ok,
                     Err(_) => {
@@ -145,28 +152,31 @@ fn run_actions(
             Action::WaitFor { name, timeout } => {
                 let deadline = timeout.map(|t| host.now_ns() + t);
                 loop {
-                    if host.lock().acts.completions.contains(name) {
-                        break Outcome::Ok;
-                    }
                     let reason = format!("wait_for_completion({name})");
-                    // wait_for_completion_killable(): SIGKILL gives -ERESTARTSYS.
+                    // wait_for_completion_killable(): SIGKILL gives -ERESTARTSYS. The check
+                    // and the wait are one step under the lock, or a `complete` in between
+                    // would wake nobody (the simulator does both at once too).
                     let key = WaitKey::Completion(name.clone());
-                    match host.wait_on(task, key, reason, deadline, true) {
-                        None => return End::Stalled,
-                        Some(Resume::Killed) => break Outcome::Err(Errno::ERESTARTSYS),
-                        Some(Resume::TimedOut) => {
-                            if host.lock().acts.completions.contains(name) {
-                                break Outcome::Ok;
+                    let done = |st: &State| st.acts.completions.contains(name);
+                    match host.wait_on_unless(task, key, reason, deadline, true, done) {
+                        Err(()) => break Outcome::Ok,
+                        Ok(None) => return End::Stalled,
+                        Ok(Some(r)) => match r {
+                            Resume::Killed => break Outcome::Err(Errno::ERESTARTSYS),
+                            Resume::TimedOut => {
+                                if host.lock().acts.completions.contains(name) {
+                                    break Outcome::Ok;
+                                }
+                                let mut st = host.lock();
+                                let msg = format!(
+                                    "{holder} gave up waiting for completion {name} after {}",
+                                    modkit_sim::duration::format_duration(timeout.unwrap_or(0))
+                                );
+                                st.k.diagnose(DiagKind::Timeout, module, msg, Vec::new(), None);
+                                break Outcome::Err(Errno::ETIME);
                             }
-                            let mut st = host.lock();
-                            let msg = format!(
-                                "{holder} gave up waiting for completion {name} after {}",
-                                modkit_sim::duration::format_duration(timeout.unwrap_or(0))
-                            );
-                            st.k.diagnose(DiagKind::Timeout, module, msg, Vec::new(), None);
-                            break Outcome::Err(Errno::ETIME);
-                        }
-                        Some(_) => continue,
+                            _ => continue,
+                        },
                     }
                 }
             }
@@ -180,9 +190,45 @@ fn run_actions(
     End::Done
 }
 
+/// Why the host could not run a scenario.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScenarioError {
+    /// The events ask for more threads than the host can run at once.
+    #[error("{file}: the events ask for {asked} threads in all, more than the host driver's limit of {limit} OS threads at once (see modkit::thread_limit; the simulator takes up to 100000): use fewer threads, or run this scenario on the simulator")]
+    TooManyThreads {
+        /// Scenario file.
+        file: String,
+        /// Threads the events ask for.
+        asked: u64,
+        /// [`crate::thread_limit`].
+        limit: usize,
+    },
+    /// The run needed more OS threads at once than the host's limit (modprobes started by
+    /// `request_module` and work items are threads too); it was stopped.
+    #[error("{file}: the run needed more than the host driver's limit of {limit} OS threads at once (events' threads, the modprobes that request_module starts and work items; see modkit::thread_limit) and was stopped at {time} ns of virtual time: use fewer threads, or run this scenario on the simulator")]
+    ThreadLimit {
+        /// Scenario file.
+        file: String,
+        /// [`crate::thread_limit`].
+        limit: usize,
+        /// Virtual time when it stopped.
+        time: u64,
+    },
+}
+
 /// Runs a scenario on real threads under `policy`. Same-instant ties are real races, so
-/// `seed` is accepted for symmetry with the simulator and otherwise unused.
-pub fn run_scenario(sc: &Scenario, policy: Policy, _seed: u64) -> Run {
+/// `seed` is accepted for symmetry with the simulator and otherwise unused. Fails when the
+/// scenario needs more OS threads at once than [`crate::thread_limit`].
+pub fn run_scenario(sc: &Scenario, policy: Policy, _seed: u64) -> Result<Run, ScenarioError> {
+    let asked: u64 = sc.events.iter().map(|e| u64::from(e.threads)).sum();
+    let limit = crate::thread_limit();
+    if asked > limit as u64 {
+        return Err(ScenarioError::TooManyThreads {
+            file: sc.file.clone(),
+            asked,
+            limit,
+        });
+    }
     // A scenario that loops for ever (a failing init that requests itself again) would keep
     // real threads busy without end: the simulator finds such a livelock in a few steps,
     // so the host run is stopped at the instant the simulator stopped and reports the same
@@ -244,9 +290,15 @@ pub fn run_scenario(sc: &Scenario, policy: Policy, _seed: u64) -> Run {
                 host.new_task(&mut st, &label)
             };
             let (h, ev, results, db) = (host.clone(), ev.clone(), results.clone(), sc.db.clone());
+            let Some(slot) = host.reserve_thread(&mut host.lock()) else {
+                let mut st = host.lock();
+                host.finish_task(&mut st, task, None);
+                continue;
+            };
             let spawned = crate::sync::thread::Builder::new()
                 .name(label.clone())
                 .spawn(move || {
+                    let _slot = slot;
                     if ev.at > 0
                         && h.wait_on(
                             task,
@@ -340,10 +392,17 @@ pub fn run_scenario(sc: &Scenario, policy: Policy, _seed: u64) -> Run {
     }
     host.wait_idle();
     let end_time = host.vclock();
-    let (stalled, horizon_hit) = {
+    let (stalled, horizon_hit, limit_hit) = {
         let st = host.lock();
-        (st.stalled, st.horizon_hit)
+        (st.stalled, st.horizon_hit, st.thread_limit_hit)
     };
+    if limit_hit {
+        return Err(ScenarioError::ThreadLimit {
+            file: sc.file.clone(),
+            limit,
+            time: end_time,
+        });
+    }
     let mut kernel = host.take_kernel();
     if let (true, Some((_, mut d))) = (horizon_hit, livelock) {
         kernel.now = end_time;
@@ -355,11 +414,11 @@ pub fn run_scenario(sc: &Scenario, policy: Policy, _seed: u64) -> Run {
         modkit_sim::sim::report_stall(&mut kernel);
     }
     let results = std::mem::take(&mut *results.lock().unwrap_or_else(|e| e.into_inner()));
-    Run {
+    Ok(Run {
         kernel,
         end_time,
         results,
         event_order: sc.events.iter().map(|e| e.id.clone()).collect(),
         steps: 0,
-    }
+    })
 }

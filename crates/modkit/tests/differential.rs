@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use modkit::scenario::run_scenario;
 
 mod common;
-use common::summary;
-use modkit_sim::{check, Sim};
+use common::{judge, Verdict};
+use modkit_sim::check;
 
 fn scenario_files() -> Vec<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/scenarios");
@@ -25,7 +25,7 @@ fn host_driver_meets_every_expectation() {
     for f in scenario_files() {
         let sc = modkit_sim::load(&f).unwrap();
         for ex in &sc.expects {
-            let run = run_scenario(&sc, ex.policy, sc.seed);
+            let run = run_scenario(&sc, ex.policy, sc.seed).expect("the host runs it");
             let failures = check::compare(ex, &run);
             assert!(
                 failures.is_empty(),
@@ -38,40 +38,42 @@ fn host_driver_meets_every_expectation() {
     }
 }
 
-/// Where the simulator's outcome does not depend on how same-instant ties are ordered
-/// (checked over several seeds), the host must give exactly that outcome. Where it does
-/// (a real race, such as 100 simultaneous requests for 50 slots), the expectations above
-/// are the contract.
+/// The contract of docs/host-contract.md on every example: the host's outcome is one the
+/// simulator gives under some tie-break seed. Where every seed gives the same one, that
+/// is the host's; where it depends on the seed (a real race, such as 100 simultaneous
+/// requests for 50 slots), the host's must be among them, and the expectations above are
+/// the contract of the block.
 #[test]
 fn host_and_simulator_agree() {
-    let mut strict = 0;
+    let (mut same, mut covered, mut most_seeds) = (0, 0, 0);
     for f in scenario_files() {
         let sc = modkit_sim::load(&f).unwrap();
         let mut policies: Vec<_> = sc.expects.iter().map(|e| e.policy).collect();
         policies.dedup();
         for p in policies {
-            let sims: Vec<String> = (0..6)
-                .map(|seed| summary(&Sim::new(&sc, p, seed).run().unwrap()))
-                .collect();
-            let host = run_scenario(&sc, p, sc.seed);
+            let host = run_scenario(&sc, p, sc.seed).expect("the host runs it");
             assert!(
                 host.kernel.violations.is_empty(),
                 "{:?}",
                 host.kernel.violations
             );
-            if sims.iter().all(|s| *s == sims[0]) {
-                strict += 1;
-                assert_eq!(
-                    sims[0],
-                    summary(&host),
-                    "{} under {p}: host and simulator differ",
-                    f.display()
-                );
+            match judge(&sc, p, &host) {
+                Verdict::Same => same += 1,
+                Verdict::Covered { seeds } => {
+                    covered += 1;
+                    most_seeds = most_seeds.max(seeds);
+                }
+                Verdict::Diverged { sims, host } => panic!(
+                    "{} under {p}: the host's outcome is none of the simulator's\n--- host\n{host}\n--- simulator\n{}",
+                    f.display(),
+                    sims.into_iter().collect::<Vec<_>>().join("\n  or\n")
+                ),
             }
         }
     }
+    eprintln!("examples: {same} scenario/policy pairs with one outcome, {covered} seed-dependent (the host's found within {most_seeds} seeds)");
     assert!(
-        strict >= 15,
-        "only {strict} scenario/policy pairs were tie-order independent"
+        same >= 15,
+        "only {same} scenario/policy pairs were tie-order independent"
     );
 }

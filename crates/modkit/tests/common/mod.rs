@@ -1,12 +1,29 @@
-//! What the differential tests compare between the simulator and the host driver.
+//! What the differential tests compare between the simulator and the host driver, and how
+//! (the contract is written in docs/host-contract.md).
 
+use std::collections::BTreeSet;
+
+use modkit_core::Policy;
 use modkit_sim::report::module_table;
+use modkit_sim::{Scenario, Sim};
 
-/// What must agree between drivers: final module table, sorted event results, kinds of
-/// diagnostics, virtual end time. A run stopped as a livelock ends mid-way: which threads
-/// had finished at the instant it was cut is not part of the contract (the host stops at
-/// the simulator's instant), so its results are left out.
+/// What must agree between drivers: final module table (with init counts), sorted event
+/// results, kinds of diagnostics, virtual end time.
+///
+/// A run stopped as a livelock is the exception: the host cannot see a livelock itself (its
+/// threads would loop for ever), so it is stopped at the instant the simulator (seed 0)
+/// found one and copies that diagnostic; where it stands at that instant (init counts,
+/// results, diagnostics raised so far) depends on how its threads ran until then. Such a
+/// run's outcome is only that a livelock was found, and of which module.
 pub fn summary(r: &modkit_sim::Run) -> String {
+    if let Some(d) = r
+        .kernel
+        .diagnostics
+        .iter()
+        .find(|d| d.kind.name() == "livelock")
+    {
+        return format!("livelock of {:?}", d.module);
+    }
     let mut results: Vec<(String, Vec<String>)> = r
         .results
         .iter()
@@ -17,13 +34,6 @@ pub fn summary(r: &modkit_sim::Run) -> String {
         })
         .collect();
     results.sort();
-    if r.kernel
-        .diagnostics
-        .iter()
-        .any(|d| d.kind.name() == "livelock")
-    {
-        results.clear();
-    }
     let mut kinds: Vec<&str> = r.kernel.diagnostics.iter().map(|d| d.kind.name()).collect();
     kinds.sort();
     kinds.dedup();
@@ -32,4 +42,64 @@ pub fn summary(r: &modkit_sim::Run) -> String {
         module_table(&r.kernel),
         r.end_time
     )
+}
+
+/// Tie-break seeds every comparison runs first (0, the atomic file order, and 1..16, which
+/// also preempt zero-time code).
+pub const FIRST_SEEDS: u64 = 16;
+
+/// Seeds tried in all before a host outcome counts as one the simulator cannot give.
+pub const MAX_SEEDS: u64 = 1024;
+
+// host_schedules.rs compares sets of host outcomes itself and does not use these two.
+/// How a host run compares with the simulator's runs of the same scenario and policy.
+#[allow(dead_code)]
+#[derive(Debug)]
+pub enum Verdict {
+    /// Every seed tried gave one outcome, and the host gave it.
+    Same,
+    /// The simulator's outcome depends on the seed (a real race); the host gave one of
+    /// them (`seeds` seeds were run to find it).
+    Covered {
+        /// Seeds run.
+        seeds: u64,
+    },
+    /// The host's outcome is none the simulator gives under [`MAX_SEEDS`] seeds.
+    Diverged {
+        /// The simulator's distinct outcomes.
+        sims: BTreeSet<String>,
+        /// The host's.
+        host: String,
+    },
+}
+
+/// The contract of docs/host-contract.md: the host's outcome is one of the simulator's
+/// over tie-break seeds. Runs seeds `0..FIRST_SEEDS`, then more (up to [`MAX_SEEDS`]) while
+/// the host's outcome is not among them, so that a rare interleaving is looked for before
+/// a divergence is declared.
+#[allow(dead_code)]
+pub fn judge(sc: &Scenario, p: Policy, host: &modkit_sim::Run) -> Verdict {
+    let h = summary(host);
+    let mut sims = BTreeSet::new();
+    let mut seed = 0;
+    while seed < MAX_SEEDS {
+        let run = Sim::new(sc, p, seed).run().expect("the simulator finishes");
+        assert!(
+            run.kernel.violations.is_empty(),
+            "seed {seed}: {:?}",
+            run.kernel.violations
+        );
+        sims.insert(summary(&run));
+        seed += 1;
+        if seed >= FIRST_SEEDS && sims.contains(&h) {
+            break;
+        }
+    }
+    if !sims.contains(&h) {
+        Verdict::Diverged { sims, host: h }
+    } else if sims.len() == 1 {
+        Verdict::Same
+    } else {
+        Verdict::Covered { seeds: seed }
+    }
 }
