@@ -460,6 +460,13 @@ impl Modprobe {
     /// `kmod_module_probe_insert_module`: 0, a positive "stopped by blacklist" value, or
     /// `-errno`.
     pub fn probe_insert(&mut self, id: ModId, extra: Option<&str>) -> i32 {
+        // The requested module's lock record is noted first of all, before its state is
+        // read: an attempt that finishes after this point is one this run overlapped.
+        let mut target_lock = if self.s.dry_run {
+            None
+        } else {
+            ModuleLock::open(&self.ctx.get(id).name.clone())
+        };
         if !self.s.ignore_loaded && self.is_inkernel(id) {
             return if self.s.first_time { -libc::EEXIST } else { 0 };
         }
@@ -476,6 +483,8 @@ impl Modprobe {
         for m in list {
             let lock = if self.s.dry_run {
                 None
+            } else if m == id {
+                target_lock.take()
             } else {
                 ModuleLock::open(&self.ctx.get(m).name.clone())
             };
