@@ -7,8 +7,8 @@
 //! /proc/modules byte for byte (the load-address column masked: it differs between any
 //! two loads). In the same boot it runs the storms: 100 simultaneous `modprobe` of a
 //! module whose init fails after 50 ms, and of one that loads after 50 ms, with each tool
-//! set, counting inits (the module's own printk), `init_module`/`finit_module` calls
-//! (syscall tracepoints) and wall time.
+//! set twice (kmod, modkit, modkit, kmod), counting inits (the module's own printk),
+//! `init_module`/`finit_module` calls (syscall tracepoints) and wall time.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

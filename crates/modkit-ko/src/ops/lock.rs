@@ -56,13 +56,13 @@ pub struct ModuleLock {
     before: Record,
 }
 
-/// `flock(fd, LOCK_EX)`, retried on `EINTR`.
-fn flock_exclusive(f: &File) -> std::io::Result<()> {
+/// `flock(fd, op)`, retried on `EINTR`.
+fn flock(f: &File, op: libc::c_int) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     loop {
         // SAFETY: the descriptor is open for the duration of the call (borrowed `File`);
         // flock takes no pointers.
-        let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+        let r = unsafe { libc::flock(f.as_raw_fd(), op) };
         if r == 0 {
             return Ok(());
         }
@@ -117,23 +117,43 @@ impl ModuleLock {
         Some(ModuleLock { file, before })
     }
 
-    /// Waits for the lock.
+    /// Becomes the inserter, or waits for the one at work and adopts its outcome. The
+    /// inserter holds the lock exclusively; the others wait with a *shared* lock, which
+    /// the kernel grants to all of them at once when the inserter is done (one wake-up
+    /// each, instead of a queue of exclusive holders woken one by one).
     pub fn acquire(mut self) -> Acquired {
-        if flock_exclusive(&self.file).is_err() {
-            // Cannot lock: behave as the unlocked tool would.
-            return Acquired::Held(Held {
-                file: self.file,
-                seq: self.before.seq,
-            });
+        loop {
+            match flock(&self.file, libc::LOCK_EX | libc::LOCK_NB) {
+                Ok(()) => {
+                    let now = read_record(&mut self.file);
+                    if now.seq != self.before.seq {
+                        return Acquired::Adopt(now.errno);
+                    }
+                    return Acquired::Held(Held {
+                        file: self.file,
+                        seq: now.seq,
+                    });
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => {}
+                Err(_) => {
+                    // Cannot lock: behave as the unlocked tool would.
+                    return Acquired::Held(Held {
+                        file: self.file,
+                        seq: self.before.seq,
+                    });
+                }
+            }
+            if flock(&self.file, libc::LOCK_SH).is_ok() {
+                let now = read_record(&mut self.file);
+                let _ = flock(&self.file, libc::LOCK_UN);
+                if now.seq != self.before.seq {
+                    return Acquired::Adopt(now.errno);
+                }
+            }
+            // The holder was another run's shared wait (or one that did not finish):
+            // try again.
+            std::thread::yield_now();
         }
-        let now = read_record(&mut self.file);
-        if now.seq != self.before.seq {
-            return Acquired::Adopt(now.errno);
-        }
-        Acquired::Held(Held {
-            file: self.file,
-            seq: now.seq,
-        })
     }
 }
 
