@@ -222,8 +222,70 @@ enum Command {
     Depmod(modkit_ko::cli::DepmodArgs),
     /// kmod 30-compatible modinfo for module files, names or aliases.
     Modinfo(modkit_ko::cli::ModinfoArgs),
-    /// kmod 30-compatible modprobe, dry-run modes (--show-depends, --resolve-alias).
-    Modprobe(modkit_ko::cli::ModprobeArgs),
+    /// kmod 30-compatible modprobe: load or remove (-r) modules with their dependencies,
+    /// softdeps, modprobe.d and kernel command-line options; -n, -v, -q, -a, -c, -D, -R, -f,
+    /// --first-time (run `modkit modprobe -h` for all options).
+    #[command(disable_help_flag = true)]
+    Modprobe {
+        /// kmod's modprobe options and arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// kmod 30-compatible insmod: insert a module file with parameters.
+    #[command(disable_help_flag = true)]
+    Insmod {
+        /// kmod's insmod options and arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// kmod 30-compatible rmmod: remove modules (-f forces).
+    #[command(disable_help_flag = true)]
+    Rmmod {
+        /// kmod's rmmod options and arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// kmod 30-compatible lsmod: the loaded modules from /proc/modules and /sys/module.
+    #[command(disable_help_flag = true)]
+    Lsmod {
+        /// (lsmod takes no arguments.)
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+/// Runs a kmod tool on its raw command line (`tool` becomes argv[0]).
+fn run_kmod_tool(tool: &str, rest: &[String]) -> ExitCode {
+    let mut argv = vec![tool.to_string()];
+    argv.extend(rest.iter().cloned());
+    let code = modkit_ko::ops::run_tool(tool, &argv).unwrap_or(1);
+    ExitCode::from(code as u8)
+}
+
+/// The multicall front end: installed (or linked) as insmod, rmmod, lsmod, modprobe,
+/// modinfo or depmod, modkit acts as that tool, as kmod does; `modkit insmod ...` etc.
+/// run the same code with kmod's own option parsing. `None`: an ordinary modkit command.
+fn multicall() -> Option<ExitCode> {
+    let args: Vec<String> = std::env::args().collect();
+    let base = modkit_ko::ops::short_name(args.first()?);
+    if let Some(code) = modkit_ko::ops::run_tool(&base, &args) {
+        return Some(ExitCode::from(code as u8));
+    }
+    if base == "modinfo" || base == "depmod" {
+        let mut argv = vec!["modkit".to_string(), base.clone()];
+        argv.extend(args[1..].iter().cloned());
+        let cli = Cli::parse_from(argv);
+        return Some(match cli.command {
+            Command::Depmod(a) => ExitCode::from(modkit_ko::cli::run_depmod(&a) as u8),
+            Command::Modinfo(a) => ExitCode::from(modkit_ko::cli::run_modinfo(&a) as u8),
+            _ => ExitCode::from(1),
+        });
+    }
+    let sub = args.get(1)?;
+    if modkit_ko::ops::TOOLS.contains(&sub.as_str()) {
+        return Some(run_kmod_tool(sub, &args[2..]));
+    }
+    None
 }
 
 fn main() -> ExitCode {
@@ -231,6 +293,9 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
+    if let Some(code) = multicall() {
+        return code;
+    }
     let cli = Cli::parse();
     modkit_sim::set_memory_limit(cli.max_memory, heap::in_use);
     match cli.command {
@@ -292,7 +357,10 @@ fn main() -> ExitCode {
         } => kernel::compare(&files, &kernel, policy, check, keep.as_deref(), json),
         Command::Depmod(a) => ExitCode::from(modkit_ko::cli::run_depmod(&a) as u8),
         Command::Modinfo(a) => ExitCode::from(modkit_ko::cli::run_modinfo(&a) as u8),
-        Command::Modprobe(a) => ExitCode::from(modkit_ko::cli::run_modprobe(&a) as u8),
+        Command::Modprobe { args } => run_kmod_tool("modprobe", &args),
+        Command::Insmod { args } => run_kmod_tool("insmod", &args),
+        Command::Rmmod { args } => run_kmod_tool("rmmod", &args),
+        Command::Lsmod { args } => run_kmod_tool("lsmod", &args),
     }
 }
 

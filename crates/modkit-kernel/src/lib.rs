@@ -16,6 +16,7 @@ pub mod observe;
 pub mod plan;
 pub mod qemu;
 pub mod stackdump;
+pub mod toolcheck;
 
 pub use driver::{
     kernel_version, parse_upstream, run_scenario, KernelError, KernelOptions, KERNEL_TIME_TOLERANCE,

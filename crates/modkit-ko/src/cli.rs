@@ -222,7 +222,7 @@ pub struct ModinfoArgs {
 
 /// The module directory libkmod would use: `ROOT/lib/modules/VERSION` made absolute, or
 /// `/lib/modules/$(uname -r)`.
-fn kmod_dirname(root: Option<&str>, version: Option<&str>) -> String {
+pub(crate) fn kmod_dirname(root: Option<&str>, version: Option<&str>) -> String {
     if root.is_none() && version.is_none() {
         return format!("/lib/modules/{}", uname_release());
     }
@@ -242,7 +242,10 @@ fn kmod_dirname(root: Option<&str>, version: Option<&str>) -> String {
 /// order, so it is recovered from the command line (after the `modinfo` word).
 /// `None` when no such option is present.
 fn field_from_argv(argv: &[String]) -> Option<Option<String>> {
-    let start = argv.iter().position(|a| a == "modinfo")? + 1;
+    let start = argv
+        .iter()
+        .position(|a| a == "modinfo" || a.ends_with("/modinfo"))?
+        + 1;
     let mut field: Option<Option<String>> = None;
     let mut i = start;
     while i < argv.len() {

@@ -413,6 +413,42 @@ impl IndexReader {
         self.data.len()
     }
 
+    /// `index_mm_dump`: every key (after `prefix`) and value, one `KEY VALUE` line each,
+    /// in the trie's order, as `modprobe -c` prints the alias and symbol indexes.
+    pub fn dump(&self, prefix: &str, out: &mut Vec<u8>) {
+        let Some(root) = self.node(self.root) else {
+            return;
+        };
+        let mut buf = prefix.as_bytes().to_vec();
+        let mut budget = self.visit_budget();
+        self.dump_node(&root, &mut buf, out, &mut budget);
+    }
+
+    fn dump_node(&self, node: &Node, buf: &mut Vec<u8>, out: &mut Vec<u8>, budget: &mut usize) {
+        if buf.len() > MAX_KEY_LEN || *budget == 0 {
+            return;
+        }
+        *budget -= 1;
+        let base = buf.len();
+        buf.extend_from_slice(node.prefix);
+        for v in self.values(node) {
+            out.extend_from_slice(buf);
+            out.push(b' ');
+            out.extend_from_slice(v.value.as_bytes());
+            out.push(b'\n');
+        }
+        if node.last >= node.first && !node.children.is_empty() {
+            for c in node.first..=node.last {
+                if let Some(child) = self.child(node, c) {
+                    buf.push(c);
+                    self.dump_node(&child, buf, out, budget);
+                    buf.pop();
+                }
+            }
+        }
+        buf.truncate(base);
+    }
+
     fn wild_all(
         &self,
         node: &Node,

@@ -26,6 +26,7 @@ pub mod kmodhash;
 pub mod modinfo;
 pub mod modprobe;
 pub mod names;
+pub mod ops;
 pub mod scenario;
 #[cfg(test)]
 pub(crate) mod testutil;

@@ -320,6 +320,20 @@ impl Context {
         Some(v)
     }
 
+    /// `kmod_dump_index`: appends `DIRNAME/NAME.bin`'s entries, each key after `prefix`.
+    pub fn dump_index(&self, name: &str, prefix: &str, out: &mut Vec<u8>) {
+        let idx = match name {
+            "modules.alias" => self.alias.as_ref(),
+            "modules.symbols" => self.symbols.as_ref(),
+            "modules.dep" => self.dep.as_ref(),
+            "modules.builtin" => self.builtin.as_ref(),
+            _ => self.builtin_alias.as_ref(),
+        };
+        if let Some(i) = idx {
+            i.dump(prefix, out);
+        }
+    }
+
     /// `kmod_module_new_from_name_lookup`: modules.dep, then built-ins.
     pub fn name_lookup(&mut self, name: &str) -> Option<ModId> {
         if let Some(line) = self.dep.as_ref().and_then(|d| d.search(name)) {
