@@ -77,7 +77,8 @@ pub fn immediate(
         | Action::Ret(_)
         | Action::RequestModule { .. }
         | Action::Spawn(_)
-        | Action::WaitFor { .. } => return None,
+        | Action::WaitFor { .. }
+        | Action::Device(_) => return None,
     })
 }
 

@@ -170,6 +170,9 @@ fn run_actions(
                     }
                 }
             }
+            // Never reached through the CLI, which refuses device scenarios on the host
+            // (`unsupported`); a library caller gets EINVAL, not a silent success.
+            Action::Device(_) => Outcome::Err(Errno::EINVAL),
             _ => unreachable!("immediate actions are handled above"),
         };
         if !o.is_ok() {
@@ -178,6 +181,19 @@ fn run_actions(
         }
     }
     End::Done
+}
+
+/// Why the host driver cannot run `sc`, if it cannot: the device model (buses, drivers,
+/// devices, udev; docs/scenario-format.md, "Devices") runs in the simulator only. The CLI
+/// refuses such a file with this text (`modkit simulate --driver host`) or reports its
+/// blocks as skipped (`modkit check --driver host`).
+pub fn unsupported(sc: &Scenario) -> Option<String> {
+    sc.uses_devices().then(|| {
+        format!(
+            "{}: the host driver has no device model yet (buses, drivers, devices, udev run in the simulator only; docs/scenario-format.md, \"Devices\"): run it with --driver sim",
+            sc.file
+        )
+    })
 }
 
 /// Runs a scenario on real threads under `policy`. Same-instant ties are real races, so
@@ -233,6 +249,7 @@ pub fn run_scenario(sc: &Scenario, policy: Policy, _seed: u64) -> Run {
                 EventKind::SetModprobe(_) => "set".into(),
                 EventKind::Kill(id) => format!("kill {id}"),
                 EventKind::KillModprobe(n) => format!("kill modprobe {n}"),
+                EventKind::Device(d) => format!("{d:?}"),
             };
             let label = if ev.threads > 1 {
                 format!("event {}[{t}]: {what}", ev.id)
@@ -272,6 +289,8 @@ pub fn run_scenario(sc: &Scenario, policy: Policy, _seed: u64) -> Run {
                         EventKind::KillModprobe(n) => {
                             Some(h.kill(crate::signal::Target::Modprobe(n)))
                         }
+                        // See `unsupported`: the host has no device model yet.
+                        EventKind::Device(_) => Some(Outcome::Err(Errno::EINVAL)),
                         EventKind::SetModprobe(p) => {
                             h.lock().k.modprobe_path = p.clone();
                             Some(Outcome::Ok)
@@ -358,6 +377,7 @@ pub fn run_scenario(sc: &Scenario, policy: Policy, _seed: u64) -> Run {
     }
     let results = std::mem::take(&mut *results.lock().unwrap_or_else(|e| e.into_inner()));
     Run {
+        devices: Vec::new(),
         kernel,
         end_time,
         results,
