@@ -540,6 +540,24 @@ impl DeviceModel {
         }
     }
 
+    /// Checks that no device is bound to a driver whose module is gone or that is no
+    /// longer registered (a driver must be unbound before its module can go).
+    pub fn check_bound(&self, k: &mut Kernel) {
+        for d in &self.devices {
+            if let DevState::Bound(x) | DevState::Probing(x) | DevState::Removing(x) = d.state {
+                let m = self.drivers[x].module;
+                if k.state(m).is_none() || !self.is_registered(x) {
+                    k.violations.push(format!(
+                        "device {} still bound to driver {} after module {} went away",
+                        d.name,
+                        self.drivers[x].name,
+                        k.name(m)
+                    ));
+                }
+            }
+        }
+    }
+
     /// Checks that no resource was released twice (the property tests call it at the end).
     pub fn check_devres(&self, k: &mut Kernel) {
         for (id, n) in &self.devres.releases {

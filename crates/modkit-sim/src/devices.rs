@@ -40,7 +40,7 @@ pub struct RawDevice {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUdev {
-    /// `children_max` (default 8).
+    /// `children_max` (default: systemd's, 2 × CPUs + 16, at most 2048).
     pub workers: Option<u32>,
     /// `event_timeout` (default 180 s).
     pub event_timeout: Option<String>,
@@ -342,7 +342,11 @@ pub(crate) fn finish(
     }
     if let Some(u) = udev {
         let r = u.get_ref();
-        let workers = r.workers.unwrap_or(8);
+        // systemd-udevd's default (udevd.c, manager_set_default_children_max()):
+        // MIN(2 × CPUs + 16, MAX(memory / 128 MiB, 10), WORKER_NUM_MAX = 2048); the CPUs
+        // are the scenario's `cpu` devices (at least 1), memory is taken as large enough.
+        let cpus = s.devices.iter().filter(|d| d.bus == "cpu").count().max(1) as u32;
+        let workers = r.workers.unwrap_or_else(|| (2 * cpus + 16).min(2048));
         if workers == 0 {
             return Err((
                 u.span().start,

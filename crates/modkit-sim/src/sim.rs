@@ -567,6 +567,7 @@ impl<'a> Sim<'a> {
             report_stall(&mut self.k);
         }
         self.dm.check_devres(&mut self.k);
+        self.dm.check_bound(&mut self.k);
         let devices = if self.sc.devices.used || !self.dm.devices.is_empty() {
             self.dm.table()
         } else {

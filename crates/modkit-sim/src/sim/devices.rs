@@ -43,6 +43,9 @@ pub(super) enum Job {
     Timeout,
     /// udevd watching a worker: kill it at the deadline.
     Watch(TaskId, Time),
+    /// A udev worker's kmod builtin loads one module the modalias matched
+    /// (`kmod_module_probe_insert_module()`, as `modprobe NAME`), whatever the others gave.
+    Load(modkit_core::ModId),
 }
 
 #[derive(Debug, Clone)]
@@ -56,6 +59,7 @@ enum Cur {
     },
     Removing(DevId),
     Waiting(Job),
+    Loading,
 }
 
 /// The driver core working on this task.
@@ -89,8 +93,8 @@ pub(super) struct DevRun {
     deferwq: Option<TaskId>,
     /// udev events not yet handed to a worker.
     udev_queue: VecDeque<(DevId, String)>,
-    /// udev workers running.
-    udev_workers: Vec<TaskId>,
+    /// udev workers running, with the device and the event's sequence number.
+    udev_workers: Vec<(TaskId, DevId, u64)>,
     /// uevent sequence numbers.
     seqnum: u64,
 }
@@ -129,7 +133,8 @@ impl Sim<'_> {
                 None,
             );
         }
-        if self.dm.timeout_due.is_some() {
+        // The timeout work only matters to drivers; a file without any keeps its own end.
+        if self.dm.timeout_due.is_some() && !self.dm.drivers.is_empty() {
             let mut b = Bind::new([Job::Timeout]);
             b.report = true;
             self.spawn_task(
@@ -310,13 +315,17 @@ impl Sim<'_> {
                 return;
             };
             let name = self.dm.devices[dev].name.clone();
+            // systemd's module_load_and_warn(): every module the alias matches is loaded,
+            // each with its dependencies, going on after a failure (kmod's modprobe tool
+            // stops at the first).
+            let loads: Vec<Job> = self.k.db.lookup(&m).into_iter().map(Job::Load).collect();
             let w = self.spawn_task(
-                vec![Frame::Proc(Proc::Modprobe(Modprobe::new(&m, true)))],
-                format!("udev worker ({name}): modprobe -b {m}"),
+                vec![Frame::Bind(Box::new(Bind::new(loads)))],
+                format!("udev worker ({name}): kmod load {m}"),
                 None,
                 None,
             );
-            self.devs.udev_workers.push(w);
+            self.devs.udev_workers.push((w, dev, self.devs.seqnum));
             let deadline = self.k.now.saturating_add(udev.event_timeout);
             self.spawn_task(
                 vec![Frame::Bind(Box::new(Bind::new([Job::Watch(w, deadline)])))],
@@ -329,7 +338,7 @@ impl Sim<'_> {
 
     /// A task ended: a udev worker frees its slot.
     pub(super) fn devices_task_done(&mut self, tid: TaskId) {
-        if let Some(i) = self.devs.udev_workers.iter().position(|&w| w == tid) {
+        if let Some(i) = self.devs.udev_workers.iter().position(|w| w.0 == tid) {
             self.devs.udev_workers.remove(i);
             if let Some(u) = self.sc.devices.udev {
                 self.udev_dispatch(u.workers as usize);
@@ -440,6 +449,12 @@ impl Sim<'_> {
                         }
                     }
                     Cur::Waiting(_) => {}
+                    Cur::Loading => {
+                        if self.k.fatal_signal_pending(tid) {
+                            // Killed by udevd: the worker process is gone.
+                            b.jobs.clear();
+                        }
+                    }
                 }
                 *resume = Resume::Start;
                 self.deliver_wakes();
@@ -521,6 +536,13 @@ impl Sim<'_> {
                     }
                 }
                 Job::Unregister(drv) => self.dm.unregister_driver(drv),
+                Job::Load(m) => {
+                    b.cur = Some(Cur::Loading);
+                    let name = self.k.name(m).to_string();
+                    return ActStep::PushFrame(Frame::Proc(Proc::Modprobe(Modprobe::new(
+                        &name, true,
+                    ))));
+                }
                 Job::Timeout => {
                     let Some(due) = self.dm.timeout_due else {
                         continue;
@@ -559,16 +581,15 @@ impl Sim<'_> {
         }
     }
 
-    /// udevd kills a worker past `event_timeout`.
+    /// udevd kills a worker past `event_timeout` (udevd.c, on_event_timeout():
+    /// "Worker [PID] processing SEQNUM=N killed"; the PID is the model's task id).
     fn udev_kill(&mut self, w: TaskId) {
-        let label = self
-            .tasks
-            .get(&w)
-            .map(|t| t.label.clone())
-            .unwrap_or_default();
-        self.devs.seqnum += 1;
+        let Some(&(_, dev, seq)) = self.devs.udev_workers.iter().find(|x| x.0 == w) else {
+            return;
+        };
+        let name = self.dm.devices[dev].name.clone();
         self.k.printk(format!(
-            "systemd-udevd: {label}: worker killed after event_timeout"
+            "systemd-udevd: {name}: Worker [{w}] processing SEQNUM={seq} killed"
         ));
         self.k.send_sigkill(w);
         let t = self.tasks.get(&w).expect("task");
