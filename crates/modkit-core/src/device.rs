@@ -88,6 +88,8 @@ pub struct Device {
     pub defer_reason: Option<String>,
     /// The reason `dev_err_probe()` recorded (`deferred_probe_reason`), if the driver gave one.
     pub kernel_reason: Option<String>,
+    /// What its last deferral waited for (`need`'s key), if a `need` deferred.
+    pub defer_key: Option<String>,
     /// The last probe failure: driver and error.
     pub failed: Option<(DrvId, Errno)>,
     /// Suppliers it has managed device links to (`device_link_add()` during its probe).
@@ -190,6 +192,7 @@ impl DeviceModel {
             state: DevState::Absent,
             defer_reason: None,
             kernel_reason: None,
+            defer_key: None,
             failed: None,
             suppliers: Vec::new(),
             trigger_at_probe: 0,
@@ -457,8 +460,18 @@ impl DeviceModel {
         }
         let d = &mut self.devices[dev];
         d.defer_reason = Some(format!("waits for {key}"));
+        d.defer_key = Some(key.to_string());
         d.kernel_reason = reason.map(|r| r.to_string());
         Err(Errno::EPROBE_DEFER)
+    }
+
+    /// Whether some declared driver of `bus` matches `modalias` (a device that could bind).
+    pub fn any_driver_matches(&self, bus: &str, modalias: Option<&str>) -> bool {
+        let Some(m) = modalias else { return false };
+        self.drivers
+            .iter()
+            .zip(&self.patterns)
+            .any(|(d, p)| d.bus == bus && p.iter().any(|p| p.matches(m)))
     }
 
     /// `dev_driver_string(dev) dev_name(dev)`: the prefix of `dev_*()` lines.

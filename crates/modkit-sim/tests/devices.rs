@@ -260,3 +260,57 @@ fn the_driver_match_patterns_become_module_aliases() {
     assert_eq!(sc.db.lookup("auxiliary:i915.gvt"), vec![id]);
     assert_eq!(sc.steps[id][0].name, "driver_register(kvmgt)");
 }
+
+#[test]
+fn modkit_reports_a_deferral_nothing_can_satisfy_at_once() {
+    let t = r#"
+[[module]]
+name = "cam"
+[[module.driver]]
+bus = "platform"
+match = ["platform:cam"]
+probe = [{ need = "clk:missing" }]
+[[module]]
+name = "pmic"
+[[module.driver]]
+bus = "platform"
+match = ["platform:pmic"]
+probe = [{ devm = "regulator:vdd" }]
+[[device]]
+name = "cam"
+bus = "platform"
+modalias = "platform:cam"
+[[device]]
+name = "cam2"
+bus = "platform"
+modalias = "platform:cam2"
+[[event]]
+modprobe = "cam"
+"#;
+    let r = run("modkit", t);
+    let d: Vec<_> = r
+        .kernel
+        .diagnostics
+        .iter()
+        .filter(|d| d.kind == modkit_core::DiagKind::DeferredForever)
+        .collect();
+    assert_eq!(d.len(), 1, "{:?}", r.kernel.diagnostics);
+    assert_eq!(d[0].time, 1_000_000, "at the probe, after modprobe_time");
+    assert_eq!(d[0].chain[1], "probe by cam needs clk:missing");
+    // Linux keeps it pending silently (the 5.19+ timeout names it later).
+    let r = run("linux-6.1", t);
+    assert!(r
+        .kernel
+        .diagnostics
+        .iter()
+        .all(|d| d.kind != modkit_core::DiagKind::DeferredForever));
+    assert!(log(&r).contains(&"platform cam: deferred probe pending".to_string()));
+    // A supplier some module provides is no such case.
+    let t2 = t.replace("clk:missing", "regulator:vdd");
+    let r = run("modkit", &t2);
+    assert!(
+        r.kernel.diagnostics.is_empty(),
+        "{:?}",
+        r.kernel.diagnostics
+    );
+}

@@ -97,6 +97,11 @@ pub(super) struct DevRun {
     udev_workers: Vec<(TaskId, DevId, u64)>,
     /// uevent sequence numbers.
     seqnum: u64,
+    /// What the scenario can ever provide to a `need` (modkit's deferred_forever check):
+    /// registrations some code makes, and `device:NAME` of devices some driver can bind.
+    providers: Option<std::collections::BTreeSet<String>>,
+    /// (device, key) pairs already reported.
+    reported: std::collections::BTreeSet<(DevId, String)>,
 }
 
 impl Sim<'_> {
@@ -418,6 +423,9 @@ impl Sim<'_> {
                                 Err(e) => Outcome::Err(e),
                             };
                         }
+                        if matches!(end, ProbeEnd::Deferred { .. }) && self.k.policy.is_modkit() {
+                            self.check_deferred_forever(dev, drv);
+                        }
                         match end {
                             ProbeEnd::Bound { trigger } | ProbeEnd::Deferred { trigger } => {
                                 if trigger {
@@ -598,6 +606,94 @@ impl Sim<'_> {
             self.push(self.k.now, w, token, super::R_KILLED);
         }
     }
+}
+
+impl Sim<'_> {
+    /// modkit: a deferral on a supplier nothing in the scenario can provide is reported at
+    /// once, with the chain, instead of waiting on the pending list for ever.
+    fn check_deferred_forever(&mut self, dev: DevId, drv: DrvId) {
+        let Some(key) = self.dm.devices[dev].defer_key.clone() else {
+            return;
+        };
+        if self.devs.providers.is_none() {
+            self.devs.providers = Some(providers(self.sc, &self.dm));
+        }
+        let known = self.devs.providers.as_ref().expect("computed");
+        if known.contains(&key) || !self.devs.reported.insert((dev, key.clone())) {
+            return;
+        }
+        let d = self.dm.devices[dev].name.clone();
+        let r = self.dm.drivers[drv].name.clone();
+        let m = self.dm.drivers[drv].module;
+        let what = if key.starts_with("device:") {
+            "no driver of the scenario can bind that device"
+        } else {
+            "no code of the scenario registers it"
+        };
+        self.k.diagnose(
+            modkit_core::DiagKind::DeferredForever,
+            Some(m),
+            format!("{d} defers on {key}, which nothing provides ({what}): it would stay on the pending list for ever"),
+            vec![d.clone(), format!("probe by {r} needs {key}"), what.to_string()],
+            Some(format!(
+                "add the module that provides {key}, or make {r}'s probe go on without it"
+            )),
+        );
+    }
+}
+
+/// Every `kind:name` some action of the scenario registers (`register`, `devm`), and
+/// `device:NAME` for each device (declared or added by an action) that a driver matches.
+fn providers(
+    sc: &crate::scenario::Scenario,
+    dm: &modkit_core::device::DeviceModel,
+) -> std::collections::BTreeSet<String> {
+    fn walk(list: &[Action], out: &mut Vec<Action>) {
+        for a in list {
+            if let Action::Spawn(l) = a {
+                walk(l, out);
+            }
+            out.push(a.clone());
+        }
+    }
+    let mut all = Vec::new();
+    for steps in &sc.steps {
+        for s in steps {
+            walk(&s.run, &mut all);
+            walk(s.undo.as_deref().unwrap_or(&[]), &mut all);
+        }
+    }
+    for d in &sc.devices.drivers {
+        walk(&d.probe, &mut all);
+        walk(&d.remove, &mut all);
+    }
+    for e in &sc.events {
+        if let crate::scenario::EventKind::Run(l) = &e.kind {
+            walk(l, &mut all);
+        }
+    }
+    let mut out = std::collections::BTreeSet::new();
+    for a in &all {
+        match a {
+            Action::Register(k) | Action::Device(DeviceAction::Devm(k)) => {
+                out.insert(k.clone());
+            }
+            Action::Device(DeviceAction::Add {
+                name,
+                bus,
+                modalias,
+            }) if dm.any_driver_matches(bus, modalias.as_deref()) => {
+                out.insert(format!("device:{name}"));
+            }
+            _ => {}
+        }
+    }
+    for d in &sc.devices.devices {
+        if dm.any_driver_matches(&d.bus, d.modalias.as_deref()) {
+            out.insert(format!("device:{}", d.name));
+        }
+    }
+    out
 }
 
 /// What a device action asks of the action interpreter.
