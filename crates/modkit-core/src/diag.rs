@@ -40,11 +40,14 @@ pub enum DiagKind {
     /// A remark of the model that no kernel prints (under `linux-X.Y` kept out of the
     /// kernel log), e.g. an init step that stopped early but has an undo.
     Remark,
+    /// modkit: a probe deferred on a supplier that nothing in the scenario can provide;
+    /// carries the chain (the device stays deferred for ever under Linux).
+    DeferredForever,
 }
 
 impl DiagKind {
     /// Every kind, for parsing and suggestions.
-    pub const ALL: [DiagKind; 16] = [
+    pub const ALL: [DiagKind; 17] = [
         DiagKind::DependencyCycle,
         DiagKind::Stalled,
         DiagKind::Timeout,
@@ -61,6 +64,7 @@ impl DiagKind {
         DiagKind::Livelock,
         DiagKind::ModuleNamespaceImport,
         DiagKind::Remark,
+        DiagKind::DeferredForever,
     ];
 
     /// The snake_case name used in scenario files and reports.
@@ -82,6 +86,7 @@ impl DiagKind {
             DiagKind::Livelock => "livelock",
             DiagKind::ModuleNamespaceImport => "module_namespace_import",
             DiagKind::Remark => "remark",
+            DiagKind::DeferredForever => "deferred_forever",
         }
     }
 

@@ -43,11 +43,19 @@ pub enum Errno {
     ENOKEY,
     /// Key was rejected by service (129): an unsigned module under `sig_enforce`, 5.4+.
     EKEYREJECTED,
+    /// No such device or address (6): a probe that rejects a match, silently.
+    ENXIO,
+    /// Connection timed out (110): `driver_deferred_probe_check_state()` after the
+    /// deferred-probe timeout (drivers/base/dd.c).
+    ETIMEDOUT,
+    /// Driver requests probe retry (517, kernel-internal): a probe that defers.
+    #[allow(non_camel_case_types)]
+    EPROBE_DEFER,
 }
 
 impl Errno {
     /// Every errno the model knows, for parsing and suggestions.
-    pub const ALL: [Errno; 19] = [
+    pub const ALL: [Errno; 22] = [
         Errno::EPERM,
         Errno::ENOENT,
         Errno::ESRCH,
@@ -67,6 +75,9 @@ impl Errno {
         Errno::ERESTARTSYS,
         Errno::ENOKEY,
         Errno::EKEYREJECTED,
+        Errno::ENXIO,
+        Errno::ETIMEDOUT,
+        Errno::EPROBE_DEFER,
     ];
 
     /// The positive errno number (`-err` is what a syscall returns).
@@ -91,6 +102,9 @@ impl Errno {
             Errno::ERESTARTSYS => 512,
             Errno::ENOKEY => 126,
             Errno::EKEYREJECTED => 129,
+            Errno::ENXIO => 6,
+            Errno::ETIMEDOUT => 110,
+            Errno::EPROBE_DEFER => 517,
         }
     }
 
@@ -116,6 +130,9 @@ impl Errno {
             Errno::ERESTARTSYS => "ERESTARTSYS",
             Errno::ENOKEY => "ENOKEY",
             Errno::EKEYREJECTED => "EKEYREJECTED",
+            Errno::ENXIO => "ENXIO",
+            Errno::ETIMEDOUT => "ETIMEDOUT",
+            Errno::EPROBE_DEFER => "EPROBE_DEFER",
         }
     }
 
@@ -141,6 +158,9 @@ impl Errno {
             Errno::ERESTARTSYS => "Unknown error 512",
             Errno::ENOKEY => "Required key not available",
             Errno::EKEYREJECTED => "Key was rejected by service",
+            Errno::ENXIO => "No such device or address",
+            Errno::ETIMEDOUT => "Connection timed out",
+            Errno::EPROBE_DEFER => "Unknown error 517",
         }
     }
 

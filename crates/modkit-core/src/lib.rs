@@ -10,7 +10,11 @@
 //! `load_module`/`do_init_module`), [`unload`] (`delete_module`), [`request`] (`kmod.c`),
 //! [`modprobe`] (kmod's userspace), [`waits`] (`module_wq` and the wait-for graph).
 
+pub mod auxiliary;
+pub mod dd;
 pub mod debugfs;
+pub mod device;
+pub mod devres;
 pub mod diag;
 pub mod errno;
 pub mod initret;

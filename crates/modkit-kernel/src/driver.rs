@@ -138,6 +138,9 @@ pub fn run_scenario(sc: &Scenario, opts: &KernelOptions) -> Result<Observed, Ker
     let started = Instant::now();
     let kver = opts.kver.as_str();
     let file = sc.file.clone();
+    if let Some(u) = cgen::device_model_unsupported(sc) {
+        return Err(KernelError::Unsupported { file, source: u });
+    }
     let assets = assets::kernel(kver).map_err(|source| KernelError::Assets {
         kver: kver.to_string(),
         source,

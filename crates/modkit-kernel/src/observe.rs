@@ -584,6 +584,7 @@ pub fn observe(sc: &Scenario, report: &[u8], label: &str) -> Result<Observed, Ob
         unobservable: vec!["diagnostics"],
         time_tolerance: TimeTolerance::EXACT,
         import_order: BTreeMap::new(),
+        devices: Vec::new(),
     })
 }
 

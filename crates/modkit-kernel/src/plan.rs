@@ -183,6 +183,12 @@ fn push_actions(
     let b = |v: bool| if v { "1" } else { "0" };
     for a in actions {
         let item = match a {
+            Action::Device(_) => return Err(PlanError::Unsupported {
+                event: event.to_string(),
+                feature: "a device action",
+                why: "the kernel driver has no device model (docs/scenario-format.md, \"Devices\")"
+                    .into(),
+            }),
             Action::Sleep(ns) => format!("sleep,{ns}"),
             Action::Fail(e) => format!("fail,{}", e.code()),
             Action::Stop => "stop".to_string(),
@@ -264,6 +270,12 @@ pub fn plan(
     for (idx, ev) in sc.events.iter().enumerate() {
         let head = format!("event {idx} {} {}", ev.at, ev.threads);
         let tail = match &ev.kind {
+            EventKind::Device(_) => return Err(PlanError::Unsupported {
+                event: ev.id.clone(),
+                feature: "a device event",
+                why: "the kernel driver has no device model (docs/scenario-format.md, \"Devices\")"
+                    .into(),
+            }),
             EventKind::Modprobe(name) => format!("modprobe {}", encode_field(name)),
             EventKind::Insmod(name) if sc.db.id(name).is_some_and(|m| sc.db.spec(m).builtin) => {
                 return Err(PlanError::Unsupported {

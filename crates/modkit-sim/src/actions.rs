@@ -109,7 +109,8 @@ pub fn immediate_as(
         | Action::Ret(_)
         | Action::RequestModule { .. }
         | Action::Spawn(_)
-        | Action::WaitFor { .. } => return None,
+        | Action::WaitFor { .. }
+        | Action::Device(_) => return None,
     })
 }
 

@@ -118,6 +118,23 @@ pub fn compare_observed(ex: &Expect, run: &Observed) -> Vec<String> {
             f.push(format!("refcount.{m}: expected {n}, got {}", r.refcount));
         }
     }
+    for (d, want) in &ex.devices {
+        if !can("devices") {
+            break;
+        }
+        let got = run
+            .devices
+            .iter()
+            .find(|r| r.device == *d)
+            .map(|r| match (&r.driver, r.state) {
+                (Some(drv), "bound") => format!("bound:{drv}"),
+                (_, st) => st.to_string(),
+            })
+            .unwrap_or_else(|| "absent".into());
+        if got != *want {
+            f.push(format!("devices.{d}: expected {want}, got {got}"));
+        }
+    }
     for (m, want) in &ex.taints {
         if !can("taints") {
             break;
@@ -227,6 +244,9 @@ pub fn skipped_keys(ex: &Expect, run: &Observed) -> Vec<&'static str> {
     }
     if run.unobservable.contains(&"taints") && !ex.taints.is_empty() {
         out.push("taints");
+    }
+    if run.unobservable.contains(&"devices") && !ex.devices.is_empty() {
+        out.push("devices");
     }
     out
 }

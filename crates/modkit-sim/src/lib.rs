@@ -20,6 +20,7 @@
 
 pub mod actions;
 pub mod check;
+pub mod devices;
 pub mod diff;
 pub mod duration;
 mod import_order;

@@ -48,6 +48,8 @@ pub struct Observed {
     /// built `.ko`'s symbol table); empty for the simulator and the host, which follow the
     /// file ([`crate::Scenario::with_import_order`]).
     pub import_order: BTreeMap<String, Vec<String>>,
+    /// The device table (empty without devices, and on drivers that have no device model).
+    pub devices: Vec<modkit_core::device::DeviceRow>,
 }
 
 /// How far a measured time may exceed an expected upper bound (emulation overhead).
@@ -94,6 +96,7 @@ impl Observed {
             unobservable: Vec::new(),
             time_tolerance: TimeTolerance::EXACT,
             import_order: BTreeMap::new(),
+            devices: run.devices.clone(),
         }
     }
 
@@ -106,7 +109,7 @@ impl Observed {
 /// Lines the simulator writes for userspace tools (kmod's modprobe, insmod and rmmod
 /// print them on stderr, not in the kernel log).
 pub fn is_userspace(text: &str) -> bool {
-    ["modprobe: ", "insmod: ", "rmmod: "]
+    ["modprobe: ", "insmod: ", "rmmod: ", "systemd-udevd: "]
         .iter()
         .any(|p| text.starts_with(p))
 }

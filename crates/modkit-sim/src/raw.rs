@@ -33,6 +33,16 @@ pub struct RawScenario {
     pub event: Vec<Spanned<RawEvent>>,
     #[serde(default)]
     pub expect: Vec<Spanned<RawExpect>>,
+    /// `[[bus]]`: user-defined buses (crate::devices).
+    #[serde(default)]
+    pub bus: Vec<Spanned<crate::devices::RawBus>>,
+    /// `[[device]]`.
+    #[serde(default)]
+    pub device: Vec<Spanned<crate::devices::RawDevice>>,
+    /// `udev = { workers = 8, event_timeout = "180s" }`.
+    pub udev: Option<Spanned<crate::devices::RawUdev>>,
+    /// `deferred_probe_timeout = 10` (seconds; -1: none), the boot parameter.
+    pub deferred_probe_timeout: Option<Spanned<i64>>,
 }
 
 /// `[[module]]`.
@@ -59,6 +69,9 @@ pub struct RawModule {
     pub signed: Option<bool>,
     pub staging: Option<bool>,
     pub versions: Option<bool>,
+    /// `[[module.driver]]` (crate::devices).
+    #[serde(default)]
+    pub driver: Vec<Spanned<crate::devices::RawDriver>>,
 }
 
 /// `softdeps = { pre = [...], post = [...] }`.
@@ -181,6 +194,15 @@ pub struct RawAction {
     pub complete: Option<String>,
     pub wait_for: Option<String>,
     pub timeout: Option<Spanned<String>>,
+    /// Device actions (crate::devices).
+    pub add_device: Option<String>,
+    pub bus: Option<String>,
+    pub modalias: Option<String>,
+    pub remove_device: Option<String>,
+    pub need: Option<String>,
+    pub optional: Option<bool>,
+    pub reason: Option<String>,
+    pub devm: Option<String>,
 }
 
 /// `[[event]]`.
@@ -205,6 +227,12 @@ pub struct RawEvent {
     pub kill: Option<Spanned<String>>,
     /// SIGKILL the modprobe processes request_module started for this name.
     pub kill_modprobe: Option<String>,
+    /// Device events (crate::devices).
+    pub add_device: Option<String>,
+    pub remove_device: Option<String>,
+    pub bind: Option<String>,
+    pub unbind: Option<String>,
+    pub driver: Option<String>,
 }
 
 /// `set = { modprobe = "" }`.
@@ -266,4 +294,7 @@ pub struct RawExpect {
     pub hints: Vec<String>,
     #[serde(default)]
     pub taints: BTreeMap<String, String>,
+    /// Device states: `bound:DRIVER`, `deferred`, `unbound`, `absent`.
+    #[serde(default)]
+    pub devices: BTreeMap<String, String>,
 }

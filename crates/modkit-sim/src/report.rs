@@ -188,6 +188,49 @@ pub fn text_observed(title: &str, policy: Policy, seed: u64, run: &Observed) -> 
             used_by.join(",")
         );
     }
+    if !run.devices.is_empty() {
+        let _ = writeln!(s, "\n-- devices");
+        let wd = run
+            .devices
+            .iter()
+            .map(|r| r.device.len())
+            .max()
+            .unwrap_or(6)
+            .max(6);
+        let wb = run
+            .devices
+            .iter()
+            .map(|r| r.bus.len())
+            .max()
+            .unwrap_or(3)
+            .max(3);
+        let wr = run
+            .devices
+            .iter()
+            .map(|r| r.driver.as_deref().unwrap_or("-").len())
+            .max()
+            .unwrap_or(6)
+            .max(6);
+        let _ = writeln!(
+            s,
+            "{}  {}  {}  {:<8}  reason",
+            pad("device", wd),
+            pad("bus", wb),
+            pad("driver", wr),
+            "state"
+        );
+        for r in &run.devices {
+            let _ = writeln!(
+                s,
+                "{}  {}  {}  {:<8}  {}",
+                pad(&r.device, wd),
+                pad(&r.bus, wb),
+                pad(r.driver.as_deref().unwrap_or("-"), wr),
+                r.state,
+                r.reason.as_deref().unwrap_or("")
+            );
+        }
+    }
     let _ = writeln!(s, "\n-- events");
     let empty = Vec::new();
     for id in &run.event_order {
@@ -252,6 +295,9 @@ pub fn json_observed(title: &str, policy: Policy, seed: u64, run: &Observed) -> 
         "seed": seed,
         "log": run.log.iter().map(|l| json!({"time_ns": l.time, "text": l.text})).collect::<Vec<_>>(),
         "stderr": run.stderr.iter().map(|l| json!({"time_ns": l.time, "text": l.text})).collect::<Vec<_>>(),
+        "devices": run.devices.iter().map(|r| json!({
+            "device": r.device, "bus": r.bus, "driver": r.driver, "state": r.state, "reason": r.reason,
+        })).collect::<Vec<_>>(),
         "modules": run.modules.iter().map(|r| json!({
             "name": r.name,
             "state": if r.builtin { "builtin" } else { r.state.map(|x| x.name()).unwrap_or("absent") },

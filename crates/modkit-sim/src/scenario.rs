@@ -102,6 +102,8 @@ pub enum Action {
         /// Bound.
         timeout: Option<Time>,
     },
+    /// A device action (crate::devices).
+    Device(crate::devices::DeviceAction),
 }
 
 /// One init step.
@@ -151,6 +153,8 @@ pub enum EventKind {
     /// SIGKILL every `modprobe -q -- NAME` that request_module(NAME) started and that is
     /// still running. Result: ok or ESRCH, as [`EventKind::Kill`].
     KillModprobe(String),
+    /// A device event (crate::devices).
+    Device(crate::devices::DeviceEvent),
 }
 
 /// One event.
@@ -222,6 +226,8 @@ pub struct Expect {
     pub hints: Vec<String>,
     /// Per-module taint flags as `/proc/modules` shows them (`"POE"`, `""` for none).
     pub taints: BTreeMap<String, String>,
+    /// Device states by device name (`bound:DRIVER`, `deferred`, `unbound`, `absent`).
+    pub devices: BTreeMap<String, String>,
 }
 
 /// A checked scenario.
@@ -260,6 +266,19 @@ pub struct Scenario {
     /// The loader's build options and boot parameters (`sig_enforce`, `module_blacklist`,
     /// `force_unload`, `modversions`, `force_load`).
     pub config: modkit_core::taint::LoaderConfig,
+    /// Buses, drivers, devices, udev (docs/scenario-format.md, "Devices").
+    pub devices: crate::devices::DeviceSetup,
+}
+
+impl Scenario {
+    /// Whether the file uses the device model (drivers, devices, udev, device events).
+    pub fn uses_devices(&self) -> bool {
+        self.devices.used
+            || self
+                .events
+                .iter()
+                .any(|e| matches!(e.kind, EventKind::Device(_)))
+    }
 }
 
 struct Ctx<'a> {
@@ -343,6 +362,8 @@ enum Where {
     Init,
     Undo,
     Event,
+    /// A driver's probe or remove body.
+    Probe,
 }
 
 /// An error found in an action, at the offset of the key it is about when known.
@@ -401,9 +422,13 @@ fn action(a: &RawAction, wh: Where) -> Result<Action, Located> {
     verb!(spawn, "spawn");
     verb!(complete, "complete");
     verb!(wait_for, "wait_for");
+    verb!(add_device, "add_device");
+    verb!(remove_device, "remove_device");
+    verb!(need, "need");
+    verb!(devm, "devm");
     if verbs.len() != 1 {
         return Err(if verbs.is_empty() {
-            "an action needs one verb key (sleep, fail, stop, ret, request_module, get_module, put_module, use_symbol, symbol_get, symbol_put, register, unregister, lookup, open, close, spawn, complete, wait_for)".into()
+            "an action needs one verb key (sleep, fail, stop, ret, request_module, get_module, put_module, use_symbol, symbol_get, symbol_put, register, unregister, lookup, open, close, spawn, complete, wait_for, add_device, remove_device, need, devm)".into()
         } else {
             format!(
                 "an action has one verb, this one has {}: split it into one action per verb",
@@ -420,6 +445,10 @@ fn action(a: &RawAction, wh: Where) -> Result<Action, Located> {
             ("get", a.get.is_some()),
             ("as", a.as_.is_some()),
             ("timeout", a.timeout.is_some()),
+            ("bus", a.bus.is_some()),
+            ("modalias", a.modalias.is_some()),
+            ("optional", a.optional.is_some()),
+            ("reason", a.reason.is_some()),
         ];
         for (k, p) in present {
             if p && !allowed.contains(&k) {
@@ -437,6 +466,14 @@ fn action(a: &RawAction, wh: Where) -> Result<Action, Located> {
         }
     };
     Ok(match verb {
+        "add_device" | "remove_device" | "need" | "devm" => {
+            extra(match verb {
+                "add_device" => &["bus", "modalias"],
+                "need" => &["optional", "reason"],
+                _ => &[],
+            })?;
+            crate::devices::action(a, verb, wh == Where::Probe)?
+        }
         "sleep" => {
             extra(&[])?;
             let v = a.sleep.as_ref().expect("verb");
@@ -712,6 +749,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
         return Err(cx.at(s.span().start, "key `symvers` goes with `tree`"));
     }
     let mut module_lines: BTreeMap<String, usize> = BTreeMap::new();
+    let mut drivers = Vec::new();
     for m in &raw.module {
         let off = m.span().start;
         let rm = m.get_ref();
@@ -820,6 +858,22 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                 "a builtin module has no init table to run; drop `init` or `builtin`".into(),
             ));
         }
+        let parse_probe =
+            |l: &[Spanned<RawAction>]| actions(l, Where::Probe).map_err(|e| (e.at, e.msg));
+        for (m, d) in crate::devices::module_drivers(
+            &name,
+            &rm.driver,
+            &mut spec.aliases,
+            &mut msteps,
+            &mut spec.init,
+            spec.builtin,
+            &parse_probe,
+        )
+        .map_err(|(at, msg)| err_at(at, msg))?
+        {
+            let at = rm.driver.first().map(|d| d.span().start).unwrap_or(off);
+            drivers.push((m, d, at));
+        }
         if let Some(ti) = tree_index.remove(&name) {
             crate::tree::overlay_tree_module(&specs[ti], &mut spec, rm).map_err(err)?;
             module_lines.insert(name, off);
@@ -855,6 +909,15 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
             .unwrap_or(0);
         cx.at(off, e.to_string())
     })?;
+    let device_setup = crate::devices::finish(
+        &raw.bus,
+        &raw.device,
+        &raw.udev,
+        &raw.deferred_probe_timeout,
+        drivers,
+        &db,
+    )
+    .map_err(|(at, msg)| cx.at(at, msg))?;
     let module_names: Vec<String> = db.specs().iter().map(|s| s.name.clone()).collect();
     let unknown_module = |n: &str| {
         format!(
@@ -960,6 +1023,9 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
             kills.push((target.clone(), id.clone()));
             kinds.push(EventKind::Kill(target.get_ref().clone()));
         }
+        for d in crate::devices::event(re).map_err(err)? {
+            kinds.push(EventKind::Device(d));
+        }
         if let Some(name) = &re.kill_modprobe {
             if name.is_empty() {
                 return Err(err(
@@ -970,7 +1036,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
         }
         if kinds.len() != 1 {
             return Err(err(format!(
-                "an event does exactly one of modprobe, insmod, rmmod, request_module, run, set, kill, kill_modprobe; this one has {}",
+                "an event does exactly one of modprobe, insmod, rmmod, request_module, run, set, kill, kill_modprobe, add_device, remove_device, bind, unbind; this one has {}",
                 kinds.len()
             )));
         }
@@ -1163,6 +1229,15 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
             diagnostics: diag("diagnostics", &re.diagnostics)?,
             diagnostics_absent: diag("diagnostics_absent", &re.diagnostics_absent)?,
             hints: re.hints.clone(),
+            devices: {
+                let mut d = BTreeMap::new();
+                for (dev, w) in &re.devices {
+                    crate::devices::state_word(w, &device_setup)
+                        .map_err(|e| err(format!("key `devices.{dev}`: {e}")))?;
+                    d.insert(dev.clone(), w.clone());
+                }
+                d
+            },
             taints: {
                 let mut t = BTreeMap::new();
                 for (m, flags) in &re.taints {
@@ -1196,6 +1271,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
         events,
         expects,
         config,
+        devices: device_setup,
     })
 }
 

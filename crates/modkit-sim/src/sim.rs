@@ -18,6 +18,8 @@ use modkit_core::{
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+mod devices;
+
 use crate::actions::{immediate_as, ActionState};
 use crate::scenario::{Action, EventKind, Scenario};
 
@@ -94,6 +96,10 @@ enum ListKind {
     Undo,
     Event,
     Work,
+    /// A driver's probe body (`step` holds the device).
+    Probe,
+    /// A driver's remove body (`step` holds the device).
+    Remove,
 }
 
 #[derive(Debug, Clone)]
@@ -137,6 +143,8 @@ const LIVELOCK_REPEATS: u32 = 4;
 enum Frame {
     Proc(Proc),
     Actions(ActionFrame),
+    /// The driver core at work (sim/devices.rs).
+    Bind(Box<devices::Bind>),
 }
 
 #[derive(Debug)]
@@ -163,6 +171,8 @@ struct Task {
 pub struct Run {
     /// The kernel at the end.
     pub kernel: Kernel,
+    /// The device table at the end (empty when the scenario has no devices).
+    pub devices: Vec<modkit_core::device::DeviceRow>,
     /// Virtual time when the run ended.
     pub end_time: Time,
     /// Results per event id, one per thread, in thread order.
@@ -222,6 +232,10 @@ pub struct Sim<'a> {
     /// same instant with a fresh tie-break, so that over seeds every same-instant order is
     /// explored. Seed 0 never yields: zero-time code runs atomically, in file order.
     preempt: bool,
+    /// The device model (modkit_core::device).
+    dm: modkit_core::device::DeviceModel,
+    /// Device work of the run (sim/devices.rs).
+    devs: devices::DevRun,
 }
 
 /// A progress callback.
@@ -316,7 +330,10 @@ impl<'a> Sim<'a> {
             stopped: false,
             progress: None,
             preempt: seed != 0,
+            dm: device_model(sc, policy),
+            devs: Default::default(),
         };
+        sim.devices_boot();
         for (i, ev) in sc.events.iter().enumerate() {
             sim.results
                 .insert(ev.id.clone(), vec![None; ev.threads as usize]);
@@ -443,6 +460,7 @@ impl<'a> Sim<'a> {
                     format!("request_module({name})"),
                 ),
                 EventKind::Run(list) => (event_actions(list.clone().into()), "run".to_string()),
+                EventKind::Device(d) => (self.device_event(d), format!("{d:?}")),
                 EventKind::SetModprobe(_) | EventKind::Kill(_) | EventKind::KillModprobe(_) => {
                     unreachable!("handled above")
                 }
@@ -582,6 +600,13 @@ impl<'a> Sim<'a> {
         if !self.stopped {
             report_stall(&mut self.k);
         }
+        self.dm.check_devres(&mut self.k);
+        self.dm.check_bound(&mut self.k);
+        let devices = if self.sc.devices.used || !self.dm.devices.is_empty() {
+            self.dm.table()
+        } else {
+            Vec::new()
+        };
         let event_order = self.sc.events.iter().map(|e| e.id.clone()).collect();
         let results = self
             .results
@@ -592,6 +617,7 @@ impl<'a> Sim<'a> {
             })
             .collect();
         Ok(Run {
+            devices,
             end_time: self.k.now,
             kernel: self.k,
             results,
@@ -743,6 +769,7 @@ impl<'a> Sim<'a> {
                     Frame::Actions(a) => {
                         (a.module, a.pc, a.step, a.busy, a.kind as u8, a.yielded).hash(&mut th)
                     }
+                    Frame::Bind(b) => format!("{b:?}").hash(&mut th),
                 }
             }
             if let Some(w) = self.k.waits.get(id) {
@@ -984,7 +1011,15 @@ impl<'a> Sim<'a> {
                         }
                     }
                 }
-                Frame::Actions(_) => match self.step_actions(tid, resume) {
+                Frame::Actions(_) | Frame::Bind(_) => match if matches!(top, Frame::Bind(_)) {
+                    self.step_bind(tid, resume)
+                } else {
+                    self.step_actions(tid, resume)
+                } {
+                    ActStep::PushFrame(fr) => {
+                        self.tasks.get_mut(&tid).expect("task").frames.push(fr);
+                        resume = Resume::Start;
+                    }
                     ActStep::Push(p) => {
                         self.tasks
                             .get_mut(&tid)
@@ -1037,6 +1072,7 @@ impl<'a> Sim<'a> {
         let task = self.tasks.remove(&tid).expect("task");
         let o = self.k.exit_outcome(tid, o);
         self.k.task_exit(tid, o);
+        self.devices_task_done(tid);
         if let Some(ev) = task.event {
             let e = &self.sc.events[ev];
             let o = match e.kind {
@@ -1075,16 +1111,17 @@ impl<'a> Sim<'a> {
             if f.busy {
                 f.busy = false;
                 let o = match resume {
-                    Resume::Child(o) => {
-                        let Action::RequestModule { required, .. } = &f.list[f.pc] else {
-                            unreachable!("only request_module calls procedures")
-                        };
-                        if !o.is_ok() && !*required {
-                            Outcome::Ok
-                        } else {
-                            o
+                    Resume::Child(o) => match &f.list[f.pc] {
+                        Action::RequestModule { required, .. } => {
+                            if !o.is_ok() && !*required {
+                                Outcome::Ok
+                            } else {
+                                o
+                            }
                         }
-                    }
+                        // A device action that ran the driver core (sim/devices.rs).
+                        _ => o,
+                    },
                     // SIGKILL ended wait_for_completion_killable(): -ERESTARTSYS.
                     Resume::Killed => Outcome::Err(Errno::ERESTARTSYS),
                     Resume::Woken | Resume::TimedOut => match &f.list[f.pc] {
@@ -1125,13 +1162,31 @@ impl<'a> Sim<'a> {
             f.yielded = false;
             if f.pc >= f.list.len() {
                 return ActStep::End(match f.kind {
-                    ListKind::Init | ListKind::Undo => FrameEnd::Body(BodyResult::Ok),
+                    ListKind::Init | ListKind::Undo | ListKind::Probe | ListKind::Remove => {
+                        FrameEnd::Body(BodyResult::Ok)
+                    }
                     ListKind::Event | ListKind::Work => {
                         FrameEnd::Event(f.first_err.unwrap_or(Outcome::Ok))
                     }
                 });
             }
             let action = f.list[f.pc].clone();
+            if let Some(d) = self.device_action(f, &action) {
+                match d {
+                    devices::DevStep::Done(o) => {
+                        self.deliver_wakes();
+                        if let Some(end) = self.after_action(f, o) {
+                            return ActStep::End(end);
+                        }
+                        resume = Resume::Start;
+                        continue;
+                    }
+                    devices::DevStep::Push(b) => {
+                        f.busy = true;
+                        return ActStep::PushFrame(Frame::Bind(Box::new(b)));
+                    }
+                }
+            }
             let holder = self.holder(tid, f.module);
             if let Some(o) = immediate_as(
                 &mut self.k,
@@ -1238,7 +1293,8 @@ impl<'a> Sim<'a> {
     /// a work item (its start follows the task's own start, its end the task's exit).
     fn preemption_point(&self, f: &ActionFrame) -> bool {
         match f.kind {
-            ListKind::Init | ListKind::Undo => true,
+            // Probe and remove bodies are module code too (dd.c calls them outside locks).
+            ListKind::Init | ListKind::Undo | ListKind::Probe | ListKind::Remove => true,
             ListKind::Event | ListKind::Work => f.pc > 0 && f.pc < f.list.len(),
         }
     }
@@ -1250,7 +1306,7 @@ impl<'a> Sim<'a> {
             return None;
         }
         match f.kind {
-            ListKind::Init | ListKind::Undo => {
+            ListKind::Init | ListKind::Undo | ListKind::Probe | ListKind::Remove => {
                 let e = o.errno().unwrap_or(Errno::ENOENT);
                 Some(FrameEnd::Body(BodyResult::Fail(e)))
             }
@@ -1270,6 +1326,8 @@ fn describe_code(steps: &[crate::scenario::Step], f: &ActionFrame, a: &Action) -
         ListKind::Init => format!("init step `{step}`"),
         ListKind::Undo => format!("the undo of init step `{step}`"),
         ListKind::Event | ListKind::Work => "a work item".to_string(),
+        ListKind::Probe => "a probe".to_string(),
+        ListKind::Remove => "a remove".to_string(),
     };
     let act = match a {
         Action::RequestModule { name, wait, .. } => {
@@ -1332,6 +1390,25 @@ enum ActStep {
     Yielded,
     End(FrameEnd),
     Push(Proc),
+    /// Push a frame (a probe or remove body, the driver core).
+    PushFrame(Frame),
+}
+
+/// The device model of a scenario under `policy`: its drivers, its devices declared (absent
+/// until added), the deferred-probe timeout of the era unless the file sets one.
+fn device_model(sc: &Scenario, policy: Policy) -> modkit_core::device::DeviceModel {
+    let timeout = sc
+        .devices
+        .timeout
+        .unwrap_or_else(|| modkit_core::dd::default_timeout(policy));
+    let mut dm = modkit_core::device::DeviceModel::new(
+        sc.devices.drivers.iter().map(|d| d.spec.clone()).collect(),
+        if sc.devices.used { timeout } else { None },
+    );
+    for d in &sc.devices.devices {
+        dm.declare(&d.name, &d.bus, d.modalias.clone());
+    }
+    dm
 }
 
 #[cfg(test)]

@@ -98,8 +98,8 @@ pub use api::{ModuleInfo, Rmmod};
 pub use ctx::InitCtx;
 pub use error::Error;
 
-pub use lifecycle::WeakHost;
 pub use host::{thread_limit, Clock, Host, HOST_THREAD_CAP};
+pub use lifecycle::WeakHost;
 pub use modkit_core::{DiagKind, Diagnostic, Errno, ModState, Outcome, Policy};
 pub use module::{Init, Module};
 pub use revocable::{Revocable, RevocableGuard};

@@ -180,6 +180,9 @@ fn run_actions(
                     }
                 }
             }
+            // Never reached through the CLI, which refuses device scenarios on the host
+            // (`unsupported`); a library caller gets EINVAL, not a silent success.
+            Action::Device(_) => Outcome::Err(Errno::EINVAL),
             _ => unreachable!("immediate actions are handled above"),
         };
         if !o.is_ok() {
@@ -214,6 +217,19 @@ pub enum ScenarioError {
         /// Virtual time when it stopped.
         time: u64,
     },
+}
+
+/// Why the host driver cannot run `sc`, if it cannot: the device model (buses, drivers,
+/// devices, udev; docs/scenario-format.md, "Devices") runs in the simulator only. The CLI
+/// refuses such a file with this text (`modkit simulate --driver host`) or reports its
+/// blocks as skipped (`modkit check --driver host`).
+pub fn unsupported(sc: &Scenario) -> Option<String> {
+    sc.uses_devices().then(|| {
+        format!(
+            "{}: the host driver has no device model yet (buses, drivers, devices, udev run in the simulator only; docs/scenario-format.md, \"Devices\"): run it with --driver sim",
+            sc.file
+        )
+    })
 }
 
 /// Runs a scenario on real threads under `policy`. Same-instant ties are real races, so
@@ -279,6 +295,7 @@ pub fn run_scenario(sc: &Scenario, policy: Policy, _seed: u64) -> Result<Run, Sc
                 EventKind::SetModprobe(_) => "set".into(),
                 EventKind::Kill(id) => format!("kill {id}"),
                 EventKind::KillModprobe(n) => format!("kill modprobe {n}"),
+                EventKind::Device(d) => format!("{d:?}"),
             };
             let label = if ev.threads > 1 {
                 format!("event {}[{t}]: {what}", ev.id)
@@ -324,6 +341,8 @@ pub fn run_scenario(sc: &Scenario, policy: Policy, _seed: u64) -> Result<Run, Sc
                         EventKind::KillModprobe(n) => {
                             Some(h.kill(crate::signal::Target::Modprobe(n)))
                         }
+                        // See `unsupported`: the host has no device model yet.
+                        EventKind::Device(_) => Some(Outcome::Err(Errno::EINVAL)),
                         EventKind::SetModprobe(p) => {
                             h.lock().k.modprobe_path = p.clone();
                             Some(Outcome::Ok)
@@ -415,6 +434,7 @@ pub fn run_scenario(sc: &Scenario, policy: Policy, _seed: u64) -> Result<Run, Sc
     }
     let results = std::mem::take(&mut *results.lock().unwrap_or_else(|e| e.into_inner()));
     Ok(Run {
+        devices: Vec::new(),
         kernel,
         end_time,
         results,

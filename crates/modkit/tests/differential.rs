@@ -15,6 +15,13 @@ fn scenario_files() -> Vec<PathBuf> {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        // The host has no device model: those files are the simulator's alone
+        // (`modkit::scenario::unsupported`, and `modkit check --driver host` says so).
+        .filter(|p| {
+            modkit_sim::load(p)
+                .map(|sc| modkit::scenario::unsupported(&sc).is_none())
+                .unwrap_or(true)
+        })
         .collect();
     v.sort();
     v

@@ -141,6 +141,13 @@ impl<'c, 'a> Gen<'c, 'a> {
     ) -> Result<bool, Unsupported> {
         let check = "\tif (ret)\n\t\treturn ret;\n";
         match a {
+            Action::Device(_) => {
+                return Err(Unsupported::new(
+                    "a device action",
+                    place.text.clone(),
+                    "the kernel driver has no device model (docs/scenario-format.md, \"Devices\")",
+                ))
+            }
             Action::Sleep(ns) => {
                 if *ns > 0 {
                     self.uses.sleep = true;

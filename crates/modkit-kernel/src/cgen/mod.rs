@@ -193,7 +193,24 @@ impl Ctx<'_> {
 }
 
 /// Generates the build directory for `sc` on `target`, or says what cannot be expressed.
+/// The refusal of a scenario that uses the device model (docs/scenario-format.md,
+/// "Devices"): the kernel driver generates modules and plays userspace events, but no
+/// buses, drivers or devices (that would need a generated bus and device registrations in
+/// modkit_rt, and a udevd in the guest), so such a file is refused, not run without them.
+pub fn device_model_unsupported(sc: &Scenario) -> Option<Unsupported> {
+    sc.uses_devices().then(|| {
+        Unsupported::new(
+            "the device model",
+            "[[bus]], [[device]], [[module.driver]], udev, deferred_probe_timeout or a device event",
+            "the kernel driver generates modules and plays events, but not buses, drivers, devices or udev; check this file with the simulator (`modkit check FILE`)",
+        )
+    })
+}
+
 pub fn generate(sc: &Scenario, target: &Target) -> Result<Generated, Unsupported> {
+    if let Some(u) = device_model_unsupported(sc) {
+        return Err(u);
+    }
     let ctx = analyse(sc, target)?;
     let specs = sc.db.specs();
     let mut modules = vec!["modkit_rt".to_string()];

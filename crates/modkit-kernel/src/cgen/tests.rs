@@ -12,6 +12,8 @@ fn examples() -> Vec<PathBuf> {
             let t = std::fs::read_to_string(p).unwrap_or_default();
             !t.lines().any(|l| l.trim_start().starts_with("tree"))
         })
+        // Device-model files are refused (`device_model_unsupported`), tested below.
+        .filter(|p| !load(p).uses_devices())
         .collect();
     v.sort();
     v
@@ -61,6 +63,16 @@ fn symvers_keeps_vmlinux_exports_only() {
     assert_eq!(e["__kmalloc"].crc, Some(0xeb233a45));
     assert_eq!(e["cxl_ns_sym"].namespace.as_deref(), Some("CXL"));
     assert!(!e.contains_key("drm_dev_register"));
+}
+
+#[test]
+fn device_scenarios_are_refused_with_the_reason() {
+    let sc = parse(
+        "[[module]]\nname = \"a\"\n[[module.driver]]\nbus = \"platform\"\nmatch = [\"platform:a\"]\n",
+    );
+    let e = generate(&sc, &target((6, 1, 176))).unwrap_err();
+    assert_eq!(e.feature, "the device model");
+    assert!(e.reason.contains("modkit check FILE"), "{e}");
 }
 
 #[test]

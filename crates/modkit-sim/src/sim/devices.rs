@@ -1,0 +1,707 @@
+//! The simulator's side of the device model: the attach/detach loops of the driver core
+//! (`driver_attach()`, `__device_attach()`, `driver_detach()`, `device_del()`) as a frame
+//! that runs probe and remove bodies one after another on the task that caused them (as
+//! the kernel runs them synchronously in `driver_register()` and `device_add()`), the
+//! deferred-probe work (`deferwq`), the deferred-probe timeout work, and udevd.
+//!
+//! udevd (systemd-udevd with its kmod builtin, `80-drivers.rules`: `ENV{MODALIAS}=="?*",
+//! RUN{builtin}+="kmod load"`): every device added with a modalias queues one event; at
+//! most `workers` events run at once (`children_max`), each one `modprobe -b MODALIAS`; a
+//! worker still running after `event_timeout` is killed (`udev_event_execute_rules()`
+//! timeout, "Worker [PID] processing SEQNUM=N killed"). Not modelled: udevd's ordering of
+//! events of one device path (a child waits for its parent's event), its warning at a
+//! third of the timeout, and blacklist handling (`-b`).
+
+use std::collections::VecDeque;
+
+use modkit_core::device::{DevId, DevState, DrvId, ProbeEnd};
+use modkit_core::modprobe::Modprobe;
+use modkit_core::{BodyResult, Errno, Outcome, Proc, Resume, TaskId, Time, WaitInfo, WaitKey};
+
+use super::{ActStep, ActionFrame, Frame, FrameEnd, ListKind, Sim};
+use crate::devices::{DeviceAction, DeviceEvent};
+use crate::scenario::Action;
+
+/// One thing the driver core does for a device or driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Job {
+    /// `device_add()`: present, uevent, then attach.
+    Add(DevId),
+    /// `__device_attach()`: try the matching drivers in order.
+    Attach(DevId),
+    /// `driver_probe_device(drv, dev)` alone (`driver_attach()`, sysfs bind).
+    Probe(DevId, DrvId),
+    /// `device_release_driver()`: consumers first, remove, devres.
+    Release(DevId),
+    /// `device_del()`: release, then gone.
+    Delete(DevId),
+    /// The device leaves (after its release).
+    Gone(DevId),
+    /// The driver leaves its bus (after `driver_detach()`).
+    Unregister(DrvId),
+    /// The deferred-probe timeout work: wait until due, then retry and report.
+    Timeout,
+    /// udevd watching a worker: kill it at the deadline.
+    Watch(TaskId, Time),
+    /// A udev worker's kmod builtin loads one module the modalias matched
+    /// (`kmod_module_probe_insert_module()`, as `modprobe NAME`), whatever the others gave.
+    Load(modkit_core::ModId),
+}
+
+#[derive(Debug, Clone)]
+enum Cur {
+    Probing {
+        dev: DevId,
+        drv: DrvId,
+        rest: Vec<DrvId>,
+        /// The probe was asked for by sysfs bind (its result is the event's).
+        bind: bool,
+    },
+    Removing(DevId),
+    Waiting(Job),
+    Loading,
+}
+
+/// The driver core working on this task.
+#[derive(Debug, Clone)]
+pub(super) struct Bind {
+    jobs: VecDeque<Job>,
+    cur: Option<Cur>,
+    /// The deferred work: when the jobs run out, take the next device of the active list.
+    deferwq: bool,
+    /// The timeout work: report the devices still pending at the end.
+    report: bool,
+    result: Outcome,
+}
+
+impl Bind {
+    pub(super) fn new(jobs: impl IntoIterator<Item = Job>) -> Self {
+        Bind {
+            jobs: jobs.into_iter().collect(),
+            cur: None,
+            deferwq: false,
+            report: false,
+            result: Outcome::Ok,
+        }
+    }
+}
+
+/// Device state of a run beyond the core's model.
+#[derive(Debug, Default)]
+pub(super) struct DevRun {
+    /// The deferred work's task, while it runs.
+    deferwq: Option<TaskId>,
+    /// udev events not yet handed to a worker.
+    udev_queue: VecDeque<(DevId, String)>,
+    /// udev workers running, with the device and the event's sequence number.
+    udev_workers: Vec<(TaskId, DevId, u64)>,
+    /// uevent sequence numbers.
+    seqnum: u64,
+    /// What the scenario can ever provide to a `need` (modkit's deferred_forever check):
+    /// registrations some code makes, and `device:NAME` of devices some driver can bind.
+    providers: Option<std::collections::BTreeSet<String>>,
+    /// (device, key) pairs already reported.
+    reported: std::collections::BTreeSet<(DevId, String)>,
+}
+
+impl Sim<'_> {
+    /// At the start of a run: builtin drivers register, boot devices are added (with their
+    /// coldplug uevents), the timeout work is queued.
+    pub(super) fn devices_boot(&mut self) {
+        if !self.sc.devices.used {
+            return;
+        }
+        let boot: Vec<DevId> = self
+            .sc
+            .devices
+            .devices
+            .iter()
+            .filter(|d| d.boot)
+            .map(|d| self.dm.find_device(&d.name).expect("declared"))
+            .collect();
+        let builtin: Vec<DrvId> = (0..self.dm.drivers.len())
+            .filter(|&d| self.k.db.spec(self.dm.drivers[d].module).builtin)
+            .collect();
+        let mut jobs = Vec::new();
+        for d in builtin {
+            // Builtin drivers register during initcalls, before userspace.
+            let _ = self.dm.register_driver(&mut self.k, d);
+        }
+        for d in boot {
+            jobs.push(Job::Add(d));
+        }
+        if !jobs.is_empty() {
+            self.spawn_task(
+                vec![Frame::Bind(Box::new(Bind::new(jobs)))],
+                "boot: device_add".into(),
+                None,
+                None,
+            );
+        }
+        // The timeout work only matters to drivers; a file without any keeps its own end.
+        if self.dm.timeout_due.is_some() && !self.dm.drivers.is_empty() {
+            let mut b = Bind::new([Job::Timeout]);
+            b.report = true;
+            self.spawn_task(
+                vec![Frame::Bind(Box::new(b))],
+                "kworker: deferred_probe_timeout_work_func".into(),
+                None,
+                None,
+            );
+        }
+    }
+
+    /// The frame of a device event.
+    pub(super) fn device_event(&mut self, ev: &DeviceEvent) -> Frame {
+        let dev = |name: &str| self.dm.find_device(name);
+        let (jobs, err) = match ev {
+            DeviceEvent::Add(n) => match dev(n) {
+                Some(d) => (vec![Job::Add(d)], None),
+                None => (vec![], Some(Errno::ENODEV)),
+            },
+            DeviceEvent::Remove(n) => match dev(n) {
+                Some(d) if self.dm.present(d) => (vec![Job::Delete(d)], None),
+                _ => (vec![], Some(Errno::ENODEV)),
+            },
+            DeviceEvent::Bind { device, driver } => {
+                match (dev(device), self.dm.find_driver(driver)) {
+                    (Some(d), Some(r))
+                        if self.dm.present(d)
+                            && self.dm.is_registered(r)
+                            && self.dm.matches(r, d) =>
+                    {
+                        if self.dm.devices[d].state == DevState::Unbound {
+                            (vec![Job::Probe(d, r)], None)
+                        } else {
+                            (vec![], Some(Errno::EBUSY))
+                        }
+                    }
+                    _ => (vec![], Some(Errno::ENODEV)),
+                }
+            }
+            DeviceEvent::Unbind(n) => match dev(n) {
+                Some(d) if matches!(self.dm.devices[d].state, DevState::Bound(_)) => {
+                    (vec![Job::Release(d)], None)
+                }
+                _ => (vec![], Some(Errno::ENODEV)),
+            },
+        };
+        let mut b = Bind::new(jobs);
+        if let Some(e) = err {
+            b.result = Outcome::Err(e);
+        }
+        if matches!(ev, DeviceEvent::Bind { .. }) && err.is_none() {
+            // bind_store(): the write fails unless the device ends up bound.
+            b.result = Outcome::Err(Errno::ENODEV);
+        }
+        Frame::Bind(Box::new(b))
+    }
+
+    /// An action of module code that the device model handles, or `None`.
+    pub(super) fn device_action(&mut self, f: &ActionFrame, a: &Action) -> Option<DevStep> {
+        match a {
+            Action::Register(key) if self.sc.devices.used && key.starts_with("driver:") => {
+                let name = &key["driver:".len()..];
+                let Some(drv) = self.dm.find_driver(name) else {
+                    return Some(DevStep::Done(Outcome::Err(Errno::EINVAL)));
+                };
+                Some(match self.dm.register_driver(&mut self.k, drv) {
+                    Err(e) => DevStep::Done(Outcome::Err(e)),
+                    Ok(devs) => {
+                        DevStep::Push(Bind::new(devs.into_iter().map(|d| Job::Probe(d, drv))))
+                    }
+                })
+            }
+            Action::Unregister(key) if self.sc.devices.used && key.starts_with("driver:") => {
+                let name = &key["driver:".len()..];
+                let Some(drv) = self.dm.find_driver(name) else {
+                    return Some(DevStep::Done(Outcome::Err(Errno::EINVAL)));
+                };
+                let mut jobs: Vec<Job> = self
+                    .dm
+                    .bound_to(drv)
+                    .into_iter()
+                    .map(Job::Release)
+                    .collect();
+                jobs.push(Job::Unregister(drv));
+                Some(DevStep::Push(Bind::new(jobs)))
+            }
+            Action::Device(d) => Some(self.device_action_of(f, d)),
+            _ => None,
+        }
+    }
+
+    fn device_action_of(&mut self, f: &ActionFrame, d: &DeviceAction) -> DevStep {
+        let probing = matches!(f.kind, ListKind::Probe).then_some(f.step);
+        match d {
+            DeviceAction::Add {
+                name,
+                bus,
+                modalias,
+            } => {
+                if bus == modkit_core::auxiliary::BUS
+                    && !modkit_core::auxiliary::bus_exists(self.k.policy)
+                {
+                    let line = format!(
+                        "auxiliary_device_add({name}): there is no auxiliary bus before 5.11"
+                    );
+                    self.k.remark(f.module, line);
+                    return DevStep::Done(Outcome::Err(Errno::ENODEV));
+                }
+                let dev = self.dm.declare(name, bus, modalias.clone());
+                if self.dm.present(dev) {
+                    return DevStep::Done(Outcome::Err(Errno::EEXIST));
+                }
+                DevStep::Push(Bind::new([Job::Add(dev)]))
+            }
+            DeviceAction::Remove(name) => match self.dm.find_device(name) {
+                Some(dev) if self.dm.present(dev) => DevStep::Push(Bind::new([Job::Delete(dev)])),
+                _ => DevStep::Done(Outcome::Err(Errno::ENODEV)),
+            },
+            DeviceAction::Need {
+                key,
+                optional,
+                reason,
+            } => match probing {
+                Some(dev) => DevStep::Done(
+                    self.dm
+                        .need(&mut self.k, dev, key, *optional, reason.as_deref())
+                        .into(),
+                ),
+                None => DevStep::Done(Outcome::Err(Errno::EINVAL)),
+            },
+            DeviceAction::Devm(name) => match probing {
+                Some(dev) => DevStep::Done(self.dm.devm(&mut self.k, dev, name).into()),
+                None => DevStep::Done(Outcome::Err(Errno::EINVAL)),
+            },
+        }
+    }
+
+    /// Queues the deferred work if it is not running (`queue_work(deferred_wq, …)`).
+    fn kick_deferwq(&mut self) {
+        if self.dm.active.is_empty() {
+            return;
+        }
+        if let Some(t) = self.devs.deferwq {
+            if self.tasks.contains_key(&t) {
+                return;
+            }
+        }
+        let mut b = Bind::new([]);
+        b.deferwq = true;
+        let t = self.spawn_task(
+            vec![Frame::Bind(Box::new(b))],
+            "kworker: deferred_probe_work_func".into(),
+            None,
+            None,
+        );
+        self.devs.deferwq = Some(t);
+    }
+
+    /// A uevent for an added device: udevd queues it when it has a modalias.
+    fn uevent_add(&mut self, dev: DevId) {
+        self.devs.seqnum += 1;
+        let Some(udev) = self.sc.devices.udev else {
+            return;
+        };
+        let Some(m) = self.dm.devices[dev].modalias.clone() else {
+            return;
+        };
+        self.devs.udev_queue.push_back((dev, m));
+        self.udev_dispatch(udev.workers as usize);
+    }
+
+    fn udev_dispatch(&mut self, workers: usize) {
+        let Some(udev) = self.sc.devices.udev else {
+            return;
+        };
+        while self.devs.udev_workers.len() < workers {
+            let Some((dev, m)) = self.devs.udev_queue.pop_front() else {
+                return;
+            };
+            let name = self.dm.devices[dev].name.clone();
+            // systemd's module_load_and_warn(): every module the alias matches is loaded,
+            // each with its dependencies, going on after a failure (kmod's modprobe tool
+            // stops at the first).
+            let loads: Vec<Job> = self.k.db.lookup(&m).into_iter().map(Job::Load).collect();
+            let w = self.spawn_task(
+                vec![Frame::Bind(Box::new(Bind::new(loads)))],
+                format!("udev worker ({name}): kmod load {m}"),
+                None,
+                None,
+            );
+            self.devs.udev_workers.push((w, dev, self.devs.seqnum));
+            let deadline = self.k.now.saturating_add(udev.event_timeout);
+            self.spawn_task(
+                vec![Frame::Bind(Box::new(Bind::new([Job::Watch(w, deadline)])))],
+                format!("udevd: watching worker for {name}"),
+                None,
+                None,
+            );
+        }
+    }
+
+    /// A task ended: a udev worker frees its slot.
+    pub(super) fn devices_task_done(&mut self, tid: TaskId) {
+        if let Some(i) = self.devs.udev_workers.iter().position(|w| w.0 == tid) {
+            self.devs.udev_workers.remove(i);
+            if let Some(u) = self.sc.devices.udev {
+                self.udev_dispatch(u.workers as usize);
+            }
+        }
+    }
+
+    fn start_probe(
+        &mut self,
+        b: &mut Bind,
+        dev: DevId,
+        mut cands: Vec<DrvId>,
+        bind: bool,
+    ) -> Option<ActStep> {
+        if cands.is_empty() {
+            return None;
+        }
+        let drv = cands.remove(0);
+        if !self.dm.probe_begin(&mut self.k, dev, drv) {
+            return None;
+        }
+        let decl = &self.sc.devices.drivers[drv];
+        b.cur = Some(Cur::Probing {
+            dev,
+            drv,
+            rest: cands,
+            bind,
+        });
+        Some(ActStep::PushFrame(Frame::Actions(ActionFrame {
+            list: decl.probe.clone().into(),
+            pc: 0,
+            kind: ListKind::Probe,
+            module: Some(decl.spec.module),
+            busy: false,
+            first_err: None,
+            deadline: None,
+            step: dev,
+            yielded: false,
+        })))
+    }
+
+    /// Advances the driver core frame on top of `tid`.
+    pub(super) fn step_bind(&mut self, tid: TaskId, mut resume: Resume) -> ActStep {
+        let Some(Frame::Bind(b)) = self.tasks.get_mut(&tid).and_then(|t| t.frames.last_mut())
+        else {
+            unreachable!("a bind frame is on top")
+        };
+        let mut b = (**b).clone();
+        let r = self.run_bind(tid, &mut b, &mut resume);
+        if let Some(Frame::Bind(slot)) = self.tasks.get_mut(&tid).and_then(|t| t.frames.last_mut())
+        {
+            **slot = b;
+        }
+        r
+    }
+
+    fn run_bind(&mut self, tid: TaskId, b: &mut Bind, resume: &mut Resume) -> ActStep {
+        loop {
+            if let Some(cur) = b.cur.take() {
+                match cur {
+                    Cur::Probing {
+                        dev,
+                        drv,
+                        rest,
+                        bind,
+                    } => {
+                        let Resume::Body(r) = *resume else {
+                            unreachable!("a probe body returns")
+                        };
+                        let res = match r {
+                            BodyResult::Fail(e) => Err(e),
+                            _ => Ok(()),
+                        };
+                        let end = self.dm.probe_end(&mut self.k, dev, drv, res);
+                        if bind {
+                            b.result = match res {
+                                Ok(()) => Outcome::Ok,
+                                Err(e) => Outcome::Err(e),
+                            };
+                        }
+                        if matches!(end, ProbeEnd::Deferred { .. }) && self.k.policy.is_modkit() {
+                            self.check_deferred_forever(dev, drv);
+                        }
+                        match end {
+                            ProbeEnd::Bound { trigger } | ProbeEnd::Deferred { trigger } => {
+                                if trigger {
+                                    self.kick_deferwq();
+                                }
+                            }
+                            ProbeEnd::Failed => {
+                                if let Some(s) = self.start_probe(b, dev, rest, bind) {
+                                    *resume = Resume::Start;
+                                    return s;
+                                }
+                            }
+                        }
+                    }
+                    Cur::Removing(dev) => {
+                        self.dm.remove_end(&mut self.k, dev);
+                    }
+                    Cur::Waiting(Job::Timeout) => {
+                        let now = self.k.now;
+                        if !self.dm.timeout_fire(now) {
+                            b.jobs.push_front(Job::Timeout);
+                        } else {
+                            b.deferwq = true;
+                        }
+                    }
+                    Cur::Waiting(Job::Watch(w, _)) => {
+                        if *resume == Resume::TimedOut && self.tasks.contains_key(&w) {
+                            self.udev_kill(w);
+                        }
+                    }
+                    Cur::Waiting(_) => {}
+                    Cur::Loading => {
+                        if self.k.fatal_signal_pending(tid) {
+                            // Killed by udevd: the worker process is gone.
+                            b.jobs.clear();
+                        }
+                    }
+                }
+                *resume = Resume::Start;
+                self.deliver_wakes();
+                continue;
+            }
+            let Some(job) = b.jobs.pop_front() else {
+                if b.deferwq {
+                    if let Some(d) = self.dm.active.pop_front() {
+                        b.jobs.push_back(Job::Attach(d));
+                        continue;
+                    }
+                }
+                if b.report {
+                    self.dm.timeout_report(&mut self.k);
+                }
+                if b.deferwq && self.devs.deferwq == Some(tid) {
+                    self.devs.deferwq = None;
+                }
+                return ActStep::End(FrameEnd::Proc(b.result));
+            };
+            match job {
+                Job::Add(dev) => {
+                    if self.dm.add_device(dev).is_err() {
+                        b.result = Outcome::Err(Errno::EEXIST);
+                        continue;
+                    }
+                    self.uevent_add(dev);
+                    b.jobs.push_front(Job::Attach(dev));
+                }
+                Job::Attach(dev) => {
+                    if self.dm.devices[dev].state != DevState::Unbound {
+                        continue;
+                    }
+                    let cands = self.dm.drivers_for(dev);
+                    if let Some(s) = self.start_probe(b, dev, cands, false) {
+                        return s;
+                    }
+                }
+                Job::Probe(dev, drv) => {
+                    if !self.dm.matches(drv, dev) || !self.dm.is_registered(drv) {
+                        continue;
+                    }
+                    let bind = b.result == Outcome::Err(Errno::ENODEV);
+                    if let Some(s) = self.start_probe(b, dev, vec![drv], bind) {
+                        return s;
+                    }
+                }
+                Job::Release(dev) => {
+                    let consumers = self.dm.consumers_of(dev);
+                    if !consumers.is_empty() {
+                        b.jobs.push_front(Job::Release(dev));
+                        for c in consumers.into_iter().rev() {
+                            b.jobs.push_front(Job::Release(c));
+                        }
+                        continue;
+                    }
+                    if let Some(drv) = self.dm.remove_begin(&mut self.k, dev) {
+                        let decl = &self.sc.devices.drivers[drv];
+                        b.cur = Some(Cur::Removing(dev));
+                        return ActStep::PushFrame(Frame::Actions(ActionFrame {
+                            list: decl.remove.clone().into(),
+                            pc: 0,
+                            kind: ListKind::Remove,
+                            module: Some(decl.spec.module),
+                            busy: false,
+                            first_err: None,
+                            deadline: None,
+                            step: dev,
+                            yielded: false,
+                        }));
+                    }
+                }
+                Job::Delete(dev) => {
+                    b.jobs.push_front(Job::Gone(dev));
+                    b.jobs.push_front(Job::Release(dev));
+                }
+                Job::Gone(dev) => {
+                    if self.dm.present(dev) {
+                        self.dm.del_device(&mut self.k, dev);
+                    }
+                }
+                Job::Unregister(drv) => self.dm.unregister_driver(drv),
+                Job::Load(m) => {
+                    b.cur = Some(Cur::Loading);
+                    let name = self.k.name(m).to_string();
+                    return ActStep::PushFrame(Frame::Proc(Proc::Modprobe(Modprobe::new(
+                        &name, true,
+                    ))));
+                }
+                Job::Timeout => {
+                    let Some(due) = self.dm.timeout_due else {
+                        continue;
+                    };
+                    b.cur = Some(Cur::Waiting(Job::Timeout));
+                    self.park(
+                        tid,
+                        WaitInfo {
+                            key: WaitKey::Timer,
+                            reason: "deferred_probe_timeout".into(),
+                            target: None,
+                            deadline: Some(due),
+                        },
+                        false,
+                    );
+                    return ActStep::Parked;
+                }
+                Job::Watch(w, deadline) => {
+                    if !self.tasks.contains_key(&w) {
+                        continue;
+                    }
+                    b.cur = Some(Cur::Waiting(job));
+                    self.park(
+                        tid,
+                        WaitInfo {
+                            key: WaitKey::Task(w),
+                            reason: "udevd event_timeout".into(),
+                            target: None,
+                            deadline: Some(deadline),
+                        },
+                        false,
+                    );
+                    return ActStep::Parked;
+                }
+            }
+        }
+    }
+
+    /// udevd kills a worker past `event_timeout` (udevd.c, on_event_timeout():
+    /// "Worker [PID] processing SEQNUM=N killed"; the PID is the model's task id).
+    fn udev_kill(&mut self, w: TaskId) {
+        let Some(&(_, dev, seq)) = self.devs.udev_workers.iter().find(|x| x.0 == w) else {
+            return;
+        };
+        let name = self.dm.devices[dev].name.clone();
+        self.k.printk(format!(
+            "systemd-udevd: {name}: Worker [{w}] processing SEQNUM={seq} killed"
+        ));
+        self.k.send_sigkill(w);
+        let t = self.tasks.get(&w).expect("task");
+        if t.parked_on.is_some() && t.killable {
+            let token = t.token;
+            self.push(self.k.now, w, token, super::R_KILLED);
+        }
+    }
+}
+
+impl Sim<'_> {
+    /// modkit: a deferral on a supplier nothing in the scenario can provide is reported at
+    /// once, with the chain, instead of waiting on the pending list for ever.
+    fn check_deferred_forever(&mut self, dev: DevId, drv: DrvId) {
+        let Some(key) = self.dm.devices[dev].defer_key.clone() else {
+            return;
+        };
+        if self.devs.providers.is_none() {
+            self.devs.providers = Some(providers(self.sc, &self.dm));
+        }
+        let known = self.devs.providers.as_ref().expect("computed");
+        if known.contains(&key) || !self.devs.reported.insert((dev, key.clone())) {
+            return;
+        }
+        let d = self.dm.devices[dev].name.clone();
+        let r = self.dm.drivers[drv].name.clone();
+        let m = self.dm.drivers[drv].module;
+        let what = if key.starts_with("device:") {
+            "no driver of the scenario can bind that device"
+        } else {
+            "no code of the scenario registers it"
+        };
+        self.k.diagnose(
+            modkit_core::DiagKind::DeferredForever,
+            Some(m),
+            format!("{d} defers on {key}, which nothing provides ({what}): it would stay on the pending list for ever"),
+            vec![d.clone(), format!("probe by {r} needs {key}"), what.to_string()],
+            Some(format!(
+                "add the module that provides {key}, or make {r}'s probe go on without it"
+            )),
+        );
+    }
+}
+
+/// Every `kind:name` some action of the scenario registers (`register`, `devm`), and
+/// `device:NAME` for each device (declared or added by an action) that a driver matches.
+fn providers(
+    sc: &crate::scenario::Scenario,
+    dm: &modkit_core::device::DeviceModel,
+) -> std::collections::BTreeSet<String> {
+    fn walk(list: &[Action], out: &mut Vec<Action>) {
+        for a in list {
+            if let Action::Spawn(l) = a {
+                walk(l, out);
+            }
+            out.push(a.clone());
+        }
+    }
+    let mut all = Vec::new();
+    for steps in &sc.steps {
+        for s in steps {
+            walk(&s.run, &mut all);
+            walk(s.undo.as_deref().unwrap_or(&[]), &mut all);
+        }
+    }
+    for d in &sc.devices.drivers {
+        walk(&d.probe, &mut all);
+        walk(&d.remove, &mut all);
+    }
+    for e in &sc.events {
+        if let crate::scenario::EventKind::Run(l) = &e.kind {
+            walk(l, &mut all);
+        }
+    }
+    let mut out = std::collections::BTreeSet::new();
+    for a in &all {
+        match a {
+            Action::Register(k) | Action::Device(DeviceAction::Devm(k)) => {
+                out.insert(k.clone());
+            }
+            Action::Device(DeviceAction::Add {
+                name,
+                bus,
+                modalias,
+            }) if dm.any_driver_matches(bus, modalias.as_deref()) => {
+                out.insert(format!("device:{name}"));
+            }
+            _ => {}
+        }
+    }
+    for d in &sc.devices.devices {
+        if dm.any_driver_matches(&d.bus, d.modalias.as_deref()) {
+            out.insert(format!("device:{}", d.name));
+        }
+    }
+    out
+}
+
+/// What a device action asks of the action interpreter.
+pub(super) enum DevStep {
+    /// Done at once with this outcome.
+    Done(Outcome),
+    /// Run the driver core on this task; its result is the action's.
+    Push(Bind),
+}

@@ -1,0 +1,180 @@
+//! Property tests of the device model on random scenarios: drivers in modules loaded and
+//! unloaded at random times, devices added and removed, probes that bind, fail, defer on
+//! suppliers, allocate managed resources and create auxiliary devices, sysfs bind and
+//! unbind. After every run, under every policy:
+//! - a device is bound to at most one driver (the model's state holds one), and a bound
+//!   device's driver is registered and its module present;
+//! - no probe or remove ran for a driver whose module was not present (coming or live for
+//!   a probe; present for a remove, which runs in its exit while GOING);
+//! - every managed resource was released exactly once, and never while its device was still
+//!   bound (before remove);
+//! - a module never went away with one of its devices bound (rmmod unbinds first).
+//!
+//! The model records each broken rule in `Kernel::violations`; the property is that it
+//! stays empty and that the device table agrees with the module table.
+
+use std::fmt::Write as _;
+
+use modkit_core::Policy;
+use modkit_sim::{parse, Sim};
+use proptest::prelude::*;
+
+const DEVICES: usize = 4;
+const MODULES: usize = 3;
+const POLICIES: [&str; 5] = [
+    "modkit",
+    "linux-4.19",
+    "linux-5.15",
+    "linux-6.1",
+    "linux-6.12",
+];
+
+#[derive(Debug, Clone)]
+enum ProbeAct {
+    Sleep(u8),
+    Fail(u8),
+    NeedDevice(u8),
+    NeedReg(u8, bool),
+    Devm(u8),
+    AddAux,
+}
+
+#[derive(Debug, Clone)]
+enum Ev {
+    Modprobe(u8),
+    Rmmod(u8),
+    Add(u8),
+    Remove(u8),
+    Bind(u8, u8),
+    Unbind(u8),
+}
+
+fn probe_act() -> impl Strategy<Value = ProbeAct> {
+    prop_oneof![
+        (0u8..3).prop_map(ProbeAct::Sleep),
+        (0u8..4).prop_map(ProbeAct::Fail),
+        (0u8..DEVICES as u8).prop_map(ProbeAct::NeedDevice),
+        ((0u8..MODULES as u8), any::<bool>()).prop_map(|(r, o)| ProbeAct::NeedReg(r, o)),
+        (0u8..3).prop_map(ProbeAct::Devm),
+        Just(ProbeAct::AddAux),
+    ]
+}
+
+fn ev() -> impl Strategy<Value = Ev> {
+    prop_oneof![
+        3 => (0u8..MODULES as u8).prop_map(Ev::Modprobe),
+        1 => (0u8..MODULES as u8).prop_map(Ev::Rmmod),
+        1 => (0u8..DEVICES as u8).prop_map(Ev::Add),
+        1 => (0u8..DEVICES as u8).prop_map(Ev::Remove),
+        1 => ((0u8..DEVICES as u8), (0u8..MODULES as u8)).prop_map(|(d, m)| Ev::Bind(d, m)),
+        1 => (0u8..DEVICES as u8).prop_map(Ev::Unbind),
+    ]
+}
+
+type Module = (Vec<u8>, Vec<ProbeAct>, bool);
+
+fn render(mods: &[Module], boot: &[bool], events: &[(u8, Ev)], udev: bool) -> String {
+    let mut t = String::new();
+    if udev {
+        t.push_str("udev = { workers = 2 }\n");
+    }
+    for (i, (matches, probe, remove_aux)) in mods.iter().enumerate() {
+        let _ = writeln!(
+            t,
+            "[[module]]\nname = \"m{i}\"\n[[module.driver]]\nbus = \"platform\""
+        );
+        let pats: Vec<String> = matches
+            .iter()
+            .map(|d| format!("\"platform:d{d}\""))
+            .collect();
+        let _ = writeln!(t, "match = [{}, \"auxiliary:m{i}.aux\"]", pats.join(", "));
+        let acts: Vec<String> = probe
+            .iter()
+            .map(|a| match a {
+                ProbeAct::Sleep(n) => format!("{{ sleep = \"{}ms\" }}", 1 + *n as u32 * 10),
+                ProbeAct::Fail(0) => "{ fail = \"ENODEV\" }".into(),
+                ProbeAct::Fail(1) => "{ fail = \"ENOMEM\" }".into(),
+                ProbeAct::Fail(2) => "{ fail = \"ENXIO\" }".into(),
+                ProbeAct::Fail(_) => "{ fail = \"EPROBE_DEFER\" }".into(),
+                ProbeAct::NeedDevice(d) => format!("{{ need = \"device:d{d}\" }}"),
+                ProbeAct::NeedReg(r, o) => {
+                    format!("{{ need = \"res:r{r}\", optional = {o} }}")
+                }
+                ProbeAct::Devm(r) => {
+                    if *r == 0 {
+                        format!("{{ devm = \"res:r{i}\" }}")
+                    } else {
+                        format!("{{ devm = \"mem{r}\" }}")
+                    }
+                }
+                ProbeAct::AddAux => {
+                    format!("{{ add_device = \"m{i}.aux.0\", bus = \"auxiliary\" }}")
+                }
+            })
+            .collect();
+        let _ = writeln!(t, "probe = [{}]", acts.join(", "));
+        if *remove_aux {
+            let _ = writeln!(t, "remove = [{{ remove_device = \"m{i}.aux.0\" }}]");
+        }
+    }
+    for (d, b) in boot.iter().enumerate() {
+        let _ = writeln!(
+            t,
+            "[[device]]\nname = \"d{d}\"\nbus = \"platform\"\nmodalias = \"platform:d{d}\"\nboot = {b}"
+        );
+    }
+    for (i, (at, e)) in events.iter().enumerate() {
+        let _ = writeln!(t, "[[event]]\nid = \"e{i}\"\nat = \"{}ms\"", *at as u32 * 7);
+        let _ = match e {
+            Ev::Modprobe(m) => writeln!(t, "modprobe = \"m{m}\""),
+            Ev::Rmmod(m) => writeln!(t, "rmmod = \"m{m}\""),
+            Ev::Add(d) => writeln!(t, "add_device = \"d{d}\""),
+            Ev::Remove(d) => writeln!(t, "remove_device = \"d{d}\""),
+            Ev::Bind(d, m) => writeln!(t, "bind = \"d{d}\"\ndriver = \"m{m}\""),
+            Ev::Unbind(d) => writeln!(t, "unbind = \"d{d}\""),
+        };
+    }
+    t
+}
+
+fn module() -> impl Strategy<Value = Module> {
+    (
+        proptest::collection::vec(0u8..DEVICES as u8, 1..3),
+        proptest::collection::vec(probe_act(), 0..4),
+        any::<bool>(),
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+    #[test]
+    fn device_invariants_hold(
+        mods in proptest::collection::vec(module(), MODULES..=MODULES),
+        boot in proptest::collection::vec(any::<bool>(), DEVICES..=DEVICES),
+        events in proptest::collection::vec((0u8..40, ev()), 1..10),
+        udev in any::<bool>(),
+    ) {
+        let text = render(&mods, &boot, &events, udev);
+        let sc = parse("prop.toml", &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        for p in POLICIES {
+            let policy: Policy = p.parse().unwrap();
+            let r = Sim::new(&sc, policy, 0).run().unwrap_or_else(|e| panic!("{e}\n{text}"));
+            prop_assert!(
+                r.kernel.violations.is_empty(),
+                "{p}: {:?}\n{text}",
+                r.kernel.violations
+            );
+            for row in &r.devices {
+                if row.state == "bound" {
+                    let drv = row.driver.as_deref().unwrap();
+                    let m = r.kernel.db.id(drv).unwrap();
+                    prop_assert!(
+                        r.kernel.state(m).is_some(),
+                        "{p}: {} bound to {drv} whose module is gone\n{text}",
+                        row.device
+                    );
+                }
+            }
+        }
+    }
+}
