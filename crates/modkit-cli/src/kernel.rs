@@ -255,7 +255,7 @@ pub fn compare(
             }
         };
         let host = Observed::from_run(
-            &modkit::scenario::run_scenario(&sc, policy, sc.seed),
+            &modkit_hostdriver::run_scenario(&sc, policy, sc.seed),
             &format!("host {policy}"),
         );
         let diffs = differences(&sim, &real);

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::depmod::{self, DepmodOptions};
+use modkit_ko::depmod::{self, DepmodOptions};
 
 /// `modkit depmod [-b BASEDIR] [-e] [-E Module.symvers | -F System.map] [VERSION [FILES]]`
 #[derive(Debug, Clone, Args)]
@@ -315,7 +315,7 @@ pub fn run_modinfo(args: &ModinfoArgs) -> i32 {
         .map(|(_, f)| f.to_string())
         .or_else(|| args.field.clone())
     });
-    let opts = crate::modinfo::ModinfoOptions {
+    let opts = modkit_ko::modinfo::ModinfoOptions {
         field,
         null: args.null,
         modname: args.modname,
@@ -323,7 +323,7 @@ pub fn run_modinfo(args: &ModinfoArgs) -> i32 {
     };
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();
-    crate::modinfo::run(&opts, &args.modules, &mut stdout.lock(), &mut stderr.lock())
+    modkit_ko::modinfo::run(&opts, &args.modules, &mut stdout.lock(), &mut stderr.lock())
 }
 
 /// `modkit modprobe [-D|-R] [-d ROOT] [-S VERSION] [-C CONFIG] NAME [PARAM=VALUE...]`
@@ -371,7 +371,7 @@ pub fn run_modprobe(args: &ModprobeArgs) -> i32 {
     let dirname = kmod_dirname(args.dirname.as_deref(), args.set_version.as_deref());
     let cmdline = std::fs::read_to_string("/proc/cmdline").ok();
     let cfg_paths = (!args.config.is_empty()).then_some(args.config.as_slice());
-    let config = crate::modprobe::config::ModprobeConfig::load(
+    let config = modkit_ko::modprobe::config::ModprobeConfig::load(
         cfg_paths,
         &dirname,
         cmdline.as_deref(),
@@ -379,18 +379,18 @@ pub fn run_modprobe(args: &ModprobeArgs) -> i32 {
             let _ = write!(std::io::stderr(), "{m}");
         },
     );
-    let mut ctx = crate::modprobe::context::Context::new(dirname, config);
-    let opts = crate::modprobe::ProbeOptions {
+    let mut ctx = modkit_ko::modprobe::context::Context::new(dirname, config);
+    let opts = modkit_ko::modprobe::ProbeOptions {
         mode: if args.resolve_alias {
-            crate::modprobe::Mode::ResolveAlias
+            modkit_ko::modprobe::Mode::ResolveAlias
         } else {
-            crate::modprobe::Mode::ShowDepends
+            modkit_ko::modprobe::Mode::ShowDepends
         },
         use_blacklist: args.use_blacklist,
         ignore_commands: args.ignore_install,
     };
-    let extra = crate::modprobe::options_from_args(&args.args[1..]);
-    crate::modprobe::probe(
+    let extra = modkit_ko::modprobe::options_from_args(&args.args[1..]);
+    modkit_ko::modprobe::probe(
         &mut ctx,
         &args.args[0],
         extra.as_deref(),

@@ -11,6 +11,7 @@ use modkit_sim::{Run, Scenario, SimError};
 
 mod heap;
 mod kernel;
+mod ko;
 
 #[global_allocator]
 static HEAP: heap::Counting = heap::Counting;
@@ -30,7 +31,7 @@ enum Driver {
 
 fn run(sc: &Scenario, policy: Policy, seed: u64, driver: Driver) -> Result<Run, SimError> {
     match driver {
-        Driver::Host => Ok(modkit::scenario::run_scenario(sc, policy, seed)),
+        Driver::Host => Ok(modkit_hostdriver::run_scenario(sc, policy, seed)),
         Driver::Sim | Driver::Kernel => {
             let mut line = ProgressLine::new(&sc.file);
             let run = modkit_sim::Sim::new(sc, policy, seed)
@@ -215,11 +216,11 @@ enum Command {
     },
     /// kmod 30-compatible depmod: write modules.dep, .alias, .symbols, .softdep, .devname
     /// and the .bin indexes of a real module tree.
-    Depmod(modkit_ko::cli::DepmodArgs),
+    Depmod(crate::ko::DepmodArgs),
     /// kmod 30-compatible modinfo for module files, names or aliases.
-    Modinfo(modkit_ko::cli::ModinfoArgs),
+    Modinfo(crate::ko::ModinfoArgs),
     /// kmod 30-compatible modprobe, dry-run modes (--show-depends, --resolve-alias).
-    Modprobe(modkit_ko::cli::ModprobeArgs),
+    Modprobe(crate::ko::ModprobeArgs),
 }
 
 fn main() -> ExitCode {
@@ -286,9 +287,9 @@ fn main() -> ExitCode {
             keep,
             json,
         } => kernel::compare(&files, &kernel, policy, check, keep.as_deref(), json),
-        Command::Depmod(a) => ExitCode::from(modkit_ko::cli::run_depmod(&a) as u8),
-        Command::Modinfo(a) => ExitCode::from(modkit_ko::cli::run_modinfo(&a) as u8),
-        Command::Modprobe(a) => ExitCode::from(modkit_ko::cli::run_modprobe(&a) as u8),
+        Command::Depmod(a) => ExitCode::from(crate::ko::run_depmod(&a) as u8),
+        Command::Modinfo(a) => ExitCode::from(crate::ko::run_modinfo(&a) as u8),
+        Command::Modprobe(a) => ExitCode::from(crate::ko::run_modprobe(&a) as u8),
     }
 }
 

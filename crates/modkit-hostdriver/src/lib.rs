@@ -1,12 +1,18 @@
-//! Scenario files on real threads: every actor (event, module body, work item, the modprobe
-//! that request_module starts) is a thread, the core is behind the host's mutex, and a
-//! virtual clock jumps to the next deadline whenever every thread is parked. The result
-//! is a [`modkit_sim::Run`], so the simulator's expectations and reports apply unchanged:
-//! `modkit check --driver host` and the differential test compare the two drivers.
+//! Scenario files on real threads (`modkit check --driver host`): every actor (event,
+//! module body, work item, the modprobe that request_module starts) is a thread, the core
+//! is behind the [`modkit::Host`]'s mutex, and a virtual clock jumps to the next deadline
+//! whenever every thread is parked. The result is a [`modkit_sim::Run`], so the
+//! simulator's expectations and reports apply unchanged: `modkit check --driver host` and
+//! the differential tests compare the two drivers.
+//!
+//! This crate sits on both sides (core ← modkit ← hostdriver, core ← sim ← hostdriver), so
+//! that the `modkit` library itself needs neither the simulator nor the .ko readers.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use modkit::driver::{ctx_module, ctx_task, Driver, ModuleCode};
+use modkit::{Clock, InitCtx};
 use modkit_core::load::Load;
 use modkit_core::modprobe::Modprobe;
 use modkit_core::request::Request;
@@ -14,12 +20,9 @@ use modkit_core::unload::Unload;
 use modkit_core::{
     BodyResult, DiagKind, Errno, Kernel, ModId, Outcome, Policy, Proc, Resume, TaskId, WaitKey,
 };
+use modkit_sim::actions::{immediate, ActionState};
 use modkit_sim::scenario::{Action, EventKind, Scenario, Step};
 use modkit_sim::Run;
-
-use crate::ctx::InitCtx;
-use crate::host::{Clock, Host, ModuleCode, State};
-use modkit_sim::actions::immediate;
 
 /// Interpreted module bodies.
 struct ScenarioCode {
@@ -39,9 +42,9 @@ impl ModuleCode for ScenarioCode {
     fn init(&self, ctx: &mut InitCtx<'_>, step: usize) -> BodyResult {
         let holder = format!("module {}", ctx.module_name());
         match run_actions(
-            ctx.host(),
-            ctx.task(),
-            Some(ctx.module()),
+            &Driver::of(ctx.host()),
+            ctx_task(ctx),
+            Some(ctx_module(ctx)),
             &holder,
             &self.steps[step].run,
             true,
@@ -57,7 +60,14 @@ impl ModuleCode for ScenarioCode {
     fn undo(&self, ctx: &mut InitCtx<'_>, step: usize) {
         let holder = format!("module {}", ctx.module_name());
         if let Some(u) = &self.steps[step].undo {
-            let _ = run_actions(ctx.host(), ctx.task(), Some(ctx.module()), &holder, u, true);
+            let _ = run_actions(
+                &Driver::of(ctx.host()),
+                ctx_task(ctx),
+                Some(ctx_module(ctx)),
+                &holder,
+                u,
+                true,
+            );
         }
     }
 
@@ -67,7 +77,7 @@ impl ModuleCode for ScenarioCode {
 }
 
 fn run_actions(
-    host: &Host,
+    host: &Driver,
     task: TaskId,
     module: Option<ModId>,
     holder: &str,
@@ -75,21 +85,17 @@ fn run_actions(
     body: bool,
 ) -> End {
     for a in list {
+        if let Some(o) =
+            host.engine(|k, acts: &mut ActionState| immediate(k, acts, module, holder, a))
         {
-            let mut st = host.lock();
-            host.tick(&mut st);
-            let State { k, acts, .. } = &mut *st;
-            if let Some(o) = immediate(k, acts, module, holder, a) {
-                host.deliver(&mut st);
-                if o.is_ok() {
-                    continue;
-                }
-                return End::Failed(o);
+            if o.is_ok() {
+                continue;
             }
+            return End::Failed(o);
         }
         let o: Outcome = match a {
             Action::Sleep(d) => {
-                let deadline = host.now_ns() + d;
+                let deadline = host.host().now_ns() + d;
                 let reason = format!("sleep {}", modkit_sim::duration::format_duration(*d));
                 // modkit_rt's sleep: no signal ends it.
                 match host.wait_on(task, WaitKey::Timer, reason, Some(deadline), false) {
@@ -116,36 +122,31 @@ fn run_actions(
             }
             Action::Spawn(list) => {
                 let label = format!("work item of {holder}");
-                let child = {
-                    let mut st = host.lock();
-                    host.new_task(&mut st, &label)
-                };
+                let child = host.new_task(&label);
                 let h = host.clone();
                 let list = list.clone();
                 let holder = holder.to_string();
-                let spawned = crate::sync::thread::Builder::new().spawn(move || {
+                let spawned = std::thread::Builder::new().spawn(move || {
                     let end = run_actions(&h, child, module, &holder, &list, false);
                     let o = match end {
                         End::Stalled => None,
                         End::Failed(o) => Some(o),
                         _ => Some(Outcome::Ok),
                     };
-                    let mut st = h.lock();
-                    h.finish_task(&mut st, child, o);
+                    h.finish_task(child, o);
                 });
                 match spawned {
                     Ok(_) => Outcome::Ok,
                     Err(_) => {
-                        let mut st = host.lock();
-                        host.finish_task(&mut st, child, Some(Outcome::Err(Errno::ENOMEM)));
+                        host.finish_task(child, Some(Outcome::Err(Errno::ENOMEM)));
                         Outcome::Err(Errno::ENOMEM)
                     }
                 }
             }
             Action::WaitFor { name, timeout } => {
-                let deadline = timeout.map(|t| host.now_ns() + t);
+                let deadline = timeout.map(|t| host.host().now_ns() + t);
                 loop {
-                    if host.lock().acts.completions.contains(name) {
+                    if completed(host, name) {
                         break Outcome::Ok;
                     }
                     let reason = format!("wait_for_completion({name})");
@@ -155,15 +156,16 @@ fn run_actions(
                         None => return End::Stalled,
                         Some(Resume::Killed) => break Outcome::Err(Errno::ERESTARTSYS),
                         Some(Resume::TimedOut) => {
-                            if host.lock().acts.completions.contains(name) {
+                            if completed(host, name) {
                                 break Outcome::Ok;
                             }
-                            let mut st = host.lock();
                             let msg = format!(
                                 "{holder} gave up waiting for completion {name} after {}",
                                 modkit_sim::duration::format_duration(timeout.unwrap_or(0))
                             );
-                            st.k.diagnose(DiagKind::Timeout, module, msg, Vec::new(), None);
+                            host.engine(|k, _: &mut ActionState| {
+                                k.diagnose(DiagKind::Timeout, module, msg, Vec::new(), None)
+                            });
                             break Outcome::Err(Errno::ETIME);
                         }
                         Some(_) => continue,
@@ -178,6 +180,11 @@ fn run_actions(
         }
     }
     End::Done
+}
+
+/// Completion `name` has been completed (`complete_all`).
+fn completed(host: &Driver, name: &str) -> bool {
+    host.engine(|_, acts: &mut ActionState| acts.completions.contains(name))
 }
 
 /// Runs a scenario on real threads under `policy`. Same-instant ties are real races, so
@@ -204,15 +211,15 @@ pub fn run_scenario(sc: &Scenario, policy: Policy, _seed: u64) -> Run {
     k.modprobe_exec = sc.modprobe_time;
     k.config = sc.config.clone();
     k.record_history = true;
-    let host = Host::from_kernel(k, Clock::Virtual);
-    {
-        let mut st = host.lock();
-        st.horizon = livelock.as_ref().map(|(t, _)| *t);
-        for (m, steps) in sc.steps.iter().enumerate() {
-            st.code[m] = Some(Arc::new(ScenarioCode {
+    let host = Driver::new(k, Clock::Virtual);
+    host.set_horizon(livelock.as_ref().map(|(t, _)| *t));
+    for (m, steps) in sc.steps.iter().enumerate() {
+        host.set_code(
+            m,
+            Arc::new(ScenarioCode {
                 steps: steps.clone(),
-            }));
-        }
+            }),
+        );
     }
     let results: Arc<Mutex<BTreeMap<String, Vec<Outcome>>>> = Arc::new(Mutex::new(
         sc.events
@@ -239,12 +246,9 @@ pub fn run_scenario(sc: &Scenario, policy: Policy, _seed: u64) -> Run {
             } else {
                 format!("event {}: {what}", ev.id)
             };
-            let task = {
-                let mut st = host.lock();
-                host.new_task(&mut st, &label)
-            };
+            let task = host.new_task(&label);
             let (h, ev, results, db) = (host.clone(), ev.clone(), results.clone(), sc.db.clone());
-            let spawned = crate::sync::thread::Builder::new()
+            let spawned = std::thread::Builder::new()
                 .name(label.clone())
                 .spawn(move || {
                     if ev.at > 0
@@ -257,23 +261,20 @@ pub fn run_scenario(sc: &Scenario, policy: Policy, _seed: u64) -> Run {
                         )
                         .is_none()
                     {
-                        let mut st = h.lock();
-                        h.finish_task(&mut st, task, None);
+                        h.finish_task(task, None);
                         return;
                     }
                     if !matches!(
                         ev.kind,
                         EventKind::SetModprobe(_) | EventKind::Kill(_) | EventKind::KillModprobe(_)
                     ) {
-                        h.lock().killable_tasks.add_event(task, &ev.id);
+                        h.add_killable_event(task, &ev.id);
                     }
                     let o: Option<Outcome> = match &ev.kind {
-                        EventKind::Kill(id) => Some(h.kill(crate::signal::Target::Event(id))),
-                        EventKind::KillModprobe(n) => {
-                            Some(h.kill(crate::signal::Target::Modprobe(n)))
-                        }
+                        EventKind::Kill(id) => Some(h.kill_event(id)),
+                        EventKind::KillModprobe(n) => Some(h.kill_modprobe(n)),
                         EventKind::SetModprobe(p) => {
-                            h.lock().k.modprobe_path = p.clone();
+                            h.engine(|k, _: &mut ActionState| k.modprobe_path = p.clone());
                             Some(Outcome::Ok)
                         }
                         EventKind::Modprobe(n) => {
@@ -307,9 +308,7 @@ pub fn run_scenario(sc: &Scenario, policy: Policy, _seed: u64) -> Run {
                             }
                         }
                     };
-                    let mut st = h.lock();
-                    let o = h.finish_task(&mut st, task, o);
-                    drop(st);
+                    let o = h.finish_task(task, o);
                     if let Some(o) = o {
                         let o = match ev.kind {
                             EventKind::Modprobe(_) | EventKind::Insmod(_)
@@ -330,8 +329,7 @@ pub fn run_scenario(sc: &Scenario, policy: Policy, _seed: u64) -> Run {
             match spawned {
                 Ok(j) => threads.push(j),
                 Err(_) => {
-                    let mut st = host.lock();
-                    host.finish_task(&mut st, task, None);
+                    host.finish_task(task, None);
                 }
             }
         }
@@ -342,10 +340,7 @@ pub fn run_scenario(sc: &Scenario, policy: Policy, _seed: u64) -> Run {
     }
     host.wait_idle();
     let end_time = host.vclock();
-    let (stalled, horizon_hit) = {
-        let st = host.lock();
-        (st.stalled, st.horizon_hit)
-    };
+    let (stalled, horizon_hit) = host.stopped();
     let mut kernel = host.take_kernel();
     if let (true, Some((_, mut d))) = (horizon_hit, livelock) {
         kernel.now = end_time;

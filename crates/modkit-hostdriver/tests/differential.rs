@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use modkit::scenario::run_scenario;
+use modkit_hostdriver::run_scenario;
 
 mod common;
 use common::summary;

@@ -10,7 +10,7 @@
 
 use std::fmt::Write as _;
 
-use modkit::scenario::run_scenario;
+use modkit_hostdriver::run_scenario;
 
 mod common;
 use common::summary;

@@ -21,8 +21,9 @@ use modkit_core::{
 use crate::ctx::InitCtx;
 use crate::sync::{thread, Condvar, Mutex, MutexGuard};
 
-/// Module code the host runs: native closures or interpreted scenario actions.
-pub(crate) trait ModuleCode: Send + Sync {
+/// Module code the host runs: native closures, or code a driver supplies (such as
+/// modkit-hostdriver's interpreted scenario actions, through [`crate::driver`]).
+pub trait ModuleCode: Send + Sync {
     /// Runs init step `step`.
     fn init(&self, ctx: &mut InitCtx<'_>, step: usize) -> BodyResult;
     /// Runs the undo of step `step`.
@@ -79,8 +80,8 @@ pub(crate) struct State {
     /// The run was stopped at `horizon`.
     pub(crate) horizon_hit: bool,
     vclock: Time,
-    /// Scenario open files and completions.
-    pub(crate) acts: modkit_sim::actions::ActionState,
+    /// A driver's own state, kept under the host's lock (crate::driver::Driver::engine).
+    pub(crate) ext: Option<Box<dyn Any + Send>>,
 }
 
 pub(crate) struct Shared {
@@ -122,7 +123,7 @@ impl Host {
                     horizon: None,
                     horizon_hit: false,
                     vclock: 0,
-                    acts: Default::default(),
+                    ext: None,
                 }),
                 cv: Condvar::new(),
                 start: Instant::now(),

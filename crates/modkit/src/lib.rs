@@ -30,11 +30,11 @@
 
 mod api;
 mod ctx;
+pub mod driver;
 mod error;
 mod host;
 mod module;
 mod revocable;
-pub mod scenario;
 mod signal;
 mod symbol;
 mod sync;

@@ -79,38 +79,3 @@ fn an_init_that_modprobes_its_own_module_through_a_captured_host_is_a_cycle() {
     assert_eq!(errno, Some(Errno::EDEADLK));
     assert!(kinds.contains(&DiagKind::DependencyCycle), "{kinds:?}");
 }
-
-/// A `wait = false` request merged into an identical one in flight does not wait for it
-/// (the completion it signals right after is seen before the 5 ms bound), on both drivers.
-#[test]
-fn a_merged_nowait_request_does_not_wait() {
-    let text = r#"
-[[module]]
-name = "m"
-[[module.init]]
-step = "slow"
-run = [{ sleep = "10ms" }]
-[[event]]
-id = "first"
-request_module = "m"
-[[event]]
-id = "second"
-at = "1ms"
-run = [{ request_module = "m", wait = false }, { complete = "c" }]
-[[event]]
-id = "probe"
-at = "1ms"
-run = [{ wait_for = "c", timeout = "5ms" }]
-"#;
-    let sc = modkit_sim::parse("t.toml", text).unwrap();
-    for p in ["modkit", "linux-6.1"] {
-        let p: modkit::Policy = p.parse().unwrap();
-        let sim = modkit_sim::Sim::new(&sc, p, 0).run().unwrap();
-        let host = modkit::scenario::run_scenario(&sc, p, 0);
-        for (driver, run) in [("sim", sim), ("host", host)] {
-            assert_eq!(run.results["probe"][0].to_string(), "ok", "{p} {driver}");
-            assert_eq!(run.results["first"][0].to_string(), "ok", "{p} {driver}");
-            assert_eq!(run.kernel.init_calls.iter().sum::<u32>(), 1, "{p} {driver}");
-        }
-    }
-}
