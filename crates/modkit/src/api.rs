@@ -129,12 +129,18 @@ impl Host {
     /// `modprobe NAME-OR-ALIAS`: dependencies, softdeps, then the module. A module already
     /// live is success.
     pub fn modprobe(&self, name: &str) -> Result<(), Error> {
-        self.run_op(
-            format!("modprobe {name}"),
-            Proc::Modprobe(Modprobe::new(name, true)),
-        )
-        .map(|_| ())
-        .or_else(eexist_ok)
+        self.plugins_prepare(name)?;
+        let r = self
+            .run_op(
+                format!("modprobe {name}"),
+                Proc::Modprobe(Modprobe::new(name, true)),
+            )
+            .map(|_| ())
+            .or_else(eexist_ok);
+        if r.is_err() {
+            self.plugins_reap();
+        }
+        r
     }
 
     /// `insmod NAME`: just this module; its imports must be available.
@@ -158,7 +164,7 @@ impl Host {
             format!("rmmod {name}"),
             Proc::Unload(Unload::new(name, opts.force, opts.wait, timeout)),
         )
-        .map(|_| ())
+        .map(|_| self.plugins_reap())
     }
 
     /// `request_module(name)` from outside any module (a kernel thread's request).
@@ -285,6 +291,12 @@ impl Host {
                 r.state.map(|x| x.name()).unwrap_or("absent"),
                 r.refcount,
                 by.join(",")
+            ));
+        }
+        for name in self.plugins_still_mapped() {
+            s.push_str(&format!(
+                "{name:<w$}  {:<8} {:>4}  (unloaded; dlclose left the library mapped)\n",
+                "mapped", 0
             ));
         }
         s

@@ -89,6 +89,8 @@ pub(crate) struct Shared {
     cv: Condvar,
     start: Instant,
     pub(crate) clock: Clock,
+    /// Plugins (crate::plugin): the directory and the registered shared objects.
+    pub(crate) plugins: crate::plugin::Plugins,
 }
 
 /// A module host: the registry and the loader, shared by every thread of the program.
@@ -128,6 +130,7 @@ impl Host {
                 cv: Condvar::new(),
                 start: Instant::now(),
                 clock,
+                plugins: Default::default(),
             }),
         }
     }

@@ -34,6 +34,7 @@ pub mod driver;
 mod error;
 mod host;
 mod module;
+pub mod plugin;
 mod revocable;
 mod signal;
 mod symbol;

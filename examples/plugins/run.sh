@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Builds the plugin example (host + plugins as shared objects, and two rebuilt mathcores)
+# and runs the host against a plugin directory. CI runs this (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")"
+out=${PLUGIN_OUT:-target/plugin-demo}
+rm -rf "$out" && mkdir -p "$out/plugins"
+cargo build --release --quiet
+for p in mathcore stats ticker; do
+  cp "target/release/lib$p.so" "$out/plugins/$p.so"
+done
+cargo build --release --quiet -p mathcore --features v2
+cp target/release/libmathcore.so "$out/mathcore-v2.so"
+cargo build --release --quiet -p mathcore --features changed-type
+cp target/release/libmathcore.so "$out/mathcore-changed-type.so"
+target/release/plugin-host "$out/plugins" "$out/mathcore-v2.so" "$out/mathcore-changed-type.so"
