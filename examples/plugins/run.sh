@@ -14,3 +14,7 @@ cp target/release/libmathcore.so "$out/mathcore-v2.so"
 cargo build --release --quiet -p mathcore --features changed-type
 cp target/release/libmathcore.so "$out/mathcore-changed-type.so"
 target/release/plugin-host "$out/plugins" "$out/mathcore-v2.so" "$out/mathcore-changed-type.so"
+if [ "${1:-}" = bench ]; then
+  cp "$out/mathcore-v2.so" "$out/plugins/mathcore.so"
+  target/release/plugin-host bench "$out/plugins"
+fi

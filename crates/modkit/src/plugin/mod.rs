@@ -194,6 +194,12 @@ impl<A: AbiArgs, R: Abi> PluginFn<A, R> {
         }
     }
 
+    /// The trampoline itself (for benchmarks and for callers that want the bare pointer;
+    /// it stays valid only while the plugin is pinned).
+    pub fn as_raw(&self) -> RawFn {
+        self.raw
+    }
+
     /// Calls the function; a panic inside it is an error.
     #[inline]
     pub fn call(&self, args: A) -> Result<R, PluginPanic> {
