@@ -36,6 +36,7 @@ mod host;
 mod module;
 pub mod plugin;
 mod revocable;
+mod shutdown;
 mod signal;
 mod symbol;
 mod sync;

@@ -171,6 +171,16 @@ fn run(dir: PathBuf, v2: PathBuf, changed: PathBuf) -> Result<()> {
         "the error names the symbol",
     )?;
 
+    // 10. Shutdown: every module unloaded, users first, libraries closed.
+    install(&v2, &dir.join("mathcore.so"))?;
+    host.modprobe("ticker")?;
+    host.modprobe("calc:stats")?;
+    host.shutdown(Rmmod::default())?;
+    println!(
+        "after shutdown: ticker {:?}, mathcore {:?}",
+        host.plugin_status("ticker"),
+        host.plugin_status("mathcore")
+    );
     println!("\nfinal:\n{}", host.lsmod_text());
     check(host.violations().is_empty(), "no invariant broken")?;
     Ok(())
