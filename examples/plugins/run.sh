@@ -9,6 +9,17 @@ cargo build --release --quiet
 for p in mathcore stats ticker; do
   cp "target/release/lib$p.so" "$out/plugins/$p.so"
 done
+# modkit's depmod indexes plugins with the same code and files as a kernel tree.
+modkit=../../target/release/modkit
+if [ -x "$modkit" ]; then
+  tree="$out/tree/lib/modules/0.0"
+  mkdir -p "$tree/plugins" && cp "$out"/plugins/*.so "$tree/plugins/"
+  "$modkit" depmod -b "$out/tree" 0.0
+  echo "modules.dep:" && cat "$tree/modules.dep"
+  grep -q "plugins/stats.so: plugins/mathcore.so" "$tree/modules.dep"
+  grep -q "alias calc:\* stats" "$tree/modules.alias"
+  "$modkit" modinfo "$PWD/$out/plugins/stats.so"
+fi
 cargo build --release --quiet -p mathcore --features v2
 cp target/release/libmathcore.so "$out/mathcore-v2.so"
 cargo build --release --quiet -p mathcore --features changed-type

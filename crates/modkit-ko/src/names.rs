@@ -12,6 +12,19 @@ pub fn has_kmod_ext(name: &str) -> bool {
         .any(|e| name.len() > e.len() && name.ends_with(e))
 }
 
+/// Is this a modkit plugin's file name (`NAME.so`, issue 11)? depmod indexes plugins in
+/// the same tree layout and files as `.ko` modules (a modkit extension; kmod ignores them).
+pub fn is_plugin_file(name: &str) -> bool {
+    name.len() > 3 && name.ends_with(".so")
+}
+
+/// The symbol name that stands for a plugin in depmod's symbol resolution: a plugin
+/// "exports" `modkit_plugin:NAME` and "imports" that of each `depends=` entry, so that
+/// modules.dep, modules.symbols and their .bin indexes come from the same code.
+pub fn plugin_symbol(name: &str) -> String {
+    format!("modkit_plugin:{}", modname_normalize(name))
+}
+
 /// kmod's `modname_normalize`: up to the first `.`, with `-` replaced by `_`.
 pub fn modname_normalize(name: &str) -> String {
     name.split('.').next().unwrap_or("").replace('-', "_")
