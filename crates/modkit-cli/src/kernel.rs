@@ -270,7 +270,7 @@ pub fn compare(
                 continue;
             }
         };
-        let host = match modkit::scenario::run_scenario(&sc, policy, sc.seed) {
+        let host = match modkit_hostdriver::run_scenario(&sc, policy, sc.seed) {
             Ok(r) => Observed::from_run(&r, &format!("host {policy}")),
             Err(e) => {
                 outln!("ERROR {e}");

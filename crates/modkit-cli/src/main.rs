@@ -11,6 +11,7 @@ use modkit_sim::{Run, Scenario};
 
 mod heap;
 mod kernel;
+mod ko;
 
 #[global_allocator]
 static HEAP: heap::Counting = heap::Counting;
@@ -29,12 +30,12 @@ enum Driver {
 }
 
 /// A run's failure: the simulator's ([`modkit_sim::SimError`]) or the host driver's
-/// ([`modkit::scenario::ScenarioError`]).
+/// ([`modkit_hostdriver::ScenarioError`]).
 type RunError = Box<dyn std::error::Error>;
 
 fn run(sc: &Scenario, policy: Policy, seed: u64, driver: Driver) -> Result<Run, RunError> {
     match driver {
-        Driver::Host => Ok(modkit::scenario::run_scenario(sc, policy, seed)?),
+        Driver::Host => Ok(modkit_hostdriver::run_scenario(sc, policy, seed)?),
         Driver::Sim | Driver::Kernel => {
             let mut line = ProgressLine::new(&sc.file);
             let run = modkit_sim::Sim::new(sc, policy, seed)
@@ -219,9 +220,9 @@ enum Command {
     },
     /// kmod 30-compatible depmod: write modules.dep, .alias, .symbols, .softdep, .devname
     /// and the .bin indexes of a real module tree.
-    Depmod(modkit_ko::cli::DepmodArgs),
+    Depmod(crate::ko::DepmodArgs),
     /// kmod 30-compatible modinfo for module files, names or aliases.
-    Modinfo(modkit_ko::cli::ModinfoArgs),
+    Modinfo(crate::ko::ModinfoArgs),
     /// kmod 30-compatible modprobe: load or remove (-r) modules with their dependencies,
     /// softdeps, modprobe.d and kernel command-line options; -n, -v, -q, -a, -c, -D, -R, -f,
     /// --first-time (run `modkit modprobe -h` for all options).
@@ -276,8 +277,8 @@ fn multicall() -> Option<ExitCode> {
         argv.extend(args[1..].iter().cloned());
         let cli = Cli::parse_from(argv);
         return Some(match cli.command {
-            Command::Depmod(a) => ExitCode::from(modkit_ko::cli::run_depmod(&a) as u8),
-            Command::Modinfo(a) => ExitCode::from(modkit_ko::cli::run_modinfo(&a) as u8),
+            Command::Depmod(a) => ExitCode::from(crate::ko::run_depmod(&a) as u8),
+            Command::Modinfo(a) => ExitCode::from(crate::ko::run_modinfo(&a) as u8),
             _ => ExitCode::from(1),
         });
     }
@@ -355,8 +356,8 @@ fn main() -> ExitCode {
             keep,
             json,
         } => kernel::compare(&files, &kernel, policy, check, keep.as_deref(), json),
-        Command::Depmod(a) => ExitCode::from(modkit_ko::cli::run_depmod(&a) as u8),
-        Command::Modinfo(a) => ExitCode::from(modkit_ko::cli::run_modinfo(&a) as u8),
+        Command::Depmod(a) => ExitCode::from(crate::ko::run_depmod(&a) as u8),
+        Command::Modinfo(a) => ExitCode::from(crate::ko::run_modinfo(&a) as u8),
         Command::Modprobe { args } => run_kmod_tool("modprobe", &args),
         Command::Insmod { args } => run_kmod_tool("insmod", &args),
         Command::Rmmod { args } => run_kmod_tool("rmmod", &args),
@@ -450,7 +451,7 @@ fn simulate(sc: &Scenario, how: &How, svg: Option<&std::path::Path>) -> ExitCode
         }
     } else {
         if how.driver == Driver::Host {
-            if let Some(why) = modkit::scenario::unsupported(sc) {
+            if let Some(why) = modkit_hostdriver::unsupported(sc) {
                 eprintln!("modkit: {why}");
                 return ExitCode::from(2);
             }
@@ -511,7 +512,7 @@ fn check(files: &[PathBuf], seed: Option<u64>, driver: Driver) -> ExitCode {
         }
         let seed = seed.unwrap_or(sc.seed);
         if driver == Driver::Host {
-            if let Some(why) = modkit::scenario::unsupported(&sc) {
+            if let Some(why) = modkit_hostdriver::unsupported(&sc) {
                 // Said, counted and not a pass: the simulator checks these blocks.
                 outln!(
                     "skip  {}: {} block(s): {why}",

@@ -18,7 +18,6 @@ pub mod signature;
 
 pub use error::{Error, ParseError, Result};
 pub use ko::KoModule;
-pub mod cli;
 pub mod depmod;
 pub mod fnmatch;
 pub mod index;

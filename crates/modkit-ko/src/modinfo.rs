@@ -264,8 +264,10 @@ pub fn run(
     let mut status = 0;
     for a in args {
         let mut buf = Vec::new();
-        let is_file =
-            !opts.modname && std::fs::metadata(a).is_ok_and(|m| m.is_file()) && has_kmod_ext(a);
+        // modkit extension: a modkit plugin (`.so`, issue 11) has the same .modinfo section.
+        let is_file = !opts.modname
+            && std::fs::metadata(a).is_ok_and(|m| m.is_file())
+            && (has_kmod_ext(a) || a.ends_with(".so"));
         let r = if opts.modname {
             match ctx.name_lookup(a) {
                 Some(id) => {

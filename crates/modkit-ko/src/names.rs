@@ -12,6 +12,19 @@ pub fn has_kmod_ext(name: &str) -> bool {
         .any(|e| name.len() > e.len() && name.ends_with(e))
 }
 
+/// Is this a modkit plugin's file name (`NAME.so`, issue 11)? depmod indexes plugins in
+/// the same tree layout and files as `.ko` modules (a modkit extension; kmod ignores them).
+pub fn is_plugin_file(name: &str) -> bool {
+    name.len() > 3 && name.ends_with(".so")
+}
+
+/// The symbol name that stands for a plugin in depmod's symbol resolution: a plugin
+/// "exports" `modkit_plugin:NAME` and "imports" that of each `depends=` entry, so that
+/// modules.dep, modules.symbols and their .bin indexes come from the same code.
+pub fn plugin_symbol(name: &str) -> String {
+    format!("modkit_plugin:{}", modname_normalize(name))
+}
+
 /// kmod's `modname_normalize`: up to the first `.`, with `-` replaced by `_`.
 pub fn modname_normalize(name: &str) -> String {
     name.split('.').next().unwrap_or("").replace('-', "_")
@@ -75,6 +88,31 @@ pub fn underscores(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Running kernel release (`uname -r`).
+pub fn uname_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// The module directory libkmod would use: `ROOT/lib/modules/VERSION` made absolute, or
+/// `/lib/modules/$(uname -r)`.
+pub fn kmod_dirname(root: Option<&str>, version: Option<&str>) -> String {
+    if root.is_none() && version.is_none() {
+        return format!("/lib/modules/{}", uname_release());
+    }
+    let v = version.map(str::to_string).unwrap_or_else(uname_release);
+    let d = format!("{}/lib/modules/{v}", root.unwrap_or(""));
+    if d.starts_with('/') {
+        d
+    } else {
+        let cwd = std::env::current_dir()
+            .map(|c| c.display().to_string())
+            .unwrap_or_default();
+        format!("{cwd}/{d}")
+    }
 }
 
 #[cfg(test)]

@@ -153,13 +153,19 @@ impl Host {
         name: &str,
         deadline: Option<Duration>,
     ) -> Result<(), Error> {
-        self.run_op_within(
-            format!("modprobe {name}"),
-            Proc::Modprobe(Modprobe::new(name, true)),
-            deadline,
-        )
-        .map(|_| ())
-        .or_else(eexist_ok)
+        self.plugins_prepare(name)?;
+        let r = self
+            .run_op_within(
+                format!("modprobe {name}"),
+                Proc::Modprobe(Modprobe::new(name, true)),
+                deadline,
+            )
+            .map(|_| ())
+            .or_else(eexist_ok);
+        if r.is_err() {
+            self.plugins_reap();
+        }
+        r
     }
 
     /// `insmod NAME`: just this module; its imports must be available. As the kernel's
@@ -196,7 +202,7 @@ impl Host {
             format!("rmmod {name}"),
             Proc::Unload(Unload::new(name, opts.force, opts.wait, timeout)),
         )
-        .map(|_| ())
+        .map(|_| self.plugins_reap())
     }
 
     /// `request_module(name)` from outside any module (a kernel thread's request).
@@ -337,6 +343,12 @@ impl Host {
                 r.state.map(|x| x.name()).unwrap_or("absent"),
                 r.refcount,
                 by.join(",")
+            ));
+        }
+        for name in self.plugins_still_mapped() {
+            s.push_str(&format!(
+                "{name:<w$}  {:<8} {:>4}  (unloaded; dlclose left the library mapped)\n",
+                "mapped", 0
             ));
         }
         s

@@ -21,8 +21,9 @@ use modkit_core::{
 use crate::ctx::InitCtx;
 use crate::sync::{thread, Condvar, Mutex, MutexGuard};
 
-/// Module code the host runs: native closures or interpreted scenario actions.
-pub(crate) trait ModuleCode: Send + Sync {
+/// Module code the host runs: native closures, or code a driver supplies (such as
+/// modkit-hostdriver's interpreted scenario actions, through [`crate::driver`]).
+pub trait ModuleCode: Send + Sync {
     /// Runs init step `step`.
     fn init(&self, ctx: &mut InitCtx<'_>, step: usize) -> BodyResult;
     /// Runs the undo of step `step`.
@@ -97,8 +98,8 @@ pub(crate) struct State {
     /// The run was stopped at `horizon`.
     pub(crate) horizon_hit: bool,
     vclock: Time,
-    /// Scenario open files and completions.
-    pub(crate) acts: modkit_sim::actions::ActionState,
+    /// A driver's own state, kept under the host's lock (crate::driver::Driver::engine).
+    pub(crate) ext: Option<Box<dyn Any + Send>>,
     /// [`Host::shutdown`] has run: code and values are gone, loads are refused.
     pub(crate) shut_down: bool,
     /// Deadlines and the watchdog (crate::watchdog).
@@ -116,6 +117,8 @@ pub(crate) struct Shared {
     cv: Condvar,
     start: Instant,
     pub(crate) clock: Clock,
+    /// Plugins (crate::plugin): the directory and the registered shared objects.
+    pub(crate) plugins: crate::plugin::Plugins,
 }
 
 /// A module host: the registry and the loader, shared by every thread of the program.
@@ -151,7 +154,7 @@ impl Host {
                     horizon: None,
                     horizon_hit: false,
                     vclock: 0,
-                    acts: Default::default(),
+                    ext: None,
                     shut_down: false,
                     guard: Default::default(),
                     threads_live: 0,
@@ -160,6 +163,7 @@ impl Host {
                 cv: Condvar::new(),
                 start: Instant::now(),
                 clock,
+                plugins: Default::default(),
             }),
         }
     }
@@ -638,7 +642,7 @@ pub fn thread_limit() -> usize {
 pub const HOST_THREAD_CAP: usize = 10_000;
 
 /// One of the host's [`thread_limit`] OS threads, given back on drop.
-pub(crate) struct ThreadSlot {
+pub struct ThreadSlot {
     host: Host,
 }
 

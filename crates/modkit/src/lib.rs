@@ -82,12 +82,14 @@
 
 mod api;
 mod ctx;
+pub mod driver;
 mod error;
 mod host;
 mod lifecycle;
 mod module;
+pub mod plugin;
 mod revocable;
-pub mod scenario;
+mod shutdown;
 mod signal;
 mod symbol;
 mod sync;

@@ -53,6 +53,13 @@ impl Host {
     /// Fails with EBUSY, changing nothing more, while a module cannot be unloaded (pinned,
     /// loading, or going away): drop the references and call it again.
     pub fn shutdown(&self) -> Result<(), Error> {
+        self.shutdown_with(crate::api::Rmmod::default())
+    }
+
+    /// [`Host::shutdown`] with rmmod options for every module (`wait` and `deadline` let a
+    /// module that is still pinned be waited for). After the code and values are dropped,
+    /// the plugins' libraries are closed.
+    pub fn shutdown_with(&self, opts: crate::api::Rmmod) -> Result<(), Error> {
         loop {
             let (loaded, removable) = {
                 let st = self.lock();
@@ -74,7 +81,7 @@ impl Host {
             }
             let mut progress = false;
             for name in &removable {
-                progress |= self.rmmod(name).is_ok();
+                progress |= self.rmmod_with(name, opts).is_ok();
             }
             if !progress {
                 let st = self.lock();
@@ -105,6 +112,8 @@ impl Host {
         };
         drop(code);
         drop(values);
+        // The plugins' code is gone: their libraries can be closed.
+        self.plugins_reap();
         Ok(())
     }
 

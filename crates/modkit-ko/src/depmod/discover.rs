@@ -5,7 +5,7 @@ use std::io::ErrorKind;
 
 use super::config::{DepmodConfig, Search};
 use super::{strerror, Log, Mod};
-use crate::names::{has_kmod_ext, path_to_modname};
+use crate::names::{has_kmod_ext, is_plugin_file, path_to_modname};
 
 /// A module file kept by discovery.
 #[derive(Debug, Clone)]
@@ -102,7 +102,7 @@ fn walk(st: &mut State, dir: &str, depth: usize, log: &mut Log) {
 }
 
 fn consider_file(st: &mut State, path: String, name: &str) {
-    if !has_kmod_ext(name) {
+    if !has_kmod_ext(name) && !is_plugin_file(name) {
         return;
     }
     let Some(modname) = path_to_modname(&path) else {
@@ -306,7 +306,7 @@ pub(crate) fn up_to_date(dirname: &str, log: &mut Log) -> bool {
                     return true;
                 }
             } else if md.is_file()
-                && has_kmod_ext(&name)
+                && (has_kmod_ext(&name) || is_plugin_file(&name))
                 && md.modified().map(secs).unwrap_or(0) > mtime
             {
                 return true;

@@ -91,13 +91,34 @@ fn parse_module(raw: &[u8]) -> Result<ModData, ParseError> {
         let (_, image) = decompress(raw)?;
         let elf = ElfView::parse(&image)?;
         let mut d = ModData::default();
+        let (mut is_plugin, mut name, mut depends) = (false, String::new(), Vec::new());
         for (k, v) in modinfo_raw(&elf).unwrap_or_default() {
             match k {
                 b"alias" => d.aliases.push(lossy(v)),
                 b"softdep" => d.softdeps.push(lossy(v)),
                 b"weakdep" => d.weakdeps.push(lossy(v)),
+                b"name" => name = lossy(v),
+                b"vermagic" => is_plugin = v.starts_with(b"modkit-abi-"),
+                b"depends" => depends.extend(
+                    lossy(v)
+                        .split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string),
+                ),
                 _ => {}
             }
+        }
+        if is_plugin {
+            // A modkit plugin (issue 11): one pseudo-symbol per plugin, dependencies
+            // from depends=, through the same resolution as kernel modules.
+            let sym = crate::names::plugin_symbol(&name);
+            d.exports = Some(Ok(vec![(d.push(sym.as_bytes()), 0)]));
+            for dep in depends {
+                let s = crate::names::plugin_symbol(&dep);
+                let span = d.push(s.as_bytes());
+                d.deps.push((span, 0, false));
+            }
+            return Ok(d);
         }
         let exports = crc_symbols_raw(&elf)
             .map(|list| list.into_iter().map(|(n, crc)| (d.push(n), crc)).collect())

@@ -292,3 +292,37 @@ fn weakdeps_and_outdir_follow_kmod_34() {
     assert!(soft < weak && weak < syms);
     let _ = std::fs::remove_dir_all(&base);
 }
+
+/// Issue 11: modkit plugins (`.so` with a modkit vermagic) are indexed by the same code
+/// into the same files: modules.dep from `depends=`, modules.alias from `alias=`.
+#[test]
+fn indexes_modkit_plugins() {
+    let base = temp_tree("plugins");
+    let plugin = |name: &str, extra: &[&str]| {
+        let mut m = FakeModule::new(name, &[], &[]);
+        m.modinfo = vec!["vermagic=modkit-abi-1 rustc_x target panic=unwind".into()];
+        m.modinfo.extend(extra.iter().map(|s| s.to_string()));
+        m
+    };
+    put(
+        &base,
+        "plugins/mathcore.so",
+        &plugin("mathcore", &["depends="]),
+    );
+    put(
+        &base,
+        "plugins/stats.so",
+        &plugin("stats", &["alias=calc:*", "depends=mathcore"]),
+    );
+    let (code, err) = depmod(&base);
+    assert_eq!(code, 0, "{err}");
+    let read = |f: &str| std::fs::read_to_string(base.join("lib/modules/4.4.4").join(f)).unwrap();
+    let dep = read("modules.dep");
+    assert!(
+        dep.contains("plugins/stats.so: plugins/mathcore.so\n"),
+        "{dep}"
+    );
+    assert!(dep.contains("plugins/mathcore.so:\n"), "{dep}");
+    assert!(read("modules.alias").contains("alias calc:* stats\n"));
+    std::fs::remove_dir_all(&base).unwrap();
+}

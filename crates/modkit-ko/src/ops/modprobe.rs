@@ -915,7 +915,7 @@ pub fn run(argv: &[String]) -> i32 {
         log.err("missing parameters. See -h.\n");
         return 1;
     }
-    let dirname = crate::cli::kmod_dirname(root.as_deref(), kversion.as_deref());
+    let dirname = crate::names::kmod_dirname(root.as_deref(), kversion.as_deref());
     let cmdline = std::fs::read_to_string("/proc/cmdline").ok();
     let cfg_paths = (!config_paths.is_empty()).then_some(config_paths.as_slice());
     let config = ModprobeConfig::load(cfg_paths, &dirname, cmdline.as_deref(), &mut |m| {

@@ -6,15 +6,15 @@
 //! those overlaps come out in a few dozen schedules. Every outcome the host gives under
 //! any schedule must be one the simulator gives under some seed.
 //!
-//! Run with `cargo test -p modkit --release --features shuttle --test host_schedules`.
+//! Run with `cargo test -p modkit-hostdriver --release --features shuttle --test host_schedules`.
 //! `MODKIT_DIFF_CASES` (default 200) sets the number of random zero-time scenarios,
 //! `MODKIT_DIFF_SEED` the generator's seed (default 1).
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
-use modkit::scenario::run_scenario;
 use modkit_core::Policy;
+use modkit_hostdriver::run_scenario;
 use modkit_sim::Sim;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

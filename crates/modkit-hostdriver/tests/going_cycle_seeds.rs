@@ -103,7 +103,7 @@ fn the_going_away_cycle_does_not_depend_on_the_seed() {
         assert!(only.contains("load2=[Ok]"), "{only}");
         // The host driver (real threads, whatever order they run in) agrees.
         for _ in 0..5 {
-            let host = modkit::scenario::run_scenario(&sc, Policy::Modkit, 0)
+            let host = modkit_hostdriver::run_scenario(&sc, Policy::Modkit, 0)
                 .expect("within the host thread limit");
             assert_eq!(outcome(&host), only, "wait = {wait}: host");
         }

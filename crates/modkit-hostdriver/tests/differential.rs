@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use modkit::scenario::run_scenario;
+use modkit_hostdriver::run_scenario;
 
 mod common;
 use common::{judge, Verdict};
@@ -16,10 +16,10 @@ fn scenario_files() -> Vec<PathBuf> {
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
         // The host has no device model: those files are the simulator's alone
-        // (`modkit::scenario::unsupported`, and `modkit check --driver host` says so).
+        // (`modkit_hostdriver::unsupported`, and `modkit check --driver host` says so).
         .filter(|p| {
             modkit_sim::load(p)
-                .map(|sc| modkit::scenario::unsupported(&sc).is_none())
+                .map(|sc| modkit_hostdriver::unsupported(&sc).is_none())
                 .unwrap_or(true)
         })
         .collect();

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::depmod::{self, DepmodOptions};
+use modkit_ko::depmod::{self, DepmodOptions};
 
 /// `modkit depmod [-b BASEDIR] [-e] [-E Module.symvers | -F System.map] [VERSION [FILES]]`
 #[derive(Debug, Clone, Args)]
@@ -68,12 +68,7 @@ pub struct DepmodArgs {
     pub args: Vec<String>,
 }
 
-/// Running kernel release (`uname -r`).
-pub fn uname_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
-}
+pub use modkit_ko::names::uname_release;
 
 /// `is_version_number`: `sscanf("%u.%u") == 2`.
 fn is_version_number(v: &str) -> bool {
@@ -220,23 +215,7 @@ pub struct ModinfoArgs {
     pub modules: Vec<String>,
 }
 
-/// The module directory libkmod would use: `ROOT/lib/modules/VERSION` made absolute, or
-/// `/lib/modules/$(uname -r)`.
-pub(crate) fn kmod_dirname(root: Option<&str>, version: Option<&str>) -> String {
-    if root.is_none() && version.is_none() {
-        return format!("/lib/modules/{}", uname_release());
-    }
-    let v = version.map(str::to_string).unwrap_or_else(uname_release);
-    let d = format!("{}/lib/modules/{v}", root.unwrap_or(""));
-    if d.starts_with('/') {
-        d
-    } else {
-        let cwd = std::env::current_dir()
-            .map(|c| c.display().to_string())
-            .unwrap_or_default();
-        format!("{cwd}/{d}")
-    }
-}
+pub(crate) use modkit_ko::names::kmod_dirname;
 
 /// kmod's modinfo keeps the *last* of `-a -d -l -p -n -F`; clap's derive loses their
 /// order, so it is recovered from the command line (after the `modinfo` word).
@@ -322,7 +301,7 @@ pub fn run_modinfo(args: &ModinfoArgs) -> i32 {
         .map(|(_, f)| f.to_string())
         .or_else(|| args.field.clone())
     });
-    let opts = crate::modinfo::ModinfoOptions {
+    let opts = modkit_ko::modinfo::ModinfoOptions {
         field,
         null: args.null,
         modname: args.modname,
@@ -330,79 +309,5 @@ pub fn run_modinfo(args: &ModinfoArgs) -> i32 {
     };
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();
-    crate::modinfo::run(&opts, &args.modules, &mut stdout.lock(), &mut stderr.lock())
-}
-
-/// `modkit modprobe [-D|-R] [-d ROOT] [-S VERSION] [-C CONFIG] NAME [PARAM=VALUE...]`
-/// (dry-run modes only: modkit never loads modules into the running kernel).
-#[derive(Debug, Clone, Args)]
-pub struct ModprobeArgs {
-    /// Print the insmod/install commands that loading NAME would run.
-    #[arg(short = 'D', long = "show-depends")]
-    pub show_depends: bool,
-    /// Print the module names NAME resolves to.
-    #[arg(short = 'R', long = "resolve-alias")]
-    pub resolve_alias: bool,
-    /// Root directory of the module tree (ROOT/lib/modules/VERSION).
-    #[arg(short = 'd', long = "dirname", value_name = "ROOT")]
-    pub dirname: Option<String>,
-    /// Kernel version.
-    #[arg(short = 'S', long = "set-version", value_name = "VERSION")]
-    pub set_version: Option<String>,
-    /// Configuration file or directory instead of the modprobe.d directories (repeatable).
-    #[arg(short = 'C', long = "config", value_name = "PATH")]
-    pub config: Vec<PathBuf>,
-    /// Apply the blacklist to module names, not only to aliases.
-    #[arg(short = 'b', long = "use-blacklist")]
-    pub use_blacklist: bool,
-    /// Ignore install commands.
-    #[arg(short = 'i', long = "ignore-install")]
-    pub ignore_install: bool,
-    /// Module name or alias, then module parameters.
-    #[arg(value_name = "NAME", required = true)]
-    pub args: Vec<String>,
-}
-
-/// Runs `modkit modprobe`.
-pub fn run_modprobe(args: &ModprobeArgs) -> i32 {
-    let stdout = std::io::stdout();
-    let stderr = std::io::stderr();
-    let (mut out, mut err) = (stdout.lock(), stderr.lock());
-    if !args.show_depends && !args.resolve_alias {
-        let _ = writeln!(
-            err,
-            "modprobe: ERROR: modkit only supports the dry-run modes --show-depends (-D) and --resolve-alias (-R)"
-        );
-        return 1;
-    }
-    let dirname = kmod_dirname(args.dirname.as_deref(), args.set_version.as_deref());
-    let cmdline = std::fs::read_to_string("/proc/cmdline").ok();
-    let cfg_paths = (!args.config.is_empty()).then_some(args.config.as_slice());
-    let config = crate::modprobe::config::ModprobeConfig::load(
-        cfg_paths,
-        &dirname,
-        cmdline.as_deref(),
-        &mut |m| {
-            let _ = write!(std::io::stderr(), "{m}");
-        },
-    );
-    let mut ctx = crate::modprobe::context::Context::new(dirname, config);
-    let opts = crate::modprobe::ProbeOptions {
-        mode: if args.resolve_alias {
-            crate::modprobe::Mode::ResolveAlias
-        } else {
-            crate::modprobe::Mode::ShowDepends
-        },
-        use_blacklist: args.use_blacklist,
-        ignore_commands: args.ignore_install,
-    };
-    let extra = crate::modprobe::options_from_args(&args.args[1..]);
-    crate::modprobe::probe(
-        &mut ctx,
-        &args.args[0],
-        extra.as_deref(),
-        &opts,
-        &mut out,
-        &mut err,
-    )
+    modkit_ko::modinfo::run(&opts, &args.modules, &mut stdout.lock(), &mut stderr.lock())
 }

@@ -1,12 +1,18 @@
-//! Scenario files on real threads: every actor (event, module body, work item, the modprobe
-//! that request_module starts) is a thread, the core is behind the host's mutex, and a
-//! virtual clock jumps to the next deadline whenever every thread is parked. The result
-//! is a [`modkit_sim::Run`], so the simulator's expectations and reports apply unchanged:
-//! `modkit check --driver host` and the differential test compare the two drivers.
+//! Scenario files on real threads (`modkit check --driver host`): every actor (event,
+//! module body, work item, the modprobe that request_module starts) is a thread, the core
+//! is behind the [`modkit::Host`]'s mutex, and a virtual clock jumps to the next deadline
+//! whenever every thread is parked. The result is a [`modkit_sim::Run`], so the
+//! simulator's expectations and reports apply unchanged: `modkit check --driver host` and
+//! the differential tests compare the two drivers.
+//!
+//! This crate sits on both sides (core ← modkit ← hostdriver, core ← sim ← hostdriver), so
+//! that the `modkit` library itself needs neither the simulator nor the .ko readers.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use modkit::driver::{ctx_module, ctx_task, Driver, ModuleCode};
+use modkit::{Clock, InitCtx};
 use modkit_core::load::Load;
 use modkit_core::modprobe::Modprobe;
 use modkit_core::request::Request;
@@ -14,12 +20,9 @@ use modkit_core::unload::Unload;
 use modkit_core::{
     BodyResult, DiagKind, Errno, Kernel, ModId, Outcome, Policy, Proc, Resume, TaskId, WaitKey,
 };
+use modkit_sim::actions::{immediate_as, ActionState};
 use modkit_sim::scenario::{Action, EventKind, Scenario, Step};
 use modkit_sim::Run;
-
-use crate::ctx::InitCtx;
-use crate::host::{Clock, Host, ModuleCode, State};
-use modkit_sim::actions::immediate_as;
 
 /// Interpreted module bodies.
 struct ScenarioCode {
@@ -39,9 +42,9 @@ impl ModuleCode for ScenarioCode {
     fn init(&self, ctx: &mut InitCtx<'_>, step: usize) -> BodyResult {
         let holder = format!("module {}", ctx.module_name());
         match run_actions(
-            ctx.host(),
-            ctx.task(),
-            Some(ctx.module()),
+            &Driver::of(ctx.host()),
+            ctx_task(ctx),
+            Some(ctx_module(ctx)),
             &holder,
             &self.steps[step].run,
             true,
@@ -57,7 +60,14 @@ impl ModuleCode for ScenarioCode {
     fn undo(&self, ctx: &mut InitCtx<'_>, step: usize) {
         let holder = format!("module {}", ctx.module_name());
         if let Some(u) = &self.steps[step].undo {
-            let _ = run_actions(ctx.host(), ctx.task(), Some(ctx.module()), &holder, u, true);
+            let _ = run_actions(
+                &Driver::of(ctx.host()),
+                ctx_task(ctx),
+                Some(ctx_module(ctx)),
+                &holder,
+                u,
+                true,
+            );
         }
     }
 
@@ -67,7 +77,7 @@ impl ModuleCode for ScenarioCode {
 }
 
 fn run_actions(
-    host: &Host,
+    host: &Driver,
     task: TaskId,
     module: Option<ModId>,
     holder: &str,
@@ -75,21 +85,17 @@ fn run_actions(
     body: bool,
 ) -> End {
     for a in list {
-        {
-            let mut st = host.lock();
-            host.tick(&mut st);
-            let State { k, acts, .. } = &mut *st;
-            if let Some(o) = immediate_as(k, acts, module, holder, Some(task), a) {
-                host.deliver(&mut st);
-                if o.is_ok() {
-                    continue;
-                }
-                return End::Failed(o);
+        if let Some(o) = host.engine(|k, acts: &mut ActionState| {
+            immediate_as(k, acts, module, holder, Some(task), a)
+        }) {
+            if o.is_ok() {
+                continue;
             }
+            return End::Failed(o);
         }
         let o: Outcome = match a {
             Action::Sleep(d) => {
-                let deadline = host.now_ns() + d;
+                let deadline = host.host().now_ns() + d;
                 let reason = format!("sleep {}", modkit_sim::duration::format_duration(*d));
                 // modkit_rt's sleep: no signal ends it.
                 match host.wait_on(task, WaitKey::Timer, reason, Some(deadline), false) {
@@ -116,17 +122,14 @@ fn run_actions(
             }
             Action::Spawn(list) => {
                 let label = format!("work item of {holder}");
-                let child = {
-                    let mut st = host.lock();
-                    host.new_task(&mut st, &label)
-                };
+                let child = host.new_task(&label);
                 let h = host.clone();
                 let list = list.clone();
                 let holder = holder.to_string();
-                let slot = host.reserve_thread(&mut host.lock());
+                let slot = host.reserve_thread();
                 let spawned = match slot {
-                    Some(slot) => crate::sync::thread::Builder::new()
-                        .spawn(move || {
+                    Some(slot) => host
+                        .spawn_thread(None, move || {
                             let _slot = slot;
                             let end = run_actions(&h, child, module, &holder, &list, false);
                             let o = match end {
@@ -134,8 +137,7 @@ fn run_actions(
                                 End::Failed(o) => Some(o),
                                 _ => Some(Outcome::Ok),
                             };
-                            let mut st = h.lock();
-                            h.finish_task(&mut st, child, o);
+                            h.finish_task(child, o);
                         })
                         .map(drop),
                     None => Err(std::io::Error::other("thread limit")),
@@ -143,36 +145,36 @@ fn run_actions(
                 match spawned {
                     Ok(_) => Outcome::Ok,
                     Err(_) => {
-                        let mut st = host.lock();
-                        host.finish_task(&mut st, child, Some(Outcome::Err(Errno::ENOMEM)));
+                        host.finish_task(child, Some(Outcome::Err(Errno::ENOMEM)));
                         Outcome::Err(Errno::ENOMEM)
                     }
                 }
             }
             Action::WaitFor { name, timeout } => {
-                let deadline = timeout.map(|t| host.now_ns() + t);
+                let deadline = timeout.map(|t| host.host().now_ns() + t);
                 loop {
                     let reason = format!("wait_for_completion({name})");
                     // wait_for_completion_killable(): SIGKILL gives -ERESTARTSYS. The check
                     // and the wait are one step under the lock, or a `complete` in between
                     // would wake nobody (the simulator does both at once too).
                     let key = WaitKey::Completion(name.clone());
-                    let done = |st: &State| st.acts.completions.contains(name);
+                    let done = |acts: &ActionState| acts.completions.contains(name);
                     match host.wait_on_unless(task, key, reason, deadline, true, done) {
                         Err(()) => break Outcome::Ok,
                         Ok(None) => return End::Stalled,
                         Ok(Some(r)) => match r {
                             Resume::Killed => break Outcome::Err(Errno::ERESTARTSYS),
                             Resume::TimedOut => {
-                                if host.lock().acts.completions.contains(name) {
+                                if completed(host, name) {
                                     break Outcome::Ok;
                                 }
-                                let mut st = host.lock();
                                 let msg = format!(
                                     "{holder} gave up waiting for completion {name} after {}",
                                     modkit_sim::duration::format_duration(timeout.unwrap_or(0))
                                 );
-                                st.k.diagnose(DiagKind::Timeout, module, msg, Vec::new(), None);
+                                host.engine(|k, _: &mut ActionState| {
+                                    k.diagnose(DiagKind::Timeout, module, msg, Vec::new(), None)
+                                });
                                 break Outcome::Err(Errno::ETIME);
                             }
                             _ => continue,
@@ -203,7 +205,7 @@ pub enum ScenarioError {
         file: String,
         /// Threads the events ask for.
         asked: u64,
-        /// [`crate::thread_limit`].
+        /// [`modkit::thread_limit`].
         limit: usize,
     },
     /// The run needed more OS threads at once than the host's limit (modprobes started by
@@ -212,7 +214,7 @@ pub enum ScenarioError {
     ThreadLimit {
         /// Scenario file.
         file: String,
-        /// [`crate::thread_limit`].
+        /// [`modkit::thread_limit`].
         limit: usize,
         /// Virtual time when it stopped.
         time: u64,
@@ -232,12 +234,17 @@ pub fn unsupported(sc: &Scenario) -> Option<String> {
     })
 }
 
+/// Completion `name` has been completed (`complete_all`).
+fn completed(host: &Driver, name: &str) -> bool {
+    host.engine(|_, acts: &mut ActionState| acts.completions.contains(name))
+}
+
 /// Runs a scenario on real threads under `policy`. Same-instant ties are real races, so
 /// `seed` is accepted for symmetry with the simulator and otherwise unused. Fails when the
-/// scenario needs more OS threads at once than [`crate::thread_limit`].
+/// scenario needs more OS threads at once than [`modkit::thread_limit`].
 pub fn run_scenario(sc: &Scenario, policy: Policy, _seed: u64) -> Result<Run, ScenarioError> {
     let asked: u64 = sc.events.iter().map(|e| u64::from(e.threads)).sum();
-    let limit = crate::thread_limit();
+    let limit = modkit::thread_limit();
     if asked > limit as u64 {
         return Err(ScenarioError::TooManyThreads {
             file: sc.file.clone(),
@@ -266,15 +273,15 @@ pub fn run_scenario(sc: &Scenario, policy: Policy, _seed: u64) -> Result<Run, Sc
     k.modprobe_exec = sc.modprobe_time;
     k.config = sc.config.clone();
     k.record_history = true;
-    let host = Host::from_kernel(k, Clock::Virtual);
-    {
-        let mut st = host.lock();
-        st.horizon = livelock.as_ref().map(|(t, _)| *t);
-        for (m, steps) in sc.steps.iter().enumerate() {
-            st.code[m] = Some(Arc::new(ScenarioCode {
+    let host = Driver::new(k, Clock::Virtual);
+    host.set_horizon(livelock.as_ref().map(|(t, _)| *t));
+    for (m, steps) in sc.steps.iter().enumerate() {
+        host.set_code(
+            m,
+            Arc::new(ScenarioCode {
                 steps: steps.clone(),
-            }));
-        }
+            }),
+        );
     }
     let results: Arc<Mutex<BTreeMap<String, Vec<Outcome>>>> = Arc::new(Mutex::new(
         sc.events
@@ -302,105 +309,91 @@ pub fn run_scenario(sc: &Scenario, policy: Policy, _seed: u64) -> Result<Run, Sc
             } else {
                 format!("event {}: {what}", ev.id)
             };
-            let task = {
-                let mut st = host.lock();
-                host.new_task(&mut st, &label)
-            };
+            let task = host.new_task(&label);
             let (h, ev, results, db) = (host.clone(), ev.clone(), results.clone(), sc.db.clone());
-            let Some(slot) = host.reserve_thread(&mut host.lock()) else {
-                let mut st = host.lock();
-                host.finish_task(&mut st, task, None);
+            let Some(slot) = host.reserve_thread() else {
+                host.finish_task(task, None);
                 continue;
             };
-            let spawned = crate::sync::thread::Builder::new()
-                .name(label.clone())
-                .spawn(move || {
-                    let _slot = slot;
-                    if ev.at > 0
-                        && h.wait_on(
-                            task,
-                            WaitKey::Timer,
-                            format!("start at {}", ev.at),
-                            Some(ev.at),
-                            false,
-                        )
-                        .is_none()
-                    {
-                        let mut st = h.lock();
-                        h.finish_task(&mut st, task, None);
-                        return;
+            let spawned = host.spawn_thread(Some(label.clone()), move || {
+                let _slot = slot;
+                if ev.at > 0
+                    && h.wait_on(
+                        task,
+                        WaitKey::Timer,
+                        format!("start at {}", ev.at),
+                        Some(ev.at),
+                        false,
+                    )
+                    .is_none()
+                {
+                    h.finish_task(task, None);
+                    return;
+                }
+                if !matches!(
+                    ev.kind,
+                    EventKind::SetModprobe(_) | EventKind::Kill(_) | EventKind::KillModprobe(_)
+                ) {
+                    h.add_killable_event(task, &ev.id);
+                }
+                let o: Option<Outcome> = match &ev.kind {
+                    EventKind::Kill(id) => Some(h.kill_event(id)),
+                    EventKind::KillModprobe(n) => Some(h.kill_modprobe(n)),
+                    // See `unsupported`: the host has no device model yet.
+                    EventKind::Device(_) => Some(Outcome::Err(Errno::EINVAL)),
+                    EventKind::SetModprobe(p) => {
+                        h.engine(|k, _: &mut ActionState| k.modprobe_path = p.clone());
+                        Some(Outcome::Ok)
                     }
-                    if !matches!(
-                        ev.kind,
-                        EventKind::SetModprobe(_) | EventKind::Kill(_) | EventKind::KillModprobe(_)
-                    ) {
-                        h.lock().killable_tasks.add_event(task, &ev.id);
+                    EventKind::Modprobe(n) => {
+                        h.drive(task, Proc::Modprobe(Modprobe::new(n, false)))
                     }
-                    let o: Option<Outcome> = match &ev.kind {
-                        EventKind::Kill(id) => Some(h.kill(crate::signal::Target::Event(id))),
-                        EventKind::KillModprobe(n) => {
-                            Some(h.kill(crate::signal::Target::Modprobe(n)))
+                    EventKind::Insmod(n) => match db.id(n) {
+                        Some(id) if ev.init_module => {
+                            h.drive(task, Proc::Load(Load::new(id, None).init_module()))
                         }
-                        // See `unsupported`: the host has no device model yet.
-                        EventKind::Device(_) => Some(Outcome::Err(Errno::EINVAL)),
-                        EventKind::SetModprobe(p) => {
-                            h.lock().k.modprobe_path = p.clone();
-                            Some(Outcome::Ok)
+                        Some(id) => h.drive(task, Proc::Load(Load::new(id, None))),
+                        // No such module: ENOENT, as the simulator and rmmod give.
+                        None => Some(Outcome::Err(Errno::ENOENT)),
+                    },
+                    EventKind::Rmmod {
+                        name,
+                        force,
+                        wait,
+                        timeout,
+                    } => h.drive(
+                        task,
+                        Proc::Unload(Unload::new(name, *force, *wait, *timeout)),
+                    ),
+                    EventKind::RequestModule { name, wait } => {
+                        h.drive(task, Proc::Request(Request::new(name, *wait)))
+                    }
+                    EventKind::Run(list) => {
+                        match run_actions(&h, task, None, &label, list, false) {
+                            End::Stalled => None,
+                            End::Failed(o) => Some(o),
+                            _ => Some(Outcome::Ok),
                         }
-                        EventKind::Modprobe(n) => {
-                            h.drive(task, Proc::Modprobe(Modprobe::new(n, false)))
-                        }
-                        EventKind::Insmod(n) => match db.id(n) {
-                            Some(id) if ev.init_module => {
-                                h.drive(task, Proc::Load(Load::new(id, None).init_module()))
-                            }
-                            Some(id) => h.drive(task, Proc::Load(Load::new(id, None))),
-                            // No such module: ENOENT, as the simulator and rmmod give.
-                            None => Some(Outcome::Err(Errno::ENOENT)),
-                        },
-                        EventKind::Rmmod {
-                            name,
-                            force,
-                            wait,
-                            timeout,
-                        } => h.drive(
-                            task,
-                            Proc::Unload(Unload::new(name, *force, *wait, *timeout)),
-                        ),
-                        EventKind::RequestModule { name, wait } => {
-                            h.drive(task, Proc::Request(Request::new(name, *wait)))
-                        }
-                        EventKind::Run(list) => {
-                            match run_actions(&h, task, None, &label, list, false) {
-                                End::Stalled => None,
-                                End::Failed(o) => Some(o),
-                                _ => Some(Outcome::Ok),
-                            }
-                        }
+                    }
+                };
+                let o = h.finish_task(task, o);
+                if let Some(o) = o {
+                    let o = match ev.kind {
+                        EventKind::Modprobe(_) if o == Outcome::Err(Errno::EEXIST) => Outcome::Ok,
+                        _ => o,
                     };
-                    let mut st = h.lock();
-                    let o = h.finish_task(&mut st, task, o);
-                    drop(st);
-                    if let Some(o) = o {
-                        let o = match ev.kind {
-                            EventKind::Modprobe(_) if o == Outcome::Err(Errno::EEXIST) => {
-                                Outcome::Ok
-                            }
-                            _ => o,
-                        };
-                        results
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .entry(ev.id.clone())
-                            .or_default()
-                            .push(o);
-                    }
-                });
+                    results
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .entry(ev.id.clone())
+                        .or_default()
+                        .push(o);
+                }
+            });
             match spawned {
                 Ok(j) => threads.push(j),
                 Err(_) => {
-                    let mut st = host.lock();
-                    host.finish_task(&mut st, task, None);
+                    host.finish_task(task, None);
                 }
             }
         }
@@ -411,11 +404,8 @@ pub fn run_scenario(sc: &Scenario, policy: Policy, _seed: u64) -> Result<Run, Sc
     }
     host.wait_idle();
     let end_time = host.vclock();
-    let (stalled, horizon_hit, limit_hit) = {
-        let st = host.lock();
-        (st.stalled, st.horizon_hit, st.thread_limit_hit)
-    };
-    if limit_hit {
+    let (stalled, horizon_hit) = host.stopped();
+    if host.thread_limit_hit() {
         return Err(ScenarioError::ThreadLimit {
             file: sc.file.clone(),
             limit,

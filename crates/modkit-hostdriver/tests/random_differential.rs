@@ -21,7 +21,7 @@
 
 use std::fmt::Write as _;
 
-use modkit::scenario::run_scenario;
+use modkit_hostdriver::run_scenario;
 
 mod common;
 #[path = "common/zero_time.rs"]

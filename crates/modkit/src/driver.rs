@@ -1,0 +1,213 @@
+//! The host's engine for drivers: what a program that runs its own actors on the host
+//! needs beyond the module API (tasks, procedures, waits on the virtual clock, the core's
+//! state under the host's lock). The scenario-on-threads driver (`modkit-hostdriver`,
+//! `modkit check --driver host`) is built on it; programs that only load modules do not
+//! need this module.
+
+use std::sync::Arc;
+
+use modkit_core::{Kernel, ModId, Outcome, Proc, Resume, TaskId, Time, WaitKey};
+
+use crate::host::{Clock, Host, State};
+pub use crate::host::{ModuleCode, ThreadSlot};
+use crate::signal::Target;
+use crate::InitCtx;
+
+/// A thread started by [`Driver::spawn_thread`] (std's, or shuttle's under `shuttle`).
+pub type ThreadHandle = crate::sync::thread::JoinHandle<()>;
+
+/// A handle on a host's engine. Cloning gives another handle to the same host.
+#[derive(Clone, Debug)]
+pub struct Driver {
+    host: Host,
+}
+
+impl Driver {
+    /// A host around kernel state `k` on `clock` (scenario runs use [`Clock::Virtual`]).
+    pub fn new(k: Kernel, clock: Clock) -> Driver {
+        Driver {
+            host: Host::from_kernel(k, clock),
+        }
+    }
+
+    /// The engine of an existing host.
+    pub fn of(host: &Host) -> Driver {
+        Driver { host: host.clone() }
+    }
+
+    /// The host, for the module API.
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
+    /// Sets the code the host runs for module `m`'s init steps and undos.
+    pub fn set_code(&self, m: ModId, code: Arc<dyn ModuleCode>) {
+        let mut st = self.host.lock();
+        if st.code.len() <= m {
+            st.code.resize(m + 1, None);
+        }
+        st.code[m] = Some(code);
+    }
+
+    /// Virtual clock: the run stops (as stalled, with [`Driver::stopped`] saying so) rather
+    /// than let the clock pass `t`.
+    pub fn set_horizon(&self, t: Option<Time>) {
+        self.host.lock().horizon = t;
+    }
+
+    /// Runs `f` on the core's state and the driver's own state `E` (created with
+    /// `E::default()` on first use) under the host's lock, with the clock made current;
+    /// the wakeups `f` causes are delivered before the lock is released.
+    pub fn engine<E: std::any::Any + Send + Default, R>(
+        &self,
+        f: impl FnOnce(&mut Kernel, &mut E) -> R,
+    ) -> R {
+        let h = &self.host;
+        let mut st = h.lock();
+        h.tick(&mut st);
+        let State { k, ext, .. } = &mut *st;
+        let mut e: Box<E> = ext
+            .take()
+            .and_then(|b| b.downcast::<E>().ok())
+            .unwrap_or_default();
+        let r = f(k, &mut e);
+        *ext = Some(e);
+        h.deliver(&mut st);
+        r
+    }
+
+    /// Registers a new task (an actor about to run on the calling thread or one about to
+    /// start); it counts as running until [`Driver::finish_task`].
+    pub fn new_task(&self, label: &str) -> TaskId {
+        let mut st = self.host.lock();
+        self.host.new_task(&mut st, label)
+    }
+
+    /// Ends a task with its outcome (`None`: it stalled). Returns the exit as others see
+    /// it ([`Outcome::Killed`] for a task sent SIGKILL).
+    pub fn finish_task(&self, task: TaskId, o: Option<Outcome>) -> Option<Outcome> {
+        let mut st = self.host.lock();
+        self.host.finish_task(&mut st, task, o)
+    }
+
+    /// Runs a procedure to its end on the calling thread as `task`. `None`: the run
+    /// stalled.
+    pub fn drive(&self, task: TaskId, proc: Proc) -> Option<Outcome> {
+        self.host.drive(task, proc)
+    }
+
+    /// Parks `task` on `key` until it is woken or `deadline` passes; `killable`: SIGKILL
+    /// ends the wait. `None`: the run stalled.
+    pub fn wait_on(
+        &self,
+        task: TaskId,
+        key: WaitKey,
+        reason: String,
+        deadline: Option<Time>,
+        killable: bool,
+    ) -> Option<Resume> {
+        self.host.wait_on(task, key, reason, deadline, killable)
+    }
+
+    /// Adds (`true`) or removes a runnable token: a driver holds one while it starts its
+    /// threads so that the virtual clock cannot move before all of them are counted.
+    pub fn hold(&self, on: bool) {
+        self.host.hold(on)
+    }
+
+    /// Waits until no task runs and nothing is parked (or the run stalled).
+    pub fn wait_idle(&self) {
+        self.host.wait_idle()
+    }
+
+    /// The virtual clock.
+    pub fn vclock(&self) -> Time {
+        self.host.vclock()
+    }
+
+    /// How the run ended: `(stalled, horizon_hit)`.
+    pub fn stopped(&self) -> (bool, bool) {
+        let st = self.host.lock();
+        (st.stalled, st.horizon_hit)
+    }
+
+    /// Whether a thread could not be started because [`crate::thread_limit`] threads were
+    /// live (the run is then incomplete).
+    pub fn thread_limit_hit(&self) -> bool {
+        self.host.lock().thread_limit_hit
+    }
+
+    /// Reserves one of the host's [`crate::thread_limit`] OS threads for a thread about to
+    /// start (move the slot into it; dropping it gives the thread back). `None` at the
+    /// limit, which is recorded ([`Driver::thread_limit_hit`]).
+    pub fn reserve_thread(&self) -> Option<ThreadSlot> {
+        let mut st = self.host.lock();
+        self.host.reserve_thread(&mut st)
+    }
+
+    /// Starts an OS thread for the host's actors: the standard library's, or shuttle's under
+    /// the `shuttle` feature so that the model checks see it.
+    pub fn spawn_thread(
+        &self,
+        name: Option<String>,
+        f: impl FnOnce() + Send + 'static,
+    ) -> std::io::Result<ThreadHandle> {
+        let mut b = crate::sync::thread::Builder::new();
+        if let Some(n) = name {
+            b = b.name(n);
+        }
+        b.spawn(f)
+    }
+
+    /// As [`Driver::wait_on`], but `Err(())` at once when `done` holds for the driver's state
+    /// `E` (see [`Driver::engine`]): the check and the wait are one step under the lock, so
+    /// a wake between them cannot be lost.
+    pub fn wait_on_unless<E: std::any::Any + Send>(
+        &self,
+        task: TaskId,
+        key: WaitKey,
+        reason: String,
+        deadline: Option<Time>,
+        killable: bool,
+        done: impl Fn(&E) -> bool,
+    ) -> Result<Option<Resume>, ()> {
+        self.host
+            .wait_on_unless(task, key, reason, deadline, killable, |st: &State| {
+                st.ext
+                    .as_ref()
+                    .and_then(|b| b.downcast_ref::<E>())
+                    .is_some_and(&done)
+            })
+    }
+
+    /// Takes the core's state out of the host (leaving an empty one).
+    pub fn take_kernel(&self) -> Kernel {
+        self.host.take_kernel()
+    }
+
+    /// `task`, the thread of event `id`, has started its work: kill events naming `id`
+    /// reach it.
+    pub fn add_killable_event(&self, task: TaskId, id: &str) {
+        self.host.lock().killable_tasks.add_event(task, id);
+    }
+
+    /// SIGKILL to the running threads of event `id`: ok, or ESRCH when there is none.
+    pub fn kill_event(&self, id: &str) -> Outcome {
+        self.host.kill(Target::Event(id))
+    }
+
+    /// SIGKILL to the modprobes request_module started for `name`: ok, or ESRCH.
+    pub fn kill_modprobe(&self, name: &str) -> Outcome {
+        self.host.kill(Target::Modprobe(name))
+    }
+}
+
+/// The task running the code `ctx` belongs to.
+pub fn ctx_task(ctx: &InitCtx<'_>) -> TaskId {
+    ctx.task()
+}
+
+/// The module whose code runs in `ctx`.
+pub fn ctx_module(ctx: &InitCtx<'_>) -> ModId {
+    ctx.module()
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Builds the plugin example (host + plugins as shared objects, and two rebuilt mathcores)
+# and runs the host against a plugin directory. CI runs this (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")"
+out=${PLUGIN_OUT:-target/plugin-demo}
+rm -rf "$out" && mkdir -p "$out/plugins"
+cargo build --release --quiet
+for p in mathcore stats ticker; do
+  cp "target/release/lib$p.so" "$out/plugins/$p.so"
+done
+# modkit's depmod indexes plugins with the same code and files as a kernel tree.
+modkit=../../target/release/modkit
+if [ -x "$modkit" ]; then
+  tree="$out/tree/lib/modules/0.0"
+  mkdir -p "$tree/plugins" && cp "$out"/plugins/*.so "$tree/plugins/"
+  for f in modules.order modules.builtin modules.builtin.modinfo; do : > "$tree/$f"; done
+  "$modkit" depmod -b "$out/tree" 0.0
+  echo "modules.dep:" && cat "$tree/modules.dep"
+  grep -q "plugins/stats.so: plugins/mathcore.so" "$tree/modules.dep"
+  grep -q "alias calc:\* stats" "$tree/modules.alias"
+  "$modkit" modinfo "$PWD/$out/plugins/stats.so"
+fi
+cargo build --release --quiet -p mathcore --features v2
+cp target/release/libmathcore.so "$out/mathcore-v2.so"
+cargo build --release --quiet -p mathcore --features changed-type
+cp target/release/libmathcore.so "$out/mathcore-changed-type.so"
+target/release/plugin-host "$out/plugins" "$out/mathcore-v2.so" "$out/mathcore-changed-type.so"
+if [ "${1:-}" = bench ]; then
+  cp "$out/mathcore-v2.so" "$out/plugins/mathcore.so"
+  target/release/plugin-host bench "$out/plugins"
+fi
