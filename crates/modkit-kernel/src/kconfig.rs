@@ -5,7 +5,8 @@
 //! kernel has what it was built with: Debian's 6.1.176 and 6.12.117 cloud kernels have all
 //! three, sid's 7.2.13 cloud kernel has CONFIG_MODVERSIONS off (`# CONFIG_MODVERSIONS is not
 //! set` in its config-7.2.13+deb14-cloud-amd64). `modkit compare` runs the simulator beside
-//! such a kernel with the kernel's values for these three settings, and says so in a note,
+//! such a kernel with each setting the scenario turns on and the kernel lacks turned off,
+//! and says so in a note,
 //! so that a difference it reports is one of behaviour, not of configuration. The scenario's
 //! own `[[expect]]` blocks are still checked by `modkit check` with the scenario's values.
 
@@ -20,13 +21,17 @@ fn enabled(config: &str, option: &str) -> bool {
     })
 }
 
-/// Sets `cfg`'s build-time settings to those of the kernel whose `.config` is `config`;
-/// returns one note per setting changed (empty when the scenario already agrees).
+/// Turns off each build-time setting `cfg` has on and the kernel whose `.config` is
+/// `config` lacks; returns one note per setting changed (empty when the kernel has what
+/// the scenario asks). A setting the scenario leaves off stays off although the kernel has
+/// it: `modversions` is off in the model unless a scenario asks for it (scenarios give CRCs
+/// where they matter), and a scenario that turns `force_load` or `force_unload` off where
+/// it matters is refused before building (`cgen`).
 pub fn apply_kernel_config(config: &str, kver: &str, cfg: &mut LoaderConfig) -> Vec<String> {
     let mut notes = Vec::new();
     let mut set = |key: &str, option: &str, field: &mut bool| {
         let kernel = enabled(config, option);
-        if *field != kernel {
+        if *field && !kernel {
             notes.push(format!(
                 "the simulator runs with `{key} = {kernel}` beside this kernel: {option} is {} in {kver}'s config (the scenario says `{key} = {}`)",
                 if kernel { "set" } else { "not set" },
@@ -85,6 +90,10 @@ mod tests {
         };
         assert!(apply_kernel_config(bookworm, "6.12.117+deb12-cloud-amd64", &mut cfg2).is_empty());
         assert!(cfg2.modversions);
+        // The model's default (modversions off) stays off beside a kernel that has it.
+        let mut cfg3 = LoaderConfig::default();
+        assert!(apply_kernel_config(bookworm, "6.12.117+deb12-cloud-amd64", &mut cfg3).is_empty());
+        assert!(!cfg3.modversions);
         // CONFIG_MODVERSIONS_X=y is another option.
         assert!(!enabled("CONFIG_MODVERSIONS_X=y\n", "CONFIG_MODVERSIONS"));
     }
