@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use modkit::driver::{ctx_module, ctx_task, Driver, ModuleCode};
+use modkit::driver::{ctx_module, ctx_task, Driver, ModuleCode, Unless};
 use modkit::{Clock, InitCtx};
 use modkit_core::load::Load;
 use modkit_core::modprobe::Modprobe;
@@ -160,9 +160,9 @@ fn run_actions(
                     let key = WaitKey::Completion(name.clone());
                     let done = |acts: &ActionState| acts.completions.contains(name);
                     match host.wait_on_unless(task, key, reason, deadline, true, done) {
-                        Err(()) => break Outcome::Ok,
-                        Ok(None) => return End::Stalled,
-                        Ok(Some(r)) => match r {
+                        Unless::Done => break Outcome::Ok,
+                        Unless::Waited(None) => return End::Stalled,
+                        Unless::Waited(Some(r)) => match r {
                             Resume::Killed => break Outcome::Err(Errno::ERESTARTSYS),
                             Resume::TimedOut => {
                                 if completed(host, name) {

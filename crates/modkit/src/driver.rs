@@ -16,6 +16,15 @@ use crate::InitCtx;
 /// A thread started by [`Driver::spawn_thread`] (std's, or shuttle's under `shuttle`).
 pub type ThreadHandle = crate::sync::thread::JoinHandle<()>;
 
+/// What [`Driver::wait_on_unless`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unless {
+    /// The condition held: no wait.
+    Done,
+    /// The task waited: how it was resumed (`None`: the run stalled).
+    Waited(Option<Resume>),
+}
+
 /// A handle on a host's engine. Cloning gives another handle to the same host.
 #[derive(Clone, Debug)]
 pub struct Driver {
@@ -159,9 +168,9 @@ impl Driver {
         b.spawn(f)
     }
 
-    /// As [`Driver::wait_on`], but `Err(())` at once when `done` holds for the driver's state
-    /// `E` (see [`Driver::engine`]): the check and the wait are one step under the lock, so
-    /// a wake between them cannot be lost.
+    /// As [`Driver::wait_on`], but [`Unless::Done`] at once when `done` holds for the
+    /// driver's state `E` (see [`Driver::engine`]): the check and the wait are one step
+    /// under the lock, so a wake between them cannot be lost.
     pub fn wait_on_unless<E: std::any::Any + Send>(
         &self,
         task: TaskId,
@@ -170,14 +179,19 @@ impl Driver {
         deadline: Option<Time>,
         killable: bool,
         done: impl Fn(&E) -> bool,
-    ) -> Result<Option<Resume>, ()> {
-        self.host
+    ) -> Unless {
+        let r = self
+            .host
             .wait_on_unless(task, key, reason, deadline, killable, |st: &State| {
                 st.ext
                     .as_ref()
                     .and_then(|b| b.downcast_ref::<E>())
                     .is_some_and(&done)
-            })
+            });
+        match r {
+            Err(()) => Unless::Done,
+            Ok(r) => Unless::Waited(r),
+        }
     }
 
     /// Takes the core's state out of the host (leaving an empty one).
