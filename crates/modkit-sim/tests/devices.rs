@@ -314,3 +314,31 @@ modprobe = "cam"
         r.kernel.diagnostics
     );
 }
+
+#[test]
+fn removing_a_device_waits_for_the_probe_in_progress() {
+    // Found by the property test: device_del() while a probe sleeps on another task must
+    // wait for the device lock, then unbind, not delete the device under the probe.
+    let t = r#"
+[[module]]
+name = "slow"
+[[module.driver]]
+bus = "platform"
+match = ["platform:x"]
+probe = [{ sleep = "100ms" }, { devm = "misc:slow" }]
+[[device]]
+name = "x"
+bus = "platform"
+modalias = "platform:x"
+[[event]]
+modprobe = "slow"
+[[event]]
+id = "unplug"
+at = "50ms"
+remove_device = "x"
+"#;
+    let r = run("linux-6.1", t);
+    assert_eq!(state(&r, "x"), "absent");
+    assert!(!r.kernel.registrations.contains_key("misc:slow"));
+    assert_eq!(r.results["unplug"], vec![modkit_core::Outcome::Ok]);
+}

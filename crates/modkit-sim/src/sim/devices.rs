@@ -418,6 +418,7 @@ impl Sim<'_> {
                             _ => Ok(()),
                         };
                         let end = self.dm.probe_end(&mut self.k, dev, drv, res);
+                        self.k.wakes.push(device_lock(dev));
                         if bind {
                             b.result = match res {
                                 Ok(()) => Outcome::Ok,
@@ -443,6 +444,7 @@ impl Sim<'_> {
                     }
                     Cur::Removing(dev) => {
                         self.dm.remove_end(&mut self.k, dev);
+                        self.k.wakes.push(device_lock(dev));
                     }
                     Cur::Waiting(Job::Timeout) => {
                         let now = self.k.now;
@@ -512,6 +514,27 @@ impl Sim<'_> {
                     }
                 }
                 Job::Release(dev) => {
+                    if matches!(
+                        self.dm.devices[dev].state,
+                        DevState::Probing(_) | DevState::Removing(_)
+                    ) {
+                        // device_release_driver() takes the device lock, which the probe
+                        // (or remove) running on another task holds: wait for it.
+                        b.jobs.push_front(Job::Release(dev));
+                        b.cur = Some(Cur::Waiting(Job::Release(dev)));
+                        let name = self.dm.devices[dev].name.clone();
+                        self.park(
+                            tid,
+                            WaitInfo {
+                                key: device_lock(dev),
+                                reason: format!("device_lock({name})"),
+                                target: None,
+                                deadline: None,
+                            },
+                            false,
+                        );
+                        return ActStep::Parked;
+                    }
                     let consumers = self.dm.consumers_of(dev);
                     if !consumers.is_empty() {
                         b.jobs.push_front(Job::Release(dev));
@@ -696,6 +719,11 @@ fn providers(
         }
     }
     out
+}
+
+/// The wait key of a device's lock (`device_lock()`), released when a probe or remove ends.
+fn device_lock(dev: DevId) -> WaitKey {
+    WaitKey::Completion(format!("device_lock({dev})"))
 }
 
 /// What a device action asks of the action interpreter.
