@@ -61,17 +61,31 @@ impl Unload {
             parts.push(format!("refcount {refs}"));
         }
         let msg = format!("rmmod {name} refused: {}", parts.join("; "));
-        let hint = if holders.is_empty() && self.wait && k.policy.is_modkit() {
+        let hint = if !holders.is_empty() {
+            Some(format!("unload {} first", holders.join(", ")))
+        } else if !k.policy.is_modkit() {
+            // delete_module() has not waited for references since 3.13 (the kernel's
+            // O_NONBLOCK-less wait was removed): waiting is modkit's, not this kernel's.
+            let ignored = if self.wait {
+                format!(
+                    " (wait = true has no effect under {}: the kernel never waits for references)",
+                    k.policy
+                )
+            } else {
+                String::new()
+            };
+            Some(format!(
+                "close what pins {name} first, then retry the rmmod{ignored}"
+            ))
+        } else if self.wait {
             // It waited already and gave up: only a longer wait or a release helps.
             Some(format!(
                 "close what pins {name} first, or give rmmod a longer timeout"
             ))
-        } else if holders.is_empty() {
-            Some(format!(
-                "close what pins {name} first, or rmmod with wait = true (modkit) to wait for it"
-            ))
         } else {
-            Some(format!("unload {} first", holders.join(", ")))
+            Some(format!(
+                "close what pins {name} first, or rmmod with wait = true to wait for it"
+            ))
         };
         k.diagnose(DiagKind::InUse, Some(m), msg, Vec::new(), hint);
         Step::Done(Outcome::Err(Errno::EWOULDBLOCK))

@@ -165,3 +165,24 @@ fn unknown_names_for_insmod_and_rmmod_are_alike_under_every_policy() {
         assert_eq!(r.results["r"], vec![Outcome::Err(Errno::ENOENT)]);
     }
 }
+
+/// Under a Linux policy rmmod never waits for references (delete_module() since 3.13):
+/// the `in_use` hint must not offer modkit's waiting rmmod as a fix (issue 9, item 7).
+#[test]
+fn the_in_use_hint_under_linux_does_not_offer_modkits_wait() {
+    for policy in ["linux-6.1", "linux-4.19", "linux-6.12"] {
+        for text in [
+            PIN_FOREVER.replace("wait = true", ""),
+            PIN_FOREVER.to_string(),
+        ] {
+            let r = run(policy, &text);
+            assert_eq!(r.results["rm"], vec![Outcome::Err(Errno::EWOULDBLOCK)]);
+            let u = diags(&r, DiagKind::InUse);
+            assert_eq!(u.len(), 1, "{:?}", r.kernel.diagnostics);
+            let hint = u[0].hint.as_deref().unwrap();
+            assert!(!hint.contains("to wait for it"), "{policy}: {hint}");
+            assert!(!hint.contains("longer timeout"), "{policy}: {hint}");
+            assert!(hint.contains("close what pins m first"), "{policy}: {hint}");
+        }
+    }
+}
