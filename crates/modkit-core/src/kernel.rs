@@ -184,6 +184,8 @@ pub struct Kernel {
     forced: BTreeSet<ModId>,
     /// Tasks sent SIGKILL ([`crate::signal`]).
     pub signals: crate::signal::Signals,
+    /// Which task took each pin; waits refused to break a pin cycle ([`crate::pinwait`]).
+    pub pinwait: crate::pinwait::PinWaits,
     /// Build options and boot parameters of the loader (`module.sig_enforce`, …).
     pub config: crate::taint::LoaderConfig,
     /// Taints: kernel-wide and per module.
@@ -234,6 +236,7 @@ impl Kernel {
             record_history: false,
             forced: BTreeSet::new(),
             signals: Default::default(),
+            pinwait: Default::default(),
             config: crate::taint::LoaderConfig::default(),
             taint: crate::taint::TaintState::default(),
         };
@@ -417,6 +420,7 @@ impl Kernel {
             return Ok(());
         }
         let p = self.pins.remove(&pin).ok_or(Errno::EINVAL)?;
+        self.forget_pin_task(pin);
         let builtin = self.db.spec(p.module).builtin;
         if let Some(inst) = self.instances[p.module].as_mut() {
             if !builtin {

@@ -19,6 +19,7 @@ pub mod load;
 pub mod messages;
 pub mod modprobe;
 pub mod namespace;
+pub mod pinwait;
 pub mod policy;
 pub mod proc;
 pub mod request;

@@ -176,15 +176,16 @@ impl Load {
                                 return self.finish(k, Outcome::Err(Errno::EEXIST))
                             }
                             Some(ModState::Going) => {
-                                self.phase = Phase::GoingWait;
                                 let reason =
                                     format!("{}: {} is going away", self.why(k), k.name(m));
-                                return wait(
-                                    WaitKey::ModuleWq,
-                                    reason,
-                                    Self::owner_task(k, m),
-                                    None,
-                                );
+                                let target = Self::owner_task(k, m);
+                                // The task taking it away may wait for us (a failed load
+                                // waiting for a pin we hold: crate::pinwait).
+                                if k.refuse_cycle(task, target, &reason) {
+                                    return Step::Done(Outcome::Err(Errno::EDEADLK));
+                                }
+                                self.phase = Phase::GoingWait;
+                                return wait(WaitKey::ModuleWq, reason, target, None);
                             }
                             Some(_) => {
                                 let f = k.inflight_loads.get(&m).copied();
@@ -240,7 +241,13 @@ impl Load {
                     return wait(WaitKey::LoadDone(m), reason, target, None);
                 }
                 Phase::GoingWait => {
-                    if k.state(m).is_none() {
+                    if matches!(
+                        k.state(m),
+                        None | Some(ModState::Unformed) | Some(ModState::Coming)
+                    ) {
+                        // Gone, or a new load began meanwhile: start over, so that a wait
+                        // on that load is merged (and checked for a cycle) like any other,
+                        // whichever task the wakeup reached first.
                         self.phase = Phase::Start;
                         continue;
                     }
@@ -517,7 +524,8 @@ impl Load {
                             k.name(m),
                             k.pins_of(m).join(", ")
                         );
-                        return wait(WaitKey::Pins(m), reason, None, None);
+                        let target = k.pin_wait_target(task, m, &reason);
+                        return wait(WaitKey::Pins(m), reason, target, None);
                     }
                     k.waits.leave_module(task, m);
                     k.free_module(m);
@@ -574,6 +582,24 @@ impl Load {
         self.phase = Phase::InitStep;
         self.step = 0;
         None
+    }
+
+    /// Whether the wait the load is parked in can be refused (ended with EDEADLK)
+    /// cleanly: a merged load, a wait for a module going away, the duplicate-load wait.
+    pub(crate) fn refusable_wait(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::MergeWait(_) | Phase::GoingWait | Phase::DupWait
+        )
+    }
+
+    /// The wait this load is parked in was refused to break a pin cycle
+    /// (crate::pinwait): it ends with EDEADLK.
+    pub(crate) fn refused(&mut self, k: &mut Kernel) -> Step {
+        match self.phase {
+            Phase::DupWait => self.finish(k, Outcome::Err(Errno::EDEADLK)),
+            _ => Step::Done(Outcome::Err(Errno::EDEADLK)),
+        }
     }
 
     fn init_done(&mut self, k: &mut Kernel, task: TaskId) -> Step {

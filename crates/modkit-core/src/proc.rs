@@ -103,12 +103,28 @@ pub enum Proc {
 impl Proc {
     /// Advances the procedure.
     pub fn poll(&mut self, k: &mut Kernel, task: TaskId, r: Resume) -> Step {
-        match self {
+        // A wait refused to break a pin cycle (crate::pinwait) ends with EDEADLK.
+        if k.take_refusal(task) && matches!(r, Resume::Woken | Resume::TimedOut) {
+            match self {
+                Proc::Load(p) => return p.refused(k),
+                Proc::Request(p) => return p.refused(k, task),
+                _ => {}
+            }
+        }
+        let step = match self {
             Proc::Modprobe(p) => p.poll(k, task, r),
             Proc::Load(p) => p.poll(k, task, r),
             Proc::Unload(p) => p.poll(k, task, r),
             Proc::Request(p) => p.poll(k, task, r),
-        }
+        };
+        let refusable = matches!(step, Step::Wait(_))
+            && match self {
+                Proc::Load(p) => p.refusable_wait(),
+                Proc::Request(p) => p.refusable_wait(),
+                _ => false,
+            };
+        k.set_refusable(task, refusable);
+        step
     }
 
     /// Whether the wait this procedure just asked for ends on a fatal signal, as the
@@ -189,19 +205,47 @@ impl Kernel {
             chain.push(reasons[(start + i) % cycle.len()].clone());
         }
         let module = self.waits.running_module(cycle[start]);
-        let msg = format!(
-            "waiting would close a cycle: {}; refused with EDEADLK",
-            chain.join(" → ")
-        );
+        // The wait refused is the one that waits for the task running an init (the edge
+        // into it), whichever task closes the cycle: so the outcome does not depend on
+        // which of two simultaneous waits comes last (issue 9, item 7). When that wait
+        // cannot be ended cleanly (or no task of the cycle runs an init), the closing
+        // wait is refused, as before.
+        let into = cycle[(start + cycle.len() - 1) % cycle.len()];
+        let redirect = module.is_some() && into != task && self.pinwait_refusable(into);
+        let hint = match self.cycle_has_pin_wait(&cycle) {
+            Some(m) => {
+                let name = self.name(m).to_string();
+                format!(
+                    "a reference taken on {name} while it is COMING keeps its failed load from freeing it: put the reference (put_module, drop the ModuleRef) before loading {name}, or take it only once {name} is live"
+                )
+            }
+            None => format!(
+                "{head} must not wait during its init for something that needs {head} live: request it without waiting (request_module_nowait or a work item) after init, or move the shared symbols into a third module"
+            ),
+        };
+        let msg = if redirect {
+            format!(
+                "waiting would close a cycle: {}; the wait of {} for {head}'s init is refused with EDEADLK",
+                chain.join(" → "),
+                self.waits.label(into)
+            )
+        } else {
+            format!(
+                "waiting would close a cycle: {}; refused with EDEADLK",
+                chain.join(" → ")
+            )
+        };
         self.diagnose(
             crate::diag::DiagKind::DependencyCycle,
             module,
             msg,
             chain,
-            Some(format!(
-                "{head} must not wait during its init for something that needs {head} live: request it without waiting (request_module_nowait or a work item) after init, or move the shared symbols into a third module"
-            )),
+            Some(hint),
         );
+        if redirect {
+            self.refuse_wait_of(into);
+            return false;
+        }
         true
     }
 }

@@ -88,6 +88,18 @@ impl Request {
         }
     }
 
+    /// Whether the wait the request is parked in can be refused (ended with EDEADLK)
+    /// cleanly: a merged request, or the wait for its modprobe.
+    pub(crate) fn refusable_wait(&self) -> bool {
+        matches!(self.phase, Phase::MergeWait(_) | Phase::ChildWait)
+    }
+
+    /// The wait was refused to break a pin cycle (crate::pinwait): it ends as a killed
+    /// one does, with EDEADLK.
+    pub(crate) fn refused(&mut self, k: &mut Kernel, task: TaskId) -> Step {
+        self.end_wait(k, task, Errno::EDEADLK, Errno::EDEADLK)
+    }
+
     /// SIGKILL ended the wait.
     fn killed(&mut self, k: &mut Kernel, task: TaskId) -> Step {
         let modkit = k.policy.is_modkit();
@@ -96,10 +108,16 @@ impl Request {
         } else {
             Errno::ERESTARTSYS
         };
+        self.end_wait(k, task, e, Errno::EINTR)
+    }
+
+    /// Ends the wait the request is parked in with `e` (`merged`: for a merged request).
+    fn end_wait(&mut self, k: &mut Kernel, task: TaskId, e: Errno, merged: Errno) -> Step {
+        let modkit = k.policy.is_modkit();
         match self.phase {
             Phase::SlotWait => {
                 k.kmod.queue.retain(|&t| t != task);
-                if !modkit {
+                if !modkit && e == Errno::ERESTARTSYS {
                     // 4.13 – 6.3 __request_module(), after wait_event_killable_timeout().
                     k.printk_ratelimited(
                         "kmod_sigkill",
@@ -121,7 +139,7 @@ impl Request {
                 }
                 self.finish(k, Outcome::Err(e))
             }
-            Phase::MergeWait(_) => Step::Done(Outcome::Err(Errno::EINTR)),
+            Phase::MergeWait(_) => Step::Done(Outcome::Err(merged)),
             _ => {
                 debug_assert!(false, "request killed in {:?}", self.phase);
                 self.finish(k, Outcome::Err(e))

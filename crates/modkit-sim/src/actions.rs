@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use modkit_core::{Errno, Kernel, ModId, Outcome, WaitKey};
+use modkit_core::{Errno, Kernel, ModId, Outcome, TaskId, WaitKey};
 
 use crate::scenario::Action;
 
@@ -27,13 +27,43 @@ pub fn immediate(
     holder: &str,
     a: &Action,
 ) -> Option<Outcome> {
+    immediate_as(k, st, module, holder, None, a)
+}
+
+/// [`immediate`] on task `task`: a pin taken by `get_module` is recorded as that task's
+/// (modkit_core::pinwait), so that a wait of the task on the pinned module's failed load
+/// is seen as the cycle it is.
+pub fn immediate_as(
+    k: &mut Kernel,
+    st: &mut ActionState,
+    module: Option<ModId>,
+    holder: &str,
+    task: Option<TaskId>,
+    a: &Action,
+) -> Option<Outcome> {
     Some(match a {
         Action::GetModule(m) => match k.db.id(m) {
-            Some(id) => k.try_module_get(id, holder).map(|_| ()).into(),
+            Some(id) => match k.try_module_get(id, holder) {
+                Ok(pin) => {
+                    if let Some(t) = task {
+                        k.set_pin_task(pin, t);
+                    }
+                    Outcome::Ok
+                }
+                Err(e) => Outcome::Err(e),
+            },
             None => Outcome::Err(Errno::ENOENT),
         },
         Action::PutModule(m) => match k.db.id(m) {
             Some(id) => match k.find_pin(id, holder) {
+                // The module was freed under the pin (linux-X.Y frees a failed module
+                // whatever its refcount): the put is reported (`freed_while_pinned`) and
+                // fails with EINVAL, as the kernel driver's modkit_rt_put_module() does once
+                // the module can no longer be found by name.
+                Some(pin) if k.dangling.contains_key(&pin) => {
+                    let _ = k.module_put(pin);
+                    Outcome::Err(Errno::EINVAL)
+                }
                 Some(pin) => k.module_put(pin).into(),
                 None => Outcome::Err(Errno::EINVAL),
             },

@@ -18,7 +18,7 @@ use modkit_core::{
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::actions::{immediate, ActionState};
+use crate::actions::{immediate_as, ActionState};
 use crate::scenario::{Action, EventKind, Scenario};
 
 /// Why a run could not finish.
@@ -1077,7 +1077,14 @@ impl<'a> Sim<'a> {
             }
             let action = f.list[f.pc].clone();
             let holder = self.holder(tid, f.module);
-            if let Some(o) = immediate(&mut self.k, &mut self.acts, f.module, &holder, &action) {
+            if let Some(o) = immediate_as(
+                &mut self.k,
+                &mut self.acts,
+                f.module,
+                &holder,
+                Some(tid),
+                &action,
+            ) {
                 self.deliver_wakes();
                 if let Some(end) = self.after_action(f, o) {
                     return ActStep::End(end);

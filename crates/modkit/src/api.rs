@@ -92,7 +92,8 @@ impl Host {
     }
 
     fn run_op(&self, op: String, proc: Proc) -> Result<Outcome, Error> {
-        let parent = crate::host::body_task();
+        // The module body this thread runs, else the thread's own task (it may hold pins).
+        let parent = crate::host::body_task().or_else(|| self.thread_task());
         let (task, first) = {
             let mut st = self.lock();
             let first = st.k.diagnostics.len();
@@ -187,6 +188,8 @@ impl Host {
         let pin =
             st.k.try_module_get(id, "ModuleRef")
                 .map_err(|e| Error::new(format!("try_module_get({name})"), Outcome::Err(e)))?;
+        let task = self.acting_task(&mut st);
+        st.k.set_pin_task(pin, task);
         Ok(ModuleRef {
             host: self.clone(),
             pin: Some(pin),
@@ -240,7 +243,10 @@ impl Host {
         let pin = if importer == Some(owner) || st.k.db.spec(owner).builtin {
             None
         } else {
-            Some(st.k.try_module_get(owner, &holder).map_err(err)?)
+            let pin = st.k.try_module_get(owner, &holder).map_err(err)?;
+            let task = self.acting_task(&mut st);
+            st.k.set_pin_task(pin, task);
+            Some(pin)
         };
         Ok(Symbol {
             value,

@@ -31,6 +31,18 @@ pub(crate) trait ModuleCode: Send + Sync {
     fn step_name(&self, step: usize) -> String;
 }
 
+/// Host ids (crate::threadtask).
+static NEXT_HOST_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+impl State {
+    /// A fresh task id (not counted as runnable).
+    pub(crate) fn alloc_task_id(&mut self) -> TaskId {
+        let id = self.next_task;
+        self.next_task += 1;
+        id
+    }
+}
+
 /// How the host tells time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Clock {
@@ -84,6 +96,8 @@ pub(crate) struct State {
 }
 
 pub(crate) struct Shared {
+    /// Distinguishes hosts in thread-local records (crate::threadtask).
+    pub(crate) id: u64,
     pub(crate) state: Mutex<State>,
     cv: Condvar,
     start: Instant,
@@ -110,6 +124,7 @@ impl Host {
         let n = k.db.len();
         Host {
             shared: Arc::new(Shared {
+                id: NEXT_HOST_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 state: Mutex::new(State {
                     k,
                     code: vec![None; n],
@@ -154,8 +169,7 @@ impl Host {
 
     /// Registers a new task that is running on the calling thread or one about to start.
     pub(crate) fn new_task(&self, st: &mut State, label: &str) -> TaskId {
-        let id = st.next_task;
-        st.next_task += 1;
+        let id = st.alloc_task_id();
         st.k.waits.set_label(id, label.to_string());
         st.runnable += 1;
         id

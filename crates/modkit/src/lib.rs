@@ -38,6 +38,7 @@ pub mod scenario;
 mod signal;
 mod symbol;
 mod sync;
+mod threadtask;
 
 pub use api::{ModuleInfo, Rmmod};
 pub use ctx::InitCtx;

@@ -19,7 +19,7 @@ use modkit_sim::Run;
 
 use crate::ctx::InitCtx;
 use crate::host::{Clock, Host, ModuleCode, State};
-use modkit_sim::actions::immediate;
+use modkit_sim::actions::immediate_as;
 
 /// Interpreted module bodies.
 struct ScenarioCode {
@@ -79,7 +79,7 @@ fn run_actions(
             let mut st = host.lock();
             host.tick(&mut st);
             let State { k, acts, .. } = &mut *st;
-            if let Some(o) = immediate(k, acts, module, holder, a) {
+            if let Some(o) = immediate_as(k, acts, module, holder, Some(task), a) {
                 host.deliver(&mut st);
                 if o.is_ok() {
                     continue;
