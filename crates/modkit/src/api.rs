@@ -61,6 +61,7 @@ impl Host {
     /// the modules already known; on error nothing changes.
     pub fn add_module(&self, module: Module) -> Result<(), Error> {
         let name = module.name().to_string();
+        self.refuse_if_shut_down(&format!("add module {name}"))?;
         let (spec, code, values) = module.into_parts();
         let mut st = self.lock();
         let id = st.k.add_module(spec).map_err(|e| {
@@ -92,12 +93,25 @@ impl Host {
     }
 
     fn run_op(&self, op: String, proc: Proc) -> Result<Outcome, Error> {
+        self.run_op_within(op, proc, None)
+    }
+
+    /// Runs a host operation as a new task on the calling thread; `deadline` (else the
+    /// host's default) ends its waits with ETIME (crate::watchdog).
+    pub(crate) fn run_op_within(
+        &self,
+        op: String,
+        proc: Proc,
+        deadline: Option<std::time::Duration>,
+    ) -> Result<Outcome, Error> {
+        self.refuse_if_shut_down(&op)?;
         // The module body this thread runs, else the thread's own task (it may hold pins).
         let parent = crate::host::body_task().or_else(|| self.thread_task());
         let (task, first) = {
             let mut st = self.lock();
             let first = st.k.diagnostics.len();
             let task = self.new_task(&mut st, &op);
+            self.begin_op(&mut st, task, deadline);
             if let Some(p) = parent {
                 // Called from inside a module body on this thread: that body's task waits
                 // for this operation, so a wait of the operation on the body's own load is
@@ -118,6 +132,7 @@ impl Host {
         let o = self
             .run_task(task, proc)
             .unwrap_or(Outcome::Err(Errno::EINTR));
+        let o = self.end_op(task, &op, o);
         if let Some(p) = parent {
             let mut st = self.lock();
             if st.k.waits.get(p).is_some_and(|w| w.target == Some(task)) {
@@ -130,9 +145,18 @@ impl Host {
     /// `modprobe NAME-OR-ALIAS`: dependencies, softdeps, then the module. A module already
     /// live is success.
     pub fn modprobe(&self, name: &str) -> Result<(), Error> {
-        self.run_op(
+        self.modprobe_within(name, None)
+    }
+
+    pub(crate) fn modprobe_within(
+        &self,
+        name: &str,
+        deadline: Option<Duration>,
+    ) -> Result<(), Error> {
+        self.run_op_within(
             format!("modprobe {name}"),
             Proc::Modprobe(Modprobe::new(name, true)),
+            deadline,
         )
         .map(|_| ())
         .or_else(eexist_ok)
@@ -140,10 +164,22 @@ impl Host {
 
     /// `insmod NAME`: just this module; its imports must be available.
     pub fn insmod(&self, name: &str) -> Result<(), Error> {
+        self.insmod_within(name, None)
+    }
+
+    pub(crate) fn insmod_within(
+        &self,
+        name: &str,
+        deadline: Option<Duration>,
+    ) -> Result<(), Error> {
         let id = self.id(name)?;
-        self.run_op(format!("insmod {name}"), Proc::Load(Load::new(id, None)))
-            .map(|_| ())
-            .or_else(eexist_ok)
+        self.run_op_within(
+            format!("insmod {name}"),
+            Proc::Load(Load::new(id, None)),
+            deadline,
+        )
+        .map(|_| ())
+        .or_else(eexist_ok)
     }
 
     /// `rmmod NAME`: fails with EWOULDBLOCK while the module is used or pinned.
@@ -164,9 +200,18 @@ impl Host {
 
     /// `request_module(name)` from outside any module (a kernel thread's request).
     pub fn request_module(&self, name: &str) -> Result<(), Error> {
-        self.run_op(
+        self.request_module_within(name, None)
+    }
+
+    pub(crate) fn request_module_within(
+        &self,
+        name: &str,
+        deadline: Option<Duration>,
+    ) -> Result<(), Error> {
+        self.run_op_within(
             format!("request_module({name})"),
             Proc::Request(Request::new(name, true)),
+            deadline,
         )
         .map(|_| ())
     }

@@ -68,6 +68,12 @@ pub(crate) struct Parked {
     pub(crate) status: WaitStatus,
     /// A fatal signal ends this wait.
     pub(crate) killable: bool,
+    /// The wait has no deadline of its own.
+    pub(crate) unbounded: bool,
+    /// When the wait began (host clock, ns).
+    pub(crate) since: Time,
+    /// The watchdog has reported it.
+    pub(crate) reported: bool,
 }
 
 /// Everything behind the host's mutex.
@@ -93,6 +99,10 @@ pub(crate) struct State {
     vclock: Time,
     /// Scenario open files and completions.
     pub(crate) acts: modkit_sim::actions::ActionState,
+    /// [`Host::shutdown`] has run: code and values are gone, loads are refused.
+    pub(crate) shut_down: bool,
+    /// Deadlines and the watchdog (crate::watchdog).
+    pub(crate) guard: crate::watchdog::Guard,
 }
 
 pub(crate) struct Shared {
@@ -138,6 +148,8 @@ impl Host {
                     horizon_hit: false,
                     vclock: 0,
                     acts: Default::default(),
+                    shut_down: false,
+                    guard: Default::default(),
                 }),
                 cv: Condvar::new(),
                 start: Instant::now(),
@@ -152,7 +164,7 @@ impl Host {
         self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn now(&self, st: &State) -> Time {
+    pub(crate) fn now(&self, st: &State) -> Time {
         match self.shared.clock {
             Clock::Real => {
                 let t = self.shared.start.elapsed().as_nanos() as Time;
@@ -247,6 +259,17 @@ impl Host {
         if killable && st.k.fatal_signal_pending(task) {
             return (st, Some(Resume::Killed));
         }
+        // A host operation's deadline (crate::watchdog) ends the killable waits of its task.
+        let op_deadline = if killable && self.shared.clock == Clock::Real {
+            st.guard.deadline_of(task)
+        } else {
+            None
+        };
+        if op_deadline.is_some_and(|d| self.now(&st) >= d) {
+            self.expire(&mut st, task, &info);
+            return (st, Some(Resume::Killed));
+        }
+        let since = self.now(&st);
         st.parked.insert(
             task,
             Parked {
@@ -254,8 +277,12 @@ impl Host {
                 deadline: info.deadline,
                 status: WaitStatus::Waiting,
                 killable,
+                unbounded: info.deadline.is_none(),
+                since,
+                reported: false,
             },
         );
+        let wait_info = info.clone();
         let deadline = info.deadline;
         st.k.waits.begin(task, info);
         st.runnable -= 1;
@@ -271,9 +298,25 @@ impl Host {
             if st.stalled {
                 break None;
             }
-            match (self.shared.clock, deadline) {
+            let wake_at = match (deadline, op_deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            match (self.shared.clock, wake_at) {
                 (Clock::Real, Some(d)) => {
                     let now = self.now(&st);
+                    let op_first = match (op_deadline, deadline) {
+                        (Some(o), Some(w)) => o < w,
+                        (Some(_), None) => true,
+                        _ => false,
+                    };
+                    if op_first && op_deadline.is_some_and(|o| now >= o) {
+                        // The operation's deadline came first: end the wait as SIGKILL
+                        // would, and say which chain it was stuck in.
+                        self.expire(&mut st, task, &wait_info);
+                        st.runnable += 1;
+                        break Some(Resume::Killed);
+                    }
                     if now >= d {
                         if let Some(p) = st.parked.get_mut(&task) {
                             p.status = WaitStatus::TimedOut;

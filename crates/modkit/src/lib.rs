@@ -27,11 +27,64 @@
 //! host.rmmod("shout").unwrap();
 //! host.rmmod_with("upper", Rmmod { wait: true, deadline: Some(Duration::from_secs(1)), force: false }).unwrap();
 //! ```
+//!
+//! ## No silent hang
+//!
+//! Under the `modkit` policy a wait that would close a cycle fails at once with
+//! [`Errno::EDEADLK`] and a `dependency_cycle` [`Diagnostic`] naming the chain: an init
+//! that loads its own module through the host (`ctx.host()` or a captured [`Host`]), or a
+//! thread that pinned a module while it was loading ([`Host::try_module_get`],
+//! [`Host::symbol`]) and then loads it while the init fails (the failed load waits for the
+//! pin, the thread for the load). A pin is attributed to the thread that took it.
+//!
+//! Waits that the kernel never times out (a load in flight, a module going away, a
+//! request's modprobe) get a way out on the real clock:
+//!
+//! - deadlines: [`Host::modprobe_with`], [`Host::insmod_with`], [`Host::request_module_with`]
+//!   and [`Host::set_default_deadline`] end the operation's waits at the deadline with
+//!   [`Errno::ETIME`] and a `timeout` diagnostic naming the wait-for chain;
+//! - a watchdog, opt-in: [`Host::start_watchdog`] reports each wait without a deadline of
+//!   its own that lasts `stall_after` as a `tracing` warning (target `modkit::watchdog`)
+//!   and a `stalled` diagnostic with the chain, and ends a host operation stuck in one with
+//!   ETIME.
+//!
+//! Neither interrupts module code that runs (an init step runs to its end), nor a wait the
+//! kernel lets no signal end (a failed load waiting for the pins on its module): the
+//! operation returns when that wait ends, and the watchdog still reports it.
+//!
+//! ```
+//! use modkit::{Errno, Host, Init, Module};
+//! use std::time::Duration;
+//!
+//! let host = Host::new("modkit".parse().unwrap());
+//! let (tx, rx) = std::sync::mpsc::channel::<()>();
+//! let rx = std::sync::Mutex::new(rx);
+//! host.add_module(Module::new("slow").init_step("wait", move |_| {
+//!     let _ = rx.lock().unwrap().recv();          // blocks until released
+//!     Ok(Init::Continue)
+//! })).unwrap();
+//! let h = host.clone();
+//! let loader = std::thread::spawn(move || h.modprobe("slow"));
+//! while host.lsmod()[0].state.is_none() { std::thread::yield_now(); }
+//! let e = host.modprobe_with("slow", Duration::from_millis(20)).unwrap_err();
+//! assert_eq!(e.errno(), Some(Errno::ETIME));      // the chain is in e.diagnostics
+//! tx.send(()).unwrap();
+//! loader.join().unwrap().unwrap();
+//! ```
+//!
+//! ## The host's end
+//!
+//! The host keeps module code, so an init closure that captures a [`Host`] clone keeps
+//! the host (and every exported value) alive through the host itself. Reach the host with
+//! [`InitCtx::host`] or capture a [`WeakHost`] ([`Host::downgrade`]) instead, or call
+//! [`Host::shutdown`] when done: it unloads every module and drops all module code and
+//! exported values, breaking the cycle.
 
 mod api;
 mod ctx;
 mod error;
 mod host;
+mod lifecycle;
 mod module;
 mod revocable;
 pub mod scenario;
@@ -39,11 +92,13 @@ mod signal;
 mod symbol;
 mod sync;
 mod threadtask;
+mod watchdog;
 
 pub use api::{ModuleInfo, Rmmod};
 pub use ctx::InitCtx;
 pub use error::Error;
 pub use host::{Clock, Host};
+pub use lifecycle::WeakHost;
 pub use modkit_core::{DiagKind, Diagnostic, Errno, ModState, Outcome, Policy};
 pub use module::{Init, Module};
 pub use revocable::{Revocable, RevocableGuard};
