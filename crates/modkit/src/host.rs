@@ -540,17 +540,8 @@ impl Host {
         deadline: Option<Time>,
         killable: bool,
     ) -> Option<Resume> {
-        let mut st = self.lock();
-        self.tick(&mut st);
-        let deadline = deadline.map(|d| d.max(st.k.now));
-        let info = WaitInfo {
-            key,
-            reason,
-            target: None,
-            deadline,
-        };
-        let (_g, r) = self.park(st, task, info, killable);
-        r
+        self.wait_on_unless(task, key, reason, deadline, killable, |_| false)
+            .unwrap_or(None)
     }
 
     /// As [`Host::wait_on`], but `Err(())` without waiting when `done` holds: the check and

@@ -9,6 +9,8 @@ use std::io::Write;
 
 use context::{Context, ModId};
 
+use crate::ops::modprobe::concat_options;
+
 /// What to do with the resolved modules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -113,24 +115,6 @@ pub fn probe(
         }
     }
     0
-}
-
-/// `module_options_concat`.
-fn concat_options(opt: Option<&str>, xopt: Option<&str>) -> Option<String> {
-    let ol = opt.map_or(0, str::len);
-    let xl = xopt.map_or(0, str::len);
-    if ol == 0 && xl == 0 {
-        return None;
-    }
-    let mut r = String::new();
-    if let Some(o) = opt {
-        r.push_str(o);
-        r.push(' ');
-    }
-    if let Some(x) = xopt {
-        r.push_str(x);
-    }
-    Some(r)
 }
 
 /// `__kmod_module_get_probe_list`.

@@ -181,7 +181,7 @@ pub fn prepend_env(env: Option<&str>, argv: &[String]) -> Vec<String> {
 }
 
 /// `module_options_concat`.
-fn concat_options(opt: Option<&str>, xopt: Option<&str>) -> Option<String> {
+pub(crate) fn concat_options(opt: Option<&str>, xopt: Option<&str>) -> Option<String> {
     let ol = opt.map_or(0, str::len);
     let xl = xopt.map_or(0, str::len);
     if ol == 0 && xl == 0 {
