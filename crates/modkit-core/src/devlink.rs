@@ -327,6 +327,20 @@ impl FwDevlink {
         false
     }
 
+    /// The suppliers `dev`'s enforced links name (as `device:NAME` keys): once they are
+    /// bound, the probe makes these managed device links (unbinding a supplier unbinds
+    /// `dev` first).
+    pub fn enforced(&self, policy: Policy, dm: &DeviceModel, dev: DevId) -> Vec<String> {
+        if era(policy) == Era::Permissive {
+            return Vec::new();
+        }
+        self.links
+            .iter()
+            .filter(|l| l.consumer == dev && l.supplier != dev && !l.relaxed)
+            .map(|l| format!("device:{}", dm.devices[l.supplier].name))
+            .collect()
+    }
+
     /// `device_links_check_suppliers()`: the supplier that holds `dev`'s probe back, if
     /// any: a fwnode link first, then a device link whose supplier is not bound.
     pub fn blocker(&self, policy: Policy, dm: &DeviceModel, dev: DevId) -> Option<Blocker> {
