@@ -10,6 +10,7 @@
 //! `load_module`/`do_init_module`), [`unload`] (`delete_module`), [`request`] (`kmod.c`),
 //! [`modprobe`] (kmod's userspace), [`waits`] (`module_wq` and the wait-for graph).
 
+pub mod asyncprobe;
 pub mod auxiliary;
 pub mod dd;
 pub mod debugfs;

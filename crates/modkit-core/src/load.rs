@@ -49,6 +49,8 @@ pub struct Load {
     interrupted: bool,
     /// The taint flags the pre-listing checks gave (`None`: not run yet).
     checked: Option<u32>,
+    /// This load ran the module's init to the end and made it LIVE.
+    pub went_live: bool,
 }
 
 /// What resolving one import gave.
@@ -99,6 +101,7 @@ impl Load {
             idempotent: true,
             interrupted: false,
             checked: None,
+            went_live: false,
         }
     }
 
@@ -612,6 +615,7 @@ impl Load {
         k.note_state(m);
         k.waits.leave_module(task, m);
         k.wake_module_wq();
+        self.went_live = true;
         self.finish(k, Outcome::Ok)
     }
 }

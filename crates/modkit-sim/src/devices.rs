@@ -68,6 +68,8 @@ pub struct RawDriver {
     /// The remove body.
     #[serde(default)]
     pub remove: Vec<Spanned<crate::raw::RawAction>>,
+    /// `drv->probe_type`: `"sync"` (default) or `"async"` (PROBE_PREFER_ASYNCHRONOUS).
+    pub probe_type: Option<String>,
 }
 
 /// A device action.
@@ -124,6 +126,8 @@ pub struct DriverDecl {
     pub probe: Vec<Action>,
     /// Remove body.
     pub remove: Vec<Action>,
+    /// `probe_type = "async"`: probed by async workers.
+    pub async_probe: bool,
 }
 
 /// A declared device.
@@ -218,6 +222,16 @@ pub(crate) fn module_drivers(
             parse(&rd.probe).map_err(|(a, m)| (a, format!("driver `{name}` probe: {m}")))?;
         let remove =
             parse(&rd.remove).map_err(|(a, m)| (a, format!("driver `{name}` remove: {m}")))?;
+        let async_probe = match rd.probe_type.as_deref() {
+            None | Some("sync") => false,
+            Some("async") => true,
+            Some(o) => {
+                return Err((
+                    at,
+                    format!("driver `{name}`: `probe_type` is \"sync\" or \"async\", not `{o}`"),
+                ))
+            }
+        };
         let key = format!("driver:{name}");
         let written = steps.iter().any(|s| {
             s.run
@@ -246,6 +260,7 @@ pub(crate) fn module_drivers(
                 },
                 probe,
                 remove,
+                async_probe,
             },
         ));
     }

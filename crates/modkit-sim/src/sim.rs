@@ -991,7 +991,18 @@ impl<'a> Sim<'a> {
                     self.deliver_wakes();
                     match step {
                         Step::Done(o) => {
-                            self.tasks.get_mut(&tid).expect("task").frames.pop();
+                            let popped = self.tasks.get_mut(&tid).expect("task").frames.pop();
+                            // do_init_module(): async_synchronize_full() after LIVE.
+                            if let Some(Frame::Proc(Proc::Load(l))) = &popped {
+                                if l.went_live && o == Outcome::Ok {
+                                    if let Some(f) = self.async_sync_frame(l.module, o) {
+                                        let t = self.tasks.get_mut(&tid).expect("task");
+                                        t.frames.push(f);
+                                        resume = Resume::Start;
+                                        continue;
+                                    }
+                                }
+                            }
                             match self.finish_frame(tid, FrameEnd::Proc(o)) {
                                 Some(r) => resume = r,
                                 None => return,

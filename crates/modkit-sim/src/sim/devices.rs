@@ -43,6 +43,12 @@ pub(super) enum Job {
     Timeout,
     /// udevd watching a worker: kill it at the deadline.
     Watch(TaskId, Time),
+    /// `__driver_attach_async_helper()` / `__device_attach_async_helper()`: an async
+    /// worker probes the device with the drivers that allow async probing.
+    AttachAsync(DevId),
+    /// `async_synchronize_full()` after a module went LIVE (`do_init_module()`), which
+    /// keeps its initial reference until the wait ends.
+    AsyncSync(modkit_core::ModId),
     /// A udev worker's kmod builtin loads one module the modalias matched
     /// (`kmod_module_probe_insert_module()`, as `modprobe NAME`), whatever the others gave.
     Load(modkit_core::ModId),
@@ -104,6 +110,10 @@ pub(super) struct DevRun {
     reported: std::collections::BTreeSet<(DevId, String)>,
     /// fw_devlink's links (the `[[device]]`s' `suppliers`).
     fwdl: modkit_core::devlink::FwDevlink,
+    /// Async probe workers running (`async_schedule_dev()`).
+    async_tasks: std::collections::BTreeSet<TaskId>,
+    /// Modules whose init scheduled async probes (`PF_USED_ASYNC` of the loading task).
+    used_async: std::collections::BTreeSet<modkit_core::ModId>,
 }
 
 impl Sim<'_> {
@@ -210,6 +220,19 @@ impl Sim<'_> {
                 };
                 Some(match self.dm.register_driver(&mut self.k, drv) {
                     Err(e) => DevStep::Done(Outcome::Err(e)),
+                    Ok(devs) if self.sc.devices.drivers[drv].async_probe => {
+                        // __driver_attach(): one async helper per device, then return.
+                        let m = self.dm.drivers[drv].module;
+                        if !devs.is_empty()
+                            && matches!(self.k.state(m), Some(modkit_core::ModState::Coming))
+                        {
+                            self.devs.used_async.insert(m);
+                        }
+                        for d in devs {
+                            self.spawn_async(Job::Probe(d, drv));
+                        }
+                        DevStep::Push(Bind::new([]))
+                    }
                     Ok(devs) => {
                         DevStep::Push(Bind::new(devs.into_iter().map(|d| Job::Probe(d, drv))))
                     }
@@ -344,8 +367,47 @@ impl Sim<'_> {
         }
     }
 
+    /// Schedules an async probe worker (`async_schedule_dev()`).
+    fn spawn_async(&mut self, job: Job) {
+        let dev = match job {
+            Job::Probe(d, _) | Job::AttachAsync(d) => d,
+            _ => unreachable!("only probes run async"),
+        };
+        let name = self.dm.devices[dev].name.clone();
+        let t = self.spawn_task(
+            vec![Frame::Bind(Box::new(Bind::new([job])))],
+            format!("async: probe {name}"),
+            None,
+            None,
+        );
+        self.devs.async_tasks.insert(t);
+    }
+
+    /// `do_init_module()`: whether the load of `m`, which just made it LIVE, must wait in
+    /// `async_synchronize_full()`; if so, the frame that waits and then returns `o`.
+    pub(super) fn async_sync_frame(&mut self, m: modkit_core::ModId, o: Outcome) -> Option<Frame> {
+        let scheduled = self.devs.used_async.remove(&m);
+        if self.devs.async_tasks.is_empty()
+            || !modkit_core::asyncprobe::load_waits(self.k.policy, scheduled)
+        {
+            return None;
+        }
+        // The initial reference is dropped only after the wait (`module_put(mod)` follows
+        // async_synchronize_full()); the core's load dropped it at LIVE: take it back.
+        if let Some(i) = self.k.instances[m].as_mut() {
+            i.refcount += 1;
+        }
+        let mut b = Bind::new([Job::AsyncSync(m)]);
+        b.result = o;
+        Some(Frame::Bind(Box::new(b)))
+    }
+
     /// A task ended: a udev worker frees its slot.
     pub(super) fn devices_task_done(&mut self, tid: TaskId) {
+        if self.devs.async_tasks.remove(&tid) && self.devs.async_tasks.is_empty() {
+            self.k.wakes.push(async_done());
+            self.deliver_wakes();
+        }
         if let Some(i) = self.devs.udev_workers.iter().position(|w| w.0 == tid) {
             self.devs.udev_workers.remove(i);
             if let Some(u) = self.sc.devices.udev {
@@ -529,10 +591,56 @@ impl Sim<'_> {
                     if self.dm.devices[dev].state != DevState::Unbound {
                         continue;
                     }
-                    let cands = self.dm.drivers_for(dev);
+                    // __device_attach(): the drivers that do not allow async probing now;
+                    // the async ones from a worker if none of those is there.
+                    let (cands, asyncs): (Vec<DrvId>, Vec<DrvId>) = self
+                        .dm
+                        .drivers_for(dev)
+                        .into_iter()
+                        .partition(|&d| !self.sc.devices.drivers[d].async_probe);
+                    if cands.is_empty() && !asyncs.is_empty() {
+                        self.spawn_async(Job::AttachAsync(dev));
+                        continue;
+                    }
                     if let Some(s) = self.start_probe(b, dev, cands, false) {
                         return s;
                     }
+                }
+                Job::AttachAsync(dev) => {
+                    if self.dm.devices[dev].state != DevState::Unbound {
+                        continue;
+                    }
+                    let cands: Vec<DrvId> = self
+                        .dm
+                        .drivers_for(dev)
+                        .into_iter()
+                        .filter(|&d| self.sc.devices.drivers[d].async_probe)
+                        .collect();
+                    if let Some(s) = self.start_probe(b, dev, cands, false) {
+                        return s;
+                    }
+                }
+                Job::AsyncSync(m) => {
+                    if self.devs.async_tasks.is_empty() {
+                        if let Some(i) = self.k.instances[m].as_mut() {
+                            i.refcount = i.refcount.saturating_sub(1);
+                        }
+                        self.k.wake_module_wq();
+                        continue;
+                    }
+                    b.jobs.push_front(job);
+                    b.cur = Some(Cur::Waiting(job));
+                    self.park(
+                        tid,
+                        WaitInfo {
+                            key: async_done(),
+                            reason: "async_synchronize_full".into(),
+                            target: None,
+                            deadline: None,
+                        },
+                        false,
+                    );
+                    return ActStep::Parked;
                 }
                 Job::Probe(dev, drv) => {
                     if !self.dm.matches(drv, dev) || !self.dm.is_registered(drv) {
@@ -772,6 +880,11 @@ fn fw_devlink(
         }
     }
     modkit_core::devlink::FwDevlink::new(links, fwnodes)
+}
+
+/// The wait key of `async_synchronize_full()`: every async probe worker has ended.
+fn async_done() -> WaitKey {
+    WaitKey::Completion("async_synchronize_full".into())
 }
 
 /// The wait key of a device's lock (`device_lock()`), released when a probe or remove ends.
