@@ -74,6 +74,17 @@ pub enum PluginError {
         /// The exporter's type.
         found: String,
     },
+    /// The signature check refused the file (feature `signing`,
+    /// [`crate::Host::with_keyring`]).
+    #[error("{path}: {reason} ({errno})")]
+    Signature {
+        /// The file.
+        path: String,
+        /// The kernel's errno for it (EKEYREJECTED, EBADMSG).
+        errno: Errno,
+        /// What is wrong.
+        reason: String,
+    },
     /// The module spec was refused by the core.
     #[error("plugin {name}: {msg}")]
     Spec {
@@ -91,6 +102,7 @@ impl PluginError {
             PluginError::NotPlugin { .. } | PluginError::Vermagic { .. } => Errno::ENOEXEC,
             PluginError::Dlopen { .. } => Errno::ENOEXEC,
             PluginError::TypeMismatch { .. } | PluginError::Spec { .. } => Errno::EINVAL,
+            PluginError::Signature { errno, .. } => *errno,
         }
     }
 }
@@ -140,6 +152,7 @@ pub(crate) struct PluginRec {
     imports: Vec<(String, String)>,
     steps: Vec<String>,
     depends: Vec<String>,
+    sig: super::sighook::SigHook,
 }
 
 /// The host's plugins: the directory and what has been registered from it.
@@ -152,6 +165,7 @@ pub(crate) struct Plugins {
 struct Inner {
     dir: Option<PathBuf>,
     recs: BTreeMap<String, Arc<PluginRec>>,
+    sig: super::sighook::SigHook,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -354,6 +368,12 @@ impl Host {
         self
     }
 
+    /// Sets the signature check applied before every dlopen.
+    #[cfg(feature = "signing")]
+    pub(crate) fn set_plugin_sig_check(&self, sig: super::sighook::SigHook) {
+        lock(&self.shared.plugins.inner).sig = sig;
+    }
+
     /// Registers the plugin answering `name` (and its dependencies) if there is a plugin
     /// directory, the name is not known yet and a plugin answers it.
     pub(crate) fn plugins_prepare(&self, name: &str) -> Result<(), Error> {
@@ -377,7 +397,14 @@ impl Host {
             }
             for n in order.iter().rev() {
                 if let Some(r) = inner.recs.get(n) {
-                    r.reopen()?;
+                    if let Some(signed) = r.reopen()? {
+                        let mut st = self.lock();
+                        if let Some(id) = st.k.db.id(n) {
+                            let mut p = st.k.db.spec(id).provenance;
+                            p.signed = signed;
+                            Arc::make_mut(&mut st.k.db).set_provenance(id, p);
+                        }
+                    }
                 }
             }
             return self.recheck_types(&inner, &norm);
@@ -467,8 +494,13 @@ impl Host {
     }
 
     fn register(&self, inner: &Inner, f: &FileInfo) -> Result<Arc<PluginRec>, Error> {
+        let verdict = super::sighook::check(&inner.sig, &f.path)?;
         let (h, d, info) = open(&f.path)?;
-        let _ = inner;
+        if let Err(e) = verdict.confirm(&f.path) {
+            // SAFETY: the handle just opened is closed once; no plugin code ran.
+            unsafe { libc::dlclose(h as *mut c_void) };
+            return Err(e.into());
+        }
         if info.name != f.name {
             return Err(PluginError::NotPlugin {
                 path: f.path.display().to_string(),
@@ -480,6 +512,7 @@ impl Host {
             .into());
         }
         let mut spec = ModuleSpec::new(&info.name);
+        spec.provenance.signed = verdict.signed;
         spec.aliases = f.aliases.clone();
         spec.license = "GPL".into();
         spec.init.push(InitStepSpec {
@@ -533,6 +566,7 @@ impl Host {
                 .collect(),
             steps: info.steps.clone(),
             depends: f.depends.clone(),
+            sig: inner.sig.clone(),
         });
         let mut st = self.lock();
         let id = st.k.add_module(spec).map_err(|e| PluginError::Spec {
@@ -743,11 +777,20 @@ impl PluginRec {
     }
 
     /// Opens the library again if it was closed, checking that the (possibly rebuilt) file
-    /// still has the registered exports with the same types, imports and init steps.
-    fn reopen(&self) -> Result<(), PluginError> {
+    /// still has the registered exports with the same types, imports and init steps (and
+    /// its signature, when the host has a keyring). `Some(signed)`: it was opened now.
+    fn reopen(&self) -> Result<Option<bool>, PluginError> {
         let mut lib = lock(&self.lib);
+        let mut opened = None;
         if lib.status != PluginStatus::Open {
+            let verdict = super::sighook::check(&self.sig, &self.path)?;
             let (h, d, info) = open(&self.path)?;
+            if let Err(e) = verdict.confirm(&self.path) {
+                // SAFETY: the handle just opened is closed once; no plugin code ran.
+                unsafe { libc::dlclose(h as *mut c_void) };
+                return Err(e);
+            }
+            opened = Some(verdict.signed);
             let same = info.exports.len() == self.exports.len()
                 && info.steps == self.steps
                 && info.imports.len() == self.imports.len();
@@ -786,7 +829,7 @@ impl PluginRec {
             };
             tracing::info!(plugin = %self.name, "plugin library opened again");
         }
-        Ok(())
+        Ok(opened)
     }
 
     /// Fills the import slots from the exporters' current trampolines.
