@@ -226,8 +226,11 @@ fn debian_modules_verify_against_their_kernels_certificate() {
     ] {
         let root = PathBuf::from(format!("/var/cache/modkit-ci/kernel/root-{kver}"));
         let mut mods = Vec::new();
-        for base in ["lib/modules", "usr/lib/modules"] {
-            collect(&root.join(base).join(kver).join("kernel"), &mut mods);
+        // /lib may be a link to /usr/lib (usrmerge): the first tree found.
+        for base in ["usr/lib/modules", "lib/modules"] {
+            if mods.is_empty() {
+                collect(&root.join(base).join(kver).join("kernel"), &mut mods);
+            }
         }
         if mods.is_empty() {
             eprintln!("SKIPPED {kver}: no module tree under {}", root.display());
