@@ -76,7 +76,7 @@ pub enum PluginError {
     },
     /// The signature check refused the file (feature `signing`,
     /// [`crate::Host::with_keyring`]).
-    #[error("{path}: {reason} ({errno})")]
+    #[error("{path}: {reason}")]
     Signature {
         /// The file.
         path: String,
@@ -96,7 +96,7 @@ pub enum PluginError {
 }
 
 impl PluginError {
-    fn errno(&self) -> Errno {
+    pub(crate) fn errno(&self) -> Errno {
         match self {
             PluginError::Io { .. } => Errno::ENOENT,
             PluginError::NotPlugin { .. } | PluginError::Vermagic { .. } => Errno::ENOEXEC,

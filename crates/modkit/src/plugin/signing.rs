@@ -837,17 +837,18 @@ pub(crate) fn check_bytes(
         Err(e) => {
             // module_sig_check(): waivable errors become EKEYREJECTED under enforcement,
             // after pr_notice("Loading of %s is rejected"); the others stay as they are.
-            let errno = if e.is_waivable() {
-                tracing::warn!(path = %p, "Loading of {} is rejected", e.reason());
-                Errno::EKEYREJECTED
+            let (errno, reason) = if e.is_waivable() {
+                let line = format!("Loading of {} is rejected", e.reason());
+                tracing::warn!(path = %p, "{line}");
+                (Errno::EKEYREJECTED, format!("{line} ({e})"))
             } else {
                 tracing::warn!(path = %p, "{e}");
-                e.errno()
+                (e.errno(), e.to_string())
             };
             Err(super::PluginError::Signature {
                 path: p,
                 errno,
-                reason: e.to_string(),
+                reason,
             })
         }
     }

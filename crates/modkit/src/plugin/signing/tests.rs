@@ -267,3 +267,58 @@ fn keyring_reads_pem_der_and_combined_files() {
     assert!(e.to_string().contains("/nonexistent/cert.pem"), "{e}");
     assert!(SigningKey::from_pem_or_der(RSA_CRT).is_err());
 }
+
+fn hook(policy: SigPolicy) -> super::super::sighook::SigHook {
+    Some(Arc::new(SigCheck {
+        keyring: ring(&[RSA_CRT]),
+        policy,
+    }))
+}
+
+fn file_with(tag: &str, data: &[u8]) -> std::path::PathBuf {
+    let p = std::env::temp_dir().join(format!("modkit-sigcheck-{}-{tag}.so", std::process::id()));
+    std::fs::write(&p, data).unwrap();
+    p
+}
+
+#[test]
+fn the_hosts_policy_follows_module_sig_check() {
+    use super::super::sighook::check;
+    let good = file_with("good", SF_RSA256);
+    let unsigned = file_with("unsigned", CONTENT);
+    let other = file_with("other", &signed(OTHER_KEY, OTHER_CRT, HashAlgo::Sha256));
+    let mut t = SF_RSA256.to_vec();
+    t[5] ^= 1;
+    let tampered = file_with("tampered", &t);
+    for policy in [SigPolicy::Enforce, SigPolicy::Permissive] {
+        let h = hook(policy);
+        assert!(check(&h, &good).unwrap().signed);
+        // Bad signatures are fatal under both policies.
+        let e = check(&h, &tampered).err().unwrap();
+        assert_eq!(e.errno(), Errno::EKEYREJECTED, "{e}");
+        for waivable in [&unsigned, &other] {
+            match policy {
+                SigPolicy::Enforce => {
+                    let e = check(&h, waivable).err().unwrap();
+                    assert_eq!(e.errno(), Errno::EKEYREJECTED, "{e}");
+                    assert!(e.to_string().contains("Loading of "), "{e}");
+                }
+                SigPolicy::Permissive => assert!(!check(&h, waivable).unwrap().signed),
+            }
+        }
+    }
+    // Without a keyring nothing is read: everything counts as signed.
+    assert!(check(&None, &unsigned).unwrap().signed);
+    // The file replaced between the check and dlopen: refused.
+    let h = hook(SigPolicy::Enforce);
+    let v = check(&h, &good).unwrap();
+    v.confirm(&good).unwrap();
+    std::fs::write(good.with_extension("new"), SF_RSA256).unwrap();
+    std::fs::rename(good.with_extension("new"), &good).unwrap();
+    let e = v.confirm(&good).unwrap_err();
+    assert_eq!(e.errno(), Errno::EKEYREJECTED);
+    assert!(e.to_string().contains("changed between"), "{e}");
+    for p in [good, unsigned, other, tampered] {
+        let _ = std::fs::remove_file(p);
+    }
+}
