@@ -192,7 +192,7 @@ fn modkit_verifies_the_kernels_sign_file() {
             .arg(&by_kernel));
         assert!(ok, "modkit verify-sig of sign-file's {key} {hash}: {text}");
         assert!(
-            text.contains(&format!(": ok (signer \"modkit throwaway test")),
+            text.contains(": ok (signer \"modkit throwaway test"),
             "{text}"
         );
         assert!(text.contains(hash), "{text}");
