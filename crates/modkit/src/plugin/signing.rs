@@ -437,9 +437,10 @@ pub struct SigInfo {
 /// Verifies the module signature of `data` (a whole signed file) against `keyring`, as
 /// `mod_verify_sig()` does: the trailer's checks, then the PKCS#7 message's (signed data
 /// over `id-data`, detached, no signed attributes), then each signer's signature over the
-/// content's digest with the keyring's key. The first signer that verifies is returned;
-/// a signer whose signature does not verify is fatal (EKEYREJECTED); no signer with a
-/// key is ENOKEY (`pkcs7_validate_trust()`).
+/// content's digest with the keyring's key. Every signer is checked: one whose signature
+/// does not verify is fatal (EKEYREJECTED); otherwise the first that verified is
+/// returned, else ENOPKG when one used unsupported crypto, else ENOKEY
+/// (`pkcs7_validate_trust()`).
 pub fn verify(data: &[u8], keyring: &Keyring) -> Result<SigInfo, SigError> {
     let parts = modsig::split_kernel(data)?;
     let mal = |e: der::Error| SigError::Malformed(e.to_string());
@@ -476,26 +477,25 @@ pub fn verify(data: &[u8], keyring: &Keyring) -> Result<SigInfo, SigError> {
             "Invalid module sig (has authattrs)".into(),
         ));
     }
-    // pkcs7_validate_trust(): ENOKEY unless a signer is trusted, ENOPKG remembered, any
-    // other error fatal.
-    let mut result: Result<SigInfo, SigError> =
-        Err(SigError::NoKey("no signer's key is in the keyring".into()));
+    // pkcs7_verify() checks every signer, then pkcs7_validate_trust(): a fatal error of
+    // any signer ends it; otherwise success if a signer verified with a trusted key, else
+    // ENOPKG if one used unsupported crypto, else ENOKEY.
+    let mut good = None;
+    let mut unsupported = None;
     let mut no_key = None;
     for si in sd.signer_infos.0.iter() {
         match verify_one(parts.content, si, keyring) {
-            Ok(info) => return Ok(info),
-            Err(e @ SigError::NoKey(_)) => no_key = Some(e),
-            Err(e @ SigError::Unsupported(_)) => {
-                if matches!(result, Err(SigError::NoKey(_))) {
-                    result = Err(e);
-                }
-            }
+            Ok(info) => good = good.or(Some(info)),
+            Err(e @ SigError::NoKey(_)) => no_key = no_key.or(Some(e)),
+            Err(e @ SigError::Unsupported(_)) => unsupported = unsupported.or(Some(e)),
             Err(e) => return Err(e),
         }
     }
-    match (result, no_key) {
-        (Err(SigError::NoKey(_)), Some(e)) => Err(e),
-        (r, _) => r,
+    match (good, unsupported, no_key) {
+        (Some(info), _, _) => Ok(info),
+        (None, Some(e), _) => Err(e),
+        (None, None, Some(e)) => Err(e),
+        (None, None, None) => Err(SigError::Malformed("no signer".into())),
     }
 }
 
@@ -859,7 +859,8 @@ impl Host {
     /// (dlopen), with `policy` deciding what a missing signature or an unknown signer does
     /// (see [`SigPolicy`] and the module documentation). A bad signature is always
     /// refused. Without this call plugins are not checked (a kernel without
-    /// CONFIG_MODULE_SIG).
+    /// CONFIG_MODULE_SIG). Call it before the first `modprobe`: a plugin already
+    /// registered keeps the check it was registered with.
     pub fn with_keyring(self, keyring: Keyring, policy: SigPolicy) -> Host {
         self.set_plugin_sig_check(Some(Arc::new(SigCheck { keyring, policy })));
         self

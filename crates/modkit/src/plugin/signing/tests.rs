@@ -322,3 +322,54 @@ fn the_hosts_policy_follows_module_sig_check() {
         let _ = std::fs::remove_file(p);
     }
 }
+
+/// `data`'s content with a SignedData holding the signer infos of all `sigs` (each a
+/// file signed over the same content).
+fn multi_signer(sigs: &[Vec<u8>]) -> Vec<u8> {
+    let mut infos = Vec::new();
+    let mut sd0 = None;
+    for s in sigs {
+        let parts = modsig::split_kernel(s).unwrap();
+        let ci = ContentInfo::from_der(parts.pkcs7).unwrap();
+        let sd: SignedData = ci.content.decode_as().unwrap();
+        infos.extend(sd.signer_infos.0.iter().cloned());
+        sd0.get_or_insert(sd);
+    }
+    let mut sd = sd0.unwrap();
+    sd.signer_infos = SignerInfos(SetOfVec::try_from(infos).unwrap());
+    let blob = ContentInfo {
+        content_type: ID_SIGNED_DATA,
+        content: Any::encode_from(&sd).unwrap(),
+    }
+    .to_der()
+    .unwrap();
+    let mut data = CONTENT.to_vec();
+    data.extend_from_slice(&blob);
+    data.extend_from_slice(&RawTrailer::pkcs7_suffix(blob.len() as u32));
+    data
+}
+
+#[test]
+fn several_signers_as_pkcs7_validate_trust() {
+    let rsa = signed(RSA_KEY, RSA_CRT, HashAlgo::Sha256);
+    let other = signed(OTHER_KEY, OTHER_CRT, HashAlgo::Sha256);
+    // A trusted signer and an unknown one: accepted.
+    let data = multi_signer(&[rsa.clone(), other.clone()]);
+    assert_eq!(verify(&data, &ring(&[RSA_CRT])).unwrap().key, "rsa");
+    // Only unknown signers: ENOKEY.
+    assert_eq!(
+        verify(&data, &ring(&[P256_CRT])).unwrap_err().errno(),
+        Errno::ENOKEY
+    );
+    // A trusted signer and one whose signature fails: fatal, whatever the order.
+    let mut bad = SF_RSA256.to_vec();
+    let at = bad.len() - modsig::SIG_MAGIC.len() - modsig::TRAILER_LEN - 1;
+    bad[at] ^= 0x40;
+    let data = multi_signer(&[other, bad]);
+    assert_eq!(
+        verify(&data, &ring(&[RSA_CRT, OTHER_CRT]))
+            .unwrap_err()
+            .errno(),
+        Errno::EKEYREJECTED
+    );
+}
