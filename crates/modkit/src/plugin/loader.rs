@@ -497,7 +497,8 @@ impl Host {
         let verdict = super::sighook::check(&inner.sig, &f.path)?;
         let (h, d, info) = open(&f.path)?;
         if let Err(e) = verdict.confirm(&f.path) {
-            // SAFETY: the handle just opened is closed once; no plugin code ran.
+            // SAFETY: the handle just opened is closed once; modkit called none of its code
+            // (its ELF constructors, if any, ran inside dlopen: see plugin::signing).
             unsafe { libc::dlclose(h as *mut c_void) };
             return Err(e.into());
         }
@@ -786,7 +787,8 @@ impl PluginRec {
             let verdict = super::sighook::check(&self.sig, &self.path)?;
             let (h, d, info) = open(&self.path)?;
             if let Err(e) = verdict.confirm(&self.path) {
-                // SAFETY: the handle just opened is closed once; no plugin code ran.
+                // SAFETY: the handle just opened is closed once; modkit called none of its code
+                // (its ELF constructors, if any, ran inside dlopen: see plugin::signing).
                 unsafe { libc::dlclose(h as *mut c_void) };
                 return Err(e);
             }

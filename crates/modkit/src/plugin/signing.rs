@@ -37,8 +37,10 @@
 //! that can replace the file between the two could swap it (the kernel avoids this by
 //! loading from the very buffer it verified, which dlopen cannot do without changing the
 //! library's identity). modkit re-checks the file's identity (device, inode, size, mtime)
-//! after dlopen and refuses the plugin when it changed; a plugin directory writable by
-//! untrusted users is still not safe.
+//! after dlopen and refuses the plugin when it changed, before calling any of its code;
+//! but ELF constructors of a file swapped in that window would already have run inside
+//! dlopen (Rust plugins have none unless they ask for one). A plugin directory writable
+//! by untrusted users is therefore not safe, signatures or not.
 
 use std::path::Path;
 use std::sync::Arc;
