@@ -12,7 +12,8 @@ use super::PluginError;
 pub(crate) type SigHook = Option<std::sync::Arc<super::signing::SigCheck>>;
 /// The host's signature check: none without the `signing` feature.
 #[cfg(not(feature = "signing"))]
-pub(crate) type SigHook = ();
+#[derive(Clone, Default)]
+pub(crate) struct SigHook;
 
 /// What the check decided about a file, and the file's identity when it was read.
 pub(crate) struct Verdict {
