@@ -9,6 +9,7 @@ cargo build --release --quiet
 for p in mathcore stats ticker; do
   cp "target/release/lib$p.so" "$out/plugins/$p.so"
 done
+cp "$out/plugins/mathcore.so" "$out/mathcore-v1.so"  # signed below (the main run replaces it)
 # modkit's depmod indexes plugins with the same code and files as a kernel tree.
 modkit=../../target/release/modkit
 if [ -x "$modkit" ]; then
@@ -26,6 +27,24 @@ cp target/release/libmathcore.so "$out/mathcore-v2.so"
 cargo build --release --quiet -p mathcore --features changed-type
 cp target/release/libmathcore.so "$out/mathcore-changed-type.so"
 target/release/plugin-host "$out/plugins" "$out/mathcore-v2.so" "$out/mathcore-changed-type.so"
+# Signatures: mathcore signed by `modkit sign` with a key made for this run (never kept),
+# stats left unsigned, and a signed mathcore changed after signing.
+[ -x "$modkit" ] || (cd ../.. && cargo build --release --quiet --bin modkit)
+keys="$out/keys" && mkdir -p "$keys" "$out/signed" "$out/tampered"
+openssl req -new -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+  -subj "/CN=modkit plugin example (throwaway, this run only)" \
+  -keyout "$keys/key.pem" -out "$keys/cert.pem" 2>/dev/null
+"$modkit" sign "$keys/key.pem" "$keys/cert.pem" "$out/mathcore-v1.so" "$out/signed/mathcore.so"
+cp "$out/plugins/stats.so" "$out/signed/stats.so"
+"$modkit" verify-sig --cert "$keys/cert.pem" "$out/signed/mathcore.so"
+cp "$out/signed/mathcore.so" "$out/tampered/mathcore.so"
+b=$(od -An -tu1 -j4096 -N1 "$out/tampered/mathcore.so" | tr -d ' ')
+printf "\\$(printf %o $((b ^ 1)))" | dd of="$out/tampered/mathcore.so" bs=1 seek=4096 conv=notrunc status=none
+if "$modkit" verify-sig --cert "$keys/cert.pem" "$out/tampered/mathcore.so"; then
+  echo "the tampered copy still verifies" >&2; exit 1
+fi
+target/release/plugin-host signed "$out/signed" "$out/tampered" "$keys/cert.pem"
+rm -rf "$keys"
 if [ "${1:-}" = bench ]; then
   cp "$out/mathcore-v2.so" "$out/plugins/mathcore.so"
   target/release/plugin-host bench "$out/plugins"

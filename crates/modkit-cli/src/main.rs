@@ -12,6 +12,7 @@ use modkit_sim::{Run, Scenario};
 mod heap;
 mod kernel;
 mod ko;
+mod sign;
 
 #[global_allocator]
 static HEAP: heap::Counting = heap::Counting;
@@ -251,6 +252,14 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Sign a plugin (or .ko) in the kernel's module-signature format, as the kernel's
+    /// scripts/sign-file does: a detached PKCS#7 SignedData (signer by issuer and serial,
+    /// no certificates, no signed attributes), struct module_signature and
+    /// "~Module signature appended~".
+    Sign(crate::sign::SignArgs),
+    /// Verify module signatures against certificates, as the kernel and
+    /// Host::with_keyring do: prints `FILE: ok (...)` or `FILE: ERRNO: reason`.
+    VerifySig(crate::sign::VerifyArgs),
     /// kmod 30-compatible lsmod: the loaded modules from /proc/modules and /sys/module.
     #[command(disable_help_flag = true)]
     Lsmod {
@@ -371,6 +380,8 @@ fn main() -> ExitCode {
         Command::Insmod { args } => run_kmod_tool("insmod", &args),
         Command::Rmmod { args } => run_kmod_tool("rmmod", &args),
         Command::Lsmod { args } => run_kmod_tool("lsmod", &args),
+        Command::Sign(a) => crate::sign::run_sign(&a),
+        Command::VerifySig(a) => crate::sign::run_verify(&a),
     }
 }
 

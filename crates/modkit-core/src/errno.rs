@@ -51,11 +51,18 @@ pub enum Errno {
     /// Driver requests probe retry (517, kernel-internal): a probe that defers.
     #[allow(non_camel_case_types)]
     EPROBE_DEFER,
+    /// No data available (61): a module without a signature (`module_sig_check()`,
+    /// before enforcement turns it into EKEYREJECTED).
+    ENODATA,
+    /// Package not installed (65): a signature with unsupported crypto.
+    ENOPKG,
+    /// Bad message (74): an unparseable signature.
+    EBADMSG,
 }
 
 impl Errno {
     /// Every errno the model knows, for parsing and suggestions.
-    pub const ALL: [Errno; 22] = [
+    pub const ALL: [Errno; 25] = [
         Errno::EPERM,
         Errno::ENOENT,
         Errno::ESRCH,
@@ -78,6 +85,9 @@ impl Errno {
         Errno::ENXIO,
         Errno::ETIMEDOUT,
         Errno::EPROBE_DEFER,
+        Errno::ENODATA,
+        Errno::ENOPKG,
+        Errno::EBADMSG,
     ];
 
     /// The positive errno number (`-err` is what a syscall returns).
@@ -105,6 +115,9 @@ impl Errno {
             Errno::ENXIO => 6,
             Errno::ETIMEDOUT => 110,
             Errno::EPROBE_DEFER => 517,
+            Errno::ENODATA => 61,
+            Errno::ENOPKG => 65,
+            Errno::EBADMSG => 74,
         }
     }
 
@@ -133,6 +146,9 @@ impl Errno {
             Errno::ENXIO => "ENXIO",
             Errno::ETIMEDOUT => "ETIMEDOUT",
             Errno::EPROBE_DEFER => "EPROBE_DEFER",
+            Errno::ENODATA => "ENODATA",
+            Errno::ENOPKG => "ENOPKG",
+            Errno::EBADMSG => "EBADMSG",
         }
     }
 
@@ -161,6 +177,9 @@ impl Errno {
             Errno::ENXIO => "No such device or address",
             Errno::ETIMEDOUT => "Connection timed out",
             Errno::EPROBE_DEFER => "Unknown error 517",
+            Errno::ENODATA => "No data available",
+            Errno::ENOPKG => "Package not installed",
+            Errno::EBADMSG => "Bad message",
         }
     }
 

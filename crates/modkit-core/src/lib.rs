@@ -24,6 +24,7 @@ pub mod kernel;
 pub mod load;
 pub mod messages;
 pub mod modprobe;
+pub mod modsig;
 pub mod namespace;
 pub mod pinwait;
 pub mod policy;

@@ -323,6 +323,12 @@ impl ModuleDb {
         &self.specs[id]
     }
 
+    /// Changes what module `id`'s file says about its origin (a plugin host re-checking the
+    /// signature of a rebuilt file); the other fields, which the indexes depend on, stay.
+    pub fn set_provenance(&mut self, id: usize, p: crate::taint::Provenance) {
+        self.specs[id].provenance = p;
+    }
+
     /// Number of modules.
     pub fn len(&self) -> usize {
         self.specs.len()

@@ -6,8 +6,9 @@ use cms::signed_data::{SignedData, SignerIdentifier};
 use const_oid::ObjectIdentifier;
 use der::Decode;
 
-/// The magic string at the very end of a signed module.
-pub const SIG_MAGIC: &[u8] = b"~Module signature appended~\n";
+/// The magic string at the very end of a signed module (the format lives in
+/// `modkit_core::modsig`, shared with the plugin host's verifier).
+pub use modkit_core::modsig::SIG_MAGIC;
 
 const HASH_ALGOS: [&str; 9] = [
     "md4", "md5", "sha1", "rmd160", "sha256", "sha384", "sha512", "sha224", "sm3",
@@ -39,17 +40,20 @@ impl SignatureTrailer {
     /// Parses the trailer at the end of `data`, applying kmod's validity checks.
     /// Returns `None` when there is no (valid) signature.
     pub fn parse(data: &[u8]) -> Option<SignatureTrailer> {
-        let size = data.len().checked_sub(SIG_MAGIC.len())?;
-        if &data[size..] != SIG_MAGIC {
-            return None;
-        }
-        let size = size.checked_sub(12)?;
-        let h = &data[size..size + 12];
-        let (algo, hash, id_type, signer_len, key_id_len) = (h[0], h[1], h[2], h[3], h[4]);
+        let (raw, size) = modkit_core::modsig::RawTrailer::read(data)?;
+        let (algo, hash, id_type, signer_len, key_id_len) = (
+            raw.algo,
+            raw.hash,
+            raw.id_type,
+            raw.signer_len,
+            raw.key_id_len,
+        );
+        // kmod's checks (libkmod-signature.c), more lenient than the kernel's
+        // mod_check_sig(): any known algo, hash and id type.
         if algo >= 2 || hash as usize >= HASH_ALGOS.len() || id_type as usize >= ID_TYPES.len() {
             return None;
         }
-        let sig_len = u32::from_be_bytes([h[8], h[9], h[10], h[11]]);
+        let sig_len = raw.sig_len;
         let total = signer_len as usize + key_id_len as usize + sig_len as usize;
         if sig_len == 0 || size < total {
             return None;

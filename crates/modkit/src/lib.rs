@@ -94,6 +94,7 @@ mod shutdown;
 mod signal;
 mod symbol;
 mod sync;
+mod taints;
 mod threadtask;
 mod watchdog;
 

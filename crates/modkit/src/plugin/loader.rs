@@ -74,6 +74,17 @@ pub enum PluginError {
         /// The exporter's type.
         found: String,
     },
+    /// The signature check refused the file (feature `signing`,
+    /// [`crate::Host::with_keyring`]).
+    #[error("{path}: {reason}")]
+    Signature {
+        /// The file.
+        path: String,
+        /// The kernel's errno for it (EKEYREJECTED, EBADMSG).
+        errno: Errno,
+        /// What is wrong.
+        reason: String,
+    },
     /// The module spec was refused by the core.
     #[error("plugin {name}: {msg}")]
     Spec {
@@ -85,12 +96,13 @@ pub enum PluginError {
 }
 
 impl PluginError {
-    fn errno(&self) -> Errno {
+    pub(crate) fn errno(&self) -> Errno {
         match self {
             PluginError::Io { .. } => Errno::ENOENT,
             PluginError::NotPlugin { .. } | PluginError::Vermagic { .. } => Errno::ENOEXEC,
             PluginError::Dlopen { .. } => Errno::ENOEXEC,
             PluginError::TypeMismatch { .. } | PluginError::Spec { .. } => Errno::EINVAL,
+            PluginError::Signature { errno, .. } => *errno,
         }
     }
 }
@@ -140,6 +152,7 @@ pub(crate) struct PluginRec {
     imports: Vec<(String, String)>,
     steps: Vec<String>,
     depends: Vec<String>,
+    sig: super::sighook::SigHook,
 }
 
 /// The host's plugins: the directory and what has been registered from it.
@@ -152,6 +165,7 @@ pub(crate) struct Plugins {
 struct Inner {
     dir: Option<PathBuf>,
     recs: BTreeMap<String, Arc<PluginRec>>,
+    sig: super::sighook::SigHook,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -350,6 +364,12 @@ impl HostHandle {
         lock(&self.shared.plugins.inner).dir = Some(dir);
     }
 
+    /// Sets the signature check applied before every dlopen.
+    #[cfg(feature = "signing")]
+    pub(crate) fn set_plugin_sig_check(&self, sig: super::sighook::SigHook) {
+        lock(&self.shared.plugins.inner).sig = sig;
+    }
+
     /// Registers the plugin answering `name` (and its dependencies) if there is a plugin
     /// directory, the name is not known yet and a plugin answers it.
     pub(crate) fn plugins_prepare(&self, name: &str) -> Result<(), Error> {
@@ -373,7 +393,14 @@ impl HostHandle {
             }
             for n in order.iter().rev() {
                 if let Some(r) = inner.recs.get(n) {
-                    r.reopen()?;
+                    if let Some(signed) = r.reopen()? {
+                        let mut st = self.lock();
+                        if let Some(id) = st.k.db.id(n) {
+                            let mut p = st.k.db.spec(id).provenance;
+                            p.signed = signed;
+                            Arc::make_mut(&mut st.k.db).set_provenance(id, p);
+                        }
+                    }
                 }
             }
             return self.recheck_types(&inner, &norm);
@@ -463,8 +490,14 @@ impl HostHandle {
     }
 
     fn register(&self, inner: &Inner, f: &FileInfo) -> Result<Arc<PluginRec>, Error> {
+        let verdict = super::sighook::check(&inner.sig, &f.path)?;
         let (h, d, info) = open(&f.path)?;
-        let _ = inner;
+        if let Err(e) = verdict.confirm(&f.path) {
+            // SAFETY: the handle just opened is closed once; modkit called none of its code
+            // (its ELF constructors, if any, ran inside dlopen: see plugin::signing).
+            unsafe { libc::dlclose(h as *mut c_void) };
+            return Err(e.into());
+        }
         if info.name != f.name {
             return Err(PluginError::NotPlugin {
                 path: f.path.display().to_string(),
@@ -476,6 +509,7 @@ impl HostHandle {
             .into());
         }
         let mut spec = ModuleSpec::new(&info.name);
+        spec.provenance.signed = verdict.signed;
         spec.aliases = f.aliases.clone();
         spec.license = "GPL".into();
         spec.init.push(InitStepSpec {
@@ -529,6 +563,7 @@ impl HostHandle {
                 .collect(),
             steps: info.steps.clone(),
             depends: f.depends.clone(),
+            sig: inner.sig.clone(),
         });
         let mut st = self.lock();
         let id = st.k.add_module(spec).map_err(|e| PluginError::Spec {
@@ -739,11 +774,21 @@ impl PluginRec {
     }
 
     /// Opens the library again if it was closed, checking that the (possibly rebuilt) file
-    /// still has the registered exports with the same types, imports and init steps.
-    fn reopen(&self) -> Result<(), PluginError> {
+    /// still has the registered exports with the same types, imports and init steps (and
+    /// its signature, when the host has a keyring). `Some(signed)`: it was opened now.
+    fn reopen(&self) -> Result<Option<bool>, PluginError> {
         let mut lib = lock(&self.lib);
+        let mut opened = None;
         if lib.status != PluginStatus::Open {
+            let verdict = super::sighook::check(&self.sig, &self.path)?;
             let (h, d, info) = open(&self.path)?;
+            if let Err(e) = verdict.confirm(&self.path) {
+                // SAFETY: the handle just opened is closed once; modkit called none of its code
+                // (its ELF constructors, if any, ran inside dlopen: see plugin::signing).
+                unsafe { libc::dlclose(h as *mut c_void) };
+                return Err(e);
+            }
+            opened = Some(verdict.signed);
             let same = info.exports.len() == self.exports.len()
                 && info.steps == self.steps
                 && info.imports.len() == self.imports.len();
@@ -782,7 +827,7 @@ impl PluginRec {
             };
             tracing::info!(plugin = %self.name, "plugin library opened again");
         }
-        Ok(())
+        Ok(opened)
     }
 
     /// Fills the import slots from the exporters' current trampolines.

@@ -13,6 +13,9 @@ mod elf;
 mod loader;
 #[doc(hidden)]
 pub mod macros;
+mod sighook;
+#[cfg(feature = "signing")]
+pub mod signing;
 
 use std::ffi::c_void;
 use std::marker::PhantomData;

@@ -6,6 +6,7 @@
 //! Usage: plugin-host PLUGIN_DIR MATHCORE_V2_SO MATHCORE_CHANGED_TYPE_SO
 
 mod bench;
+mod signed;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -197,6 +198,19 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("plugin-host bench: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if args.first().is_some_and(|a| a.as_os_str() == "signed") {
+        let [_, signed_dir, tampered_dir, cert] = args.as_slice() else {
+            eprintln!("usage: plugin-host signed SIGNED_DIR TAMPERED_DIR CERT");
+            return ExitCode::from(2);
+        };
+        return match signed::run(signed_dir, tampered_dir, cert) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("plugin-host signed: {e}");
                 ExitCode::FAILURE
             }
         };
