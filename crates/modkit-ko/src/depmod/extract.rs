@@ -1,8 +1,6 @@
 //! The per-module data depmod needs, read in parallel into one string arena per module
 //! (few allocations: depmod's time is dominated by reading 1,000s of modules).
 
-use std::path::Path;
-
 use crate::compress::decompress;
 use crate::elf::ElfView;
 use crate::error::{Error, ParseError};
@@ -56,8 +54,8 @@ impl ModData {
 
 /// Reads one module for depmod; never fails (errors are recorded in the result, and the
 /// module stays in the outputs without symbols, as in kmod).
-pub(crate) fn read_module(path: &str) -> ModData {
-    let r = with_file_bytes(Path::new(path), parse_module);
+pub(crate) fn read_module(path: &[u8]) -> ModData {
+    let r = with_file_bytes(super::discover::bpath(path), parse_module);
     match r {
         Ok(r) => from_parse(r),
         Err(Error::Io { source, .. }) => ModData {

@@ -1,0 +1,180 @@
+//! depmod against the system's kmod 30 (`/sbin/depmod`), byte for byte, on synthetic
+//! trees holding what kmod handles as plain C strings and `fstatat` results: non-UTF-8
+//! file names, symlinked module files and directories, a dangling link and a FIFO.
+//! Skipped, with the reason printed, where kmod 30 is not installed (CI installs it).
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::tests::{put, temp_tree};
+use super::{run, DepmodOptions};
+use crate::testutil::FakeModule;
+
+/// kmod 30's depmod, if installed.
+pub(crate) fn kmod30_depmod() -> Option<PathBuf> {
+    for p in [
+        "/sbin/depmod",
+        "/usr/sbin/depmod",
+        "/usr/bin/depmod",
+        "/bin/depmod",
+    ] {
+        let Ok(out) = Command::new(p).arg("--version").output() else {
+            continue;
+        };
+        if String::from_utf8_lossy(&out.stdout).starts_with("kmod version 30\n") {
+            return Some(PathBuf::from(p));
+        }
+    }
+    None
+}
+
+const OUTPUTS: [&str; 10] = [
+    "modules.dep",
+    "modules.dep.bin",
+    "modules.alias",
+    "modules.alias.bin",
+    "modules.softdep",
+    "modules.symbols",
+    "modules.symbols.bin",
+    "modules.builtin.bin",
+    "modules.builtin.alias.bin",
+    "modules.devname",
+];
+
+/// A directory's descriptor number in kmod's messages (`fstatat(5, ...)`) depends on the
+/// process's open descriptors; the test process has others open, so numbers are masked.
+fn mask_fds(b: &[u8]) -> Vec<u8> {
+    let s = String::from_utf8_lossy(b);
+    let mut out = String::new();
+    let mut rest = s.as_ref();
+    while let Some(i) = rest.find("at(") {
+        out.push_str(&rest[..i + 3]);
+        rest = &rest[i + 3..];
+        let n = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if n > 0 {
+            out.push('N');
+            rest = &rest[n..];
+        }
+    }
+    out.push_str(rest);
+    out.into_bytes()
+}
+
+/// Runs kmod's depmod and modkit's on `base` with `args`; compares exit status, stdout,
+/// stderr and every output file.
+fn compare(kmod: &Path, base: &Path, args: &[&str]) {
+    let dir = base.join("lib/modules/4.4.4");
+    let clean = || {
+        for f in OUTPUTS
+            .iter()
+            .chain(["modules.weakdep", super::CACHE_FILE].iter())
+        {
+            let _ = std::fs::remove_file(dir.join(f));
+        }
+    };
+    clean();
+    let k = Command::new(kmod)
+        .arg("-b")
+        .arg(base)
+        .args(args)
+        .arg("4.4.4")
+        .output()
+        .unwrap();
+    let kfiles: Vec<Option<Vec<u8>>> = OUTPUTS
+        .iter()
+        .map(|f| std::fs::read(dir.join(f)).ok())
+        .collect();
+    clean();
+    let opts = DepmodOptions {
+        basedir: Some(base.to_path_buf()),
+        kversion: "4.4.4".into(),
+        config_paths: Some(Vec::new()),
+        dry_run: args.contains(&"-n"),
+        ..Default::default()
+    };
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = run(&opts, &mut out, &mut err).unwrap();
+    // modules.weakdep is kmod 33+'s; kmod 30's -n output has no such section.
+    let out = String::from_utf8_lossy(&out).to_string();
+    let kout = String::from_utf8_lossy(&k.stdout).to_string();
+    let out: String = out
+        .split_inclusive('\n')
+        .filter(|l| !l.starts_with("# Weak dependencies") && !l.starts_with("weakdep "))
+        .collect();
+    assert_eq!(k.status.code(), Some(code), "exit status, {args:?}");
+    assert_eq!(kout, out, "stdout, {args:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&mask_fds(&k.stderr)),
+        String::from_utf8_lossy(&mask_fds(&err)),
+        "stderr, {args:?}"
+    );
+    for (f, kf) in OUTPUTS.iter().zip(kfiles) {
+        let mf = std::fs::read(dir.join(f)).ok();
+        assert!(
+            kf == mf,
+            "{f} differs ({args:?}): kmod {kf:?}\nmodkit {mf:?}"
+        );
+    }
+}
+
+#[test]
+fn non_utf8_names_and_symlinks_like_kmod_30() {
+    let Some(kmod) = kmod30_depmod() else {
+        println!("skipped: kmod 30's depmod is not installed (/sbin/depmod)");
+        return;
+    };
+    let base = temp_tree("vs-kmod-bytes");
+    let dir = base.join("lib/modules/4.4.4");
+    let cafe = std::ffi::OsStr::from_bytes(b"kernel/caf\xe9.ko");
+    let mut m = FakeModule::new("cafe", &["cafe_sym"], &[]);
+    m.modinfo = vec!["alias=caf-alias".into(), "softdep=pre: user".into()];
+    std::fs::write(dir.join(cafe), m.build()).unwrap();
+    put(
+        &base,
+        "kernel/user.ko",
+        &FakeModule::new("user", &[], &["cafe_sym"]),
+    );
+    // A directory named in Latin-1 too, holding a module that needs the one above.
+    let sub = dir.join(std::ffi::OsStr::from_bytes(b"kernel/r\xe9seau"));
+    std::fs::create_dir_all(&sub).unwrap();
+    std::fs::write(
+        sub.join("net-x.ko"),
+        FakeModule::new("net_x", &[], &["cafe_sym"]).build(),
+    )
+    .unwrap();
+    // Symlinks: to a module file, to a directory (its module is found twice: kept once,
+    // by readdir order as in kmod), a dangling one and a FIFO.
+    put(&base, "other/real.ko", &FakeModule::new("real", &[], &[]));
+    std::os::unix::fs::symlink("../other/real.ko", dir.join("kernel/linked.ko")).unwrap();
+    std::os::unix::fs::symlink("../other", dir.join("kernel/linkdir")).unwrap();
+    std::os::unix::fs::symlink("nowhere.ko", dir.join("kernel/dangling.ko")).unwrap();
+    let fifo = Command::new("mkfifo").arg(dir.join("kernel/fifo")).status();
+    assert!(fifo.is_ok_and(|s| s.success()), "mkfifo");
+    std::fs::write(
+        dir.join("modules.order"),
+        b"kernel/user.ko\nkernel/caf\xe9.ko\nkernel/r\xe9seau/net-x.ko\n",
+    )
+    .unwrap();
+    compare(&kmod, &base, &[]);
+    compare(&kmod, &base, &["-n"]);
+    // modkit's outputs name the module as the file does.
+    run(
+        &DepmodOptions {
+            basedir: Some(base.clone()),
+            kversion: "4.4.4".into(),
+            config_paths: Some(Vec::new()),
+            ..Default::default()
+        },
+        &mut Vec::new(),
+        &mut Vec::new(),
+    )
+    .unwrap();
+    let dep = std::fs::read(dir.join("modules.dep")).unwrap();
+    assert!(
+        dep.starts_with(b"kernel/user.ko: kernel/caf\xe9.ko\nkernel/caf\xe9.ko:\n"),
+        "{}",
+        String::from_utf8_lossy(&dep)
+    );
+    std::fs::remove_dir_all(&base).unwrap();
+}
