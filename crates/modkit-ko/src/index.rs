@@ -356,7 +356,7 @@ impl IndexReader {
             };
             values.push(IndexValue {
                 priority,
-                value: String::from_utf8_lossy(&rest[..end]).into_owned(),
+                value: crate::bytestr::from_bytes(&rest[..end]),
             });
             p += end + 1;
         }
@@ -381,7 +381,8 @@ impl IndexReader {
 
     /// `index_mm_search`: the first (lowest-priority) value of exactly `key`.
     pub fn search(&self, key: &str) -> Option<String> {
-        let key = key.as_bytes();
+        let key = crate::bytestr::to_bytes(key);
+        let key: &[u8] = &key;
         let mut node = self.node(self.root)?;
         let mut i = 0;
         loop {
@@ -402,7 +403,8 @@ impl IndexReader {
     /// `index_mm_searchwild`: values of every key (possibly a glob) matching `key`,
     /// sorted by priority as libkmod merges them.
     pub fn search_wild(&self, key: &str) -> Vec<IndexValue> {
-        let key = key.as_bytes();
+        let key = crate::bytestr::to_bytes(key);
+        let key: &[u8] = &key;
         let mut out = Vec::new();
         let Some(mut node) = self.node(self.root) else {
             return out;

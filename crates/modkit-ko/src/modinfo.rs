@@ -236,7 +236,7 @@ fn info_for(ctx: &mut Context, id: ModId) -> (Option<String>, Result<Vec<Info>, 
     match &path {
         Some(p) => (
             path.clone(),
-            file_info(Path::new(p)).map_err(|e| match e {
+            file_info(&crate::bytestr::path(p)).map_err(|e| match e {
                 crate::Error::Io { source, .. } => crate::depmod::strerror(&source),
                 crate::Error::Parse { source, .. } => source.to_string(),
                 other => other.to_string(),
@@ -266,7 +266,7 @@ pub fn run(
         let mut buf = Vec::new();
         // modkit extension: a modkit plugin (`.so`, issue 11) has the same .modinfo section.
         let is_file = !opts.modname
-            && std::fs::metadata(a).is_ok_and(|m| m.is_file())
+            && std::fs::metadata(crate::bytestr::path(a)).is_ok_and(|m| m.is_file())
             && (has_kmod_ext(a) || a.ends_with(".so"));
         let r = if opts.modname {
             match ctx.name_lookup(a) {
@@ -287,12 +287,12 @@ pub fn run(
                 format!(
                     "{}/{a}",
                     std::env::current_dir()
-                        .map(|d| d.display().to_string())
+                        .map(|d| crate::bytestr::from_os(d.as_os_str()))
                         .unwrap_or_default()
                 )
             };
             let name = crate::names::path_to_modname(&abs).unwrap_or_default();
-            let l = file_info(Path::new(&abs)).map_err(|e| match e {
+            let l = file_info(&crate::bytestr::path(&abs)).map_err(|e| match e {
                 crate::Error::Parse { source, .. } => source.to_string(),
                 other => other.to_string(),
             });

@@ -178,3 +178,78 @@ fn non_utf8_names_and_symlinks_like_kmod_30() {
     );
     std::fs::remove_dir_all(&base).unwrap();
 }
+
+/// modinfo on a module whose file name is not UTF-8, by name, alias and path, against
+/// kmod 30's modinfo (both reading the indexes kmod's depmod wrote).
+#[test]
+fn modinfo_of_a_non_utf8_name_like_kmod_30() {
+    let Some(kmod) = kmod30_depmod() else {
+        println!("skipped: kmod 30's depmod is not installed (/sbin/depmod)");
+        return;
+    };
+    let modinfo = kmod.with_file_name("modinfo");
+    if !modinfo.exists() {
+        println!("skipped: no {} beside kmod's depmod", modinfo.display());
+        return;
+    }
+    let base = temp_tree("vs-kmod-modinfo");
+    let dir = base.join("lib/modules/4.4.4");
+    let mut m = FakeModule::new("cafe", &["cafe_sym"], &[]);
+    m.modinfo = vec!["alias=caf-alias".into(), "license=GPL".into()];
+    std::fs::write(
+        dir.join(std::ffi::OsStr::from_bytes(b"kernel/caf\xe9.ko")),
+        m.build(),
+    )
+    .unwrap();
+    let st = Command::new(&kmod)
+        .arg("-b")
+        .arg(&base)
+        .arg("4.4.4")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let file = [dir.as_os_str().as_bytes(), b"/kernel/caf\xe9.ko"].concat();
+    let cases: [(&[&[u8]], bool); 4] = [
+        (&[b"caf\xe9"], false),
+        (&[b"caf-alias"], false),
+        (&[b"-F", b"filename", b"caf\xe9"], false),
+        (&[&file], true),
+    ];
+    for (args, is_file) in cases {
+        let mut k = Command::new(&modinfo);
+        if !is_file {
+            k.arg("-b").arg(&base).arg("-k").arg("4.4.4");
+        }
+        let k = k
+            .args(args.iter().map(|a| std::ffi::OsStr::from_bytes(a)))
+            .output()
+            .unwrap();
+        let mut field = None;
+        let mut names = Vec::new();
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            if *a == b"-F" {
+                field = it.next().map(|f| crate::bytestr::from_bytes(f));
+            } else {
+                names.push(crate::bytestr::from_bytes(a));
+            }
+        }
+        let opts = crate::modinfo::ModinfoOptions {
+            field,
+            dirname: dir.display().to_string(),
+            ..Default::default()
+        };
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = crate::modinfo::run(
+            &opts,
+            &names,
+            &mut crate::bytestr::Raw(&mut out),
+            &mut crate::bytestr::Raw(&mut err),
+        );
+        assert_eq!(k.status.code(), Some(code), "{args:?}");
+        assert_eq!(k.stdout, out, "{args:?}: {}", String::from_utf8_lossy(&out));
+        assert_eq!(k.stderr, err, "{args:?}");
+        assert!(!out.is_empty());
+    }
+    std::fs::remove_dir_all(&base).unwrap();
+}

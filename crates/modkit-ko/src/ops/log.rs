@@ -58,7 +58,7 @@ impl std::fmt::Debug for Log {
 impl Log {
     /// A logger writing to stderr.
     pub fn stderr(prog: &str) -> Log {
-        Log::to(prog, Box::new(std::io::stderr()))
+        Log::to(prog, Box::new(crate::bytestr::Raw(std::io::stderr())))
     }
 
     /// A logger writing to `err`.

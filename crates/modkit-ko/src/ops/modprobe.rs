@@ -138,6 +138,14 @@ impl std::fmt::Debug for Modprobe {
     }
 }
 
+/// modprobe's stdout: names and paths are [`crate::bytestr`] strings, written as the bytes
+/// they stand for.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        let _ = write!(crate::bytestr::Raw(std::io::stdout().lock()), $($t)*);
+    }};
+}
+
 fn flush_stdout() {
     let _ = std::io::stdout().flush();
 }
@@ -234,7 +242,7 @@ impl Modprobe {
         if !self.s.do_show && self.s.verbose <= LOG_WARNING {
             return;
         }
-        print!("{text}");
+        out!("{text}");
         flush_stdout();
     }
 
@@ -354,13 +362,13 @@ impl Modprobe {
     fn print_action(&mut self, m: ModId, install: bool, options: &str) {
         if install {
             let cmd = self.ctx.install_command(m).unwrap_or_default();
-            println!("install {cmd} {options}");
+            out!("install {cmd} {options}\n");
         } else {
             match self.ctx.path(m) {
-                Some(p) => println!("insmod {p} {options}"),
+                Some(p) => out!("insmod {p} {options}\n"),
                 None => {
                     if self.initstate(m) == Ok(InitState::Builtin) {
-                        println!("builtin {}", self.ctx.get(m).name);
+                        out!("builtin {}\n", self.ctx.get(m).name);
                     }
                 }
             }
@@ -535,7 +543,7 @@ impl Modprobe {
         let mut err = 0;
         for id in list {
             if self.s.lookup_only {
-                println!("{}", self.ctx.get(id).name);
+                out!("{}\n", self.ctx.get(id).name);
                 flush_stdout();
             } else {
                 err = self.probe_insert(id, extra);
@@ -781,7 +789,7 @@ impl Modprobe {
     }
 
     fn show_ko_list(&mut self, filename: &str, exports: bool) -> i32 {
-        let ko = match crate::KoModule::from_path(std::path::Path::new(filename)) {
+        let ko = match crate::KoModule::from_path(&crate::bytestr::path(filename)) {
             Ok(k) => k,
             Err(_) => {
                 self.log_(&format!("Module {filename} not found.\n"));
@@ -809,7 +817,7 @@ impl Modprobe {
                 s.push_str(&format!("0x{crc:08x}\t{sym}\n"));
             }
         }
-        print!("{s}");
+        out!("{s}");
         flush_stdout();
         0
     }
