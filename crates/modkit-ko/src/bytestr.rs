@@ -101,7 +101,7 @@ mod tests {
         }
         assert_eq!(from_bytes(b"fuse"), "fuse");
         let mut out = Vec::new();
-        write!(Raw(&mut out), "name: {}\n", from_bytes(b"caf\xe9")).unwrap();
+        writeln!(Raw(&mut out), "name: {}", from_bytes(b"caf\xe9")).unwrap();
         assert_eq!(out, b"name: caf\xe9\n");
         assert_eq!(
             path(&from_bytes(b"/m/caf\xe9.ko")).as_os_str().as_bytes(),

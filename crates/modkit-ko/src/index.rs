@@ -65,13 +65,18 @@ impl<'a> IndexText<'a> for Vec<u8> {
     }
 }
 
+/// Key or value bytes of an index entry.
+type Text<'a> = Cow<'a, [u8]>;
+/// (key, priority, insertion sequence, value).
+type Inserted<'a> = (Text<'a>, u32, u32, Text<'a>);
+
 /// Accumulates `(key, value, priority)` insertions and writes a kmod index.
 #[derive(Debug)]
 pub struct IndexBuilder<'a> {
     /// (key, priority, insertion sequence, value).
-    entries: Vec<(Cow<'a, [u8]>, u32, u32, Cow<'a, [u8]>)>,
+    entries: Vec<Inserted<'a>>,
     /// (key, value) pairs seen so far, when duplicates are reported.
-    seen: Option<FxHashSet<(Cow<'a, [u8]>, Cow<'a, [u8]>)>>,
+    seen: Option<FxHashSet<(Text<'a>, Text<'a>)>>,
 }
 
 impl Default for IndexBuilder<'_> {
@@ -151,7 +156,7 @@ impl<'a> IndexBuilder<'a> {
 }
 
 /// A key and its values, sorted.
-type Entry<'e, 'a> = (&'e [u8], &'e [(Cow<'a, [u8]>, u32, u32, Cow<'a, [u8]>)]);
+type Entry<'e, 'a> = (&'e [u8], &'e [Inserted<'a>]);
 
 fn write_node(out: &mut Vec<u8>, keys: &[Entry], depth: usize, root: bool) -> u32 {
     let prefix_len = if root || keys.is_empty() {
