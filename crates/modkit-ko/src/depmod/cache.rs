@@ -32,7 +32,7 @@ use super::extract::ModData;
 pub const CACHE_FILE: &str = "modules.modkit-cache";
 
 /// First bytes of a cache file; a change of layout changes the version.
-const MAGIC: &[u8; 24] = b"modkit depmod cache v2\n\0";
+const MAGIC: &[u8; 24] = b"modkit depmod cache v3\n\0";
 
 /// A file whose last change is this close to the run that stored its entry is re-hashed
 /// before the entry is used: a change within the same timestamp tick (coarse kernel

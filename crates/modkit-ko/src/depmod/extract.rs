@@ -32,8 +32,10 @@ pub(crate) struct ModData {
     pub softdeps: Vec<String>,
     /// `weakdep=` values in order (`MODULE_WEAKDEP`, kmod 33+'s `modules.weakdep`).
     pub weakdeps: Vec<String>,
-    /// The file could not be read or is not ELF: the message kmod-style.
+    /// The file could not be read or is not ELF: kmod's text (`strerror` of its errno).
     pub load_error: Option<String>,
+    /// modkit's own description of a malformed file (printed on a second line).
+    pub load_detail: Option<String>,
 }
 
 impl ModData {
@@ -62,6 +64,7 @@ pub(crate) fn read_module(path: &[u8]) -> ModData {
             load_error: Some(super::strerror(&source)),
             ..Default::default()
         },
+        Err(Error::Parse { source, .. }) => from_parse(Err(source)),
         Err(e) => ModData {
             load_error: Some(e.to_string()),
             ..Default::default()
@@ -78,7 +81,8 @@ fn from_parse(r: Result<ModData, ParseError>) -> ModData {
     match r {
         Ok(d) => d,
         Err(e) => ModData {
-            load_error: Some(e.to_string()),
+            load_error: Some(e.kmod_text()),
+            load_detail: Some(e.to_string()),
             ..Default::default()
         },
     }

@@ -205,6 +205,19 @@ pub fn run(opts: &DepmodOptions, out: &mut dyn Write, err: &mut dyn Write) -> Re
                 log.msg_bytes("FATAL", &[&s[..], b": not absolute path.\n"].concat());
                 return Ok(1);
             }
+            // kmod_module_new_from_path: the file must exist.
+            if let Err(e) = std::fs::metadata(p) {
+                log.msg_bytes(
+                    "FATAL",
+                    &[
+                        &b"could not create module "[..],
+                        &s,
+                        format!(": {}\n", strerror(&e)).as_bytes(),
+                    ]
+                    .concat(),
+                );
+                return Ok(1);
+            }
             let Some(modname) = crate::names::path_to_modname_bytes(&s) else {
                 log.msg_bytes(
                     "FATAL",
@@ -311,6 +324,11 @@ pub fn run(opts: &DepmodOptions, out: &mut dyn Write, err: &mut dyn Write) -> Re
                 ]
                 .concat(),
             );
+            if let Some(d) = &d.load_detail {
+                let _ = log
+                    .err
+                    .write_all(crate::error::detail_line("depmod", d).as_bytes());
+            }
             continue;
         }
         match &d.exports {

@@ -141,9 +141,13 @@ fn corrupt_module_is_reported_and_kept() {
     let (code, err) = depmod(&base);
     assert_eq!(code, 0);
     assert!(err.contains("failed to load symbols from"), "{err}");
-    assert!(err.contains("bad.ko: malformed ELF"), "{err}");
+    // kmod's text, then modkit's detail on a second line.
     assert!(
-        err.contains("empty.ko: file is too short (0 bytes)"),
+        err.contains("bad.ko: Invalid argument\ndepmod: DETAIL: malformed ELF"),
+        "{err}"
+    );
+    assert!(
+        err.contains("empty.ko: Invalid argument\ndepmod: DETAIL: file is too short (0 bytes)"),
         "{err}"
     );
     let dep = std::fs::read_to_string(base.join("lib/modules/4.4.4/modules.dep")).unwrap();

@@ -253,3 +253,131 @@ fn modinfo_of_a_non_utf8_name_like_kmod_30() {
     }
     std::fs::remove_dir_all(&base).unwrap();
 }
+
+/// modkit's stderr without its `TOOL: DETAIL: ...` second lines.
+fn without_details(b: &[u8]) -> (Vec<u8>, usize) {
+    let s = String::from_utf8_lossy(b);
+    let mut n = 0;
+    let kept: String = s
+        .split_inclusive('\n')
+        .filter(|l| {
+            let d = l.starts_with("depmod: DETAIL: ") || l.starts_with("modinfo: DETAIL: ");
+            n += d as usize;
+            !d
+        })
+        .collect();
+    (kept.into_bytes(), n)
+}
+
+/// Malformed module files: kmod 30's texts ("Exec format error", "Invalid argument",
+/// "No such file or directory" for a missing `.modinfo`), same stream and exit status,
+/// with modkit's detail on a second line; and depmod's FATAL for a missing explicit file.
+#[test]
+fn error_texts_of_malformed_files_like_kmod_30() {
+    let Some(kmod) = kmod30_depmod() else {
+        println!("skipped: kmod 30's depmod is not installed (/sbin/depmod)");
+        return;
+    };
+    let modinfo = kmod.with_file_name("modinfo");
+    let base = temp_tree("vs-kmod-errors");
+    let dir = base.join("lib/modules/4.4.4");
+    let good = FakeModule::new("good", &["good_sym"], &[]).build();
+    // Not ELF; ELF magic but 7 bytes; headers cut off; an ELF without .modinfo; empty.
+    let files: [(&str, Vec<u8>); 5] = [
+        ("kernel/empty.ko", Vec::new()),
+        ("kernel/bad.ko", b"garbage".to_vec()),
+        ("kernel/trunc.ko", b"\x7fELF\x02\x01\x01".to_vec()),
+        ("kernel/cut.ko", good[..200.min(good.len())].to_vec()),
+        (
+            "kernel/noinfo.ko",
+            std::fs::read("/bin/true").unwrap_or_default(),
+        ),
+    ];
+    for (rel, bytes) in &files {
+        std::fs::write(dir.join(rel), bytes).unwrap();
+    }
+    std::fs::write(dir.join("kernel/good.ko"), &good).unwrap();
+    compare_with_details(&kmod, &base, &[]);
+    for (rel, _) in &files {
+        let path = dir.join(rel);
+        if rel.ends_with("noinfo.ko") && !std::path::Path::new("/bin/true").exists() {
+            continue;
+        }
+        let k = Command::new(&modinfo).arg(&path).output().unwrap();
+        let opts = crate::modinfo::ModinfoOptions {
+            dirname: dir.display().to_string(),
+            ..Default::default()
+        };
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = crate::modinfo::run(&opts, &[path.display().to_string()], &mut out, &mut err);
+        let (err, details) = without_details(&err);
+        assert_eq!(k.status.code(), Some(code), "{rel}");
+        assert_eq!(
+            String::from_utf8_lossy(&k.stdout),
+            String::from_utf8_lossy(&out),
+            "{rel}"
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&k.stderr),
+            String::from_utf8_lossy(&err),
+            "{rel}"
+        );
+        assert_eq!(details, 1, "{rel}: one detail line");
+    }
+    // An explicit module file that does not exist.
+    let k = Command::new(&kmod)
+        .args(["-n", "-b"])
+        .arg(&base)
+        .args(["4.4.4", "/nonexistent/x.ko"])
+        .output()
+        .unwrap();
+    let opts = DepmodOptions {
+        basedir: Some(base.clone()),
+        kversion: "4.4.4".into(),
+        config_paths: Some(Vec::new()),
+        dry_run: true,
+        module_files: vec!["/nonexistent/x.ko".into()],
+        ..Default::default()
+    };
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = run(&opts, &mut out, &mut err).unwrap();
+    assert_eq!(
+        (k.status.code(), k.stdout, k.stderr),
+        (Some(code), out, err)
+    );
+    std::fs::remove_dir_all(&base).unwrap();
+}
+
+/// [`compare`]'s depmod run, with modkit's detail lines required and then dropped.
+fn compare_with_details(kmod: &Path, base: &Path, args: &[&str]) {
+    let k = Command::new(kmod)
+        .arg("-n")
+        .arg("-b")
+        .arg(base)
+        .args(args)
+        .arg("4.4.4")
+        .output()
+        .unwrap();
+    let opts = DepmodOptions {
+        basedir: Some(base.to_path_buf()),
+        kversion: "4.4.4".into(),
+        config_paths: Some(Vec::new()),
+        dry_run: true,
+        no_cache: true,
+        ..Default::default()
+    };
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = run(&opts, &mut out, &mut err).unwrap();
+    let (err, details) = without_details(&err);
+    assert_eq!(k.status.code(), Some(code));
+    assert_eq!(
+        String::from_utf8_lossy(&k.stderr),
+        String::from_utf8_lossy(&err)
+    );
+    assert!(details >= 4, "a detail line per malformed module");
+    let out: String = String::from_utf8_lossy(&out)
+        .split_inclusive('\n')
+        .filter(|l| !l.starts_with("# Weak dependencies") && !l.starts_with("weakdep "))
+        .collect();
+    assert_eq!(String::from_utf8_lossy(&k.stdout), out);
+}

@@ -90,6 +90,24 @@ impl Log {
         }
     }
 
+    /// [`Log::printf`] followed by modkit's detail on a second line
+    /// ([`crate::error::detail_line`]), before a `FATAL` line ends the process.
+    pub fn printf_detail(&mut self, prio: i32, msg: &str, detail: &str) {
+        if prio > self.priority {
+            return;
+        }
+        let _ = write!(self.err, "{}: {}: {msg}", self.prog, prio_name(prio));
+        let _ = write!(
+            self.err,
+            "{}",
+            crate::error::detail_line(&self.prog, detail)
+        );
+        if prio <= LOG_CRIT {
+            let _ = self.err.flush();
+            std::process::exit(1);
+        }
+    }
+
     /// `ERR(...)` of a tool.
     pub fn err(&mut self, msg: &str) {
         self.printf(LOG_ERR, msg);

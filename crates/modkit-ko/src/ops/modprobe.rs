@@ -791,6 +791,21 @@ impl Modprobe {
     fn show_ko_list(&mut self, filename: &str, exports: bool) -> i32 {
         let ko = match crate::KoModule::from_path(&crate::bytestr::path(filename)) {
             Ok(k) => k,
+            // kmod_module_new_from_path only needs the file; the ELF is read after it.
+            Err(crate::Error::Parse { source, .. }) => {
+                let what = if exports { "symbols" } else { "modversions" };
+                flush_stdout();
+                let p = self.s.log_priority;
+                self.log.printf_detail(
+                    p,
+                    &format!(
+                        "could not get {what} of {filename}: {}\n",
+                        source.kmod_text()
+                    ),
+                    &source.to_string(),
+                );
+                return -source.errno();
+            }
             Err(_) => {
                 self.log_(&format!("Module {filename} not found.\n"));
                 return -libc::ENOENT;
