@@ -9,6 +9,15 @@
 //! overlapping load. Without a writable lock directory the run proceeds unlocked (kmod's
 //! behaviour). Locks are advisory: kmod's modprobe, udev's builtin and plain `insmod` do
 //! not take them.
+//!
+//! A failure is also remembered for a short while ([`FAILURE_WINDOW`], after the attempt
+//! ended, on `CLOCK_BOOTTIME`): a storm's processes that only start once the failing
+//! attempt is over (they never waited on it) report its errno instead of running the init
+//! again, so a storm costs one init, not two. Only the init's own failures are kept:
+//! `EBUSY`, `EEXIST`, `EAGAIN`, `EINTR` and `ENOMEM` (an overlap with a tool that takes no
+//! lock, or a passing shortage) are not, and neither is success (a loaded module is seen
+//! as loaded anyway). A retry after the window, as a user or a later uevent makes, runs
+//! the init again. `MODKIT_FAILURE_WINDOW_MS` changes the window (0 turns it off).
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -26,26 +35,80 @@ pub fn lock_dir() -> Option<PathBuf> {
     }
 }
 
-/// An outcome record: the attempt's sequence number and errno (0: loaded).
+/// How long a failed attempt's errno is reported to runs that start after it ended.
+pub const FAILURE_WINDOW: std::time::Duration = std::time::Duration::from_millis(1000);
+
+/// The window in use ([`FAILURE_WINDOW`], or `MODKIT_FAILURE_WINDOW_MS`).
+pub fn failure_window() -> std::time::Duration {
+    std::env::var("MODKIT_FAILURE_WINDOW_MS")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .map_or(FAILURE_WINDOW, std::time::Duration::from_millis)
+}
+
+/// Errnos that say something about the module's init (and so are worth reporting to
+/// the storm's latecomers), as opposed to an overlap or a passing shortage.
+pub fn is_lasting_failure(errno: i32) -> bool {
+    errno != 0
+        && ![
+            libc::EBUSY,
+            libc::EEXIST,
+            libc::EAGAIN,
+            libc::EINTR,
+            libc::ENOMEM,
+        ]
+        .contains(&errno)
+}
+
+/// `CLOCK_BOOTTIME` in nanoseconds (shared by every process, never goes back).
+pub fn boottime_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    if r != 0 {
+        return 0;
+    }
+    (ts.tv_sec as u64).saturating_mul(1_000_000_000) + ts.tv_nsec as u64
+}
+
+/// An outcome record: the attempt's sequence number, errno (0: loaded) and when it ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Record {
     /// Attempts so far.
     pub seq: u64,
     /// The last attempt's errno, 0 on success.
     pub errno: i32,
+    /// When it ended ([`boottime_ns`]; 0 when unknown, as in older records).
+    pub ended_ns: u64,
 }
 
 impl Record {
-    /// Parses `SEQ ERRNO\n`; anything else is the zero record.
+    /// Parses `SEQ ERRNO [ENDED_NS]\n`; anything else is the zero record.
     pub fn parse(s: &str) -> Record {
         let mut it = s.split_whitespace();
         match (
             it.next().and_then(|a| a.parse().ok()),
             it.next().and_then(|b| b.parse().ok()),
         ) {
-            (Some(seq), Some(errno)) => Record { seq, errno },
+            (Some(seq), Some(errno)) => Record {
+                seq,
+                errno,
+                ended_ns: it.next().and_then(|c| c.parse().ok()).unwrap_or(0),
+            },
             _ => Record::default(),
         }
+    }
+
+    /// A failure recent enough (ended less than `window` before `now_ns`) to report
+    /// instead of trying again.
+    pub fn recent_failure(&self, now_ns: u64, window: std::time::Duration) -> Option<i32> {
+        let fresh = self.ended_ns != 0
+            && now_ns >= self.ended_ns
+            && u128::from(now_ns - self.ended_ns) < window.as_nanos();
+        (fresh && is_lasting_failure(self.errno)).then_some(self.errno)
     }
 }
 
@@ -121,13 +184,22 @@ impl ModuleLock {
     /// inserter holds the lock exclusively; the others wait with a *shared* lock, which
     /// the kernel grants to all of them at once when the inserter is done (one wake-up
     /// each, instead of a queue of exclusive holders woken one by one).
-    pub fn acquire(mut self) -> Acquired {
+    pub fn acquire(self) -> Acquired {
+        self.acquire_with(failure_window())
+    }
+
+    /// [`ModuleLock::acquire`] with a given failure window.
+    pub fn acquire_with(mut self, window: std::time::Duration) -> Acquired {
         loop {
             match flock(&self.file, libc::LOCK_EX | libc::LOCK_NB) {
                 Ok(()) => {
                     let now = read_record(&mut self.file);
                     if now.seq != self.before.seq {
                         return Acquired::Adopt(now.errno);
+                    }
+                    // A storm's latecomer: the failing attempt ended just before it came.
+                    if let Some(e) = now.recent_failure(boottime_ns(), window) {
+                        return Acquired::Adopt(e);
                     }
                     return Acquired::Held(Held {
                         file: self.file,
@@ -160,7 +232,7 @@ impl ModuleLock {
 impl Held {
     /// Records this attempt's outcome (errno, 0 on success) for the runs waiting.
     pub fn finish(mut self, errno: i32) {
-        let rec = format!("{} {}\n", self.seq + 1, errno);
+        let rec = format!("{} {} {}\n", self.seq + 1, errno, boottime_ns());
         let _ = self.file.set_len(0);
         let _ = self.file.seek(SeekFrom::Start(0));
         let _ = self.file.write_all(rec.as_bytes());
@@ -174,8 +246,65 @@ mod tests {
 
     #[test]
     fn records() {
-        assert_eq!(Record::parse("3 19\n"), Record { seq: 3, errno: 19 });
+        assert_eq!(
+            Record::parse("3 19\n"),
+            Record {
+                seq: 3,
+                errno: 19,
+                ended_ns: 0
+            }
+        );
+        assert_eq!(Record::parse("3 19 77\n").ended_ns, 77);
         assert_eq!(Record::parse("junk"), Record::default());
+        let w = std::time::Duration::from_millis(1000);
+        let r = Record::parse("1 19 5000000000");
+        assert_eq!(r.recent_failure(5_500_000_000, w), Some(19));
+        assert_eq!(r.recent_failure(6_000_000_001, w), None);
+        assert_eq!(r.recent_failure(4_000_000_000, w), None);
+        // Overlaps and successes are not kept; old records have no time.
+        assert_eq!(
+            Record::parse("1 16 5000000000").recent_failure(5_000_000_001, w),
+            None
+        );
+        assert_eq!(
+            Record::parse("1 0 5000000000").recent_failure(5_000_000_001, w),
+            None
+        );
+        assert_eq!(Record::parse("1 19").recent_failure(5_000_000_001, w), None);
+    }
+
+    /// A run that starts after a failing attempt ended (so never waited on it) reports
+    /// its errno within the window, and tries again after it.
+    #[test]
+    fn latecomers_adopt_a_recent_failure_and_retry_after_the_window() {
+        let dir = std::env::temp_dir().join(format!("modkit-lock-late-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let open = || {
+            let mut file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(dir.join("m"))
+                .unwrap();
+            let before = read_record(&mut file);
+            ModuleLock { file, before }
+        };
+        let w = std::time::Duration::from_millis(300);
+        let Acquired::Held(h) = open().acquire_with(w) else {
+            panic!("first must hold")
+        };
+        h.finish(libc::ENODEV);
+        // Opened after the failure: the sequence number has not moved for it.
+        assert!(matches!(open().acquire_with(w), Acquired::Adopt(e) if e == libc::ENODEV));
+        std::thread::sleep(std::time::Duration::from_millis(350));
+        let Acquired::Held(h) = open().acquire_with(w) else {
+            panic!("after the window, a retry runs the init again")
+        };
+        // An overlap's EBUSY is not passed on.
+        h.finish(libc::EBUSY);
+        assert!(matches!(open().acquire_with(w), Acquired::Held(_)));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -205,8 +334,8 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(50));
         h.finish(19);
         assert_eq!(t.join().unwrap(), 19);
-        // A later run starts afresh.
-        let Acquired::Held(h) = open().acquire() else {
+        // A later run, with the failure window off, starts afresh.
+        let Acquired::Held(h) = open().acquire_with(std::time::Duration::ZERO) else {
             panic!("later run must hold")
         };
         h.finish(0);
