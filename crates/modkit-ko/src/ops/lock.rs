@@ -13,7 +13,9 @@
 //! A failure is also remembered for a short while ([`FAILURE_WINDOW`], after the attempt
 //! ended, on `CLOCK_BOOTTIME`): a storm's processes that only start once the failing
 //! attempt is over (they never waited on it) report its errno instead of running the init
-//! again, so a storm costs one init, not two. Only the init's own failures are kept:
+//! again, so a storm costs one init, not two. The record is keyed by the attempt (module
+//! path, parameters and flags, [`attempt_key`]): a retry with other parameters or
+//! `--force` runs at once. Only the init's own failures are kept:
 //! `EBUSY`, `EEXIST`, `EAGAIN`, `EINTR` and `ENOMEM` (an overlap with a tool that takes no
 //! lock, or a passing shortage) are not, and neither is success (a loaded module is seen
 //! as loaded anyway). A retry after the window, as a user or a later uevent makes, runs
@@ -36,7 +38,28 @@ pub fn lock_dir() -> Option<PathBuf> {
 }
 
 /// How long a failed attempt's errno is reported to runs that start after it ended.
-pub const FAILURE_WINDOW: std::time::Duration = std::time::Duration::from_millis(1000);
+///
+/// Chosen, not taken from a source: long enough to cover a storm's stragglers in an
+/// emulated guest (100 processes spread over several seconds under QEMU/TCG; 1 s left one
+/// storm in two with a second init), short enough that a retry after fixing something
+/// other than the parameters (firmware, a device) is not held back for long.
+pub const FAILURE_WINDOW: std::time::Duration = std::time::Duration::from_millis(5000);
+
+/// The key of an attempt: FNV-1a of the module path, the parameters and the flags.
+pub fn attempt_key(path: &str, params: &str, flags: u32) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in path
+        .bytes()
+        .chain([0])
+        .chain(params.bytes())
+        .chain([0])
+        .chain(flags.to_le_bytes())
+    {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
 
 /// The window in use ([`FAILURE_WINDOW`], or `MODKIT_FAILURE_WINDOW_MS`).
 pub fn failure_window() -> std::time::Duration {
@@ -83,10 +106,12 @@ pub struct Record {
     pub errno: i32,
     /// When it ended ([`boottime_ns`]; 0 when unknown, as in older records).
     pub ended_ns: u64,
+    /// The attempt's [`attempt_key`] (0 when unknown).
+    pub key: u64,
 }
 
 impl Record {
-    /// Parses `SEQ ERRNO [ENDED_NS]\n`; anything else is the zero record.
+    /// Parses `SEQ ERRNO [ENDED_NS [KEY]]\n`; anything else is the zero record.
     pub fn parse(s: &str) -> Record {
         let mut it = s.split_whitespace();
         match (
@@ -97,15 +122,25 @@ impl Record {
                 seq,
                 errno,
                 ended_ns: it.next().and_then(|c| c.parse().ok()).unwrap_or(0),
+                key: it
+                    .next()
+                    .and_then(|k| u64::from_str_radix(k, 16).ok())
+                    .unwrap_or(0),
             },
             _ => Record::default(),
         }
     }
 
-    /// A failure recent enough (ended less than `window` before `now_ns`) to report
-    /// instead of trying again.
-    pub fn recent_failure(&self, now_ns: u64, window: std::time::Duration) -> Option<i32> {
+    /// A failure of the same attempt (`key`) recent enough (ended less than `window`
+    /// before `now_ns`) to report instead of trying again.
+    pub fn recent_failure(
+        &self,
+        key: u64,
+        now_ns: u64,
+        window: std::time::Duration,
+    ) -> Option<i32> {
         let fresh = self.ended_ns != 0
+            && self.key == key
             && now_ns >= self.ended_ns
             && u128::from(now_ns - self.ended_ns) < window.as_nanos();
         (fresh && is_lasting_failure(self.errno)).then_some(self.errno)
@@ -158,6 +193,7 @@ pub enum Acquired {
 pub struct Held {
     file: File,
     seq: u64,
+    key: u64,
 }
 
 impl ModuleLock {
@@ -184,12 +220,15 @@ impl ModuleLock {
     /// inserter holds the lock exclusively; the others wait with a *shared* lock, which
     /// the kernel grants to all of them at once when the inserter is done (one wake-up
     /// each, instead of a queue of exclusive holders woken one by one).
-    pub fn acquire(self) -> Acquired {
-        self.acquire_with(failure_window())
+    ///
+    /// `key` ([`attempt_key`]) names the attempt: a recent failure is reported only to
+    /// runs making the same one.
+    pub fn acquire(self, key: u64) -> Acquired {
+        self.acquire_with(key, failure_window())
     }
 
     /// [`ModuleLock::acquire`] with a given failure window.
-    pub fn acquire_with(mut self, window: std::time::Duration) -> Acquired {
+    pub fn acquire_with(mut self, key: u64, window: std::time::Duration) -> Acquired {
         loop {
             match flock(&self.file, libc::LOCK_EX | libc::LOCK_NB) {
                 Ok(()) => {
@@ -198,12 +237,13 @@ impl ModuleLock {
                         return Acquired::Adopt(now.errno);
                     }
                     // A storm's latecomer: the failing attempt ended just before it came.
-                    if let Some(e) = now.recent_failure(boottime_ns(), window) {
+                    if let Some(e) = now.recent_failure(key, boottime_ns(), window) {
                         return Acquired::Adopt(e);
                     }
                     return Acquired::Held(Held {
                         file: self.file,
                         seq: now.seq,
+                        key,
                     });
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => {}
@@ -212,6 +252,7 @@ impl ModuleLock {
                     return Acquired::Held(Held {
                         file: self.file,
                         seq: self.before.seq,
+                        key,
                     });
                 }
             }
@@ -232,7 +273,13 @@ impl ModuleLock {
 impl Held {
     /// Records this attempt's outcome (errno, 0 on success) for the runs waiting.
     pub fn finish(mut self, errno: i32) {
-        let rec = format!("{} {} {}\n", self.seq + 1, errno, boottime_ns());
+        let rec = format!(
+            "{} {} {} {:x}\n",
+            self.seq + 1,
+            errno,
+            boottime_ns(),
+            self.key
+        );
         let _ = self.file.set_len(0);
         let _ = self.file.seek(SeekFrom::Start(0));
         let _ = self.file.write_all(rec.as_bytes());
@@ -251,26 +298,33 @@ mod tests {
             Record {
                 seq: 3,
                 errno: 19,
-                ended_ns: 0
+                ended_ns: 0,
+                key: 0
             }
         );
+        assert_eq!(Record::parse("3 19 77 ff\n").key, 255);
         assert_eq!(Record::parse("3 19 77\n").ended_ns, 77);
         assert_eq!(Record::parse("junk"), Record::default());
         let w = std::time::Duration::from_millis(1000);
-        let r = Record::parse("1 19 5000000000");
-        assert_eq!(r.recent_failure(5_500_000_000, w), Some(19));
-        assert_eq!(r.recent_failure(6_000_000_001, w), None);
-        assert_eq!(r.recent_failure(4_000_000_000, w), None);
+        let r = Record::parse("1 19 5000000000 a");
+        assert_eq!(r.recent_failure(10, 5_500_000_000, w), Some(19));
+        assert_eq!(
+            r.recent_failure(11, 5_500_000_000, w),
+            None,
+            "another attempt"
+        );
+        assert_eq!(r.recent_failure(10, 6_000_000_001, w), None);
+        assert_eq!(r.recent_failure(10, 4_000_000_000, w), None);
         // Overlaps and successes are not kept; old records have no time.
-        assert_eq!(
-            Record::parse("1 16 5000000000").recent_failure(5_000_000_001, w),
-            None
+        let at = |s: &str| Record::parse(s).recent_failure(10, 5_000_000_001, w);
+        assert_eq!(at("1 16 5000000000 a"), None);
+        assert_eq!(at("1 0 5000000000 a"), None);
+        assert_eq!(at("1 19"), None);
+        assert_ne!(
+            attempt_key("/m/a.ko", "x=1", 0),
+            attempt_key("/m/a.ko", "x=2", 0)
         );
-        assert_eq!(
-            Record::parse("1 0 5000000000").recent_failure(5_000_000_001, w),
-            None
-        );
-        assert_eq!(Record::parse("1 19").recent_failure(5_000_000_001, w), None);
+        assert_ne!(attempt_key("/m/a.ko", "", 0), attempt_key("/m/a.ko", "", 3));
     }
 
     /// A run that starts after a failing attempt ended (so never waited on it) reports
@@ -291,19 +345,24 @@ mod tests {
             ModuleLock { file, before }
         };
         let w = std::time::Duration::from_millis(300);
-        let Acquired::Held(h) = open().acquire_with(w) else {
+        let Acquired::Held(h) = open().acquire_with(7, w) else {
             panic!("first must hold")
         };
         h.finish(libc::ENODEV);
         // Opened after the failure: the sequence number has not moved for it.
-        assert!(matches!(open().acquire_with(w), Acquired::Adopt(e) if e == libc::ENODEV));
+        assert!(matches!(open().acquire_with(7, w), Acquired::Adopt(e) if e == libc::ENODEV));
+        // Other parameters: tried at once.
+        let Acquired::Held(h) = open().acquire_with(8, w) else {
+            panic!("another attempt must hold")
+        };
+        h.finish(libc::ENODEV);
         std::thread::sleep(std::time::Duration::from_millis(350));
-        let Acquired::Held(h) = open().acquire_with(w) else {
+        let Acquired::Held(h) = open().acquire_with(8, w) else {
             panic!("after the window, a retry runs the init again")
         };
         // An overlap's EBUSY is not passed on.
         h.finish(libc::EBUSY);
-        assert!(matches!(open().acquire_with(w), Acquired::Held(_)));
+        assert!(matches!(open().acquire_with(8, w), Acquired::Held(_)));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -324,10 +383,10 @@ mod tests {
         };
         let first = open();
         let second = open();
-        let Acquired::Held(h) = first.acquire() else {
+        let Acquired::Held(h) = first.acquire(1) else {
             panic!("first must hold")
         };
-        let t = std::thread::spawn(move || match second.acquire() {
+        let t = std::thread::spawn(move || match second.acquire(1) {
             Acquired::Adopt(e) => e,
             Acquired::Held(_) => -1,
         });
@@ -335,7 +394,7 @@ mod tests {
         h.finish(19);
         assert_eq!(t.join().unwrap(), 19);
         // A later run, with the failure window off, starts afresh.
-        let Acquired::Held(h) = open().acquire_with(std::time::Duration::ZERO) else {
+        let Acquired::Held(h) = open().acquire_with(1, std::time::Duration::ZERO) else {
             panic!("later run must hold")
         };
         h.finish(0);

@@ -431,7 +431,8 @@ impl Modprobe {
         if self.s.strip_vermagic || self.s.force {
             flags |= sys::MODULE_INIT_IGNORE_VERMAGIC;
         }
-        let held = match lock.map(ModuleLock::acquire) {
+        let key = super::lock::attempt_key(&path, options, flags);
+        let held = match lock.map(|l| l.acquire(key)) {
             Some(Acquired::Adopt(0)) => return -libc::EEXIST,
             Some(Acquired::Adopt(e)) => {
                 tracing::debug!("{name}: adopting the concurrent attempt's errno {e}");
@@ -819,15 +820,32 @@ impl Modprobe {
                         s.push_str(&format!("0x{:08x}\t{}\n", c.crc, c.name));
                     }
                 }
-                Err(_) => {
-                    self.log_(&format!(
-                        "could not get symbols of {filename}: {}\n",
-                        sys::strerror(libc::ENOEXEC)
-                    ));
-                    return -libc::ENOEXEC;
+                Err(e) => {
+                    flush_stdout();
+                    let p = self.s.log_priority;
+                    self.log.printf_detail(
+                        p,
+                        &format!("could not get symbols of {filename}: {}\n", e.kmod_text()),
+                        &e.to_string(),
+                    );
+                    return -e.errno();
                 }
             }
         } else {
+            if !ko.has_versions_section {
+                // kmod_elf_get_modversions: kmod_elf_get_section's ENOENT.
+                flush_stdout();
+                let p = self.s.log_priority;
+                self.log.printf_detail(
+                    p,
+                    &format!(
+                        "could not get modversions of {filename}: {}\n",
+                        sys::strerror(libc::ENOENT)
+                    ),
+                    "missing section __versions",
+                );
+                return -libc::ENOENT;
+            }
             for (sym, crc) in &ko.versions {
                 s.push_str(&format!("0x{crc:08x}\t{sym}\n"));
             }
