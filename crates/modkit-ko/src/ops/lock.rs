@@ -262,6 +262,12 @@ impl ModuleLock {
                 if now.seq != self.before.seq {
                     return Acquired::Adopt(now.errno);
                 }
+                // A latecomer sees the recent failure here too: it must not need the
+                // exclusive lock for that, or a crowd of latecomers, each holding the
+                // shared lock in turn, keeps every one of them from getting it.
+                if let Some(e) = now.recent_failure(key, boottime_ns(), window) {
+                    return Acquired::Adopt(e);
+                }
             }
             // The holder was another run's shared wait (or one that did not finish):
             // try again.
@@ -325,6 +331,52 @@ mod tests {
             attempt_key("/m/a.ko", "x=2", 0)
         );
         assert_ne!(attempt_key("/m/a.ko", "", 0), attempt_key("/m/a.ko", "", 3));
+    }
+
+    /// Many latecomers at once (threads: flock locks belong to the open file, so each
+    /// open is a separate party, as processes are) all adopt the failure. (On a fast
+    /// host this passes even without the check under the shared lock: the convoy that
+    /// check prevents showed only in the slow QEMU/TCG guest, where the storm hung.)
+    #[test]
+    fn a_crowd_of_latecomers_adopts_without_a_convoy() {
+        let dir = std::env::temp_dir().join(format!("modkit-lock-crowd-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m");
+        let open = move |p: &std::path::Path| {
+            let mut file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(p)
+                .unwrap();
+            let before = read_record(&mut file);
+            ModuleLock { file, before }
+        };
+        let w = std::time::Duration::from_secs(30);
+        let Acquired::Held(h) = open(&path).acquire_with(3, w) else {
+            panic!("first must hold")
+        };
+        h.finish(libc::ENODEV);
+        let t0 = std::time::Instant::now();
+        let threads: Vec<_> = (0..48)
+            .map(|_| {
+                let p = path.clone();
+                std::thread::spawn(move || match open(&p).acquire_with(3, w) {
+                    Acquired::Adopt(e) => e,
+                    Acquired::Held(_) => -1,
+                })
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(t.join().unwrap(), libc::ENODEV);
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(10),
+            "{:?}",
+            t0.elapsed()
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// A run that starts after a failing attempt ended (so never waited on it) reports
