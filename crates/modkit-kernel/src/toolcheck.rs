@@ -509,6 +509,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn modkit_detail_lines_are_not_compared() {
+        let step = |err: &str| Step {
+            label: "modinfo /tmp/bad.ko".into(),
+            err: err.into(),
+            ..Default::default()
+        };
+        let kmod = "modinfo: ERROR: could not get modinfo from 'bad': Exec format error\n";
+        let mut steps = BTreeMap::new();
+        steps.insert(("kmod".to_string(), 1), step(kmod));
+        let with_detail = format!("{kmod}modinfo: DETAIL: malformed ELF: bad ELF magic\n");
+        steps.insert(("modkit".to_string(), 1), step(&with_detail));
+        assert_eq!(compare(&steps), (1, Vec::new()));
+        // Anything else in modkit's stderr still counts.
+        let other = format!("{kmod}modinfo: ERROR: more\n");
+        steps.insert(("modkit".to_string(), 1), step(&other));
+        assert_eq!(compare(&steps).1.len(), 1);
+        assert!(!is_detail_line("x: ERROR: a: DETAIL: b\n"));
+    }
+
+    #[test]
     fn parses_steps_and_storms() {
         let text = "@@step kmod 1 modprobe mt_top\r\n@@rc 0\n@@out\n\n@@err\nmodprobe: ERROR: x\n\n@@mods\nmt_top 16384 0 - Live 0xffffffffc0001000\n\n@@end\n\
 @@step modkit 1 modprobe mt_top\n@@rc 0\n@@out\n\n@@err\nmodprobe: ERROR: y\n\n@@mods\nmt_top 16384 0 - Live 0xffffffffc0002000\n\n@@end\n\
