@@ -284,9 +284,23 @@ fn field_from_argv(argv: &[String]) -> Option<Option<String>> {
     field
 }
 
-/// Runs `modkit modinfo`.
+/// Runs `modkit modinfo` (the command line read from the process).
 pub fn run_modinfo(args: &ModinfoArgs) -> i32 {
-    let argv: Vec<String> = std::env::args().collect();
+    let argv: Vec<String> = std::env::args_os()
+        .map(|a| modkit_ko::bytestr::from_os(&a))
+        .collect();
+    let start = argv
+        .iter()
+        .position(|a| a == "modinfo" || a.ends_with("/modinfo"))
+        .map_or(argv.len(), |i| i + 1);
+    run_modinfo_argv(args, &argv[start..])
+}
+
+/// Runs modinfo with `args` parsed from `rest` (the arguments after the tool's name).
+/// Names and paths are [`modkit_ko::bytestr`] strings, printed as the bytes they stand for.
+pub fn run_modinfo_argv(args: &ModinfoArgs, rest: &[String]) -> i32 {
+    let mut argv = vec!["modinfo".to_string()];
+    argv.extend(rest.iter().cloned());
     let field = field_from_argv(&argv).unwrap_or_else(|| {
         [
             (args.author, "author"),
@@ -309,5 +323,7 @@ pub fn run_modinfo(args: &ModinfoArgs) -> i32 {
     };
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();
-    modkit_ko::modinfo::run(&opts, &args.modules, &mut stdout.lock(), &mut stderr.lock())
+    let mut out = modkit_ko::bytestr::Raw(stdout.lock());
+    let mut err = modkit_ko::bytestr::Raw(stderr.lock());
+    modkit_ko::modinfo::run(&opts, &args.modules, &mut out, &mut err)
 }

@@ -280,27 +280,53 @@ fn run_kmod_tool(tool: &str, rest: &[String]) -> ExitCode {
 /// The multicall front end: installed (or linked) as insmod, rmmod, lsmod, modprobe,
 /// modinfo or depmod, modkit acts as that tool, as kmod does; `modkit insmod ...` etc.
 /// run the same code with kmod's own option parsing. `None`: an ordinary modkit command.
+///
+/// Arguments are taken as bytes ([`modkit_ko::bytestr`]): a module file named
+/// `caf\xe9.ko` is a valid argument. Only the tool's own arguments are parsed: kmod's
+/// getopt for insmod/rmmod/lsmod/modprobe, and for modinfo and depmod a clap command
+/// built for that tool alone (building modkit's whole command tree was 13% of
+/// `modprobe -D`'s instructions).
 fn multicall() -> Option<ExitCode> {
-    let args: Vec<String> = std::env::args().collect();
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| modkit_ko::bytestr::from_os(&a))
+        .collect();
     let base = modkit_ko::ops::short_name(args.first()?);
     if let Some(code) = modkit_ko::ops::run_tool(&base, &args) {
         return Some(ExitCode::from(code as u8));
     }
     if base == "modinfo" || base == "depmod" {
-        let mut argv = vec!["modkit".to_string(), base.clone()];
-        argv.extend(args[1..].iter().cloned());
-        let cli = Cli::parse_from(argv);
-        return Some(match cli.command {
-            Command::Depmod(a) => ExitCode::from(crate::ko::run_depmod(&a) as u8),
-            Command::Modinfo(a) => ExitCode::from(crate::ko::run_modinfo(&a) as u8),
-            _ => ExitCode::from(1),
-        });
+        return Some(run_ko_clap_tool(&base, &base, &args[1..]));
     }
     let sub = args.get(1)?;
     if modkit_ko::ops::TOOLS.contains(&sub.as_str()) {
         return Some(run_kmod_tool(sub, &args[2..]));
     }
+    if sub == "modinfo" || sub == "depmod" {
+        return Some(run_ko_clap_tool(sub, &format!("modkit {sub}"), &args[2..]));
+    }
     None
+}
+
+/// Parses `rest` with the clap command of `tool` (modinfo or depmod) alone and runs it.
+fn run_ko_clap_tool(tool: &str, bin_name: &str, rest: &[String]) -> ExitCode {
+    use clap::{Args, FromArgMatches};
+    let argv = std::iter::once(bin_name.to_string()).chain(rest.iter().cloned());
+    let name = if tool == "modinfo" {
+        "modinfo"
+    } else {
+        "depmod"
+    };
+    let cmd = clap::Command::new(name).bin_name(bin_name.to_string());
+    let code = if tool == "modinfo" {
+        let m = crate::ko::ModinfoArgs::augment_args(cmd).get_matches_from(argv);
+        let a = crate::ko::ModinfoArgs::from_arg_matches(&m).unwrap_or_else(|e| e.exit());
+        crate::ko::run_modinfo_argv(&a, rest)
+    } else {
+        let m = crate::ko::DepmodArgs::augment_args(cmd).get_matches_from(argv);
+        let a = crate::ko::DepmodArgs::from_arg_matches(&m).unwrap_or_else(|e| e.exit());
+        crate::ko::run_depmod(&a)
+    };
+    ExitCode::from(code as u8)
 }
 
 fn main() -> ExitCode {

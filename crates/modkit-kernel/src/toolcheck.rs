@@ -294,6 +294,12 @@ pub fn parse_report(text: &str) -> (BTreeMap<(String, usize), Step>, Vec<Storm>)
     (steps, storms)
 }
 
+/// `TOOL: DETAIL: ...`: modkit's second line after a kmod message.
+fn is_detail_line(l: &str) -> bool {
+    l.split_once(": DETAIL: ")
+        .is_some_and(|(tool, _)| !tool.is_empty() && tool.bytes().all(|b| b.is_ascii_lowercase()))
+}
+
 /// Compares the kmod and modkit steps.
 pub fn compare(steps: &BTreeMap<(String, usize), Step>) -> (usize, Vec<String>) {
     let mut diffs = Vec::new();
@@ -307,10 +313,17 @@ pub fn compare(steps: &BTreeMap<(String, usize), Step>) -> (usize, Vec<String>) 
             diffs.push(format!("step {i} `{}`: modkit did not run it", k.label));
             continue;
         };
+        // modkit prints kmod's message, then may add its own detail on a second line
+        // (`TOOL: DETAIL: ...`, modkit_ko::error::detail_line): not compared.
+        let merr: String = m
+            .err
+            .split_inclusive('\n')
+            .filter(|l| !is_detail_line(l))
+            .collect();
         for (what, a, b) in [
             ("exit status", &k.rc, &m.rc),
             ("stdout", &k.out, &m.out),
-            ("stderr", &k.err, &m.err),
+            ("stderr", &k.err, &merr),
             ("/proc/modules", &k.mods, &m.mods),
         ] {
             if a != b {
@@ -494,6 +507,26 @@ pub fn run(kver: &str, modkit: &Path, work: &Path) -> Result<ToolReport, ToolChe
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn modkit_detail_lines_are_not_compared() {
+        let step = |err: &str| Step {
+            label: "modinfo /tmp/bad.ko".into(),
+            err: err.into(),
+            ..Default::default()
+        };
+        let kmod = "modinfo: ERROR: could not get modinfo from 'bad': Exec format error\n";
+        let mut steps = BTreeMap::new();
+        steps.insert(("kmod".to_string(), 1), step(kmod));
+        let with_detail = format!("{kmod}modinfo: DETAIL: malformed ELF: bad ELF magic\n");
+        steps.insert(("modkit".to_string(), 1), step(&with_detail));
+        assert_eq!(compare(&steps), (1, Vec::new()));
+        // Anything else in modkit's stderr still counts.
+        let other = format!("{kmod}modinfo: ERROR: more\n");
+        steps.insert(("modkit".to_string(), 1), step(&other));
+        assert_eq!(compare(&steps).1.len(), 1);
+        assert!(!is_detail_line("x: ERROR: a: DETAIL: b\n"));
+    }
 
     #[test]
     fn parses_steps_and_storms() {

@@ -101,8 +101,11 @@ fn elf_err(e: object::read::Error) -> ParseError {
 impl<'d> ElfView<'d> {
     /// Parses the ELF headers, sections, symbol table and relocations of `data`.
     pub fn parse(data: &'d [u8]) -> Result<ElfView<'d>, ParseError> {
-        if data.len() <= 16 || !data.starts_with(b"\x7fELF") {
-            return Err(ParseError::Elf("bad ELF magic".into()));
+        if !data.starts_with(b"\x7fELF") {
+            return Err(ParseError::Elf(crate::error::BAD_ELF_MAGIC.into()));
+        }
+        if data.len() <= 16 {
+            return Err(ParseError::TooShort { len: data.len() });
         }
         match FileKind::parse(data).map_err(elf_err)? {
             FileKind::Elf32 => parse_generic::<FileHeader32<Endianness>>(data, false),

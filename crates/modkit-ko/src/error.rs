@@ -49,6 +49,50 @@ pub enum ParseError {
     MissingSection(&'static str),
 }
 
+/// [`ParseError::Elf`]'s text for data that does not start with ELF's magic bytes.
+pub const BAD_ELF_MAGIC: &str = "bad ELF magic";
+
+impl ParseError {
+    /// The errno libkmod 30 reports for the same defect (`kmod_elf_new`'s
+    /// `elf_identify` and header checks, `kmod_elf_get_section`): `ENOEXEC` for data that
+    /// is not ELF at all (what kmod sees for a file it cannot decompress either; an empty
+    /// file is `EINVAL`, from kmod's `mmap` of 0 bytes), `ENOENT`
+    /// for a missing section (kmod 30; kmod 33+ says `ENODATA`), `EINVAL` for the rest.
+    pub fn errno(&self) -> i32 {
+        match self {
+            // An empty file: kmod's mmap of 0 bytes fails with EINVAL.
+            ParseError::TooShort { len: 0 } => libc::EINVAL,
+            ParseError::TooShort { .. } | ParseError::UnknownFormat { .. } => libc::ENOEXEC,
+            ParseError::Elf(m) if m == BAD_ELF_MAGIC => libc::ENOEXEC,
+            ParseError::MissingSection(_) => libc::ENOENT,
+            _ => libc::EINVAL,
+        }
+    }
+
+    /// kmod's text for this error: `strerror` of [`ParseError::errno`] (`Exec format
+    /// error`, `Invalid argument` ...). modkit's own description ([`ParseError`]'s
+    /// `Display`) goes on a second line where the tools print it.
+    pub fn kmod_text(&self) -> String {
+        strerror(self.errno())
+    }
+}
+
+/// `strerror(errno)` (Rust's text without its " (os error N)" suffix).
+pub fn strerror(errno: i32) -> String {
+    let s = std::io::Error::from_raw_os_error(errno).to_string();
+    match s.find(" (os error") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+/// The second line a tool prints after kmod's message when modkit knows more:
+/// `TOOL: DETAIL: TEXT\n`. Scripts comparing with kmod drop lines matching
+/// `^[a-z]*: DETAIL: `.
+pub fn detail_line(tool: &str, text: &str) -> String {
+    format!("{tool}: DETAIL: {text}\n")
+}
+
 /// An error of the library, always naming the file or directory concerned.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -87,3 +131,29 @@ impl Error {
 
 /// Result alias of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kmod_errnos() {
+        assert_eq!(
+            ParseError::Elf(BAD_ELF_MAGIC.into()).kmod_text(),
+            "Exec format error"
+        );
+        assert_eq!(
+            ParseError::TooShort { len: 3 }.kmod_text(),
+            "Exec format error"
+        );
+        assert_eq!(
+            ParseError::TooShort { len: 0 }.kmod_text(),
+            "Invalid argument"
+        );
+        assert_eq!(ParseError::Elf("x".into()).kmod_text(), "Invalid argument");
+        assert_eq!(
+            ParseError::MissingSection(".modinfo").kmod_text(),
+            "No such file or directory"
+        );
+    }
+}

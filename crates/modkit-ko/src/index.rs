@@ -25,13 +25,58 @@ pub struct IndexValue {
     pub value: String,
 }
 
+/// A key or value for [`IndexBuilder::insert`]: text or bytes (module names and paths
+/// are file names, which need not be UTF-8).
+pub trait IndexText<'a> {
+    /// The bytes, borrowed where possible.
+    fn into_bytes(self) -> Cow<'a, [u8]>;
+}
+
+impl<'a> IndexText<'a> for &'a str {
+    fn into_bytes(self) -> Cow<'a, [u8]> {
+        Cow::Borrowed(self.as_bytes())
+    }
+}
+
+impl<'a> IndexText<'a> for String {
+    fn into_bytes(self) -> Cow<'a, [u8]> {
+        Cow::Owned(self.into_bytes())
+    }
+}
+
+impl<'a> IndexText<'a> for Cow<'a, str> {
+    fn into_bytes(self) -> Cow<'a, [u8]> {
+        match self {
+            Cow::Borrowed(s) => Cow::Borrowed(s.as_bytes()),
+            Cow::Owned(s) => Cow::Owned(s.into_bytes()),
+        }
+    }
+}
+
+impl<'a> IndexText<'a> for &'a [u8] {
+    fn into_bytes(self) -> Cow<'a, [u8]> {
+        Cow::Borrowed(self)
+    }
+}
+
+impl<'a> IndexText<'a> for Vec<u8> {
+    fn into_bytes(self) -> Cow<'a, [u8]> {
+        Cow::Owned(self)
+    }
+}
+
+/// Key or value bytes of an index entry.
+type Text<'a> = Cow<'a, [u8]>;
+/// (key, priority, insertion sequence, value).
+type Inserted<'a> = (Text<'a>, u32, u32, Text<'a>);
+
 /// Accumulates `(key, value, priority)` insertions and writes a kmod index.
 #[derive(Debug)]
 pub struct IndexBuilder<'a> {
     /// (key, priority, insertion sequence, value).
-    entries: Vec<(Cow<'a, str>, u32, u32, Cow<'a, str>)>,
+    entries: Vec<Inserted<'a>>,
     /// (key, value) pairs seen so far, when duplicates are reported.
-    seen: Option<FxHashSet<(Cow<'a, str>, Cow<'a, str>)>>,
+    seen: Option<FxHashSet<(Text<'a>, Text<'a>)>>,
 }
 
 impl Default for IndexBuilder<'_> {
@@ -59,20 +104,21 @@ impl<'a> IndexBuilder<'a> {
     }
 
     /// Inserts like kmod's `index_insert`. Returns `true` if the key already held this
-    /// value (a duplicate), `false` otherwise. Keys or values with non-ASCII bytes are
-    /// rejected (kmod only supports 7-bit ASCII) and return `false` without inserting.
+    /// value (a duplicate), `false` otherwise.
+    ///
+    /// Bytes of 0x80 and above are kept as they are, as kmod 30 writes them: its
+    /// `index__checkstring` compares a signed `char` with 128, so it never objects, and a
+    /// name such as `caf\xe9` lands in a node's prefix byte for byte. (Where such a byte
+    /// would have to become a child index, kmod 30 writes through a negative array index,
+    /// undefined behaviour; modkit stores the byte as an unsigned child index, which
+    /// modkit's reader finds and kmod's reader, comparing a signed `char`, does not.)
     pub fn insert(
         &mut self,
-        key: impl Into<Cow<'a, str>>,
-        value: impl Into<Cow<'a, str>>,
+        key: impl IndexText<'a>,
+        value: impl IndexText<'a>,
         priority: u32,
     ) -> bool {
-        let (key, value) = (key.into(), value.into());
-        if !key.is_ascii() || !value.is_ascii() {
-            // kmod logs this (and then misbehaves); modkit skips the entry.
-            tracing::warn!("Module index: bad character - only 7-bit ASCII is supported: {key}");
-            return false;
-        }
+        let (key, value) = (key.into_bytes(), value.into_bytes());
         let dup = match &mut self.seen {
             Some(seen) => !seen.insert((key.clone(), value.clone())),
             None => false,
@@ -86,19 +132,15 @@ impl<'a> IndexBuilder<'a> {
     pub fn write(mut self) -> Vec<u8> {
         // By key; values by ascending priority, equal priorities newest first (kmod
         // inserts a value before existing ones of the same priority).
-        self.entries.sort_unstable_by(|a, b| {
-            a.0.as_bytes()
-                .cmp(b.0.as_bytes())
-                .then(a.1.cmp(&b.1))
-                .then(b.2.cmp(&a.2))
-        });
+        self.entries
+            .sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)).then(b.2.cmp(&a.2)));
         let mut groups: Vec<Entry> = Vec::new();
         let mut i = 0;
         while i < self.entries.len() {
-            let key = self.entries[i].0.as_bytes();
+            let key: &[u8] = &self.entries[i].0;
             let j = i + self.entries[i..]
                 .iter()
-                .take_while(|e| e.0.as_bytes() == key)
+                .take_while(|e| *e.0 == *key)
                 .count();
             groups.push((key, &self.entries[i..j]));
             i = j;
@@ -114,7 +156,7 @@ impl<'a> IndexBuilder<'a> {
 }
 
 /// A key and its values, sorted.
-type Entry<'e, 'a> = (&'e [u8], &'e [(Cow<'a, str>, u32, u32, Cow<'a, str>)]);
+type Entry<'e, 'a> = (&'e [u8], &'e [Inserted<'a>]);
 
 fn write_node(out: &mut Vec<u8>, keys: &[Entry], depth: usize, root: bool) -> u32 {
     let prefix_len = if root || keys.is_empty() {
@@ -170,7 +212,7 @@ fn write_node(out: &mut Vec<u8>, keys: &[Entry], depth: usize, root: bool) -> u3
         out.extend_from_slice(&(values.len() as u32).to_be_bytes());
         for (_, prio, _, v) in values.iter() {
             out.extend_from_slice(&prio.to_be_bytes());
-            out.extend_from_slice(v.as_bytes());
+            out.extend_from_slice(v);
             out.push(0);
         }
         offset |= F_VALUES;
@@ -319,7 +361,7 @@ impl IndexReader {
             };
             values.push(IndexValue {
                 priority,
-                value: String::from_utf8_lossy(&rest[..end]).into_owned(),
+                value: crate::bytestr::from_bytes(&rest[..end]),
             });
             p += end + 1;
         }
@@ -344,7 +386,8 @@ impl IndexReader {
 
     /// `index_mm_search`: the first (lowest-priority) value of exactly `key`.
     pub fn search(&self, key: &str) -> Option<String> {
-        let key = key.as_bytes();
+        let key = crate::bytestr::to_bytes(key);
+        let key: &[u8] = &key;
         let mut node = self.node(self.root)?;
         let mut i = 0;
         loop {
@@ -365,7 +408,8 @@ impl IndexReader {
     /// `index_mm_searchwild`: values of every key (possibly a glob) matching `key`,
     /// sorted by priority as libkmod merges them.
     pub fn search_wild(&self, key: &str) -> Vec<IndexValue> {
-        let key = key.as_bytes();
+        let key = crate::bytestr::to_bytes(key);
+        let key: &[u8] = &key;
         let mut out = Vec::new();
         let Some(mut node) = self.node(self.root) else {
             return out;

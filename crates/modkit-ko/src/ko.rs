@@ -68,6 +68,9 @@ pub struct KoModule {
     pub dependency_symbols: Result<Vec<DependencySymbol>, ParseError>,
     /// `__versions` entries (name, crc) in section order.
     pub versions: Vec<(String, u64)>,
+    /// Whether the module has a `__versions` section at all (kmod 30's
+    /// `--show-modversions` fails with `ENOENT` without one).
+    pub has_versions_section: bool,
     /// Exports decoded from the ksymtab sections, in section then entry order.
     pub exports: Vec<Export>,
     /// The name in `.gnu.linkonce.this_module` (offset 24 on 64-bit, 12 on 32-bit).
@@ -124,6 +127,7 @@ impl KoModule {
             crc_symbols: crc_symbols(&elf),
             dependency_symbols: dependency_symbols(&elf),
             versions: versions(&elf).unwrap_or_default(),
+            has_versions_section: elf.section_data("__versions").is_some(),
             exports: exports(&elf),
             this_module_name: this_module_name(&elf),
         })

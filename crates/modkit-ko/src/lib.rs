@@ -10,6 +10,7 @@
 
 #![warn(missing_docs)]
 
+pub mod bytestr;
 pub mod compress;
 pub mod elf;
 pub mod error;

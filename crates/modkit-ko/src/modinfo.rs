@@ -39,8 +39,10 @@ pub fn file_info(path: &Path) -> Result<Vec<Info>, crate::Error> {
         };
         let (_, image) = decompress(raw).map_err(perr)?;
         let elf = ElfView::parse(&image).map_err(perr)?;
+        // kmod 30: no `.modinfo` is `kmod_elf_get_section`'s ENOENT.
         let mut list: Vec<Info> = modinfo_raw(&elf)
-            .unwrap_or_default()
+            .ok_or(crate::ParseError::MissingSection(".modinfo"))
+            .map_err(perr)?
             .into_iter()
             .map(|(k, v)| (lossy(k), Some(lossy(v))))
             .collect();
@@ -183,10 +185,15 @@ fn modinfo_do(
         Ok(l) => l,
         Err(e) if is_builtin && e.is_empty() => return 0,
         Err(e) => {
+            // kmod's text, then modkit's detail (see [`file_error`]) on a second line.
+            let (text, detail) = e.split_once('\n').unwrap_or((&e, ""));
             let _ = writeln!(
                 err,
-                "modinfo: ERROR: could not get modinfo from '{name}': {e}"
+                "modinfo: ERROR: could not get modinfo from '{name}': {text}"
             );
+            if !detail.is_empty() {
+                let _ = err.write_all(crate::error::detail_line("modinfo", detail).as_bytes());
+            }
             return 1;
         }
     };
@@ -230,17 +237,23 @@ fn modinfo_do(
     0
 }
 
+/// A module file's error as modinfo prints it: kmod's `strerror` text, and for a
+/// malformed file modkit's description after a newline.
+fn file_error(e: crate::Error) -> String {
+    match e {
+        crate::Error::Io { source, .. } => crate::depmod::strerror(&source),
+        crate::Error::Parse { source, .. } => format!("{}\n{source}", source.kmod_text()),
+        other => other.to_string(),
+    }
+}
+
 fn info_for(ctx: &mut Context, id: ModId) -> (Option<String>, Result<Vec<Info>, String>) {
     let path = ctx.path(id);
     let name = ctx.get(id).name.clone();
     match &path {
         Some(p) => (
             path.clone(),
-            file_info(Path::new(p)).map_err(|e| match e {
-                crate::Error::Io { source, .. } => crate::depmod::strerror(&source),
-                crate::Error::Parse { source, .. } => source.to_string(),
-                other => other.to_string(),
-            }),
+            file_info(&crate::bytestr::path(p)).map_err(file_error),
         ),
         None => {
             let r = if ctx.is_builtin(id) {
@@ -266,7 +279,7 @@ pub fn run(
         let mut buf = Vec::new();
         // modkit extension: a modkit plugin (`.so`, issue 11) has the same .modinfo section.
         let is_file = !opts.modname
-            && std::fs::metadata(a).is_ok_and(|m| m.is_file())
+            && std::fs::metadata(crate::bytestr::path(a)).is_ok_and(|m| m.is_file())
             && (has_kmod_ext(a) || a.ends_with(".so"));
         let r = if opts.modname {
             match ctx.name_lookup(a) {
@@ -287,15 +300,12 @@ pub fn run(
                 format!(
                     "{}/{a}",
                     std::env::current_dir()
-                        .map(|d| d.display().to_string())
+                        .map(|d| crate::bytestr::from_os(d.as_os_str()))
                         .unwrap_or_default()
                 )
             };
             let name = crate::names::path_to_modname(&abs).unwrap_or_default();
-            let l = file_info(Path::new(&abs)).map_err(|e| match e {
-                crate::Error::Parse { source, .. } => source.to_string(),
-                other => other.to_string(),
-            });
+            let l = file_info(&crate::bytestr::path(&abs)).map_err(file_error);
             modinfo_do(opts, &name, Some(&abs), l, &mut buf, err)
         } else {
             match ctx.lookup(a) {

@@ -12,6 +12,33 @@ pub fn has_kmod_ext(name: &str) -> bool {
         .any(|e| name.len() > e.len() && name.ends_with(e))
 }
 
+/// [`has_kmod_ext`] on a file name's bytes (names need not be UTF-8).
+pub fn has_kmod_ext_bytes(name: &[u8]) -> bool {
+    KMOD_EXTS
+        .iter()
+        .any(|e| name.len() > e.len() && name.ends_with(e.as_bytes()))
+}
+
+/// [`is_plugin_file`] on a file name's bytes.
+pub fn is_plugin_file_bytes(name: &[u8]) -> bool {
+    name.len() > 3 && name.ends_with(b".so")
+}
+
+/// [`path_to_modname`] on a path's bytes: kmod works on C strings, so a file named
+/// `caf\xe9.ko` is the module `caf\xe9` (bytes kept as they are, not UTF-8).
+pub fn path_to_modname_bytes(path: &[u8]) -> Option<Vec<u8>> {
+    let base = path.rsplit(|&b| b == b'/').next().unwrap_or(path);
+    if base.is_empty() {
+        return None;
+    }
+    let stem = base.split(|&b| b == b'.').next().unwrap_or(b"");
+    Some(
+        stem.iter()
+            .map(|&b| if b == b'-' { b'_' } else { b })
+            .collect(),
+    )
+}
+
 /// Is this a modkit plugin's file name (`NAME.so`, issue 11)? depmod indexes plugins in
 /// the same tree layout and files as `.ko` modules (a modkit extension; kmod ignores them).
 pub fn is_plugin_file(name: &str) -> bool {
@@ -130,5 +157,12 @@ mod tests {
         assert!(has_kmod_ext("x.ko.zst"));
         assert!(!has_kmod_ext(".ko"));
         assert!(!has_kmod_ext("x.ko.gz"));
+        assert_eq!(
+            path_to_modname_bytes(b"/m/k/caf\xe9-x.ko.xz").unwrap(),
+            b"caf\xe9_x"
+        );
+        assert_eq!(path_to_modname_bytes(b"/m/"), None);
+        assert!(has_kmod_ext_bytes(b"caf\xe9.ko") && !has_kmod_ext_bytes(b".ko"));
+        assert!(is_plugin_file_bytes(b"p\xff.so"));
     }
 }

@@ -154,7 +154,7 @@ fn collect_lenient(
 /// [`load_tree_lenient`] for depmod's way: warn and go on).
 pub fn load_tree(root: &Path) -> Result<Vec<ModuleInfo>> {
     let mut files = Vec::new();
-    collect(root, &mut files, 0)?;
+    collect(root, &mut files, &mut Vec::new())?;
     files.sort();
     files.par_iter().map(|p| read_module(root, p)).collect()
 }
@@ -204,13 +204,23 @@ fn read_module(root: &Path, p: &Path) -> Result<ModuleInfo> {
     })
 }
 
-fn collect(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) -> Result<()> {
-    if depth > 64 {
+/// `up`: (device, inode) of the directories being walked, to stop at a symlink loop.
+fn collect(dir: &Path, out: &mut Vec<PathBuf>, up: &mut Vec<(u64, u64)>) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(dir).map_err(|e| Error::io(dir, e))?;
+    if up.contains(&(md.dev(), md.ino())) {
         return Err(Error::Message(format!(
-            "{}: directories nested more than 64 deep (a symlink loop?)",
+            "{}: a directory loop (the same device and inode as a directory above it): remove the symlink or read the tree with the lenient reader",
             dir.display()
         )));
     }
+    up.push((md.dev(), md.ino()));
+    let r = collect_in(dir, out, up);
+    up.pop();
+    r
+}
+
+fn collect_in(dir: &Path, out: &mut Vec<PathBuf>, up: &mut Vec<(u64, u64)>) -> Result<()> {
     let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     for de in rd {
         let de = de.map_err(|e| Error::io(dir, e))?;
@@ -221,7 +231,7 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) -> Result<()> {
         let p = de.path();
         let md = std::fs::metadata(&p).map_err(|e| Error::io(&p, e))?;
         if md.is_dir() {
-            collect(&p, out, depth + 1)?;
+            collect(&p, out, up)?;
         } else if md.is_file() && (has_kmod_ext(&name) || name.ends_with(".ko.gz")) {
             out.push(p);
         }
@@ -322,6 +332,17 @@ mod tests {
         std::fs::write(root.join("kernel/bad.ko"), b"nope").unwrap();
         let e = load_tree(&root).unwrap_err().to_string();
         assert!(e.contains("bad.ko"), "{e}");
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn a_symlink_loop_is_one_clear_error() {
+        let base = crate::depmod::tests::temp_tree("tree-loop");
+        crate::depmod::tests::put(&base, "kernel/b.ko", &FakeModule::new("b", &[], &[]));
+        let root = base.join("lib/modules/4.4.4");
+        std::os::unix::fs::symlink("..", root.join("kernel/up")).unwrap();
+        let e = load_tree(&root).unwrap_err().to_string();
+        assert!(e.contains("kernel/up: a directory loop"), "{e}");
         std::fs::remove_dir_all(&base).unwrap();
     }
 

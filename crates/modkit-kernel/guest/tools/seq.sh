@@ -63,6 +63,13 @@ t modprobe -q nonexistent_mod
 t modprobe -a mt_pre nonexistent_mod mt_post
 t modprobe -r -a mt_pre mt_post
 t insmod /nonexistent.ko
+# kmod's texts for an unknown symbol, a file that is not ELF and a truncated one
+t insmod $M/mt_mid.ko
+c /bin/sh -c 'echo garbage > /tmp/bad.ko; /bin/cat $0 > /tmp/cut.ko' /bin/sh
+t insmod /tmp/bad.ko
+t modprobe --show-modversions /tmp/bad.ko
+t modinfo /tmp/bad.ko
+t modinfo -F vermagic /tmp/cut.ko
 t rmmod nonexistent_mod
 t modprobe
 t modprobe --bogus-option

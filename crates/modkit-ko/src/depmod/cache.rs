@@ -32,7 +32,7 @@ use super::extract::ModData;
 pub const CACHE_FILE: &str = "modules.modkit-cache";
 
 /// First bytes of a cache file; a change of layout changes the version.
-const MAGIC: &[u8; 24] = b"modkit depmod cache v2\n\0";
+const MAGIC: &[u8; 24] = b"modkit depmod cache v3\n\0";
 
 /// A file whose last change is this close to the run that stored its entry is re-hashed
 /// before the entry is used: a change within the same timestamp tick (coarse kernel
@@ -90,7 +90,7 @@ struct Entry {
 struct Stored {
     /// modkit's version that wrote it: another version's cache is not trusted.
     writer: String,
-    entries: HashMap<String, Entry>,
+    entries: HashMap<Vec<u8>, Entry>,
 }
 
 /// How the cache served one module (counted for `tracing` and the tests).
@@ -108,7 +108,7 @@ pub(crate) enum Hit {
 #[derive(Debug)]
 pub(crate) struct Cache {
     path: PathBuf,
-    old: HashMap<String, Entry>,
+    old: HashMap<Vec<u8>, Entry>,
     run_start: SystemTime,
 }
 
@@ -144,11 +144,11 @@ impl Cache {
     /// read) and how the cache served it.
     pub fn read(
         &self,
-        path: &str,
+        path: &[u8],
         extract: impl FnOnce(&[u8]) -> ModData,
         fallback: impl FnOnce() -> ModData,
     ) -> (ModData, Option<NewEntry>, Hit) {
-        let md = match std::fs::metadata(path) {
+        let md = match std::fs::metadata(super::discover::bpath(path)) {
             Ok(md) => md,
             Err(_) => return (fallback(), None, Hit::Miss),
         };
@@ -188,7 +188,7 @@ impl Cache {
     }
 
     /// Writes the new cache (atomically; failures are only logged at debug level).
-    pub fn store(&self, entries: Vec<(String, NewEntry, ModData)>) {
+    pub fn store(&self, entries: Vec<(Vec<u8>, NewEntry, ModData)>) {
         let stored = Stored {
             writer: writer(),
             entries: entries
@@ -221,7 +221,8 @@ pub(crate) struct NewEntry {
 }
 
 /// The file's bytes, mapped (or read when it cannot be mapped).
-fn read_mapped(path: &str) -> Option<Bytes> {
+fn read_mapped(path: &[u8]) -> Option<Bytes> {
+    let path = super::discover::bpath(path);
     let f = std::fs::File::open(path).ok()?;
     let len = f.metadata().ok()?.len();
     if len == 0 {
@@ -296,7 +297,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let m = dir.path().join("a.ko");
         std::fs::write(&m, b"version one").unwrap();
-        let p = m.to_string_lossy().into_owned();
+        let p = m.to_string_lossy().into_owned().into_bytes();
         let mut extracted = 0;
         let mut run = |expect: Hit| {
             let c = Cache::open(dir.path());
@@ -326,7 +327,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let m = dir.path().join("a.ko");
         std::fs::write(&m, b"x").unwrap();
-        let p = m.to_string_lossy().into_owned();
+        let p = m.to_string_lossy().into_owned().into_bytes();
         let mut c = Cache::open(dir.path());
         // Pretend the run happened long after the file's last change.
         c.run_start = SystemTime::now() + Duration::from_secs(60);

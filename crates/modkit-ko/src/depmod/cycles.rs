@@ -62,15 +62,16 @@ fn report_cycles(mods: &[Mod], users: &[u32], log: &mut Log) {
                     chain.push(verts[pi].m);
                     p = verts[pi].parent;
                 }
-                let mut text = String::new();
+                let mut text = b"Cycle detected: ".to_vec();
                 for &c in chain.iter().rev() {
                     loop_set.insert(c);
                     remove_data(&mut roots, c);
-                    text.push_str(&mods[c].modname);
-                    text.push_str(" -> ");
+                    text.extend_from_slice(&mods[c].modname);
+                    text.extend_from_slice(b" -> ");
                 }
-                text.push_str(&mods[m].modname);
-                log.msg("ERROR", &format!("Cycle detected: {text}\n"));
+                text.extend_from_slice(&mods[m].modname);
+                text.push(b'\n');
+                log.msg_bytes("ERROR", &text);
                 continue;
             }
             visited[m] = true;

@@ -1,8 +1,6 @@
 //! The per-module data depmod needs, read in parallel into one string arena per module
 //! (few allocations: depmod's time is dominated by reading 1,000s of modules).
 
-use std::path::Path;
-
 use crate::compress::decompress;
 use crate::elf::ElfView;
 use crate::error::{Error, ParseError};
@@ -34,8 +32,10 @@ pub(crate) struct ModData {
     pub softdeps: Vec<String>,
     /// `weakdep=` values in order (`MODULE_WEAKDEP`, kmod 33+'s `modules.weakdep`).
     pub weakdeps: Vec<String>,
-    /// The file could not be read or is not ELF: the message kmod-style.
+    /// The file could not be read or is not ELF: kmod's text (`strerror` of its errno).
     pub load_error: Option<String>,
+    /// modkit's own description of a malformed file (printed on a second line).
+    pub load_detail: Option<String>,
 }
 
 impl ModData {
@@ -56,14 +56,15 @@ impl ModData {
 
 /// Reads one module for depmod; never fails (errors are recorded in the result, and the
 /// module stays in the outputs without symbols, as in kmod).
-pub(crate) fn read_module(path: &str) -> ModData {
-    let r = with_file_bytes(Path::new(path), parse_module);
+pub(crate) fn read_module(path: &[u8]) -> ModData {
+    let r = with_file_bytes(super::discover::bpath(path), parse_module);
     match r {
         Ok(r) => from_parse(r),
         Err(Error::Io { source, .. }) => ModData {
             load_error: Some(super::strerror(&source)),
             ..Default::default()
         },
+        Err(Error::Parse { source, .. }) => from_parse(Err(source)),
         Err(e) => ModData {
             load_error: Some(e.to_string()),
             ..Default::default()
@@ -80,7 +81,8 @@ fn from_parse(r: Result<ModData, ParseError>) -> ModData {
     match r {
         Ok(d) => d,
         Err(e) => ModData {
-            load_error: Some(e.to_string()),
+            load_error: Some(e.kmod_text()),
+            load_detail: Some(e.to_string()),
             ..Default::default()
         },
     }

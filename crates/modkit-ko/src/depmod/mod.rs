@@ -61,14 +61,14 @@ pub use cache::CACHE_FILE;
 /// One module of the depmod array.
 #[derive(Debug)]
 pub(crate) struct Mod {
-    /// Absolute path as found.
-    pub path: String,
+    /// Absolute path as found (bytes: file names need not be UTF-8).
+    pub path: Vec<u8>,
     /// Path relative to the module directory, if inside it.
-    pub relpath: Option<String>,
+    pub relpath: Option<Vec<u8>>,
     /// `relpath` cut after `<modname>.ko` (to match `modules.order`).
-    pub uncrelpath: Option<String>,
+    pub uncrelpath: Option<Vec<u8>>,
     /// Normalised module name.
-    pub modname: String,
+    pub modname: Vec<u8>,
     /// `alias=` values.
     pub aliases: Vec<String>,
     /// `softdep=` values.
@@ -85,7 +85,7 @@ pub(crate) struct Mod {
 
 impl Mod {
     /// The path written to the outputs (relative when inside the module directory).
-    pub fn out_path(&self) -> &str {
+    pub fn out_path(&self) -> &[u8] {
         self.relpath.as_deref().unwrap_or(&self.path)
     }
 }
@@ -98,6 +98,12 @@ pub(crate) struct Log<'a> {
 impl Log<'_> {
     pub fn msg(&mut self, level: &str, text: &str) {
         let _ = write!(self.err, "depmod: {level}: {text}");
+    }
+
+    /// [`Log::msg`] with a text of bytes (paths and module names are not always UTF-8).
+    pub fn msg_bytes(&mut self, level: &str, text: &[u8]) {
+        let _ = write!(self.err, "depmod: {level}: ");
+        let _ = self.err.write_all(text);
     }
 }
 
@@ -193,13 +199,30 @@ pub fn run(opts: &DepmodOptions, out: &mut dyn Write, err: &mut dyn Write) -> Re
     } else {
         let mut v = Vec::new();
         for p in &opts.module_files {
-            let s = p.to_string_lossy().into_owned();
-            if !s.starts_with('/') {
-                log.msg("FATAL", &format!("{s}: not absolute path.\n"));
+            use std::os::unix::ffi::OsStrExt;
+            let s = p.as_os_str().as_bytes().to_vec();
+            if !s.starts_with(b"/") {
+                log.msg_bytes("FATAL", &[&s[..], b": not absolute path.\n"].concat());
                 return Ok(1);
             }
-            let Some(modname) = crate::names::path_to_modname(&s) else {
-                log.msg("FATAL", &format!("could not add module {s}\n"));
+            // kmod_module_new_from_path: the file must exist.
+            if let Err(e) = std::fs::metadata(p) {
+                log.msg_bytes(
+                    "FATAL",
+                    &[
+                        &b"could not create module "[..],
+                        &s,
+                        format!(": {}\n", strerror(&e)).as_bytes(),
+                    ]
+                    .concat(),
+                );
+                return Ok(1);
+            }
+            let Some(modname) = crate::names::path_to_modname_bytes(&s) else {
+                log.msg_bytes(
+                    "FATAL",
+                    &[&b"could not add module "[..], &s, b"\n"].concat(),
+                );
                 return Ok(1);
             };
             v.push(discover::Found { path: s, modname });
@@ -209,7 +232,7 @@ pub fn run(opts: &DepmodOptions, out: &mut dyn Write, err: &mut dyn Write) -> Re
 
     // Array in hash order, then modules.order.
     let mut found = found;
-    sort_in_hash_order(&mut found, 512, |f| f.modname.as_bytes());
+    sort_in_hash_order(&mut found, 512, |f| &f.modname);
     let mut mods: Vec<Mod> = found
         .into_iter()
         .map(|f| {
@@ -292,10 +315,20 @@ pub fn run(opts: &DepmodOptions, out: &mut dyn Write, err: &mut dyn Write) -> Re
         m.weakdeps = d.weakdeps.clone();
         if let Some(e) = &d.load_error {
             // kmod: the module stays in the outputs, without symbols or information.
-            log.msg(
+            log.msg_bytes(
                 "ERROR",
-                &format!("failed to load symbols from {}: {e}\n", m.path),
+                &[
+                    &b"failed to load symbols from "[..],
+                    &m.path,
+                    format!(": {e}\n").as_bytes(),
+                ]
+                .concat(),
             );
+            if let Some(d) = &d.load_detail {
+                let _ = log
+                    .err
+                    .write_all(crate::error::detail_line("depmod", d).as_bytes());
+            }
             continue;
         }
         match &d.exports {
@@ -306,9 +339,14 @@ pub fn run(opts: &DepmodOptions, out: &mut dyn Write, err: &mut dyn Write) -> Re
             }
             Some(Err(extract::ExportsError::MissingSection)) | None => {}
             Some(Err(extract::ExportsError::Other(e))) => {
-                log.msg(
+                log.msg_bytes(
                     "ERROR",
-                    &format!("failed to load symbols from {}: {e}\n", m.path),
+                    &[
+                        &b"failed to load symbols from "[..],
+                        &m.path,
+                        format!(": {e}\n").as_bytes(),
+                    ]
+                    .concat(),
                 );
             }
         }
@@ -316,25 +354,23 @@ pub fn run(opts: &DepmodOptions, out: &mut dyn Write, err: &mut dyn Write) -> Re
 
     // Dependencies.
     let check_symvers = opts.symvers.is_some();
-    let mut warn = String::new();
+    let mut warn: Vec<u8> = Vec::new();
     for (i, d) in data.iter().enumerate() {
         let mut deps = std::mem::take(&mut mods[i].deps);
         for &(span, crc, weak) in &d.deps {
             let name = d.str(span);
             let Some(sym) = syms.find(name) else {
                 if print_unknown && !weak {
-                    warn.push_str(&format!(
-                        "depmod: WARNING: {} needs unknown symbol {name}\n",
-                        mods[i].path
-                    ));
+                    warn.extend_from_slice(b"depmod: WARNING: ");
+                    warn.extend_from_slice(&mods[i].path);
+                    let _ = writeln!(warn, " needs unknown symbol {name}");
                 }
                 continue;
             };
             if check_symvers && sym.crc != crc && !weak && print_unknown {
-                warn.push_str(&format!(
-                    "depmod: WARNING: {} disagrees about version of symbol {name}\n",
-                    mods[i].path
-                ));
+                warn.extend_from_slice(b"depmod: WARNING: ");
+                warn.extend_from_slice(&mods[i].path);
+                let _ = writeln!(warn, " disagrees about version of symbol {name}");
             }
             if let Some(owner) = sym.owner {
                 if !deps.contains(&owner) {
@@ -345,7 +381,7 @@ pub fn run(opts: &DepmodOptions, out: &mut dyn Write, err: &mut dyn Write) -> Re
         }
         mods[i].deps = deps;
     }
-    let _ = log.err.write_all(warn.as_bytes());
+    let _ = log.err.write_all(&warn);
 
     tracing::debug!("dependencies computed at {:?}", t0.elapsed());
     if !cycles::topo_sort(&mut mods, &mut log) {
@@ -378,3 +414,5 @@ pub fn run(opts: &DepmodOptions, out: &mut dyn Write, err: &mut dyn Write) -> Re
 
 #[cfg(test)]
 pub(crate) mod tests;
+#[cfg(test)]
+mod vs_kmod_tests;

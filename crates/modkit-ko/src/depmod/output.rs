@@ -2,14 +2,13 @@
 //! depmod's order and formats.
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
 use std::io::Write as _;
 
 use super::symbols::SymbolTable;
 use super::{strerror, Log, Mod};
 use crate::index::IndexBuilder;
 use crate::kmodhash::sort_in_hash_order;
-use crate::names::{alias_normalize, path_to_modname};
+use crate::names::{alias_normalize, path_to_modname_bytes};
 
 /// Everything the writers need.
 pub(crate) struct Ctx<'a> {
@@ -20,7 +19,7 @@ pub(crate) struct Ctx<'a> {
     pub outdir: &'a str,
     pub warn_dups: bool,
     /// Each module's full dependency line (without the newline).
-    pub dep_lines: Vec<String>,
+    pub dep_lines: Vec<Vec<u8>>,
     /// Owned symbols in the iteration order of depmod's 2048-bucket hash.
     pub sym_order: Vec<(&'a str, usize)>,
 }
@@ -40,7 +39,7 @@ impl<'a> Ctx<'a> {
             .map_init(
                 || vec![false; mods.len()],
                 |seen, i| {
-                    let mut line = String::new();
+                    let mut line = Vec::new();
                     dep_line(mods, i, seen, &mut line);
                     line
                 },
@@ -74,6 +73,14 @@ fn normalize(alias: &str) -> Option<Cow<'_, str>> {
     } else {
         Some(Cow::Borrowed(alias))
     }
+}
+
+/// Appends `parts` and a newline (module names and paths are bytes).
+fn line(out: &mut Vec<u8>, parts: &[&[u8]]) {
+    for p in parts {
+        out.extend_from_slice(p);
+    }
+    out.push(b'\n');
 }
 
 /// An output file and its writer.
@@ -224,10 +231,10 @@ pub(crate) fn write_all(ctx: &Ctx, log: &mut Log) -> bool {
 }
 
 /// The full, sorted dependency line of module `i` (without the trailing newline).
-fn dep_line(mods: &[Mod], i: usize, seen: &mut [bool], out: &mut String) {
+fn dep_line(mods: &[Mod], i: usize, seen: &mut [bool], out: &mut Vec<u8>) {
     let m = &mods[i];
-    out.push_str(m.out_path());
-    out.push(':');
+    out.extend_from_slice(m.out_path());
+    out.push(b':');
     if m.deps.is_empty() {
         return;
     }
@@ -246,14 +253,14 @@ fn dep_line(mods: &[Mod], i: usize, seen: &mut [bool], out: &mut String) {
     }
     all.sort_by_key(|&d| mods[d].dep_sort_idx);
     for d in all {
-        out.push(' ');
-        out.push_str(mods[d].out_path());
+        out.push(b' ');
+        out.extend_from_slice(mods[d].out_path());
     }
 }
 
 fn deps(ctx: &Ctx, out: &mut Vec<u8>, _log: &mut Log) {
     for line in &ctx.dep_lines {
-        out.extend_from_slice(line.as_bytes());
+        out.extend_from_slice(line);
         out.push(b'\n');
     }
 }
@@ -261,22 +268,24 @@ fn deps(ctx: &Ctx, out: &mut Vec<u8>, _log: &mut Log) {
 fn deps_bin(ctx: &Ctx, out: &mut Vec<u8>, log: &mut Log) {
     let mut idx = ctx.index();
     for (i, m) in ctx.mods.iter().enumerate() {
-        let line = ctx.dep_lines[i].as_str();
-        if idx.insert(m.modname.as_str(), line, i as u32) && ctx.warn_dups {
-            log.msg("WARNING", &format!("duplicate module deps:\n{line}\n"));
+        let line = ctx.dep_lines[i].as_slice();
+        if idx.insert(m.modname.as_slice(), line, i as u32) && ctx.warn_dups {
+            log.msg_bytes(
+                "WARNING",
+                &[&b"duplicate module deps:\n"[..], line, b"\n"].concat(),
+            );
         }
     }
     out.extend_from_slice(&idx.write());
 }
 
 fn aliases(ctx: &Ctx, out: &mut Vec<u8>, _log: &mut Log) {
-    let mut s = String::from("# Aliases extracted from modules themselves.\n");
+    out.extend_from_slice(b"# Aliases extracted from modules themselves.\n");
     for m in ctx.mods {
         for v in m.aliases.iter() {
-            let _ = writeln!(s, "alias {v} {}", m.modname);
+            line(out, &[b"alias ", v.as_bytes(), b" ", &m.modname]);
         }
     }
-    out.extend_from_slice(s.as_bytes());
 }
 
 fn aliases_bin(ctx: &Ctx, out: &mut Vec<u8>, log: &mut Log) {
@@ -287,11 +296,10 @@ fn aliases_bin(ctx: &Ctx, out: &mut Vec<u8>, log: &mut Log) {
                 log.msg("WARNING", &format!("Unmatched bracket in {v}\n"));
                 continue;
             };
-            if idx.insert(alias.clone(), m.modname.as_str(), i as u32) && ctx.warn_dups {
-                log.msg(
-                    "WARNING",
-                    &format!("duplicate module alias:\n{alias} {}\n", m.modname),
-                );
+            if idx.insert(alias.clone(), m.modname.as_slice(), i as u32) && ctx.warn_dups {
+                let mut t = format!("duplicate module alias:\n{alias} ").into_bytes();
+                line(&mut t, &[&m.modname]);
+                log.msg_bytes("WARNING", &t);
             }
         }
     }
@@ -299,32 +307,37 @@ fn aliases_bin(ctx: &Ctx, out: &mut Vec<u8>, log: &mut Log) {
 }
 
 fn softdeps(ctx: &Ctx, out: &mut Vec<u8>, _log: &mut Log) {
-    let mut s = String::from("# Soft dependencies extracted from modules themselves.\n");
+    out.extend_from_slice(b"# Soft dependencies extracted from modules themselves.\n");
     for m in ctx.mods {
         for v in m.softdeps.iter() {
-            let _ = writeln!(s, "softdep {} {v}", m.modname);
+            line(out, &[b"softdep ", &m.modname, b" ", v.as_bytes()]);
         }
     }
-    out.extend_from_slice(s.as_bytes());
 }
 
 /// kmod 33+'s `output_weakdeps`.
 fn weakdeps(ctx: &Ctx, out: &mut Vec<u8>, _log: &mut Log) {
-    let mut s = String::from("# Weak dependencies extracted from modules themselves.\n");
+    out.extend_from_slice(b"# Weak dependencies extracted from modules themselves.\n");
     for m in ctx.mods {
         for v in m.weakdeps.iter() {
-            let _ = writeln!(s, "weakdep {} {v}", m.modname);
+            line(out, &[b"weakdep ", &m.modname, b" ", v.as_bytes()]);
         }
     }
-    out.extend_from_slice(s.as_bytes());
 }
 
 fn symbols(ctx: &Ctx, out: &mut Vec<u8>, _log: &mut Log) {
-    let mut s = String::from("# Aliases for symbols, used by symbol_request().\n");
+    out.extend_from_slice(b"# Aliases for symbols, used by symbol_request().\n");
     for &(name, owner) in &ctx.sym_order {
-        let _ = writeln!(s, "alias symbol:{name} {}", ctx.mods[owner].modname);
+        line(
+            out,
+            &[
+                b"alias symbol:",
+                name.as_bytes(),
+                b" ",
+                &ctx.mods[owner].modname,
+            ],
+        );
     }
-    out.extend_from_slice(s.as_bytes());
 }
 
 fn symbols_bin(ctx: &Ctx, out: &mut Vec<u8>, log: &mut Log) {
@@ -332,11 +345,10 @@ fn symbols_bin(ctx: &Ctx, out: &mut Vec<u8>, log: &mut Log) {
     for &(name, owner) in &ctx.sym_order {
         let key = format!("symbol:{name}");
         let m = &ctx.mods[owner];
-        if idx.insert(key.clone(), m.modname.as_str(), owner as u32) && ctx.warn_dups {
-            log.msg(
-                "WARNING",
-                &format!("duplicate module syms:\n{key} {}\n", m.modname),
-            );
+        if idx.insert(key.clone(), m.modname.as_slice(), owner as u32) && ctx.warn_dups {
+            let mut t = format!("duplicate module syms:\n{key} ").into_bytes();
+            line(&mut t, &[&m.modname]);
+            log.msg_bytes("WARNING", &t);
         }
     }
     out.extend_from_slice(&idx.write());
@@ -365,12 +377,14 @@ fn builtin_bin(ctx: &Ctx, out: &mut Vec<u8>, log: &mut Log) {
     };
     let mut idx = IndexBuilder::new();
     for line in super::discover::fgets_lines(&data) {
-        let line = String::from_utf8_lossy(line);
-        if !line.as_bytes().first().is_some_and(u8::is_ascii_alphabetic) {
-            log.msg("ERROR", &format!("Invalid modules.builtin line: {line}\n"));
+        if !line.first().is_some_and(u8::is_ascii_alphabetic) {
+            log.msg_bytes(
+                "ERROR",
+                &[&b"Invalid modules.builtin line: "[..], line, b"\n"].concat(),
+            );
             continue;
         }
-        if let Some(modname) = path_to_modname(&line) {
+        if let Some(modname) = path_to_modname_bytes(line) {
             idx.insert(modname, "", 0);
         }
     }
@@ -436,7 +450,7 @@ fn builtin_alias_bin(ctx: &Ctx, out: &mut Vec<u8>, log: &mut Log) {
             log.msg("WARNING", &format!("Unmatched bracket in {value}\n"));
             continue;
         };
-        idx.insert(alias, String::from_utf8_lossy(&modname).into_owned(), 0);
+        idx.insert(alias, modname, 0);
     }
     out.extend_from_slice(&idx.write());
 }
@@ -474,7 +488,7 @@ fn scan_u(s: &str) -> Option<(u32, &str)> {
 }
 
 fn devname(ctx: &Ctx, out: &mut Vec<u8>, log: &mut Log) {
-    let mut s = String::new();
+    let mut s: Vec<u8> = Vec::new();
     for m in ctx.mods {
         let mut devname: Option<&str> = None;
         let mut dev: Option<(char, u32, u32)> = None;
@@ -494,20 +508,28 @@ fn devname(ctx: &Ctx, out: &mut Vec<u8>, log: &mut Log) {
         match dev {
             Some((t, a, b)) => {
                 if s.is_empty() {
-                    s.push_str("# Device nodes to trigger on-demand module loading.\n");
+                    s.extend_from_slice(b"# Device nodes to trigger on-demand module loading.\n");
                 }
-                let _ = writeln!(s, "{} {dn} {t}{a}:{b}", m.modname);
+                line(
+                    &mut s,
+                    &[&m.modname, format!(" {dn} {t}{a}:{b}").as_bytes()],
+                );
             }
-            None => log.msg(
+            None => log.msg_bytes(
                 "ERROR",
-                &format!(
-                    "Module '{}' has devname ({dn}) but lacks major and minor information. Ignoring.\n",
-                    m.modname
-                ),
+                &[
+                    &b"Module '"[..],
+                    &m.modname,
+                    format!(
+                        "' has devname ({dn}) but lacks major and minor information. Ignoring.\n"
+                    )
+                    .as_bytes(),
+                ]
+                .concat(),
             ),
         }
     }
-    out.extend_from_slice(s.as_bytes());
+    out.extend_from_slice(&s);
 }
 
 #[cfg(test)]

@@ -37,7 +37,8 @@ pub fn route(kind: Compression, kernel: Option<&str>, forcing: bool) -> Route {
 /// Inserts the module at `path` with `params` and `MODULE_INIT_*` `flags`; `Err(errno)`
 /// as the kernel (or opening the file) reported it.
 pub fn insert_file(path: &str, params: &str, flags: u32) -> Result<Route, i32> {
-    let mut f = std::fs::File::open(path).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+    let path = crate::bytestr::path(path);
+    let mut f = std::fs::File::open(&path).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
     let mut magic = [0u8; 6];
     let n = f
         .read(&mut magic)
@@ -73,7 +74,7 @@ fn insert_by(
             sys::finit_module(f, params, flags | sys::MODULE_INIT_COMPRESSED_FILE).map(|_| r)
         }
         Route::InitModule | Route::FinitMemfd => {
-            let data = std::fs::read(path).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+            let data = std::fs::read(&path).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
             let (_, image) = decompress(&data).map_err(|_| libc::EINVAL)?;
             if r == Route::InitModule {
                 sys::init_module(&image, params).map(|_| r)

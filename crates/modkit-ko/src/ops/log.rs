@@ -58,7 +58,7 @@ impl std::fmt::Debug for Log {
 impl Log {
     /// A logger writing to stderr.
     pub fn stderr(prog: &str) -> Log {
-        Log::to(prog, Box::new(std::io::stderr()))
+        Log::to(prog, Box::new(crate::bytestr::Raw(std::io::stderr())))
     }
 
     /// A logger writing to `err`.
@@ -84,6 +84,24 @@ impl Log {
             return;
         }
         let _ = write!(self.err, "{}: {}: {msg}", self.prog, prio_name(prio));
+        if prio <= LOG_CRIT {
+            let _ = self.err.flush();
+            std::process::exit(1);
+        }
+    }
+
+    /// [`Log::printf`] followed by modkit's detail on a second line
+    /// ([`crate::error::detail_line`]), before a `FATAL` line ends the process.
+    pub fn printf_detail(&mut self, prio: i32, msg: &str, detail: &str) {
+        if prio > self.priority {
+            return;
+        }
+        let _ = write!(self.err, "{}: {}: {msg}", self.prog, prio_name(prio));
+        let _ = write!(
+            self.err,
+            "{}",
+            crate::error::detail_line(&self.prog, detail)
+        );
         if prio <= LOG_CRIT {
             let _ = self.err.flush();
             std::process::exit(1);

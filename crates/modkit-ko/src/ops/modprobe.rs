@@ -138,6 +138,14 @@ impl std::fmt::Debug for Modprobe {
     }
 }
 
+/// modprobe's stdout: names and paths are [`crate::bytestr`] strings, written as the bytes
+/// they stand for.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        let _ = write!(crate::bytestr::Raw(std::io::stdout().lock()), $($t)*);
+    }};
+}
+
 fn flush_stdout() {
     let _ = std::io::stdout().flush();
 }
@@ -234,7 +242,7 @@ impl Modprobe {
         if !self.s.do_show && self.s.verbose <= LOG_WARNING {
             return;
         }
-        print!("{text}");
+        out!("{text}");
         flush_stdout();
     }
 
@@ -354,13 +362,13 @@ impl Modprobe {
     fn print_action(&mut self, m: ModId, install: bool, options: &str) {
         if install {
             let cmd = self.ctx.install_command(m).unwrap_or_default();
-            println!("install {cmd} {options}");
+            out!("install {cmd} {options}\n");
         } else {
             match self.ctx.path(m) {
-                Some(p) => println!("insmod {p} {options}"),
+                Some(p) => out!("insmod {p} {options}\n"),
                 None => {
                     if self.initstate(m) == Ok(InitState::Builtin) {
-                        println!("builtin {}", self.ctx.get(m).name);
+                        out!("builtin {}\n", self.ctx.get(m).name);
                     }
                 }
             }
@@ -423,7 +431,8 @@ impl Modprobe {
         if self.s.strip_vermagic || self.s.force {
             flags |= sys::MODULE_INIT_IGNORE_VERMAGIC;
         }
-        let held = match lock.map(ModuleLock::acquire) {
+        let key = super::lock::attempt_key(&path, options, flags);
+        let held = match lock.map(|l| l.acquire(key)) {
             Some(Acquired::Adopt(0)) => return -libc::EEXIST,
             Some(Acquired::Adopt(e)) => {
                 tracing::debug!("{name}: adopting the concurrent attempt's errno {e}");
@@ -535,7 +544,7 @@ impl Modprobe {
         let mut err = 0;
         for id in list {
             if self.s.lookup_only {
-                println!("{}", self.ctx.get(id).name);
+                out!("{}\n", self.ctx.get(id).name);
                 flush_stdout();
             } else {
                 err = self.probe_insert(id, extra);
@@ -785,8 +794,23 @@ impl Modprobe {
     }
 
     fn show_ko_list(&mut self, filename: &str, exports: bool) -> i32 {
-        let ko = match crate::KoModule::from_path(std::path::Path::new(filename)) {
+        let ko = match crate::KoModule::from_path(&crate::bytestr::path(filename)) {
             Ok(k) => k,
+            // kmod_module_new_from_path only needs the file; the ELF is read after it.
+            Err(crate::Error::Parse { source, .. }) => {
+                let what = if exports { "symbols" } else { "modversions" };
+                flush_stdout();
+                let p = self.s.log_priority;
+                self.log.printf_detail(
+                    p,
+                    &format!(
+                        "could not get {what} of {filename}: {}\n",
+                        source.kmod_text()
+                    ),
+                    &source.to_string(),
+                );
+                return -source.errno();
+            }
             Err(_) => {
                 self.log_(&format!("Module {filename} not found.\n"));
                 return -libc::ENOENT;
@@ -800,20 +824,37 @@ impl Modprobe {
                         s.push_str(&format!("0x{:08x}\t{}\n", c.crc, c.name));
                     }
                 }
-                Err(_) => {
-                    self.log_(&format!(
-                        "could not get symbols of {filename}: {}\n",
-                        sys::strerror(libc::ENOEXEC)
-                    ));
-                    return -libc::ENOEXEC;
+                Err(e) => {
+                    flush_stdout();
+                    let p = self.s.log_priority;
+                    self.log.printf_detail(
+                        p,
+                        &format!("could not get symbols of {filename}: {}\n", e.kmod_text()),
+                        &e.to_string(),
+                    );
+                    return -e.errno();
                 }
             }
         } else {
+            if !ko.has_versions_section {
+                // kmod_elf_get_modversions: kmod_elf_get_section's ENOENT.
+                flush_stdout();
+                let p = self.s.log_priority;
+                self.log.printf_detail(
+                    p,
+                    &format!(
+                        "could not get modversions of {filename}: {}\n",
+                        sys::strerror(libc::ENOENT)
+                    ),
+                    "missing section __versions",
+                );
+                return -libc::ENOENT;
+            }
             for (sym, crc) in &ko.versions {
                 s.push_str(&format!("0x{crc:08x}\t{sym}\n"));
             }
         }
-        print!("{s}");
+        out!("{s}");
         flush_stdout();
         0
     }
