@@ -27,6 +27,8 @@ cargo build --release --quiet -p mathcore --features changed-type
 cp target/release/libmathcore.so "$out/mathcore-changed-type.so"
 target/release/plugin-host "$out/plugins" "$out/mathcore-v2.so" "$out/mathcore-changed-type.so"
 if [ "${1:-}" = bench ]; then
-  cp "$out/mathcore-v2.so" "$out/plugins/mathcore.so"
-  target/release/plugin-host bench "$out/plugins"
+  # modkit against libloading and a bare dlopen/dlsym on the same .so (criterion).
+  cargo build --release --quiet -p mathcore --features c-abi
+  mkdir -p "$out/bench" && cp target/release/libmathcore.so "$out/bench/mathcore.so"
+  MODKIT_BENCH_DIR="$PWD/$out/bench" cargo bench --quiet -p plugin-host --bench plugins
 fi

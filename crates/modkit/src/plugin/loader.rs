@@ -3,6 +3,7 @@
 //! checks, registration as a module whose first init step links its imports, owned
 //! threads, and after unload dlclose with an RTLD_NOLOAD check.
 
+use std::any::TypeId;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{c_void, CString};
 use std::path::{Path, PathBuf};
@@ -121,6 +122,40 @@ pub(crate) struct PluginExport {
     desc: String,
     func: AtomicUsize,
     owner: String,
+    /// The host-side types already found to match `desc` (so that a lookup compares a
+    /// `TypeId` instead of building the type's description each time).
+    checked: std::sync::RwLock<Vec<TypeId>>,
+}
+
+impl PluginExport {
+    /// Checks that `fn(A) -> R` is the exported type: a `TypeId` seen before, else the
+    /// descriptions compared (and the type remembered when they match).
+    fn check<A: AbiArgs, R: Abi>(&self, symbol: &str) -> Result<(), PluginError> {
+        let t = TypeId::of::<PluginFn<A, R>>();
+        if self
+            .checked
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&t)
+        {
+            return Ok(());
+        }
+        let want = describe_fn::<A, R>();
+        if self.desc != want {
+            return Err(PluginError::TypeMismatch {
+                symbol: symbol.into(),
+                user: "the host".into(),
+                exporter: format!("plugin {}", self.owner),
+                expected: want,
+                found: self.desc.clone(),
+            });
+        }
+        self.checked
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(t);
+        Ok(())
+    }
 }
 
 struct Lib {
@@ -506,6 +541,7 @@ impl Host {
                     desc: desc.clone(),
                     func: AtomicUsize::new(*func as usize),
                     owner: info.name.clone(),
+                    checked: Default::default(),
                 }),
             ));
         }
@@ -620,17 +656,7 @@ impl Host {
         name: &str,
     ) -> Result<Symbol<PluginFn<A, R>>, Error> {
         let sym = self.symbol_get::<PluginExport>(name, None)?;
-        let want = describe_fn::<A, R>();
-        if sym.desc != want {
-            return Err(PluginError::TypeMismatch {
-                symbol: name.into(),
-                user: "the host".into(),
-                exporter: format!("plugin {}", sym.owner),
-                expected: want,
-                found: sym.desc.clone(),
-            }
-            .into());
-        }
+        sym.check::<A, R>(name)?;
         let addr = sym.func.load(Ordering::Acquire);
         if addr == 0 {
             return Err(Error::new(

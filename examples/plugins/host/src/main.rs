@@ -5,8 +5,6 @@
 //!
 //! Usage: plugin-host PLUGIN_DIR MATHCORE_V2_SO MATHCORE_CHANGED_TYPE_SO
 
-mod bench;
-
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -188,19 +186,6 @@ fn run(dir: PathBuf, v2: PathBuf, changed: PathBuf) -> Result<()> {
 
 fn main() -> ExitCode {
     let args: Vec<PathBuf> = std::env::args_os().skip(1).map(PathBuf::from).collect();
-    if args.first().is_some_and(|a| a.as_os_str() == "bench") {
-        let Some(dir) = args.get(1) else {
-            eprintln!("usage: plugin-host bench PLUGIN_DIR");
-            return ExitCode::from(2);
-        };
-        return match bench::run(dir) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("plugin-host bench: {e}");
-                ExitCode::FAILURE
-            }
-        };
-    }
     let [dir, v2, changed] = args.as_slice() else {
         eprintln!("usage: plugin-host PLUGIN_DIR MATHCORE_V2_SO MATHCORE_CHANGED_TYPE_SO");
         return ExitCode::from(2);

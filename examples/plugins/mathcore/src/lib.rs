@@ -36,3 +36,10 @@ modkit::plugin! {
 const FACTOR: i64 = 10;
 #[cfg(feature = "v2")]
 const FACTOR: i64 = 100;
+
+/// The benchmark's build only: `scale` as a plain C symbol for libloading's side.
+#[cfg(feature = "c-abi")]
+#[no_mangle]
+pub extern "C" fn mathcore_scale_c(x: i64) -> i64 {
+    x * FACTOR
+}
