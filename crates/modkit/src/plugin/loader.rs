@@ -5,11 +5,14 @@
 
 use std::any::TypeId;
 use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::{c_void, CString};
+use std::ffi::c_void;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Arc;
+
+use super::dl::{DynLoader, System};
+use crate::sync::thread::JoinHandle;
+use crate::sync::{Mutex, MutexGuard};
 
 use modkit_core::spec::normalize_name;
 use modkit_core::{BodyResult, Errno, ExportSpec, ImportSpec, InitStepSpec, ModuleSpec, Outcome};
@@ -159,6 +162,7 @@ impl PluginExport {
 }
 
 struct Lib {
+    /// The loader's handle (0 when closed).
     handle: usize,
     desc: usize,
     status: PluginStatus,
@@ -168,6 +172,7 @@ struct Lib {
 pub(crate) struct PluginRec {
     name: String,
     path: PathBuf,
+    loader: Arc<dyn DynLoader>,
     lib: Mutex<Lib>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     stop: Mutex<Arc<AtomicBool>>,
@@ -183,34 +188,24 @@ pub(crate) struct Plugins {
     inner: Mutex<Inner>,
 }
 
-#[derive(Default)]
 struct Inner {
     dir: Option<PathBuf>,
+    loader: Arc<dyn DynLoader>,
     recs: BTreeMap<String, Arc<PluginRec>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn dlerror_msg() -> String {
-    // SAFETY: dlerror returns NULL or a NUL-terminated string owned by libc.
-    let p = unsafe { libc::dlerror() };
-    if p.is_null() {
-        "unknown dlopen error".into()
-    } else {
-        // SAFETY: non-null, NUL-terminated, valid until the next dl call on this thread.
-        unsafe { std::ffi::CStr::from_ptr(p) }
-            .to_string_lossy()
-            .into_owned()
+impl Default for Inner {
+    fn default() -> Inner {
+        Inner {
+            dir: None,
+            loader: Arc::new(System),
+            recs: BTreeMap::new(),
+        }
     }
 }
 
-fn cpath(path: &Path) -> Result<CString, PluginError> {
-    CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| PluginError::Io {
-        path: path.display().to_string(),
-        msg: "path contains a NUL byte".into(),
-    })
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// What a descriptor says, copied out.
@@ -233,34 +228,26 @@ fn describe(f: super::DescribeFn) -> String {
 }
 
 /// Opens `path` and reads its descriptor.
-fn open(path: &Path) -> Result<(usize, usize, DescInfo), PluginError> {
+fn open(dl: &dyn DynLoader, path: &Path) -> Result<(usize, usize, DescInfo), PluginError> {
     let p = path.display().to_string();
-    let c = cpath(path)?;
-    // SAFETY: a valid C string; RTLD_LOCAL keeps the plugin's symbols out of the global
-    // namespace, RTLD_NOW resolves everything before any plugin code runs.
-    let h = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
-    if h.is_null() {
-        return Err(PluginError::Dlopen {
-            path: p,
-            msg: dlerror_msg(),
-        });
-    }
+    let h = dl.open(path).map_err(|msg| PluginError::Dlopen {
+        path: p.clone(),
+        msg,
+    })?;
     let close = |e: PluginError| {
-        // SAFETY: `h` came from dlopen above and is closed once.
-        unsafe { libc::dlclose(h) };
+        // `h` came from open above and is closed once.
+        dl.close(h);
         e
     };
-    let sym = CString::new(DESCRIPTOR_SYMBOL).expect("no NUL in the symbol name");
-    // SAFETY: `h` is a live handle; the symbol name is a valid C string.
-    let d = unsafe { libc::dlsym(h, sym.as_ptr()) } as *const RawDescriptor;
+    let d = dl.symbol(h, DESCRIPTOR_SYMBOL) as *const RawDescriptor;
     if d.is_null() {
         return Err(close(PluginError::NotPlugin {
             path: p,
             reason: format!("no {DESCRIPTOR_SYMBOL} symbol"),
         }));
     }
-    // SAFETY: the symbol is the plugin's descriptor static (the plugin ABI); the abi field
-    // is first and read before anything else.
+    // SAFETY: the symbol is the plugin's descriptor static (the plugin ABI, and the
+    // DynLoader contract); the abi field is first and read before anything else.
     let desc = unsafe { &*d };
     if desc.abi != ABI_VERSION {
         return Err(close(PluginError::Vermagic {
@@ -309,7 +296,7 @@ fn open(path: &Path) -> Result<(usize, usize, DescInfo), PluginError> {
                 .collect(),
         }
     };
-    Ok((h as usize, d as usize, info))
+    Ok((h, d as usize, info))
 }
 
 /// `*` and `?` glob, as modules.alias patterns use.
@@ -332,7 +319,7 @@ struct FileInfo {
     vermagic: String,
 }
 
-fn scan(dir: &Path) -> Result<Vec<FileInfo>, PluginError> {
+fn scan(dl: &dyn DynLoader, dir: &Path) -> Result<Vec<FileInfo>, PluginError> {
     let rd = std::fs::read_dir(dir).map_err(|e| PluginError::Io {
         path: dir.display().to_string(),
         msg: e.to_string(),
@@ -344,10 +331,7 @@ fn scan(dir: &Path) -> Result<Vec<FileInfo>, PluginError> {
         .collect();
     paths.sort();
     for path in paths {
-        let Ok(data) = std::fs::read(&path) else {
-            continue;
-        };
-        let Ok(mi) = super::elf::modinfo(&data) else {
+        let Ok(mi) = dl.modinfo(&path) else {
             tracing::debug!(path = %path.display(), "not a modkit plugin, skipped");
             continue;
         };
@@ -389,6 +373,14 @@ impl Host {
         self
     }
 
+    /// Opens plugin libraries with `loader` instead of the system's dynamic loader (for
+    /// model tests, which drive the real load and unload logic with a fake library).
+    /// Plugins registered before keep the loader that opened them.
+    pub fn with_plugin_loader(self, loader: Arc<dyn DynLoader>) -> Host {
+        lock(&self.shared.plugins.inner).loader = loader;
+        self
+    }
+
     /// Registers the plugin answering `name` (and its dependencies) if there is a plugin
     /// directory, the name is not known yet and a plugin answers it.
     pub(crate) fn plugins_prepare(&self, name: &str) -> Result<(), Error> {
@@ -420,7 +412,7 @@ impl Host {
         if self.lock().k.db.id(&norm).is_some() {
             return Ok(());
         }
-        let files = scan(&dir)?;
+        let files = scan(&*inner.loader, &dir)?;
         let Some(target) = files
             .iter()
             .find(|f| f.name == norm)
@@ -502,8 +494,7 @@ impl Host {
     }
 
     fn register(&self, inner: &Inner, f: &FileInfo) -> Result<Arc<PluginRec>, Error> {
-        let (h, d, info) = open(&f.path)?;
-        let _ = inner;
+        let (h, d, info) = open(&*inner.loader, &f.path)?;
         if info.name != f.name {
             return Err(PluginError::NotPlugin {
                 path: f.path.display().to_string(),
@@ -554,6 +545,7 @@ impl Host {
         let rec = Arc::new(PluginRec {
             name: info.name.clone(),
             path: f.path.clone(),
+            loader: inner.loader.clone(),
             lib: Mutex::new(Lib {
                 handle: h,
                 desc: d,
@@ -614,22 +606,13 @@ impl Host {
             for (_, e) in &rec.exports {
                 e.func.store(0, Ordering::Release);
             }
-            // SAFETY: the handle came from dlopen and is closed once (status leaves Open);
-            // the module is unloaded, no Symbol pins it and its threads are joined, so no
-            // code of the library runs or will be called.
-            unsafe { libc::dlclose(lib.handle as *mut c_void) };
+            // The handle came from the loader and is closed once (status leaves Open); the
+            // module is unloaded, no Symbol pins it and its threads are joined, so no code
+            // of the library runs or will be called.
+            rec.loader.close(lib.handle);
             lib.handle = 0;
             lib.desc = 0;
-            let still = cpath(&rec.path).ok().and_then(|c| {
-                // SAFETY: RTLD_NOLOAD only looks the library up; a non-null handle is
-                // closed again at once to keep the count balanced.
-                let h = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD) };
-                (!h.is_null()).then(|| {
-                    // SAFETY: `h` came from the RTLD_NOLOAD dlopen above.
-                    unsafe { libc::dlclose(h) };
-                })
-            });
-            lib.status = if still.is_some() {
+            lib.status = if rec.loader.still_mapped(&rec.path) {
                 tracing::warn!(plugin = %rec.name, "plugin library still mapped after dlclose");
                 PluginStatus::StillMapped
             } else {
@@ -723,7 +706,7 @@ extern "C-unwind" fn cb_spawn(
     let stop = lock(&env.rec.stop).clone();
     let arg = arg as usize;
     let label = format!("{}/{name}", env.rec.name);
-    let r = std::thread::Builder::new()
+    let r = crate::sync::thread::Builder::new()
         .name(label.clone())
         .spawn(move || {
             // SAFETY: `run` is the plugin's thread trampoline; the library stays open until
@@ -773,15 +756,15 @@ impl PluginRec {
     fn reopen(&self) -> Result<(), PluginError> {
         let mut lib = lock(&self.lib);
         if lib.status != PluginStatus::Open {
-            let (h, d, info) = open(&self.path)?;
+            let (h, d, info) = open(&*self.loader, &self.path)?;
             let same = info.exports.len() == self.exports.len()
                 && info.steps == self.steps
                 && info.imports.len() == self.imports.len();
             for (n, desc, _) in &info.exports {
                 if let Some((_, e)) = self.exports.iter().find(|(m, _)| m == n) {
                     if &e.desc != desc {
-                        // SAFETY: the handle just opened is closed once.
-                        unsafe { libc::dlclose(h as *mut c_void) };
+                        // The handle just opened is closed once.
+                        self.loader.close(h);
                         return Err(PluginError::TypeMismatch {
                             symbol: n.clone(),
                             user: format!("the registered plugin {}", self.name),
@@ -793,8 +776,7 @@ impl PluginRec {
                 }
             }
             if !same {
-                // SAFETY: as above.
-                unsafe { libc::dlclose(h as *mut c_void) };
+                self.loader.close(h);
                 return Err(PluginError::NotPlugin {
                     path: self.path.display().to_string(),
                     reason: "the rebuilt plugin changed its exports, imports or init steps; a new host is needed to register it".into(),

@@ -9,6 +9,7 @@
 //! plugin exposes is an `extern "C-unwind"` trampoline that catches panics and returns a
 //! status, so a panic never unwinds into the host.
 
+pub mod dl;
 mod elf;
 mod loader;
 #[doc(hidden)]
