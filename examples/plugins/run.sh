@@ -25,7 +25,12 @@ cargo build --release --quiet -p mathcore --features v2
 cp target/release/libmathcore.so "$out/mathcore-v2.so"
 cargo build --release --quiet -p mathcore --features changed-type
 cp target/release/libmathcore.so "$out/mathcore-changed-type.so"
+cp "$out/plugins/mathcore.so" "$out/mathcore-v1.so"
 target/release/plugin-host "$out/plugins" "$out/mathcore-v2.so" "$out/mathcore-changed-type.so"
+# Many threads load, call, reload (v1 <-> v2) and unload at once for a bounded time.
+mkdir -p "$out/stress" && cp "$out"/mathcore-v1.so "$out/stress/mathcore.so"
+cp "$out/plugins/stats.so" "$out/plugins/ticker.so" "$out/stress/"
+target/release/plugin-host stress "$out/stress" "$out/mathcore-v1.so" "$out/mathcore-v2.so" "${PLUGIN_STRESS_SECS:-3}"
 if [ "${1:-}" = bench ]; then
   # modkit against libloading and a bare dlopen/dlsym on the same .so (criterion).
   cargo build --release --quiet -p mathcore --features c-abi
