@@ -315,7 +315,10 @@ struct FileInfo {
     path: PathBuf,
     name: String,
     aliases: Vec<String>,
+    /// Declared (`depends=`), then computed from the imports by [`super::deps::resolve`].
     depends: Vec<String>,
+    exports: Vec<String>,
+    imports: Vec<String>,
     vermagic: String,
 }
 
@@ -356,9 +359,24 @@ fn scan(dl: &dyn DynLoader, dir: &Path) -> Result<Vec<FileInfo>, PluginError> {
                         .collect::<Vec<_>>()
                 })
                 .collect(),
+            exports: get("export"),
+            imports: get("import"),
             vermagic: get("vermagic").into_iter().next().unwrap_or_default(),
             path,
         });
+    }
+    let entries: Vec<super::deps::Entry<'_>> = out
+        .iter()
+        .map(|f| super::deps::Entry {
+            name: &f.name,
+            exports: &f.exports,
+            imports: &f.imports,
+            depends: &f.depends,
+        })
+        .collect();
+    let deps = super::deps::resolve(&entries);
+    for (f, d) in out.iter_mut().zip(deps) {
+        f.depends = d;
     }
     Ok(out)
 }

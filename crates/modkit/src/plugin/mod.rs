@@ -9,6 +9,7 @@
 //! plugin exposes is an `extern "C-unwind"` trampoline that catches panics and returns a
 //! status, so a panic never unwinds into the host.
 
+mod deps;
 pub mod dl;
 mod elf;
 mod loader;

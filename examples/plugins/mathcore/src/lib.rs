@@ -6,7 +6,6 @@ modkit::plugin! {
     name: "mathcore",
     license: "MIT",
     aliases: [],
-    depends: [],
     imports: {},
     exports: {
         fn add(a: i64, b: i64) -> i64 { a + b }
@@ -23,7 +22,6 @@ modkit::plugin! {
     name: "mathcore",
     license: "MIT",
     aliases: [],
-    depends: [],
     imports: {},
     exports: {
         fn add(a: i64, b: i64) -> i64 { a + b }
