@@ -166,6 +166,11 @@ struct Lib {
     handle: usize,
     desc: usize,
     status: PluginStatus,
+    /// The module instance linked against this mapping has been torn down (the undo of
+    /// its link step ran: exit done, owned threads joined). The mapping has no user left;
+    /// the next link closes it and opens the file again, so that a rebuilt file is what a
+    /// load after an unload runs even when a concurrent load came before the reap.
+    unloaded: bool,
 }
 
 /// One plugin known to the host.
@@ -568,6 +573,7 @@ impl Host {
                 handle: h,
                 desc: d,
                 status: PluginStatus::Open,
+                unloaded: false,
             }),
             threads: Mutex::new(Vec::new()),
             stop: Mutex::new(Arc::new(AtomicBool::new(false))),
@@ -621,22 +627,8 @@ impl Host {
             if loaded || !lock(&rec.threads).is_empty() {
                 continue;
             }
-            for (_, e) in &rec.exports {
-                e.func.store(0, Ordering::Release);
-            }
-            // The handle came from the loader and is closed once (status leaves Open); the
-            // module is unloaded, no Symbol pins it and its threads are joined, so no code
-            // of the library runs or will be called.
-            rec.loader.close(lib.handle);
-            lib.handle = 0;
-            lib.desc = 0;
-            lib.status = if rec.loader.still_mapped(&rec.path) {
-                tracing::warn!(plugin = %rec.name, "plugin library still mapped after dlclose");
-                PluginStatus::StillMapped
-            } else {
-                tracing::info!(plugin = %rec.name, "plugin library closed");
-                PluginStatus::Closed
-            };
+            // The module is unloaded, no Symbol pins it and its threads are joined.
+            rec.close_locked(&mut lib);
         }
     }
 
@@ -750,6 +742,28 @@ extern "C-unwind" fn cb_log(data: *const c_void, line: RawStr) {
 }
 
 impl PluginRec {
+    /// Closes the open library (`lib` is its locked state) and records whether it stays
+    /// mapped. The caller has checked that no code of it runs or will be called: the module
+    /// is not loaded (or its previous instance is torn down), no Symbol pins it, its owned
+    /// threads are joined.
+    fn close_locked(&self, lib: &mut Lib) {
+        for (_, e) in &self.exports {
+            e.func.store(0, Ordering::Release);
+        }
+        // The handle came from the loader and is closed once (status leaves Open).
+        self.loader.close(lib.handle);
+        lib.handle = 0;
+        lib.desc = 0;
+        lib.unloaded = false;
+        lib.status = if self.loader.still_mapped(&self.path) {
+            tracing::warn!(plugin = %self.name, "plugin library still mapped after dlclose");
+            PluginStatus::StillMapped
+        } else {
+            tracing::info!(plugin = %self.name, "plugin library closed");
+            PluginStatus::Closed
+        };
+    }
+
     fn stop_and_join(&self) {
         lock(&self.stop).store(true, Ordering::Release);
         let threads = std::mem::take(&mut *lock(&self.threads));
@@ -763,6 +777,13 @@ impl PluginRec {
     /// Opens the library again if it was closed (checking that its descriptor still
     /// matches what was registered), then fills the import slots from the exporters.
     fn link(&self, ctx: &mut InitCtx<'_>) -> Result<(), String> {
+        {
+            // A mapping left open by an unload whose reap a concurrent load overtook.
+            let mut lib = lock(&self.lib);
+            if lib.status == PluginStatus::Open && lib.unloaded && lock(&self.threads).is_empty() {
+                self.close_locked(&mut lib);
+            }
+        }
         self.reopen().map_err(|e| e.to_string())?;
         let lib = lock(&self.lib);
         *lock(&self.stop) = Arc::new(AtomicBool::new(false));
@@ -809,6 +830,7 @@ impl PluginRec {
                 handle: h,
                 desc: d,
                 status: PluginStatus::Open,
+                unloaded: false,
             };
             tracing::info!(plugin = %self.name, "plugin library opened again");
         }
@@ -916,6 +938,7 @@ impl ModuleCode for PluginCode {
     fn undo(&self, ctx: &mut InitCtx<'_>, step: usize) {
         if step == 0 {
             self.rec.stop_and_join();
+            lock(&self.rec.lib).unloaded = true;
             return;
         }
         if self.rec.call(ctx, step - 1, true) == STATUS_PANIC {

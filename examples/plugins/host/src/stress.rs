@@ -43,6 +43,8 @@ struct Counts {
     /// Calls that saw the factor-100 build (the others saw factor 10).
     calls_v2: AtomicU64,
     reloads: AtomicU64,
+    /// Reloads whose new build the reloader called and checked.
+    reloads_seen: AtomicU64,
     ticker_cycles: AtomicU64,
     loads_refused: AtomicU64,
 }
@@ -93,8 +95,12 @@ fn reloader(
     builds: &[PathBuf; 2],
     stop: &AtomicBool,
     n: &Counts,
-) -> Result<()> {
+) -> std::result::Result<(), String> {
+    // The file is replaced before the unload (a rename: the mapped library keeps its
+    // inode), so the first load after a successful unload opens the new build, whoever
+    // does it; the reloader's own call then checks it sees that build.
     let mut which = 1;
+    install(&builds[which], &dir.join("mathcore.so")).map_err(|e| e.to_string())?;
     while !stop.load(Ordering::Relaxed) {
         let _ = h.rmmod("stats");
         let r = h.rmmod_with(
@@ -106,9 +112,29 @@ fn reloader(
             },
         );
         if r.is_ok() {
-            install(&builds[which], &dir.join("mathcore.so"))?;
-            which ^= 1;
             n.reloads.fetch_add(1, Ordering::Relaxed);
+            let still = h.plugin_status("mathcore") == Some(PluginStatus::StillMapped);
+            let factor = if which == 1 { 100 } else { 10 };
+            // Call the new build (retrying while users unload stats under us).
+            while !stop.load(Ordering::Relaxed) {
+                if h.modprobe("calc:stats").is_err() {
+                    continue;
+                }
+                let Ok(f) = h.plugin_fn::<(i64, i64), i64>("weighted") else {
+                    continue;
+                };
+                let v = f.call((1, 2)).map_err(|e| e.to_string())?;
+                if !still && v != 3 * factor {
+                    return Err(format!(
+                        "after a reload, weighted(1, 2) = {v}, not {} (the new build)",
+                        3 * factor
+                    ));
+                }
+                n.reloads_seen.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+            which ^= 1;
+            install(&builds[which], &dir.join("mathcore.so")).map_err(|e| e.to_string())?;
         }
         std::thread::sleep(Duration::from_millis(2));
     }
@@ -217,11 +243,12 @@ pub fn run(dir: &Path, builds: [PathBuf; 2], secs: f64) -> Result<()> {
         return Err(format!("invariants broken: {v:?}").into());
     }
     println!(
-        "stress: {:.1} s, 8 threads: {} calls ({} on the v2 build), {} mathcore reloads ({up} loads, {down} unloads), {} ticker load/unload cycles ({stopped} owned threads joined), {} loads refused during unloads; clean: no module, pin or open library left, no invariant broken",
+        "stress: {:.1} s, 8 threads: {} calls ({} on the v2 build), {} mathcore reloads ({} checked by a call into the new build; {up} loads, {down} unloads), {} ticker load/unload cycles ({stopped} owned threads joined), {} loads refused during unloads; clean: no module, pin or open library left, no invariant broken",
         t0.elapsed().as_secs_f64(),
         n.calls.load(Ordering::Relaxed),
         n.calls_v2.load(Ordering::Relaxed),
         n.reloads.load(Ordering::Relaxed),
+        n.reloads_seen.load(Ordering::Relaxed),
         n.ticker_cycles.load(Ordering::Relaxed),
         n.loads_refused.load(Ordering::Relaxed),
     );
@@ -229,8 +256,8 @@ pub fn run(dir: &Path, builds: [PathBuf; 2], secs: f64) -> Result<()> {
         n.calls.load(Ordering::Relaxed),
         n.calls_v2.load(Ordering::Relaxed),
     );
-    if calls == 0 || n.reloads.load(Ordering::Relaxed) == 0 || v2 == 0 || v2 == calls {
-        return Err("the stress did not exercise calls into both builds and reloads".into());
+    if calls == 0 || v2 == 0 || n.reloads_seen.load(Ordering::Relaxed) < 2 {
+        return Err("the stress did not exercise calls into both builds and two reloads".into());
     }
     Ok(())
 }
