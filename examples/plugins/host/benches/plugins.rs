@@ -212,6 +212,10 @@ fn bench_lookup_and_call(c: &mut Criterion, p: &Paths) {
     g.bench_function("modkit_symbol", |b| {
         b.iter(|| scale.call((black_box(7i64),)).unwrap())
     });
+    g.bench_function("modkit_bound", |b| {
+        let f = scale.bind();
+        b.iter(|| f.call((black_box(7i64),)).unwrap())
+    });
     g.bench_function("raw_trampoline", |b| {
         b.iter(|| {
             let args = (black_box(7i64),);
@@ -233,11 +237,81 @@ fn bench_lookup_and_call(c: &mut Criterion, p: &Paths) {
         b.iter(|| f(black_box(7)))
     });
     g.finish();
-    drop(lscale);
+    interleaved_calls(&scale, tramp, cfn);
     drop(scale);
     drop(lib);
     dlclose(h);
     host.rmmod("mathcore").unwrap();
+}
+
+/// The three calls measured in alternation (rounds of 200,000 calls each, 150 rounds), so
+/// that a loaded machine slows all three alike: medians of the per-round times and of the
+/// per-round ratios.
+fn interleaved_calls(
+    scale: &modkit::Symbol<modkit::plugin::PluginFn<(i64,), i64>>,
+    tramp: RawFn,
+    cfn: CFn,
+) {
+    const CALLS: u32 = 200_000;
+    const ROUNDS: usize = 150;
+    let time = |f: &mut dyn FnMut(i64) -> i64| {
+        let t = Instant::now();
+        let mut acc = 0i64;
+        for i in 0..CALLS {
+            acc = acc.wrapping_add(f(black_box(i64::from(i))));
+        }
+        black_box(acc);
+        t.elapsed().as_nanos() as f64 / f64::from(CALLS)
+    };
+    let (mut sym, mut bnd, mut raw, mut c, mut r_raw, mut r_c, mut r_bnd) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
+    for _ in 0..ROUNDS {
+        let bound = scale.bind();
+        let a = time(&mut |x| scale.call((x,)).unwrap());
+        let e = time(&mut |x| bound.call((x,)).unwrap());
+        let b = time(&mut |x| {
+            let args = (x,);
+            let mut ret = 0i64;
+            // SAFETY: the trampoline of scale: (i64,) -> i64, checked by plugin_fn.
+            let st = unsafe {
+                tramp(
+                    &args as *const (i64,) as *const c_void,
+                    &mut ret as *mut i64 as *mut c_void,
+                )
+            };
+            assert_eq!(st, 0);
+            ret
+        });
+        let d = time(&mut |x| black_box(cfn)(x));
+        sym.push(a);
+        bnd.push(e);
+        r_bnd.push(e / b);
+        raw.push(b);
+        c.push(d);
+        r_raw.push(a / b);
+        r_c.push(a / d);
+    }
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!(
+        "interleaved calls ({ROUNDS} rounds of {CALLS}): held Symbol {:.2} ns, Symbol::bind {:.2} ns, raw trampoline {:.2} ns, raw extern \"C\" fn {:.2} ns; median ratios: Symbol/trampoline {:.2}×, bind/trampoline {:.2}×, Symbol/extern \"C\" fn {:.2}×",
+        med(&mut sym),
+        med(&mut bnd),
+        med(&mut raw),
+        med(&mut c),
+        med(&mut r_raw),
+        med(&mut r_bnd),
+        med(&mut r_c)
+    );
 }
 
 /// Median and 95 % interval (ns) criterion stored for `group/id`.
@@ -298,6 +372,11 @@ fn table(out: &Path) {
             "call",
             "modkit_symbol",
             "call: held modkit Symbol<PluginFn>",
+        ),
+        (
+            "call",
+            "modkit_bound",
+            "call: modkit Symbol::bind() (a copy tied to the handle's borrow)",
         ),
         ("unload", "bare", "unload: dlclose"),
         ("unload", "libloading", "unload: drop(Library)"),
