@@ -7,8 +7,10 @@
 //! Asserted in every schedule: the fake library is never closed while a `Symbol` handle
 //! lives, while a call into it is running or before its owned thread has returned; no call
 //! and no owned thread ever runs in a closed library; `rmmod --wait` always completes once
-//! the last handle drops (a lost wakeup is a deadlock, which shuttle reports); at the end
-//! every open has its close and the library is reported closed.
+//! the last handle drops (a lost wakeup is a deadlock, which shuttle reports); both calls
+//! through one held handle run the same build; the first load after an `rmmod --wait` runs
+//! the file "installed" before it, even when a concurrent load overtakes the unload's
+//! reap; at the end every open has its close and the library is reported closed.
 //!
 //! `cargo test -p modkit --release --features shuttle --test plugin_model`
 
@@ -26,6 +28,10 @@ const ITERATIONS: usize = 400;
 
 /// Open handles of the fake library (it is "mapped" while this is above zero).
 static MAPPED: AtomicUsize = AtomicUsize::new(0);
+/// The build of the fake file on disk ("installing" a rebuilt plugin bumps it).
+static FILE_BUILD: AtomicUsize = AtomicUsize::new(0);
+/// The build the open mapping was read from (`get` returns `x + build`).
+static MAPPED_BUILD: AtomicUsize = AtomicUsize::new(0);
 static OPENS: AtomicUsize = AtomicUsize::new(0);
 static CLOSES: AtomicUsize = AtomicUsize::new(0);
 /// `Symbol` handles the test threads hold (counted after the get, before the drop).
@@ -72,7 +78,7 @@ modkit::plugin! {
             }
             thread::yield_now();
             IN_CALL.fetch_sub(1, SeqCst);
-            x + 1
+            x + MAPPED_BUILD.load(SeqCst) as u64
         }
     },
     init: [
@@ -93,7 +99,13 @@ struct Fake;
 // SAFETY: the descriptor returned is this test binary's own static, alive for ever.
 unsafe impl DynLoader for Fake {
     fn open(&self, _path: &Path) -> Result<usize, String> {
-        MAPPED.fetch_add(1, SeqCst);
+        // modkit opens a plugin's file once at a time (one handle per mapping).
+        assert_eq!(
+            MAPPED.fetch_add(1, SeqCst),
+            0,
+            "a second open of the library"
+        );
+        MAPPED_BUILD.store(FILE_BUILD.load(SeqCst), SeqCst);
         Ok(OPENS.fetch_add(1, SeqCst) + 1)
     }
 
@@ -147,7 +159,16 @@ fn plugin_dir() -> PathBuf {
 }
 
 fn reset() {
-    for a in [&MAPPED, &OPENS, &CLOSES, &HELD, &IN_CALL, &WORKERS] {
+    for a in [
+        &MAPPED,
+        &OPENS,
+        &CLOSES,
+        &HELD,
+        &IN_CALL,
+        &WORKERS,
+        &FILE_BUILD,
+        &MAPPED_BUILD,
+    ] {
         a.store(0, SeqCst);
     }
     BROKEN.lock().unwrap().clear();
@@ -167,17 +188,18 @@ fn wait() -> Rmmod {
     }
 }
 
-/// Takes the `get` symbol (if the plugin is live), calls it twice with a yield between,
-/// drops it.
-fn use_symbol(h: &Host) {
-    if let Ok(s) = h.plugin_fn::<(u64,), u64>("get") {
-        HELD.fetch_add(1, SeqCst);
-        assert_eq!(s.call((1,)), Ok(2));
-        thread::yield_now();
-        assert_eq!(s.call((2,)), Ok(3));
-        HELD.fetch_sub(1, SeqCst);
-        drop(s);
-    }
+/// Takes the `get` symbol (if the plugin is live), calls it twice with a yield between
+/// (both calls must run the same build), drops it; the build it ran.
+fn use_symbol(h: &Host) -> Option<u64> {
+    let s = h.plugin_fn::<(u64,), u64>("get").ok()?;
+    HELD.fetch_add(1, SeqCst);
+    let a = s.call((10,)).unwrap() - 10;
+    thread::yield_now();
+    let b = s.call((20,)).unwrap() - 20;
+    assert_eq!(a, b, "the library changed under a held Symbol");
+    HELD.fetch_sub(1, SeqCst);
+    drop(s);
+    Some(a)
 }
 
 /// The end of every schedule: nothing open, every open closed, nothing broken.
@@ -221,7 +243,9 @@ fn a_held_symbol_delays_the_close_and_rmmod_wait_completes() {
         h.modprobe("fake-alias").unwrap();
         let user = {
             let h = h.clone();
-            thread::spawn(move || use_symbol(&h))
+            thread::spawn(move || {
+                use_symbol(&h);
+            })
         };
         let pinner = {
             let h = h.clone();
@@ -283,6 +307,50 @@ fn reload_races_with_users_and_unloads() {
         if h.plugin_status("fake") == Some(PluginStatus::Open) {
             h.rmmod_with("fake", wait()).unwrap();
         }
+        check_clean(&h);
+    });
+}
+
+#[test]
+fn a_load_after_rmmod_wait_runs_the_rebuilt_file() {
+    let dir = plugin_dir();
+    explore(move || {
+        reset();
+        let h = host(&dir);
+        h.modprobe("fake").unwrap();
+        let users: Vec<_> = (0..2)
+            .map(|_| {
+                let h = h.clone();
+                thread::spawn(move || {
+                    for _ in 0..2 {
+                        let _ = h.modprobe("fake");
+                        use_symbol(&h);
+                    }
+                })
+            })
+            .collect();
+        let reloader = {
+            let h = h.clone();
+            thread::spawn(move || {
+                // "Install" a rebuilt file, then unload: the next load must run it,
+                // whoever loads it and however the reap interleaves with that load.
+                let build = FILE_BUILD.fetch_add(1, SeqCst) as u64 + 1;
+                h.rmmod_with("fake", wait()).unwrap();
+                loop {
+                    let _ = h.modprobe("fake");
+                    if let Some(b) = use_symbol(&h) {
+                        assert_eq!(b, build, "a load after the unload ran the old build");
+                        break;
+                    }
+                    thread::yield_now();
+                }
+            })
+        };
+        for u in users {
+            u.join().unwrap();
+        }
+        reloader.join().unwrap();
+        h.rmmod_with("fake", wait()).unwrap();
         check_clean(&h);
     });
 }
