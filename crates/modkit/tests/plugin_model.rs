@@ -354,3 +354,35 @@ fn a_load_after_rmmod_wait_runs_the_rebuilt_file() {
         check_clean(&h);
     });
 }
+
+#[test]
+fn a_forced_unload_keeps_the_library_open_until_the_last_symbol_drops() {
+    let dir = plugin_dir();
+    explore(move || {
+        reset();
+        let h = host(&dir);
+        h.modprobe("fake").unwrap();
+        let user = {
+            let h = h.clone();
+            thread::spawn(move || {
+                use_symbol(&h);
+            })
+        };
+        let forcer = {
+            let h = h.clone();
+            thread::spawn(move || {
+                h.rmmod_with(
+                    "fake",
+                    Rmmod {
+                        wait: false,
+                        deadline: None,
+                        force: true,
+                    },
+                )
+            })
+        };
+        user.join().unwrap();
+        forcer.join().unwrap().unwrap();
+        check_clean(&h);
+    });
+}

@@ -619,10 +619,12 @@ impl Host {
             }
             let loaded = {
                 let st = self.lock();
-                st.k.db
-                    .id(&rec.name)
-                    .and_then(|id| st.k.state(id))
-                    .is_some()
+                st.k.db.id(&rec.name).is_some_and(|id| {
+                    // A forced unload leaves the pins it ignored dangling: a Symbol of
+                    // the freed module may still be called, so its library stays open
+                    // until the last one is put (which reaps again).
+                    st.k.state(id).is_some() || st.k.dangling.values().any(|p| p.module == id)
+                })
             };
             if loaded || !lock(&rec.threads).is_empty() {
                 continue;
@@ -778,10 +780,19 @@ impl PluginRec {
     /// matches what was registered), then fills the import slots from the exporters.
     fn link(&self, ctx: &mut InitCtx<'_>) -> Result<(), String> {
         {
-            // A mapping left open by an unload whose reap a concurrent load overtook.
+            // A mapping left open by an unload whose reap a concurrent load overtook (not
+            // while a Symbol that a forced unload left dangling may still call it).
             let mut lib = lock(&self.lib);
             if lib.status == PluginStatus::Open && lib.unloaded && lock(&self.threads).is_empty() {
-                self.close_locked(&mut lib);
+                let st = ctx.host().lock();
+                let dangling =
+                    st.k.db
+                        .id(&self.name)
+                        .is_some_and(|id| st.k.dangling.values().any(|p| p.module == id));
+                drop(st);
+                if !dangling {
+                    self.close_locked(&mut lib);
+                }
             }
         }
         self.reopen().map_err(|e| e.to_string())?;
