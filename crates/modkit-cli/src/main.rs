@@ -155,6 +155,11 @@ enum Command {
         /// With --tree: vmlinux's exports (default: the tree's build/Module.symvers).
         #[arg(long, value_name = "FILE", requires = "tree")]
         symvers: Option<PathBuf>,
+        /// With --tree: instead of modprobing every module, simulate the coldplug of this
+        /// machine's devices (one `BUS NAME MODALIAS` per line, as captured from /sys; see
+        /// docs/scenario-format.md): which modules udev loads, which driver binds each device.
+        #[arg(long, value_name = "FILE", requires = "tree")]
+        devices: Option<PathBuf>,
         /// Override the policy: "modkit", or a kernel "linux-X.Y" / "linux-X.Y.Z" from linux-4.4
         /// to linux-7.2 (stable patch levels apply their loader backports).
         #[arg(long)]
@@ -304,6 +309,7 @@ fn main() -> ExitCode {
             file,
             tree,
             symvers,
+            devices,
             policy,
             seed,
             json,
@@ -318,7 +324,10 @@ fn main() -> ExitCode {
                         .to_string(),
                 ),
                 (Some(f), _) => modkit_sim::load(&f).map_err(|e| e.to_string()),
-                (None, Some(t)) => tree_scenario(&t, symvers.as_deref()),
+                (None, Some(t)) => match &devices {
+                    Some(d) => coldplug_scenario(&t, symvers.as_deref(), d),
+                    None => tree_scenario(&t, symvers.as_deref()),
+                },
                 (None, None) => Err("a scenario file or --tree is needed".to_string()),
             };
             match sc {
@@ -375,12 +384,68 @@ struct How {
     keep: Option<PathBuf>,
 }
 
-/// A scenario that modprobes every module of a real tree.
-fn tree_scenario(
+/// The coldplug of a machine's device list on a real tree (`--tree T --devices F`).
+fn coldplug_scenario(
     tree: &std::path::Path,
     symvers: Option<&std::path::Path>,
+    list: &std::path::Path,
 ) -> Result<Scenario, String> {
-    let root = std::fs::canonicalize(tree).map_err(|e| {
+    let root = tree_root(tree)?;
+    let label = list.display().to_string();
+    let bytes = read_bounded(list, 64 << 20).map_err(|e| format!("--devices {label}: {e}"))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "--devices {label}: not UTF-8 at byte {}: a device list is text",
+            e.utf8_error().valid_up_to()
+        )
+    })?;
+    let devices = modkit_sim::coldplug::parse_device_list(&label, &text)?;
+    let symvers = match symvers {
+        Some(s) => {
+            Some(std::fs::canonicalize(s).map_err(|e| format!("--symvers {}: {e}", s.display()))?)
+        }
+        None if modkit_sim::tree::find_symvers(&root).is_none() => {
+            return Err(no_symvers(&root));
+        }
+        None => None,
+    };
+    let c = modkit_sim::coldplug::coldplug_scenario(&root, symvers.as_deref(), &label, &devices)?;
+    eprintln!(
+        "modkit: {} devices, {} matched by {} modules of the tree",
+        devices.len(),
+        devices.len() - c.unmatched.len(),
+        c.matches.len()
+    );
+    if !c.unmatched.is_empty() {
+        eprintln!(
+            "modkit: no module of the tree matches {} (builtin drivers or none): {}",
+            c.unmatched.len(),
+            c.unmatched.join(", ")
+        );
+    }
+    modkit_sim::parse(
+        &format!("{}/(coldplug of {label})", root.display()),
+        &c.text,
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// Reads at most `max` bytes of `path`; more is an error saying so.
+fn read_bounded(path: &std::path::Path, max: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    f.take(max + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| e.to_string())?;
+    if buf.len() as u64 > max {
+        return Err(format!("larger than {} MiB", max >> 20));
+    }
+    Ok(buf)
+}
+
+fn tree_root(tree: &std::path::Path) -> Result<std::path::PathBuf, String> {
+    std::fs::canonicalize(tree).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             format!(
                 "{}: no such directory: --tree takes a lib/modules/VERSION directory",
@@ -389,7 +454,22 @@ fn tree_scenario(
         } else {
             format!("{}: {e}", tree.display())
         }
-    })?;
+    })
+}
+
+fn no_symvers(root: &std::path::Path) -> String {
+    format!(
+        "{}: no Module.symvers in build/, source/ or the tree itself, so vmlinux's exports are unknown: pass --symvers PATH/Module.symvers (Debian's linux-headers-VERSION package has one)",
+        root.display()
+    )
+}
+
+/// A scenario that modprobes every module of a real tree.
+fn tree_scenario(
+    tree: &std::path::Path,
+    symvers: Option<&std::path::Path>,
+) -> Result<Scenario, String> {
+    let root = tree_root(tree)?;
     let names = modkit_sim::tree::tree_module_names(&root)?;
     let toml_str = |p: &std::path::Path| format!("{:?}", p.display().to_string());
     let mut text = format!(
@@ -401,10 +481,7 @@ fn tree_scenario(
         toml_str(&root)
     );
     if symvers.is_none() && modkit_sim::tree::find_symvers(&root).is_none() {
-        return Err(format!(
-            "{}: no Module.symvers in build/, source/ or the tree itself, so vmlinux's exports are unknown: pass --symvers PATH/Module.symvers (Debian's linux-headers-VERSION package has one)",
-            root.display()
-        ));
+        return Err(no_symvers(&root));
     }
     if let Some(s) = symvers {
         let s = std::fs::canonicalize(s).map_err(|e| format!("--symvers {}: {e}", s.display()))?;

@@ -609,22 +609,28 @@ impl DeviceModel {
         }
     }
 
+    /// Device `i`'s state word (`bound`, `deferred`, `unbound`, `probing`, `removing`,
+    /// `absent`) and its driver, as the table shows them.
+    pub fn state_of(&self, i: DevId) -> (&'static str, Option<DrvId>) {
+        match self.devices[i].state {
+            DevState::Absent => ("absent", None),
+            DevState::Unbound if self.pending.contains(&i) || self.active.contains(&i) => {
+                ("deferred", None)
+            }
+            DevState::Unbound => ("unbound", None),
+            DevState::Probing(x) => ("probing", Some(x)),
+            DevState::Bound(x) => ("bound", Some(x)),
+            DevState::Removing(x) => ("removing", Some(x)),
+        }
+    }
+
     /// The report's device table, in declaration order.
     pub fn table(&self) -> Vec<DeviceRow> {
         self.devices
             .iter()
             .enumerate()
             .map(|(i, d)| {
-                let (state, driver) = match d.state {
-                    DevState::Absent => ("absent", None),
-                    DevState::Unbound if self.pending.contains(&i) || self.active.contains(&i) => {
-                        ("deferred", None)
-                    }
-                    DevState::Unbound => ("unbound", None),
-                    DevState::Probing(x) => ("probing", Some(x)),
-                    DevState::Bound(x) => ("bound", Some(x)),
-                    DevState::Removing(x) => ("removing", Some(x)),
-                };
+                let (state, driver) = self.state_of(i);
                 let reason = if state == "deferred" {
                     d.defer_reason.clone()
                 } else {

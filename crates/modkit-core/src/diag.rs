@@ -43,11 +43,13 @@ pub enum DiagKind {
     /// modkit: a probe deferred on a supplier that nothing in the scenario can provide;
     /// carries the chain (the device stays deferred for ever under Linux).
     DeferredForever,
+    /// modkit: firmware links (fw_devlink) that form a cycle, relaxed; carries the cycle.
+    DevlinkCycle,
 }
 
 impl DiagKind {
     /// Every kind, for parsing and suggestions.
-    pub const ALL: [DiagKind; 17] = [
+    pub const ALL: [DiagKind; 18] = [
         DiagKind::DependencyCycle,
         DiagKind::Stalled,
         DiagKind::Timeout,
@@ -65,6 +67,7 @@ impl DiagKind {
         DiagKind::ModuleNamespaceImport,
         DiagKind::Remark,
         DiagKind::DeferredForever,
+        DiagKind::DevlinkCycle,
     ];
 
     /// The snake_case name used in scenario files and reports.
@@ -87,6 +90,7 @@ impl DiagKind {
             DiagKind::ModuleNamespaceImport => "module_namespace_import",
             DiagKind::Remark => "remark",
             DiagKind::DeferredForever => "deferred_forever",
+            DiagKind::DevlinkCycle => "devlink_cycle",
         }
     }
 

@@ -14,6 +14,7 @@ pub mod auxiliary;
 pub mod dd;
 pub mod debugfs;
 pub mod device;
+pub mod devlink;
 pub mod devres;
 pub mod diag;
 pub mod errno;

@@ -424,6 +424,7 @@ pub fn run_scenario(sc: &Scenario, policy: Policy, _seed: u64) -> Result<Run, Sc
     }
     let results = std::mem::take(&mut *results.lock().unwrap_or_else(|e| e.into_inner()));
     Ok(Run {
+        device_history: Vec::new(),
         devices: Vec::new(),
         kernel,
         end_time,

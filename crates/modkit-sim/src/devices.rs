@@ -34,6 +34,11 @@ pub struct RawDevice {
     pub boot: Option<bool>,
     /// Copies `name0` … `nameN-1` (288 CPUs: `name = "cpu"`, `count = 288`).
     pub count: Option<u32>,
+    /// Its suppliers in the firmware description (fw_devlink's fwnode links): names of
+    /// other `[[device]]`s.
+    pub suppliers: Option<Vec<String>>,
+    /// Its fwnode's full name as `%pfwf` prints it (default `/NAME`).
+    pub fwnode: Option<String>,
 }
 
 /// `udev = { workers = N, event_timeout = "180s" }`.
@@ -132,6 +137,10 @@ pub struct DeviceDecl {
     pub modalias: Option<String>,
     /// Present at boot.
     pub boot: bool,
+    /// Firmware-described suppliers (fw_devlink), by device name.
+    pub suppliers: Vec<String>,
+    /// Its fwnode's full name, if the file gives it.
+    pub fwnode: Option<String>,
 }
 
 /// udevd's settings.
@@ -337,7 +346,24 @@ pub(crate) fn finish(
                 bus: d.bus.clone(),
                 modalias,
                 boot: d.boot.unwrap_or(true),
+                suppliers: d.suppliers.clone().unwrap_or_default(),
+                fwnode: d.fwnode.clone(),
             });
+        }
+    }
+    for rd in raw_devices {
+        let d = rd.get_ref();
+        for sup in d.suppliers.iter().flatten() {
+            if !s.devices.iter().any(|x| &x.name == sup) {
+                return Err((
+                    rd.span().start,
+                    format!(
+                        "[[device]] `{}`: `suppliers` names `{sup}`, which no [[device]] declares \
+                         (declare it, with `boot = false` if it comes later)",
+                        d.name
+                    ),
+                ));
+            }
         }
     }
     if let Some(u) = udev {

@@ -20,6 +20,7 @@
 
 pub mod actions;
 pub mod check;
+pub mod coldplug;
 pub mod devices;
 pub mod diff;
 pub mod duration;

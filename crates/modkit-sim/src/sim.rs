@@ -173,6 +173,9 @@ pub struct Run {
     pub kernel: Kernel,
     /// The device table at the end (empty when the scenario has no devices).
     pub devices: Vec<modkit_core::device::DeviceRow>,
+    /// With history recording ([`Sim::with_history`]): each device's state changes
+    /// `(time, device, state word, driver)`, starting from `absent`.
+    pub device_history: Vec<(Time, String, &'static str, Option<String>)>,
     /// Virtual time when the run ended.
     pub end_time: Time,
     /// Results per event id, one per thread, in thread order.
@@ -234,6 +237,9 @@ pub struct Sim<'a> {
     preempt: bool,
     /// The device model (modkit_core::device).
     dm: modkit_core::device::DeviceModel,
+    /// Device state changes seen so far (with history recording) and each device's last.
+    dev_history: Vec<(Time, usize, &'static str, Option<usize>)>,
+    dev_last: Vec<(&'static str, Option<usize>)>,
     /// Device work of the run (sim/devices.rs).
     devs: devices::DevRun,
 }
@@ -331,6 +337,8 @@ impl<'a> Sim<'a> {
             progress: None,
             preempt: seed != 0,
             dm: device_model(sc, policy),
+            dev_history: Vec::new(),
+            dev_last: Vec::new(),
             devs: Default::default(),
         };
         sim.devices_boot();
@@ -591,6 +599,7 @@ impl<'a> Sim<'a> {
                 continue;
             }
             self.run_task(task, resume);
+            self.note_devices();
             if self.stopped {
                 break;
             }
@@ -616,14 +625,46 @@ impl<'a> Sim<'a> {
                 (id, got)
             })
             .collect();
+        let device_history = self
+            .dev_history
+            .iter()
+            .map(|&(t, d, st, drv)| {
+                (
+                    t,
+                    self.dm.devices[d].name.clone(),
+                    st,
+                    drv.map(|x| self.dm.drivers[x].name.clone()),
+                )
+            })
+            .collect();
         Ok(Run {
             devices,
+            device_history,
             end_time: self.k.now,
             kernel: self.k,
             results,
             event_order,
             steps: self.steps_taken,
         })
+    }
+
+    /// With history recording: notes every device whose state word changed in the step
+    /// that just ran (for the timeline's device rows).
+    fn note_devices(&mut self) {
+        if !self.k.record_history || self.dm.devices.is_empty() {
+            return;
+        }
+        if self.dev_last.len() < self.dm.devices.len() {
+            self.dev_last
+                .resize(self.dm.devices.len(), ("absent", None));
+        }
+        for i in 0..self.dm.devices.len() {
+            let now = self.dm.state_of(i);
+            if self.dev_last[i] != now {
+                self.dev_last[i] = now;
+                self.dev_history.push((self.k.now, i, now.0, now.1));
+            }
+        }
     }
 
     fn report_progress(&mut self) {

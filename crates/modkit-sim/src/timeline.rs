@@ -90,6 +90,43 @@ fn color(s: ModState) -> &'static str {
     }
 }
 
+/// Most device rows drawn; the others are counted in one line.
+const MAX_DEVICE_ROWS: usize = 40;
+
+fn device_color(state: &str) -> Option<&'static str> {
+    match state {
+        "unbound" => Some("#cfd8dc"),
+        "probing" => Some("#f0b429"),
+        "deferred" => Some("#7e57c2"),
+        "bound" => Some("#2e7d32"),
+        "removing" => Some("#c62828"),
+        _ => None,
+    }
+}
+
+/// The devices to draw, in the order they first changed: those a driver ever probed,
+/// bound or deferred first (they are the story), then the others, at most
+/// [`MAX_DEVICE_ROWS`]; and how many were left out.
+fn device_rows(run: &Run) -> (Vec<&str>, usize) {
+    let mut all: Vec<&str> = Vec::new();
+    let mut busy: Vec<&str> = Vec::new();
+    for (_, d, st, _) in &run.device_history {
+        if !all.contains(&d.as_str()) {
+            all.push(d);
+        }
+        if matches!(*st, "probing" | "bound" | "deferred" | "removing")
+            && !busy.contains(&d.as_str())
+        {
+            busy.push(d);
+        }
+    }
+    let mut rows: Vec<&str> = busy.clone();
+    rows.extend(all.iter().filter(|d| !busy.contains(d)));
+    let left = rows.len().saturating_sub(MAX_DEVICE_ROWS);
+    rows.truncate(MAX_DEVICE_ROWS);
+    (rows, left)
+}
+
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -141,7 +178,16 @@ pub fn svg(sc: &Scenario, title: &str, run: &Run) -> String {
     let lanes = labels.iter().map(|l| l.lane + 1).max().unwrap_or(1);
     #[allow(non_snake_case)]
     let TOP = LABELS_TOP + LANE * lanes as f64 + 10.0;
-    let height = TOP + ROW * rows.len() as f64 + 120.0;
+    let (dev_rows, dev_left) = device_rows(run);
+    // Device rows below the module rows, after a heading row; one more row counts the
+    // devices left out.
+    let dev_extra = if dev_rows.is_empty() {
+        0
+    } else {
+        1 + dev_rows.len() + usize::from(dev_left > 0)
+    };
+    let nrows = rows.len() + dev_extra;
+    let height = TOP + ROW * nrows as f64 + 120.0 + if dev_rows.is_empty() { 0.0 } else { 22.0 };
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -170,7 +216,7 @@ pub fn svg(sc: &Scenario, title: &str, run: &Run) -> String {
         if threads == 1 { "" } else { "s" }
     );
     // Time axis.
-    let axis_y = TOP + ROW * rows.len() as f64 + 8.0;
+    let axis_y = TOP + ROW * nrows as f64 + 8.0;
     let step = tick_step(end);
     let mut t = 0;
     while t <= end {
@@ -230,6 +276,76 @@ pub fn svg(sc: &Scenario, title: &str, run: &Run) -> String {
                 st.name(),
                 format_duration(t0),
                 format_duration(t1)
+            );
+        }
+    }
+    // Device rows: each device's state over time (from the device's first change).
+    if !dev_rows.is_empty() {
+        let hy = TOP + ROW * rows.len() as f64;
+        let _ = writeln!(
+            s,
+            r##"<text x="{}" y="{}" text-anchor="end" fill="#555" font-style="italic">devices</text><line x1="{}" y1="{}" x2="{}" y2="{}" stroke="#bbb"/>"##,
+            LEFT - 8.0,
+            hy + 15.0,
+            LEFT,
+            hy + 10.0,
+            LEFT + WIDTH,
+            hy + 10.0
+        );
+        for (r, dev) in dev_rows.iter().enumerate() {
+            let y = TOP + ROW * (rows.len() + 1 + r) as f64;
+            let _ = writeln!(
+                s,
+                r#"<text x="{}" y="{}" text-anchor="end">{}<title>{}</title></text>"#,
+                LEFT - 8.0,
+                y + 15.0,
+                esc(&crate::width::truncate(dev, ((LEFT - 16.0) / 7.0) as usize)),
+                esc(dev)
+            );
+            let changes: Vec<&(Time, String, &str, Option<String>)> =
+                run.device_history.iter().filter(|h| h.1 == *dev).collect();
+            for (i, (t0, _, st, drv)) in changes.iter().map(|c| (c.0, &c.1, c.2, &c.3)).enumerate()
+            {
+                let Some(fill) = device_color(st) else {
+                    continue;
+                };
+                let t1 = changes.get(i + 1).map(|c| c.0).unwrap_or(run.end_time);
+                let w = (x(t1) - x(t0)).max(1.5);
+                let who = drv
+                    .as_deref()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    s,
+                    r#"<rect x="{:.2}" y="{}" width="{w:.2}" height="{}" fill="{fill}"><title>{} {st}{} from {} to {}</title></rect>"#,
+                    x(t0),
+                    y + 5.0,
+                    ROW - 10.0,
+                    esc(dev),
+                    esc(&who),
+                    format_duration(t0),
+                    format_duration(t1)
+                );
+            }
+            // The driver bound at the end, right of the plot.
+            if let Some((_, _, "bound", Some(d))) = changes.last().map(|c| (c.0, &c.1, c.2, &c.3)) {
+                let _ = writeln!(
+                    s,
+                    r##"<text x="{}" y="{}" fill="#555" font-size="11">{}</text>"##,
+                    LEFT + WIDTH + 4.0,
+                    y + 15.0,
+                    esc(&crate::width::truncate(d, 15))
+                );
+            }
+        }
+        if dev_left > 0 {
+            let y = TOP + ROW * (rows.len() + 1 + dev_rows.len()) as f64;
+            let _ = writeln!(
+                s,
+                r##"<text x="{}" y="{}" fill="#555">… and {dev_left} more device{}</text>"##,
+                LEFT,
+                y + 15.0,
+                if dev_left == 1 { "" } else { "s" }
             );
         }
     }
@@ -302,6 +418,23 @@ pub fn svg(sc: &Scenario, title: &str, run: &Run) -> String {
             ly,
             st.name()
         );
+    }
+    if !dev_rows.is_empty() {
+        let ly = ly + 22.0;
+        for (i, st) in ["unbound", "probing", "deferred", "bound", "removing"]
+            .into_iter()
+            .enumerate()
+        {
+            let lx = LEFT + 135.0 * i as f64;
+            let _ = writeln!(
+                s,
+                r#"<rect x="{lx}" y="{}" width="14" height="8" fill="{}"/><text x="{}" y="{}">device {st}</text>"#,
+                ly - 8.0,
+                device_color(st).unwrap_or("#fff"),
+                lx + 20.0,
+                ly
+            );
+        }
     }
     let _ = writeln!(s, "</svg>");
     s
@@ -386,6 +519,53 @@ mod tests {
         assert!(svg.contains("; 33 inits ran (33 event threads)"), "{svg}");
         // The title is cut to the width, its full text kept in a tooltip.
         assert!(svg.contains("…<title>a long title"), "{svg}");
+    }
+
+    #[test]
+    fn draws_device_rows_with_their_states_and_drivers() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/scenarios/deferred-probe-timeout.toml"
+        ))
+        .unwrap();
+        let sc = crate::parse("deferred-probe-timeout.toml", &text).unwrap();
+        let run = crate::Sim::new(&sc, "linux-6.1".parse().unwrap(), 0)
+            .with_history()
+            .run()
+            .unwrap();
+        assert!(!run.device_history.is_empty());
+        let svg = svg(&sc, "t", &run);
+        assert!(svg.contains(">devices<"), "a heading row");
+        assert!(
+            svg.contains("camera deferred from 1.001s to 11.002s"),
+            "{svg}"
+        );
+        assert!(svg.contains("sensor2 bound (imx219) from"), "{svg}");
+        // Without history recording there are no device rows.
+        let plain = crate::Sim::new(&sc, "linux-6.1".parse().unwrap(), 0)
+            .run()
+            .unwrap();
+        assert!(plain.device_history.is_empty());
+    }
+
+    #[test]
+    fn many_devices_are_capped_and_counted() {
+        let sc = crate::parse(
+            "t.toml",
+            "udev = {}\n[[device]]\nname = \"cpu\"\nbus = \"cpu\"\nmodalias = \"cpu:x\"\ncount = 100\n[[module]]\nname = \"m\"\n[[module.driver]]\nbus = \"cpu\"\nmatch = [\"cpu:x\"]\n",
+        )
+        .unwrap();
+        let run = crate::Sim::new(&sc, sc.policy, 0)
+            .with_history()
+            .run()
+            .unwrap();
+        let svg = svg(&sc, "t", &run);
+        assert_eq!(
+            svg.matches(" bound (m) from").count(),
+            MAX_DEVICE_ROWS,
+            "{svg}"
+        );
+        assert!(svg.contains("and 60 more devices"), "{svg}");
     }
 
     #[test]

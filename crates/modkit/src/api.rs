@@ -9,10 +9,10 @@ use modkit_core::load::Load;
 use modkit_core::modprobe::Modprobe;
 use modkit_core::request::Request;
 use modkit_core::unload::Unload;
-use modkit_core::{Diagnostic, Errno, Kernel, ModId, ModState, ModuleDb, Outcome, Policy, Proc};
+use modkit_core::{Diagnostic, Errno, ModId, ModState, Outcome, Policy, Proc};
 
 use crate::error::Error;
-use crate::host::{Clock, Host};
+use crate::host::HostHandle;
 use crate::module::Module;
 use crate::symbol::{ModuleRef, Symbol};
 
@@ -27,7 +27,7 @@ pub struct Rmmod {
     pub force: bool,
 }
 
-/// One row of [`Host::lsmod`].
+/// One row of [`HostHandle::lsmod`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModuleInfo {
     /// Name.
@@ -44,14 +44,7 @@ pub struct ModuleInfo {
     pub init_calls: u32,
 }
 
-impl Host {
-    /// An empty host with the real clock, under `policy` (`modkit`, or `linux-X.Y` to
-    /// reproduce a kernel's behaviour on real threads).
-    pub fn new(policy: Policy) -> Host {
-        let db = ModuleDb::new(Vec::new()).expect("an empty set of modules is valid");
-        Host::from_kernel(Kernel::new(db, policy), Clock::Real)
-    }
-
+impl HostHandle {
     /// The policy in force.
     pub fn policy(&self) -> Policy {
         self.lock().k.policy
@@ -61,7 +54,7 @@ impl Host {
     /// the modules already known; on error nothing changes.
     pub fn add_module(&self, module: Module) -> Result<(), Error> {
         let name = module.name().to_string();
-        self.refuse_if_shut_down(&format!("add module {name}"))?;
+        self.refuse_if_closing(&format!("add module {name}"))?;
         let (spec, code, values) = module.into_parts();
         let mut st = self.lock();
         let id = st.k.add_module(spec).map_err(|e| {
@@ -104,7 +97,12 @@ impl Host {
         proc: Proc,
         deadline: Option<std::time::Duration>,
     ) -> Result<Outcome, Error> {
-        self.refuse_if_shut_down(&op)?;
+        if matches!(proc, Proc::Unload(_)) {
+            // A closing host still unloads (that is how it closes).
+            self.refuse_if_shut_down(&op)?;
+        } else {
+            self.refuse_if_closing(&op)?;
+        }
         // The module body this thread runs, else the thread's own task (it may hold pins).
         let parent = crate::host::body_task().or_else(|| self.thread_task());
         let (task, first) = {
@@ -170,7 +168,7 @@ impl Host {
 
     /// `insmod NAME`: just this module; its imports must be available. As the kernel's
     /// `finit_module(2)` (and kmod's insmod, "File exists"), a module already live is an
-    /// error: EEXIST ([`Host::modprobe`] takes it for success).
+    /// error: EEXIST ([`HostHandle::modprobe`] takes it for success).
     pub fn insmod(&self, name: &str) -> Result<(), Error> {
         self.insmod_within(name, None)
     }

@@ -6,18 +6,18 @@ use modkit_core::request::Request;
 use modkit_core::{Errno, ModId, Outcome, Proc, TaskId};
 
 use crate::error::Error;
-use crate::host::Host;
+use crate::host::HostHandle;
 use crate::symbol::Symbol;
 
 /// The context an init step (or its undo) runs in.
 pub struct InitCtx<'a> {
-    host: &'a Host,
+    host: &'a HostHandle,
     task: TaskId,
     module: ModId,
 }
 
 impl<'a> InitCtx<'a> {
-    pub(crate) fn new(host: &'a Host, task: TaskId, module: ModId) -> Self {
+    pub(crate) fn new(host: &'a HostHandle, task: TaskId, module: ModId) -> Self {
         InitCtx { host, task, module }
     }
 
@@ -27,7 +27,7 @@ impl<'a> InitCtx<'a> {
     }
 
     /// The host.
-    pub fn host(&self) -> &Host {
+    pub fn host(&self) -> &HostHandle {
         self.host
     }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use modkit_core::{Kernel, ModId, Outcome, Proc, Resume, TaskId, Time, WaitKey};
 
-use crate::host::{Clock, Host, State};
+use crate::host::{Clock, HostHandle, State};
 pub use crate::host::{ModuleCode, ThreadSlot};
 use crate::signal::Target;
 use crate::InitCtx;
@@ -28,24 +28,24 @@ pub enum Unless {
 /// A handle on a host's engine. Cloning gives another handle to the same host.
 #[derive(Clone, Debug)]
 pub struct Driver {
-    host: Host,
+    host: HostHandle,
 }
 
 impl Driver {
     /// A host around kernel state `k` on `clock` (scenario runs use [`Clock::Virtual`]).
     pub fn new(k: Kernel, clock: Clock) -> Driver {
         Driver {
-            host: Host::from_kernel(k, clock),
+            host: HostHandle::from_kernel(k, clock),
         }
     }
 
     /// The engine of an existing host.
-    pub fn of(host: &Host) -> Driver {
+    pub fn of(host: &HostHandle) -> Driver {
         Driver { host: host.clone() }
     }
 
     /// The host, for the module API.
-    pub fn host(&self) -> &Host {
+    pub fn host(&self) -> &HostHandle {
         &self.host
     }
 

@@ -32,7 +32,7 @@ pub trait ModuleCode: Send + Sync {
     fn step_name(&self, step: usize) -> String;
 }
 
-/// Host ids (crate::threadtask).
+/// HostHandle ids (crate::threadtask).
 static NEXT_HOST_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl State {
@@ -100,8 +100,11 @@ pub(crate) struct State {
     vclock: Time,
     /// A driver's own state, kept under the host's lock (crate::driver::Driver::engine).
     pub(crate) ext: Option<Box<dyn Any + Send>>,
-    /// [`Host::shutdown`] has run: code and values are gone, loads are refused.
+    /// [`HostHandle::shutdown`] has run: code and values are gone, loads are refused.
     pub(crate) shut_down: bool,
+    /// The owning [`crate::Host`] was dropped: loads are refused while everything is
+    /// unloaded (crate::lifecycle).
+    pub(crate) closing: bool,
     /// Deadlines and the watchdog (crate::watchdog).
     pub(crate) guard: crate::watchdog::Guard,
     /// OS threads the host has started and that have not ended (see [`thread_limit`]).
@@ -114,7 +117,7 @@ pub(crate) struct Shared {
     /// Distinguishes hosts in thread-local records (crate::threadtask).
     pub(crate) id: u64,
     pub(crate) state: Mutex<State>,
-    cv: Condvar,
+    pub(crate) cv: Condvar,
     start: Instant,
     pub(crate) clock: Clock,
     /// Plugins (crate::plugin): the directory and the registered shared objects.
@@ -124,22 +127,22 @@ pub(crate) struct Shared {
 /// A module host: the registry and the loader, shared by every thread of the program.
 /// Cloning gives another handle to the same host.
 #[derive(Clone)]
-pub struct Host {
+pub struct HostHandle {
     pub(crate) shared: Arc<Shared>,
 }
 
-impl std::fmt::Debug for Host {
+impl std::fmt::Debug for HostHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Host")
+        f.debug_struct("HostHandle")
             .field("clock", &self.shared.clock)
             .finish_non_exhaustive()
     }
 }
 
-impl Host {
-    pub(crate) fn from_kernel(k: Kernel, clock: Clock) -> Host {
+impl HostHandle {
+    pub(crate) fn from_kernel(k: Kernel, clock: Clock) -> HostHandle {
         let n = k.db.len();
-        Host {
+        HostHandle {
             shared: Arc::new(Shared {
                 id: NEXT_HOST_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 state: Mutex::new(State {
@@ -156,6 +159,7 @@ impl Host {
                     vclock: 0,
                     ext: None,
                     shut_down: false,
+                    closing: false,
                     guard: Default::default(),
                     threads_live: 0,
                     thread_limit_hit: false,
@@ -544,7 +548,7 @@ impl Host {
             .unwrap_or(None)
     }
 
-    /// As [`Host::wait_on`], but `Err(())` without waiting when `done` holds: the check and
+    /// As [`HostHandle::wait_on`], but `Err(())` without waiting when `done` holds: the check and
     /// the wait are one step under the lock, so a wake between them cannot be lost.
     pub(crate) fn wait_on_unless(
         &self,
@@ -634,7 +638,7 @@ pub const HOST_THREAD_CAP: usize = 10_000;
 
 /// One of the host's [`thread_limit`] OS threads, given back on drop.
 pub struct ThreadSlot {
-    host: Host,
+    host: HostHandle,
 }
 
 impl Drop for ThreadSlot {
@@ -657,7 +661,7 @@ fn panic_message(p: &(dyn Any + Send)) -> String {
 crate::sync::thread_local! {
     /// The task whose module body (init or undo step) this thread is running, if any: an
     /// operation on the host started from inside a body (through the init context or a
-    /// captured `Host`) is a wait of that task, visible to the cycle check.
+    /// captured `HostHandle`) is a wait of that task, visible to the cycle check.
     static BODY_TASK: std::cell::Cell<Option<TaskId>> = const { std::cell::Cell::new(None) };
 }
 

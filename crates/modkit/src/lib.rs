@@ -32,18 +32,18 @@
 //!
 //! Under the `modkit` policy a wait that would close a cycle fails at once with
 //! [`Errno::EDEADLK`] and a `dependency_cycle` [`Diagnostic`] naming the chain: an init
-//! that loads its own module through the host (`ctx.host()` or a captured [`Host`]), or a
-//! thread that pinned a module while it was loading ([`Host::try_module_get`],
-//! [`Host::symbol`]) and then loads it while the init fails (the failed load waits for the
+//! that loads its own module through the host (`ctx.host()` or a captured [`HostHandle`]), or a
+//! thread that pinned a module while it was loading ([`HostHandle::try_module_get`],
+//! [`HostHandle::symbol`]) and then loads it while the init fails (the failed load waits for the
 //! pin, the thread for the load). A pin is attributed to the thread that took it.
 //!
 //! Waits that the kernel never times out (a load in flight, a module going away, a
 //! request's modprobe) get a way out on the real clock:
 //!
-//! - deadlines: [`Host::modprobe_with`], [`Host::insmod_with`], [`Host::request_module_with`]
-//!   and [`Host::set_default_deadline`] end the operation's waits at the deadline with
+//! - deadlines: [`HostHandle::modprobe_with`], [`HostHandle::insmod_with`], [`HostHandle::request_module_with`]
+//!   and [`HostHandle::set_default_deadline`] end the operation's waits at the deadline with
 //!   [`Errno::ETIME`] and a `timeout` diagnostic naming the wait-for chain;
-//! - a watchdog, opt-in: [`Host::start_watchdog`] reports each wait without a deadline of
+//! - a watchdog, opt-in: [`HostHandle::start_watchdog`] reports each wait without a deadline of
 //!   its own that lasts `stall_after` as a `tracing` warning (target `modkit::watchdog`)
 //!   and a `stalled` diagnostic with the chain, and ends a host operation stuck in one with
 //!   ETIME.
@@ -74,11 +74,12 @@
 //!
 //! ## The host's end
 //!
-//! The host keeps module code, so an init closure that captures a [`Host`] clone keeps
-//! the host (and every exported value) alive through the host itself. Reach the host with
-//! [`InitCtx::host`] or capture a [`WeakHost`] ([`Host::downgrade`]) instead, or call
-//! [`Host::shutdown`] when done: it unloads every module and drops all module code and
-//! exported values, breaking the cycle.
+//! A [`Host`] owns its host; `host.clone()` gives a [`HostHandle`], which shares it without
+//! owning it. Dropping the `Host` unloads every module in reverse dependency order with
+//! its undos, then drops all module code and exported values (and closes the plugins'
+//! libraries); handles still held are refused from then on. So an init closure that
+//! captures a handle does not keep the host alive, and nothing leaks.
+//! [`HostHandle::shutdown`] does the same on demand and reports what it could not unload.
 
 mod api;
 mod ctx;
@@ -100,8 +101,8 @@ pub use api::{ModuleInfo, Rmmod};
 pub use ctx::InitCtx;
 pub use error::Error;
 
-pub use host::{thread_limit, Clock, Host, HOST_THREAD_CAP};
-pub use lifecycle::WeakHost;
+pub use host::{thread_limit, Clock, HostHandle, HOST_THREAD_CAP};
+pub use lifecycle::{Host, WeakHost, DEFAULT_DROP_WAIT};
 pub use modkit_core::{DiagKind, Diagnostic, Errno, ModState, Outcome, Policy};
 pub use module::{Init, Module};
 pub use revocable::{Revocable, RevocableGuard};

@@ -1,4 +1,4 @@
-//! Tests of shutting a host down (`Host::shutdown`, `Host::shutdown_with` in
+//! Tests of shutting a host down (`HostHandle::shutdown`, `HostHandle::shutdown_with` in
 //! `lifecycle.rs`): every loaded module unloaded in reverse dependency order (a module
 //! only once nothing uses it), with its undos, then the plugins' libraries closed.
 

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use modkit_core::{Errno, Outcome, TaskId};
 
-use crate::host::{Host, WaitStatus};
+use crate::host::{HostHandle, WaitStatus};
 
 /// The tasks a kill event can name.
 #[derive(Debug, Default)]
@@ -44,7 +44,7 @@ impl Targets {
     }
 }
 
-impl Host {
+impl HostHandle {
     /// SIGKILL to every running task `target` names: ok, or ESRCH when there is none.
     pub(crate) fn kill(&self, target: Target<'_>) -> Outcome {
         let mut st = self.lock();

@@ -7,7 +7,7 @@ use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
 
-use crate::host::Host;
+use crate::host::HostHandle;
 
 /// A type-derived CRC, as modversions derives one from a symbol's C prototype: two
 /// modules agree on a symbol only if they agree on its Rust type.
@@ -23,7 +23,7 @@ pub fn crc_of<T: ?Sized + 'static>() -> u32 {
 
 /// A reference on a module (`try_module_get`); dropping it is `module_put`.
 pub struct ModuleRef {
-    pub(crate) host: Host,
+    pub(crate) host: HostHandle,
     pub(crate) pin: Option<u64>,
     pub(crate) module: String,
 }

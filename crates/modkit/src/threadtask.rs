@@ -1,5 +1,5 @@
 //! The task of a program thread: a thread that takes a reference on a module
-//! ([`Host::try_module_get`], [`Host::symbol`]) outside any module body gets a task id of its
+//! ([`HostHandle::try_module_get`], [`HostHandle::symbol`]) outside any module body gets a task id of its
 //! own, so that the pin is attributed to it and a later operation of the same thread is a
 //! wait of that task. Then a thread that pinned a module while it was loading and then
 //! loads it, while the init fails, is refused with EDEADLK and the chain instead of
@@ -12,14 +12,14 @@ use std::cell::RefCell;
 
 use modkit_core::TaskId;
 
-use crate::host::{Host, State};
+use crate::host::{HostHandle, State};
 
 crate::sync::thread_local! {
     /// (host id, task) for each host this thread has a task in.
     static THREAD_TASKS: RefCell<Vec<(u64, TaskId)>> = const { RefCell::new(Vec::new()) };
 }
 
-impl Host {
+impl HostHandle {
     /// The task of the calling thread in this host, if it has one.
     pub(crate) fn thread_task(&self) -> Option<TaskId> {
         let id = self.shared.id;

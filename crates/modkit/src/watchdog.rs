@@ -6,15 +6,15 @@
 //! remedies, both only with the real clock ([`crate::Clock::Real`]; scenario runs on the
 //! virtual clock report stalls by themselves):
 //!
-//! - **Deadlines**: [`Host::modprobe_with`], [`Host::insmod_with`],
-//!   [`Host::request_module_with`], and a host-wide default for every operation
-//!   ([`Host::set_default_deadline`]). When the deadline passes, the operation's waits end
+//! - **Deadlines**: [`HostHandle::modprobe_with`], [`HostHandle::insmod_with`],
+//!   [`HostHandle::request_module_with`], and a host-wide default for every operation
+//!   ([`HostHandle::set_default_deadline`]). When the deadline passes, the operation's waits end
 //!   as a fatal signal ends them (the kernel's killable waits: modkit_core::signal) and it
 //!   returns [`Errno::ETIME`] with a `timeout` diagnostic naming the wait-for chain it was
 //!   stuck in. Module code already running is never interrupted (an init step runs to its
 //!   end); nor is a wait the kernel does not let a signal end (a failed load waiting for
 //!   the references taken on its module): the operation returns once that wait ends.
-//! - **Watchdog** ([`Host::start_watchdog`]): a thread that looks at the host every
+//! - **Watchdog** ([`HostHandle::start_watchdog`]): a thread that looks at the host every
 //!   `stall_after / 4` and reports each wait without a deadline of its own that has lasted
 //!   `stall_after`: a `tracing` warning (target `modkit::watchdog`) and a `stalled`
 //!   diagnostic with the chain; a host operation stuck so (its own task waits, killably)
@@ -27,12 +27,12 @@ use std::time::Duration;
 use modkit_core::{DiagKind, Errno, Outcome, TaskId, Time, WaitInfo};
 
 use crate::error::Error;
-use crate::host::{Clock, Host, State, WaitStatus};
+use crate::host::{Clock, HostHandle, State, WaitStatus};
 
 /// Deadlines of host operations and what ended them.
 #[derive(Debug, Default)]
 pub(crate) struct Guard {
-    /// Host operations in flight (their task), with their deadline (host clock, ns).
+    /// HostHandle operations in flight (their task), with their deadline (host clock, ns).
     ops: BTreeMap<TaskId, Option<Time>>,
     /// Operations whose wait was ended, with the diagnostic kind and the chain.
     expired: BTreeMap<TaskId, (DiagKind, Vec<String>)>,
@@ -47,9 +47,9 @@ impl Guard {
     }
 }
 
-impl Host {
+impl HostHandle {
     /// Sets a deadline for every operation of this host that has none of its own (`None`:
-    /// no limit, the default). See [`Host::modprobe_with`] for what a deadline does.
+    /// no limit, the default). See [`HostHandle::modprobe_with`] for what a deadline does.
     pub fn set_default_deadline(&self, deadline: Option<Duration>) {
         self.lock().guard.default_deadline = deadline;
     }
@@ -61,12 +61,12 @@ impl Host {
         self.modprobe_within(name, Some(deadline))
     }
 
-    /// `insmod` with a deadline, as [`Host::modprobe_with`].
+    /// `insmod` with a deadline, as [`HostHandle::modprobe_with`].
     pub fn insmod_with(&self, name: &str, deadline: Duration) -> Result<(), Error> {
         self.insmod_within(name, Some(deadline))
     }
 
-    /// `request_module` with a deadline, as [`Host::modprobe_with`]; the modprobe it
+    /// `request_module` with a deadline, as [`HostHandle::modprobe_with`]; the modprobe it
     /// started goes on.
     pub fn request_module_with(&self, name: &str, deadline: Duration) -> Result<(), Error> {
         self.request_module_within(name, Some(deadline))

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use modkit::{DiagKind, Errno, Host, Init, Module, Outcome, Rmmod};
+use modkit::{DiagKind, Errno, Host, HostHandle, Init, Module, Outcome, Rmmod};
 
 fn host(p: &str) -> Host {
     Host::new(p.parse().unwrap())
@@ -71,7 +71,7 @@ fn request_module_by_alias_from_an_init() {
 }
 
 /// Seed 000 on real threads: i915's init requests kvmgt, kvmgt needs i915's symbols.
-fn i915_kvmgt(h: &Host) {
+fn i915_kvmgt(h: &HostHandle) {
     h.add_module(
         Module::new("i915")
             .export("intel_ring_begin", 1u32)

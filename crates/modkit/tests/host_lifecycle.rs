@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use modkit::{DiagKind, Errno, Host, Init, ModState, Module};
+use modkit::{DiagKind, Errno, Host, HostHandle, Init, ModState, Module};
 
 fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
     let (tx, rx) = mpsc::channel();
@@ -29,7 +29,7 @@ const N: usize = 14;
 
 /// 14 modules in a chain (m{i} imports m{i-1}'s value), each init capturing a `Host` clone
 /// (it looks at the host while it runs), hammered by 4 threads loading and unloading.
-fn stress(h: &Host, drops: &Arc<AtomicUsize>) {
+fn stress(h: &HostHandle, drops: &Arc<AtomicUsize>) {
     for i in 0..N {
         let captured = h.clone();
         let mut m = Module::new(&format!("m{i}"))
@@ -98,6 +98,128 @@ fn shutdown_frees_a_host_whose_module_code_captured_it() {
     assert_eq!(again, Some(Errno::EINVAL), "a shut-down host refuses loads");
 }
 
+/// Issue 9 item 7 / issue 11 item 6: a program that never calls shutdown and whose module
+/// code captured handles: dropping the `Host` unloads everything (users first, undos run),
+/// drops every value once and frees the host.
+#[test]
+fn dropping_the_host_frees_it_although_module_code_captured_handles() {
+    let (dropped, freed, again, order) = within(120, || {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let h = Host::new("modkit".parse().unwrap());
+        let weak = h.downgrade();
+        stress(&h, &drops);
+        let order = Arc::new(Mutex::new(Vec::new()));
+        for name in ["base", "user"] {
+            let (o, captured) = (order.clone(), h.clone());
+            let mut m = Module::new(name).init_step_with_undo(
+                "s",
+                |_| Ok(Init::Continue),
+                move |_| {
+                    let _ = captured.lsmod();
+                    o.lock().unwrap().push(name)
+                },
+            );
+            m = if name == "base" {
+                m.export("b", 1u32)
+            } else {
+                m.import::<u32>("b")
+            };
+            h.add_module(m).unwrap();
+        }
+        h.modprobe("user").unwrap();
+        for i in 0..N {
+            h.modprobe(&format!("m{i}")).unwrap();
+        }
+        let other = h.clone();
+        drop(h);
+        let again = other.modprobe("m0").unwrap_err().errno();
+        drop(other);
+        let order = order.lock().unwrap().clone();
+        (
+            drops.load(Ordering::SeqCst),
+            weak.upgrade().is_none(),
+            again,
+            order,
+        )
+    });
+    assert_eq!(dropped, N, "every exported value dropped once");
+    assert!(
+        freed,
+        "the host is freed: no cycle through captured handles"
+    );
+    assert_eq!(
+        again,
+        Some(Errno::EINVAL),
+        "a handle of a dropped host is refused"
+    );
+    assert_eq!(
+        order,
+        vec!["user", "base"],
+        "users unloaded first, with their undos"
+    );
+}
+
+/// Dropping the `Host` while another thread is loading waits for that load, then unloads
+/// it; a module pinned past the drop wait is left with a warning, its code still dropped.
+#[test]
+fn dropping_the_host_waits_for_loads_in_flight_and_bounds_the_wait_for_pins() {
+    let (undone, pinned_left, elapsed) = within(60, || {
+        let undone = Arc::new(AtomicUsize::new(0));
+        let mut h = Host::new("modkit".parse().unwrap());
+        h.set_drop_wait(Duration::from_millis(300));
+        let (tx, rx) = mpsc::channel::<()>();
+        let gate = Arc::new(Mutex::new(rx));
+        let u = undone.clone();
+        h.add_module(Module::new("slow").init_step_with_undo(
+            "block",
+            move |_| {
+                let _ = gate.lock().unwrap().recv();
+                Ok(Init::Continue)
+            },
+            move |_| {
+                u.fetch_add(1, Ordering::SeqCst);
+            },
+        ))
+        .unwrap();
+        h.add_module(Module::new("held")).unwrap();
+        h.modprobe("held").unwrap();
+        let pin = h.try_module_get("held").unwrap();
+        let loader = {
+            let h = h.clone();
+            std::thread::spawn(move || h.modprobe("slow"))
+        };
+        wait_coming(&h, "slow");
+        let other = h.clone();
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            tx.send(()).unwrap();
+        });
+        let t0 = Instant::now();
+        drop(h);
+        let elapsed = t0.elapsed();
+        releaser.join().unwrap();
+        loader.join().unwrap().unwrap();
+        let left: Vec<_> = other
+            .lsmod()
+            .into_iter()
+            .filter(|r| r.state.is_some())
+            .map(|r| r.name)
+            .collect();
+        drop(pin);
+        (undone.load(Ordering::SeqCst), left, elapsed)
+    });
+    assert_eq!(undone, 1, "the load in flight finished, then was unloaded");
+    assert_eq!(
+        pinned_left,
+        vec!["held".to_string()],
+        "the pinned module is left"
+    );
+    assert!(
+        elapsed >= Duration::from_millis(250) && elapsed < Duration::from_secs(20),
+        "the drop waited for the pin about its drop wait: {elapsed:?}"
+    );
+}
+
 #[test]
 fn module_code_holding_a_weak_host_does_not_keep_it_alive() {
     let (dropped, freed) = within(60, || {
@@ -132,7 +254,7 @@ fn blocking(name: &str, gate: Arc<Mutex<mpsc::Receiver<()>>>) -> Module {
     })
 }
 
-fn wait_coming(h: &Host, name: &str) {
+fn wait_coming(h: &HostHandle, name: &str) {
     for _ in 0..10_000 {
         if h.lsmod()
             .iter()

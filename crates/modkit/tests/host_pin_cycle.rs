@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use modkit::{DiagKind, Errno, Host, Init, ModState, Module};
+use modkit::{DiagKind, Errno, Host, HostHandle, Init, ModState, Module};
 
 fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
     let (tx, rx) = mpsc::channel();
@@ -20,14 +20,14 @@ fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) 
         .expect("hung: no result within the time limit")
 }
 
-fn state(h: &Host, name: &str) -> Option<ModState> {
+fn state(h: &HostHandle, name: &str) -> Option<ModState> {
     h.lsmod()
         .into_iter()
         .find(|r| r.name == name)
         .and_then(|r| r.state)
 }
 
-fn wait_for_state(h: &Host, name: &str, want: Option<ModState>) {
+fn wait_for_state(h: &HostHandle, name: &str, want: Option<ModState>) {
     for _ in 0..10_000 {
         if state(h, name) == want {
             return;

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 
 use modkit::plugin::dl::DynLoader;
 use modkit::plugin::{PluginStatus, Stop, DESCRIPTOR_SYMBOL};
-use modkit::{Host, Rmmod};
+use modkit::{Host, HostHandle, Rmmod};
 use shuttle::thread;
 
 const ITERATIONS: usize = 400;
@@ -190,7 +190,7 @@ fn wait() -> Rmmod {
 
 /// Takes the `get` symbol (if the plugin is live), calls it twice with a yield between
 /// (both calls must run the same build), drops it; the build it ran.
-fn use_symbol(h: &Host) -> Option<u64> {
+fn use_symbol(h: &HostHandle) -> Option<u64> {
     let s = h.plugin_fn::<(u64,), u64>("get").ok()?;
     HELD.fetch_add(1, SeqCst);
     let a = s.call((10,)).unwrap() - 10;
@@ -203,7 +203,7 @@ fn use_symbol(h: &Host) -> Option<u64> {
 }
 
 /// The end of every schedule: nothing open, every open closed, nothing broken.
-fn check_clean(h: &Host) {
+fn check_clean(h: &HostHandle) {
     assert!(
         BROKEN.lock().unwrap().is_empty(),
         "{:?}",

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use modkit::{Errno, Host, Init, Module, Outcome};
+use modkit::{Errno, Host, HostHandle, Init, Module, Outcome};
 
 fn slow(name: &str, ms: u64, fail: Option<Errno>, inits: Arc<AtomicUsize>) -> Module {
     Module::new(name).init_step("probe", move |_| {
@@ -19,9 +19,9 @@ fn slow(name: &str, ms: u64, fail: Option<Errno>, inits: Arc<AtomicUsize>) -> Mo
 }
 
 fn storm(
-    h: &Host,
+    h: &HostHandle,
     n: usize,
-    op: impl Fn(&Host) -> Result<(), modkit::Error> + Send + Sync + 'static,
+    op: impl Fn(&HostHandle) -> Result<(), modkit::Error> + Send + Sync + 'static,
 ) -> Vec<Outcome> {
     let op = Arc::new(op);
     let barrier = Arc::new(Barrier::new(n));

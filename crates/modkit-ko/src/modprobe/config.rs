@@ -40,6 +40,9 @@ pub struct ModprobeConfig {
     pub remove_commands: Vec<(String, String)>,
     /// `softdep MODNAME pre: ... post: ...`.
     pub softdeps: Vec<Softdep>,
+    /// `weakdep MODNAME MOD...` (kmod 33+; kmod 30 rejects the line): the module and its
+    /// weak dependencies as written.
+    pub weakdeps: Vec<(String, Vec<String>)>,
 }
 
 /// A libkmod error message as Debian's kmod 30 (built with `--enable-debug`) prints it
@@ -90,6 +93,12 @@ impl ModprobeConfig {
             &mut files,
             "modules.softdep".into(),
             Path::new(dirname).join("modules.softdep"),
+        );
+        // kmod 33+ (libkmod-config.c, kmod_config_new) reads modules.weakdep as well.
+        insert_sorted(
+            &mut files,
+            "modules.weakdep".into(),
+            Path::new(dirname).join("modules.weakdep"),
         );
         let defaults: Vec<PathBuf> = DEFAULT_CONFIG_PATHS.iter().map(PathBuf::from).collect();
         for p in paths.unwrap_or(&defaults) {
@@ -178,6 +187,14 @@ impl ModprobeConfig {
                         "remove" => self.remove_commands.push((m, r)),
                         _ => self.softdeps.push(parse_softdep(m, &r)),
                     }
+                    Some(())
+                })(),
+                // kmod 34: `weakdep MODNAME` needs something after the name (even blanks).
+                "weakdep" => (|| {
+                    let (m, r) = strtok(rest?)?;
+                    let m = underscores_checked(m)?;
+                    let weak = r?.split_ascii_whitespace().map(String::from).collect();
+                    self.weakdeps.push((m, weak));
                     Some(())
                 })(),
                 "include" | "config" => {
@@ -370,6 +387,30 @@ mod tests {
         assert_eq!(logs.len(), 2);
         let sd = parse_softdep("cifs".into(), "gcm");
         assert!(sd.pre.is_empty() && sd.post.is_empty());
+    }
+
+    #[test]
+    fn weakdep_lines_as_kmod_34() {
+        let mut c = ModprobeConfig::default();
+        let mut logs = Vec::new();
+        c.parse(
+            "weakdep mod-a \t\nweakdep mod-b mod-a  mod-c\nweakdep mod-d\n",
+            "w.conf",
+            &mut |m| logs.push(m),
+        );
+        assert_eq!(
+            c.weakdeps,
+            vec![
+                ("mod_a".to_string(), vec![]),
+                (
+                    "mod_b".to_string(),
+                    vec!["mod-a".to_string(), "mod-c".to_string()]
+                ),
+            ]
+        );
+        // nothing after the name: a bad line, as in kmod 34
+        assert_eq!(logs.len(), 1);
+        assert!(logs[0].contains("line 3: ignoring bad line starting with 'weakdep'"));
     }
 
     #[test]

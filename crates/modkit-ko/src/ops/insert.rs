@@ -49,10 +49,28 @@ pub fn insert_file(path: &str, params: &str, flags: u32) -> Result<Route, i32> {
         kernel_compression()
     };
     let r = route(kind, kernel.as_deref(), flags != 0);
+    let res = insert_by(r, &f, path, params, flags);
+    if res == Err(libc::ENOSYS) && matches!(r, Route::FinitFile | Route::FinitMemfd) {
+        // A kernel older than 3.8 has no finit_module: kmod 30 then hands the image to
+        // init_module (libkmod-module.c, kmod_module_insert_module, `errno != ENOSYS`).
+        // kmod also strips __versions / vermagic from that image when forcing; modkit
+        // passes it unchanged (no such kernel is packaged by Debian any more).
+        return insert_by(Route::InitModule, &f, path, params, flags);
+    }
+    res
+}
+
+fn insert_by(
+    r: Route,
+    f: &std::fs::File,
+    path: &str,
+    params: &str,
+    flags: u32,
+) -> Result<Route, i32> {
     match r {
-        Route::FinitFile => sys::finit_module(&f, params, flags).map(|_| r),
+        Route::FinitFile => sys::finit_module(f, params, flags).map(|_| r),
         Route::FinitCompressed => {
-            sys::finit_module(&f, params, flags | sys::MODULE_INIT_COMPRESSED_FILE).map(|_| r)
+            sys::finit_module(f, params, flags | sys::MODULE_INIT_COMPRESSED_FILE).map(|_| r)
         }
         Route::InitModule | Route::FinitMemfd => {
             let data = std::fs::read(path).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;

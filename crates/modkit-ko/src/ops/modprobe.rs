@@ -769,6 +769,10 @@ impl Modprobe {
             }
             s.push_str(&format!("softdep {} {v}\n", sd.name));
         }
+        for (m, weak) in &c.weakdeps {
+            // kmod 34's weakdep_to_char: the names joined by one space.
+            s.push_str(&format!("weakdep {m} {}\n", weak.join(" ")));
+        }
         s.push_str("\n# End of configuration files. Dumping indexes now:\n\n");
         let _ = out.write_all(s.as_bytes());
         let _ = out.flush();

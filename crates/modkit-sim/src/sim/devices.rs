@@ -102,6 +102,8 @@ pub(super) struct DevRun {
     providers: Option<std::collections::BTreeSet<String>>,
     /// (device, key) pairs already reported.
     reported: std::collections::BTreeSet<(DevId, String)>,
+    /// fw_devlink's links (the `[[device]]`s' `suppliers`).
+    fwdl: modkit_core::devlink::FwDevlink,
 }
 
 impl Sim<'_> {
@@ -111,6 +113,7 @@ impl Sim<'_> {
         if !self.sc.devices.used {
             return;
         }
+        self.devs.fwdl = fw_devlink(self.sc, &self.dm);
         let boot: Vec<DevId> = self
             .sc
             .devices
@@ -366,6 +369,32 @@ impl Sim<'_> {
             return None;
         }
         let decl = &self.sc.devices.drivers[drv];
+        // fw_devlink: device_links_check_suppliers() runs before the driver's probe; a
+        // supplier that holds it back makes the probe defer without running it.
+        let list = match self.devs.fwdl.blocker(self.k.policy, &self.dm, dev) {
+            Some(blk) => vec![Action::Device(DeviceAction::Need {
+                key: blk.key,
+                optional: false,
+                reason: blk.reason,
+            })],
+            None => {
+                let mut l: Vec<Action> = self
+                    .devs
+                    .fwdl
+                    .enforced(self.k.policy, &self.dm, dev)
+                    .into_iter()
+                    .map(|key| {
+                        Action::Device(DeviceAction::Need {
+                            key,
+                            optional: false,
+                            reason: None,
+                        })
+                    })
+                    .collect();
+                l.extend(decl.probe.iter().cloned());
+                l
+            }
+        };
         b.cur = Some(Cur::Probing {
             dev,
             drv,
@@ -373,7 +402,7 @@ impl Sim<'_> {
             bind,
         });
         Some(ActStep::PushFrame(Frame::Actions(ActionFrame {
-            list: decl.probe.clone().into(),
+            list: list.into(),
             pc: 0,
             kind: ListKind::Probe,
             module: Some(decl.spec.module),
@@ -492,6 +521,7 @@ impl Sim<'_> {
                         b.result = Outcome::Err(Errno::EEXIST);
                         continue;
                     }
+                    self.devs.fwdl.device_added(&mut self.k, &self.dm, dev);
                     self.uevent_add(dev);
                     b.jobs.push_front(Job::Attach(dev));
                 }
@@ -719,6 +749,29 @@ fn providers(
         }
     }
     out
+}
+
+/// fw_devlink's links from the `[[device]]`s' `suppliers` (names checked at parse time).
+fn fw_devlink(
+    sc: &crate::scenario::Scenario,
+    dm: &modkit_core::device::DeviceModel,
+) -> modkit_core::devlink::FwDevlink {
+    let mut links = Vec::new();
+    let mut fwnodes = Vec::new();
+    for d in &sc.devices.devices {
+        let Some(c) = dm.find_device(&d.name) else {
+            continue;
+        };
+        if let Some(f) = &d.fwnode {
+            fwnodes.push((c, f.clone()));
+        }
+        for s in &d.suppliers {
+            if let Some(s) = dm.find_device(s) {
+                links.push((c, s));
+            }
+        }
+    }
+    modkit_core::devlink::FwDevlink::new(links, fwnodes)
 }
 
 /// The wait key of a device's lock (`device_lock()`), released when a probe or remove ends.

@@ -24,7 +24,7 @@ use super::{
 use crate::api::value_key;
 use crate::ctx::InitCtx;
 use crate::error::Error;
-use crate::host::{Host, ModuleCode};
+use crate::host::{HostHandle, ModuleCode};
 use crate::symbol::Symbol;
 
 /// Why a plugin could not be found, opened or linked.
@@ -386,22 +386,15 @@ fn scan(dl: &dyn DynLoader, dir: &Path) -> Result<Vec<FileInfo>, PluginError> {
     Ok(out)
 }
 
-impl Host {
-    /// Makes `modprobe` (and `request_module` from module code) look for plugins in `dir`:
-    /// a name or alias that no known module answers is looked up in the `.modinfo`
-    /// sections of `dir/*.so`, and the plugin is registered with its dependencies
-    /// (`depends=`), then loaded as any module.
-    pub fn with_plugin_dir(self, dir: impl Into<PathBuf>) -> Host {
-        lock(&self.shared.plugins.inner).dir = Some(dir.into());
-        self
+impl HostHandle {
+    /// Sets the plugin directory ([`crate::Host::with_plugin_dir`]).
+    pub(crate) fn set_plugin_dir(&self, dir: PathBuf) {
+        lock(&self.shared.plugins.inner).dir = Some(dir);
     }
 
-    /// Opens plugin libraries with `loader` instead of the system's dynamic loader (for
-    /// model tests, which drive the real load and unload logic with a fake library).
-    /// Plugins registered before keep the loader that opened them.
-    pub fn with_plugin_loader(self, loader: Arc<dyn DynLoader>) -> Host {
+    /// Sets the loader of plugin libraries ([`crate::Host::with_plugin_loader`]).
+    pub(crate) fn set_plugin_loader(&self, loader: Arc<dyn DynLoader>) {
         lock(&self.shared.plugins.inner).loader = loader;
-        self
     }
 
     /// Registers the plugin answering `name` (and its dependencies) if there is a plugin
@@ -974,6 +967,7 @@ impl ModuleCode for PluginCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Host;
 
     #[test]
     fn alias_patterns() {

@@ -1,6 +1,6 @@
 //! Plugins: modules built as separate shared objects (`cdylib` crates declaring themselves
 //! with [`crate::plugin!`]), found by name or alias in a plugin directory
-//! ([`crate::Host::with_plugin_dir`]), checked (vermagic, per-symbol CRCs from the types'
+//! ([`crate::HostHandle::with_plugin_dir`]), checked (vermagic, per-symbol CRCs from the types'
 //! descriptions), linked by modkit (each import is a slot the host fills with the
 //! exporter's address; the dynamic linker resolves nothing between plugins) and unloaded
 //! only when nothing holds them and their threads have been joined.

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use modkit::plugin::PluginStatus;
-use modkit::{Host, Rmmod};
+use modkit::{Host, HostHandle, Rmmod};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -49,7 +49,7 @@ struct Counts {
     loads_refused: AtomicU64,
 }
 
-fn user(h: &Host, t: i64, stop: &AtomicBool, n: &Counts) -> std::result::Result<(), String> {
+fn user(h: &HostHandle, t: i64, stop: &AtomicBool, n: &Counts) -> std::result::Result<(), String> {
     let mut i = 0i64;
     while !stop.load(Ordering::Relaxed) {
         i += 1;
@@ -90,7 +90,7 @@ fn user(h: &Host, t: i64, stop: &AtomicBool, n: &Counts) -> std::result::Result<
 }
 
 fn reloader(
-    h: &Host,
+    h: &HostHandle,
     dir: &Path,
     builds: &[PathBuf; 2],
     stop: &AtomicBool,
@@ -141,7 +141,7 @@ fn reloader(
     Ok(())
 }
 
-fn ticker(h: &Host, stop: &AtomicBool, n: &Counts) -> std::result::Result<(), String> {
+fn ticker(h: &HostHandle, stop: &AtomicBool, n: &Counts) -> std::result::Result<(), String> {
     while !stop.load(Ordering::Relaxed) {
         if h.modprobe("ticker").is_ok() {
             if let Ok(f) = h.plugin_fn::<(i64,), i64>("ticks_plus") {
