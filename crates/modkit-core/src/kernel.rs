@@ -580,7 +580,10 @@ impl Kernel {
             }
             if self.db.spec(m).init[*step].has_undo {
                 self.step_undone(m, *step);
-                self.emit(crate::events::Event::UndoRun { module: m, step: *step });
+                self.emit(crate::events::Event::UndoRun {
+                    module: m,
+                    step: *step,
+                });
                 return Some(crate::proc::Body::Undo {
                     module: m,
                     step: *step,
