@@ -18,7 +18,9 @@ if [ -x "$modkit" ]; then
   for f in modules.order modules.builtin modules.builtin.modinfo; do : > "$tree/$f"; done
   "$modkit" depmod -b "$out/tree" 0.0
   echo "modules.dep:" && cat "$tree/modules.dep"
+  # stats declares no depends=: its dependency comes from its import= entries.
   grep -q "plugins/stats.so: plugins/mathcore.so" "$tree/modules.dep"
+  grep -q "plugins/ticker.so: plugins/mathcore.so" "$tree/modules.dep"
   grep -q "alias calc:\* stats" "$tree/modules.alias"
   "$modkit" modinfo "$PWD/$out/plugins/stats.so"
 fi
@@ -45,7 +47,13 @@ if "$modkit" verify-sig --cert "$keys/cert.pem" "$out/tampered/mathcore.so"; the
 fi
 target/release/plugin-host signed "$out/signed" "$out/tampered" "$keys/cert.pem"
 rm -rf "$keys"
+# Many threads load, call, reload (v1 <-> v2) and unload at once for a bounded time.
+mkdir -p "$out/stress" && cp "$out"/mathcore-v1.so "$out/stress/mathcore.so"
+cp "$out/plugins/stats.so" "$out/plugins/ticker.so" "$out/stress/"
+target/release/plugin-host stress "$out/stress" "$out/mathcore-v1.so" "$out/mathcore-v2.so" "${PLUGIN_STRESS_SECS:-3}"
 if [ "${1:-}" = bench ]; then
-  cp "$out/mathcore-v2.so" "$out/plugins/mathcore.so"
-  target/release/plugin-host bench "$out/plugins"
+  # modkit against libloading and a bare dlopen/dlsym on the same .so (criterion).
+  cargo build --release --quiet -p mathcore --features c-abi
+  mkdir -p "$out/bench" && cp target/release/libmathcore.so "$out/bench/mathcore.so"
+  MODKIT_BENCH_DIR="$PWD/$out/bench" cargo bench --quiet -p plugin-host --bench plugins
 fi

@@ -180,6 +180,8 @@ pub struct Kernel {
     pub history: Vec<(Time, ModId, Option<ModState>)>,
     /// Keep [`Kernel::history`].
     pub record_history: bool,
+    /// Told of every change ([`crate::events`]); `None`: nobody listens.
+    pub observer: Option<crate::events::Observer>,
     /// A forced unload is under way for this module (it may be freed while pinned).
     forced: BTreeSet<ModId>,
     /// Tasks sent SIGKILL ([`crate::signal`]).
@@ -234,6 +236,7 @@ impl Kernel {
             violations: Vec::new(),
             history: Vec::new(),
             record_history: false,
+            observer: None,
             forced: BTreeSet::new(),
             signals: Default::default(),
             pinwait: Default::default(),
@@ -399,6 +402,7 @@ impl Kernel {
                 holder: holder.to_string(),
             },
         );
+        self.emit(crate::events::Event::PinTaken { module: id, pin });
         Ok(pin)
     }
 
@@ -421,6 +425,10 @@ impl Kernel {
         }
         let p = self.pins.remove(&pin).ok_or(Errno::EINVAL)?;
         self.forget_pin_task(pin);
+        self.emit(crate::events::Event::PinDropped {
+            module: p.module,
+            pin,
+        });
         let builtin = self.db.spec(p.module).builtin;
         if let Some(inst) = self.instances[p.module].as_mut() {
             if !builtin {
@@ -527,6 +535,10 @@ impl Kernel {
             let st = self.state(m);
             self.history.push((self.now, m, st));
         }
+        if self.observer.is_some() {
+            let state = self.state(m);
+            self.emit(crate::events::Event::State { module: m, state });
+        }
     }
 
     /// Records that init step `step` of `m` completed.
@@ -568,6 +580,10 @@ impl Kernel {
             }
             if self.db.spec(m).init[*step].has_undo {
                 self.step_undone(m, *step);
+                self.emit(crate::events::Event::UndoRun {
+                    module: m,
+                    step: *step,
+                });
                 return Some(crate::proc::Body::Undo {
                     module: m,
                     step: *step,
@@ -657,14 +673,18 @@ impl Kernel {
         self.step_balance.retain(|(m, _), _| *m != id);
         self.symtab.retain(|_, e| e.owner != id);
         for t in inst.targets {
+            let mut removed = false;
             if let Some(ti) = self.instances[t].as_mut() {
-                ti.holders.remove(&id);
+                removed = ti.holders.remove(&id);
                 if !self.db.spec(t).builtin {
                     ti.refcount -= 1;
                 }
                 if ti.refcount == 0 {
                     self.wakes.push(WaitKey::Pins(t));
                 }
+            }
+            if removed {
+                self.emit(crate::events::Event::HolderRemoved { user: id, used: t });
             }
         }
         self.check_leaks(id);

@@ -19,6 +19,7 @@ pub mod devlink;
 pub mod devres;
 pub mod diag;
 pub mod errno;
+pub mod events;
 pub mod initret;
 pub mod kernel;
 pub mod load;

@@ -488,6 +488,11 @@ impl Load {
                                 return self.init_done(k, task);
                             }
                             Resume::Body(BodyResult::Fail(e)) => {
+                                k.emit(crate::events::Event::InitFailed {
+                                    module: m,
+                                    step: self.step,
+                                    errno: e,
+                                });
                                 self.err = Some(e);
                                 self.phase = Phase::Unwind;
                                 continue;
@@ -743,6 +748,10 @@ fn resolve_symbol(k: &mut Kernel, m: ModId, imp: &ImportSpec) -> Resolved {
             if let Some(me) = k.instances[m].as_mut() {
                 me.targets.insert(e.owner);
             }
+            k.emit(crate::events::Event::HolderAdded {
+                user: m,
+                used: e.owner,
+            });
             Resolved::Ok
         }
         _ => Resolved::Fail(Errno::ENOENT),

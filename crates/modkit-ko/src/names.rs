@@ -52,6 +52,14 @@ pub fn plugin_symbol(name: &str) -> String {
     format!("modkit_plugin:{}", modname_normalize(name))
 }
 
+/// The symbol name that stands for a function a plugin exports (`export=NAME` in its
+/// `.modinfo`) or imports (`import=NAME`): plugins link only among themselves, so their
+/// symbols live apart from kernel modules' (`modkit_plugin_sym:NAME`), and depmod computes
+/// a plugin's dependencies from its imports as it does for a module's undefined symbols.
+pub fn plugin_export_symbol(name: &str) -> String {
+    format!("modkit_plugin_sym:{name}")
+}
+
 /// kmod's `modname_normalize`: up to the first `.`, with `-` replaced by `_`.
 pub fn modname_normalize(name: &str) -> String {
     name.split('.').next().unwrap_or("").replace('-', "_")

@@ -10,6 +10,27 @@ use crate::host::HostHandle;
 use crate::symbol::Symbol;
 
 /// The context an init step (or its undo) runs in.
+///
+/// Every fallible method returns [`Error`], which converts into the [`Errno`] an init step
+/// returns, so a step uses `?` on all of them (and on the host's own methods through
+/// [`InitCtx::host`]):
+///
+/// ```
+/// use modkit::{Errno, Host, Init, Module};
+///
+/// let host = Host::new("modkit".parse().unwrap());
+/// host.add_module(Module::new("base").export("answer", 42u32)).unwrap();
+/// host.add_module(Module::new("user").import::<u32>("answer").init_step("use", |ctx| {
+///     let v = ctx.symbol::<u32>("answer")?;
+///     assert_eq!(*v, 42);
+///     ctx.request_module("base")?;
+///     ctx.host().modprobe("no-such-module")?; // fails: the step returns its errno
+///     Ok(Init::Continue)
+/// })).unwrap();
+/// let e = host.modprobe("user").unwrap_err();
+/// assert_eq!(e.errno(), Some(Errno::ENOENT));
+/// assert!(host.lsmod().iter().any(|m| m.name == "user" && m.state.is_none())); // not loaded
+/// ```
 pub struct InitCtx<'a> {
     host: &'a HostHandle,
     task: TaskId,

@@ -43,3 +43,18 @@ impl fmt::Display for Error {
         Ok(())
     }
 }
+
+/// Lets an init step (which returns `Result<Init, Errno>`) use `?` on whatever
+/// [`crate::InitCtx`] and the host return: the error's errno. An outcome that is not an
+/// errno becomes one: `Killed` (the task got SIGKILL) is `EINTR`; a raw wait status of a
+/// modprobe (under `linux-X.Y`) is `EINVAL` (an init that wants the status itself matches
+/// on [`Error::outcome`]). The diagnostics stay on the host's record, not in the errno.
+impl From<Error> for Errno {
+    fn from(e: Error) -> Errno {
+        match e.outcome {
+            Outcome::Err(errno) => errno,
+            Outcome::Killed => Errno::EINTR,
+            Outcome::Ok | Outcome::Status(_) => Errno::EINVAL,
+        }
+    }
+}

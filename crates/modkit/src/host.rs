@@ -140,7 +140,8 @@ impl std::fmt::Debug for HostHandle {
 }
 
 impl HostHandle {
-    pub(crate) fn from_kernel(k: Kernel, clock: Clock) -> HostHandle {
+    pub(crate) fn from_kernel(mut k: Kernel, clock: Clock) -> HostHandle {
+        k.observer = Some(crate::trace::emit);
         let n = k.db.len();
         HostHandle {
             shared: Arc::new(Shared {
@@ -389,6 +390,7 @@ impl HostHandle {
 
     /// Runs a procedure to its end on the calling thread as `task`. `None`: stalled.
     pub(crate) fn drive(&self, task: TaskId, proc: Proc) -> Option<Outcome> {
+        let _scope = crate::trace::TaskScope::enter(task);
         let mut stack = vec![proc];
         let mut resume = Resume::Start;
         let mut st = self.lock();

@@ -16,7 +16,7 @@
 //! host.add_module(Module::new("shout")
 //!     .import::<fn(&str) -> String>("upper")
 //!     .init_step("check", |ctx| {
-//!         let up = ctx.symbol::<fn(&str) -> String>("upper").map_err(|e| e.errno().unwrap())?;
+//!         let up = ctx.symbol::<fn(&str) -> String>("upper")?; // modkit::Error -> Errno
 //!         assert_eq!(up("hi"), "HI");
 //!         Ok(Init::Continue)
 //!     })).unwrap();
@@ -96,6 +96,7 @@ mod symbol;
 mod sync;
 mod taints;
 mod threadtask;
+pub mod trace;
 mod watchdog;
 
 pub use api::{ModuleInfo, Rmmod};

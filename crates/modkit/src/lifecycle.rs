@@ -312,6 +312,17 @@ impl Host {
         self.handle.set_plugin_dir(dir.into());
         self
     }
+
+    /// Opens plugin libraries with `loader` instead of the system's dynamic loader (for
+    /// model tests, which drive the real load and unload logic with a fake library).
+    /// Plugins registered before keep the loader that opened them.
+    pub fn with_plugin_loader(
+        self,
+        loader: std::sync::Arc<dyn crate::plugin::dl::DynLoader>,
+    ) -> Host {
+        self.handle.set_plugin_loader(loader);
+        self
+    }
 }
 
 impl Deref for Host {

@@ -48,8 +48,14 @@ impl Drop for ModuleRef {
         if let Some(pin) = self.pin.take() {
             let mut st = self.host.lock();
             self.host.tick(&mut st);
+            // A pin a forced unload left dangling kept a plugin's library open.
+            let dangling = st.k.dangling.contains_key(&pin);
             let _ = st.k.module_put(pin);
             self.host.deliver(&mut st);
+            drop(st);
+            if dangling {
+                self.host.plugins_reap();
+            }
         }
     }
 }

@@ -94,6 +94,7 @@ fn parse_module(raw: &[u8]) -> Result<ModData, ParseError> {
         let elf = ElfView::parse(&image)?;
         let mut d = ModData::default();
         let (mut is_plugin, mut name, mut depends) = (false, String::new(), Vec::new());
+        let (mut p_exports, mut p_imports) = (Vec::new(), Vec::new());
         for (k, v) in modinfo_raw(&elf).unwrap_or_default() {
             match k {
                 b"alias" => d.aliases.push(lossy(v)),
@@ -101,6 +102,8 @@ fn parse_module(raw: &[u8]) -> Result<ModData, ParseError> {
                 b"weakdep" => d.weakdeps.push(lossy(v)),
                 b"name" => name = lossy(v),
                 b"vermagic" => is_plugin = v.starts_with(b"modkit-abi-"),
+                b"export" => p_exports.push(lossy(v)),
+                b"import" => p_imports.push(lossy(v)),
                 b"depends" => depends.extend(
                     lossy(v)
                         .split(',')
@@ -111,10 +114,21 @@ fn parse_module(raw: &[u8]) -> Result<ModData, ParseError> {
             }
         }
         if is_plugin {
-            // A modkit plugin (issue 11): one pseudo-symbol per plugin, dependencies
-            // from depends=, through the same resolution as kernel modules.
+            // A modkit plugin (issue 11): one pseudo-symbol per plugin and one per
+            // export=; its dependencies from its import= entries (as a module's undefined
+            // symbols) and from depends=, through the same resolution as kernel modules.
             let sym = crate::names::plugin_symbol(&name);
-            d.exports = Some(Ok(vec![(d.push(sym.as_bytes()), 0)]));
+            let mut exports = vec![(d.push(sym.as_bytes()), 0)];
+            for e in p_exports {
+                let s = crate::names::plugin_export_symbol(&e);
+                exports.push((d.push(s.as_bytes()), 0));
+            }
+            d.exports = Some(Ok(exports));
+            for i in p_imports {
+                let s = crate::names::plugin_export_symbol(&i);
+                let span = d.push(s.as_bytes());
+                d.deps.push((span, 0, false));
+            }
             for dep in depends {
                 let s = crate::names::plugin_symbol(&dep);
                 let span = d.push(s.as_bytes());

@@ -355,3 +355,53 @@ fn indexes_modkit_plugins() {
     assert!(read("modules.alias").contains("alias calc:* stats\n"));
     std::fs::remove_dir_all(&base).unwrap();
 }
+
+/// Issue 11: a plugin's dependencies are computed from its `import=` entries against the
+/// other plugins' `export=` entries (as from a module's undefined symbols), without a
+/// `depends=`; a declared `depends=` still counts.
+#[test]
+fn plugin_dependencies_come_from_imports() {
+    let base = temp_tree("plugin-imports");
+    let plugin = |name: &str, extra: &[&str]| {
+        let mut m = FakeModule::new(name, &[], &[]);
+        m.modinfo = vec!["vermagic=modkit-abi-1 rustc_x target panic=unwind".into()];
+        m.modinfo.extend(extra.iter().map(|s| s.to_string()));
+        m
+    };
+    put(
+        &base,
+        "plugins/mathcore.so",
+        &plugin("mathcore", &["export=add", "export=scale", "depends="]),
+    );
+    put(
+        &base,
+        "plugins/stats.so",
+        &plugin("stats", &["export=weighted", "import=add", "import=scale"]),
+    );
+    put(
+        &base,
+        "plugins/report.so",
+        &plugin("report", &["import=weighted", "depends=extra"]),
+    );
+    put(&base, "plugins/extra.so", &plugin("extra", &[]));
+    let (code, err) = depmod(&base);
+    assert_eq!(code, 0, "{err}");
+    let read = |f: &str| std::fs::read_to_string(base.join("lib/modules/4.4.4").join(f)).unwrap();
+    let dep = read("modules.dep");
+    assert!(
+        dep.contains("plugins/stats.so: plugins/mathcore.so\n"),
+        "{dep}"
+    );
+    let report = dep
+        .lines()
+        .find(|l| l.starts_with("plugins/report.so:"))
+        .unwrap();
+    for d in [
+        "plugins/stats.so",
+        "plugins/mathcore.so",
+        "plugins/extra.so",
+    ] {
+        assert!(report.contains(d), "{report}");
+    }
+    std::fs::remove_dir_all(&base).unwrap();
+}

@@ -3,12 +3,16 @@
 //! checks, registration as a module whose first init step links its imports, owned
 //! threads, and after unload dlclose with an RTLD_NOLOAD check.
 
+use std::any::TypeId;
 use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::{c_void, CString};
+use std::ffi::c_void;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Arc;
+
+use super::dl::{DynLoader, System};
+use crate::sync::thread::JoinHandle;
+use crate::sync::{Mutex, MutexGuard};
 
 use modkit_core::spec::normalize_name;
 use modkit_core::{BodyResult, Errno, ExportSpec, ImportSpec, InitStepSpec, ModuleSpec, Outcome};
@@ -133,18 +137,59 @@ pub(crate) struct PluginExport {
     desc: String,
     func: AtomicUsize,
     owner: String,
+    /// The host-side types already found to match `desc` (so that a lookup compares a
+    /// `TypeId` instead of building the type's description each time).
+    checked: std::sync::RwLock<Vec<TypeId>>,
+}
+
+impl PluginExport {
+    /// Checks that `fn(A) -> R` is the exported type: a `TypeId` seen before, else the
+    /// descriptions compared (and the type remembered when they match).
+    fn check<A: AbiArgs, R: Abi>(&self, symbol: &str) -> Result<(), PluginError> {
+        let t = TypeId::of::<PluginFn<A, R>>();
+        if self
+            .checked
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&t)
+        {
+            return Ok(());
+        }
+        let want = describe_fn::<A, R>();
+        if self.desc != want {
+            return Err(PluginError::TypeMismatch {
+                symbol: symbol.into(),
+                user: "the host".into(),
+                exporter: format!("plugin {}", self.owner),
+                expected: want,
+                found: self.desc.clone(),
+            });
+        }
+        self.checked
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(t);
+        Ok(())
+    }
 }
 
 struct Lib {
+    /// The loader's handle (0 when closed).
     handle: usize,
     desc: usize,
     status: PluginStatus,
+    /// The module instance linked against this mapping has been torn down (the undo of
+    /// its link step ran: exit done, owned threads joined). The mapping has no user left;
+    /// the next link closes it and opens the file again, so that a rebuilt file is what a
+    /// load after an unload runs even when a concurrent load came before the reap.
+    unloaded: bool,
 }
 
 /// One plugin known to the host.
 pub(crate) struct PluginRec {
     name: String,
     path: PathBuf,
+    loader: Arc<dyn DynLoader>,
     lib: Mutex<Lib>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     stop: Mutex<Arc<AtomicBool>>,
@@ -161,35 +206,26 @@ pub(crate) struct Plugins {
     inner: Mutex<Inner>,
 }
 
-#[derive(Default)]
 struct Inner {
     dir: Option<PathBuf>,
+    loader: Arc<dyn DynLoader>,
     recs: BTreeMap<String, Arc<PluginRec>>,
     sig: super::sighook::SigHook,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn dlerror_msg() -> String {
-    // SAFETY: dlerror returns NULL or a NUL-terminated string owned by libc.
-    let p = unsafe { libc::dlerror() };
-    if p.is_null() {
-        "unknown dlopen error".into()
-    } else {
-        // SAFETY: non-null, NUL-terminated, valid until the next dl call on this thread.
-        unsafe { std::ffi::CStr::from_ptr(p) }
-            .to_string_lossy()
-            .into_owned()
+impl Default for Inner {
+    fn default() -> Inner {
+        Inner {
+            dir: None,
+            loader: Arc::new(System),
+            recs: BTreeMap::new(),
+            sig: Default::default(),
+        }
     }
 }
 
-fn cpath(path: &Path) -> Result<CString, PluginError> {
-    CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| PluginError::Io {
-        path: path.display().to_string(),
-        msg: "path contains a NUL byte".into(),
-    })
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// What a descriptor says, copied out.
@@ -212,34 +248,26 @@ fn describe(f: super::DescribeFn) -> String {
 }
 
 /// Opens `path` and reads its descriptor.
-fn open(path: &Path) -> Result<(usize, usize, DescInfo), PluginError> {
+fn open(dl: &dyn DynLoader, path: &Path) -> Result<(usize, usize, DescInfo), PluginError> {
     let p = path.display().to_string();
-    let c = cpath(path)?;
-    // SAFETY: a valid C string; RTLD_LOCAL keeps the plugin's symbols out of the global
-    // namespace, RTLD_NOW resolves everything before any plugin code runs.
-    let h = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
-    if h.is_null() {
-        return Err(PluginError::Dlopen {
-            path: p,
-            msg: dlerror_msg(),
-        });
-    }
+    let h = dl.open(path).map_err(|msg| PluginError::Dlopen {
+        path: p.clone(),
+        msg,
+    })?;
     let close = |e: PluginError| {
-        // SAFETY: `h` came from dlopen above and is closed once.
-        unsafe { libc::dlclose(h) };
+        // `h` came from open above and is closed once.
+        dl.close(h);
         e
     };
-    let sym = CString::new(DESCRIPTOR_SYMBOL).expect("no NUL in the symbol name");
-    // SAFETY: `h` is a live handle; the symbol name is a valid C string.
-    let d = unsafe { libc::dlsym(h, sym.as_ptr()) } as *const RawDescriptor;
+    let d = dl.symbol(h, DESCRIPTOR_SYMBOL) as *const RawDescriptor;
     if d.is_null() {
         return Err(close(PluginError::NotPlugin {
             path: p,
             reason: format!("no {DESCRIPTOR_SYMBOL} symbol"),
         }));
     }
-    // SAFETY: the symbol is the plugin's descriptor static (the plugin ABI); the abi field
-    // is first and read before anything else.
+    // SAFETY: the symbol is the plugin's descriptor static (the plugin ABI, and the
+    // DynLoader contract); the abi field is first and read before anything else.
     let desc = unsafe { &*d };
     if desc.abi != ABI_VERSION {
         return Err(close(PluginError::Vermagic {
@@ -288,7 +316,7 @@ fn open(path: &Path) -> Result<(usize, usize, DescInfo), PluginError> {
                 .collect(),
         }
     };
-    Ok((h as usize, d as usize, info))
+    Ok((h, d as usize, info))
 }
 
 /// `*` and `?` glob, as modules.alias patterns use.
@@ -307,11 +335,14 @@ struct FileInfo {
     path: PathBuf,
     name: String,
     aliases: Vec<String>,
+    /// Declared (`depends=`), then computed from the imports by [`super::deps::resolve`].
     depends: Vec<String>,
+    exports: Vec<String>,
+    imports: Vec<String>,
     vermagic: String,
 }
 
-fn scan(dir: &Path) -> Result<Vec<FileInfo>, PluginError> {
+fn scan(dl: &dyn DynLoader, dir: &Path) -> Result<Vec<FileInfo>, PluginError> {
     let rd = std::fs::read_dir(dir).map_err(|e| PluginError::Io {
         path: dir.display().to_string(),
         msg: e.to_string(),
@@ -323,10 +354,7 @@ fn scan(dir: &Path) -> Result<Vec<FileInfo>, PluginError> {
         .collect();
     paths.sort();
     for path in paths {
-        let Ok(data) = std::fs::read(&path) else {
-            continue;
-        };
-        let Ok(mi) = super::elf::modinfo(&data) else {
+        let Ok(mi) = dl.modinfo(&path) else {
             tracing::debug!(path = %path.display(), "not a modkit plugin, skipped");
             continue;
         };
@@ -351,9 +379,24 @@ fn scan(dir: &Path) -> Result<Vec<FileInfo>, PluginError> {
                         .collect::<Vec<_>>()
                 })
                 .collect(),
+            exports: get("export"),
+            imports: get("import"),
             vermagic: get("vermagic").into_iter().next().unwrap_or_default(),
             path,
         });
+    }
+    let entries: Vec<super::deps::Entry<'_>> = out
+        .iter()
+        .map(|f| super::deps::Entry {
+            name: &f.name,
+            exports: &f.exports,
+            imports: &f.imports,
+            depends: &f.depends,
+        })
+        .collect();
+    let deps = super::deps::resolve(&entries);
+    for (f, d) in out.iter_mut().zip(deps) {
+        f.depends = d;
     }
     Ok(out)
 }
@@ -368,6 +411,11 @@ impl HostHandle {
     #[cfg(feature = "signing")]
     pub(crate) fn set_plugin_sig_check(&self, sig: super::sighook::SigHook) {
         lock(&self.shared.plugins.inner).sig = sig;
+    }
+
+    /// Sets the loader of plugin libraries ([`crate::Host::with_plugin_loader`]).
+    pub(crate) fn set_plugin_loader(&self, loader: Arc<dyn DynLoader>) {
+        lock(&self.shared.plugins.inner).loader = loader;
     }
 
     /// Registers the plugin answering `name` (and its dependencies) if there is a plugin
@@ -408,7 +456,7 @@ impl HostHandle {
         if self.lock().k.db.id(&norm).is_some() {
             return Ok(());
         }
-        let files = scan(&dir)?;
+        let files = scan(&*inner.loader, &dir)?;
         let Some(target) = files
             .iter()
             .find(|f| f.name == norm)
@@ -491,11 +539,11 @@ impl HostHandle {
 
     fn register(&self, inner: &Inner, f: &FileInfo) -> Result<Arc<PluginRec>, Error> {
         let verdict = super::sighook::check(&inner.sig, &f.path)?;
-        let (h, d, info) = open(&f.path)?;
+        let (h, d, info) = open(&*inner.loader, &f.path)?;
         if let Err(e) = verdict.confirm(&f.path) {
-            // SAFETY: the handle just opened is closed once; modkit called none of its code
-            // (its ELF constructors, if any, ran inside dlopen: see plugin::signing).
-            unsafe { libc::dlclose(h as *mut c_void) };
+            // The handle just opened is closed once; modkit called none of its code (its
+            // ELF constructors, if any, ran inside dlopen: see plugin::signing).
+            inner.loader.close(h);
             return Err(e.into());
         }
         if info.name != f.name {
@@ -536,6 +584,7 @@ impl HostHandle {
                     desc: desc.clone(),
                     func: AtomicUsize::new(*func as usize),
                     owner: info.name.clone(),
+                    checked: Default::default(),
                 }),
             ));
         }
@@ -548,10 +597,12 @@ impl HostHandle {
         let rec = Arc::new(PluginRec {
             name: info.name.clone(),
             path: f.path.clone(),
+            loader: inner.loader.clone(),
             lib: Mutex::new(Lib {
                 handle: h,
                 desc: d,
                 status: PluginStatus::Open,
+                unloaded: false,
             }),
             threads: Mutex::new(Vec::new()),
             stop: Mutex::new(Arc::new(AtomicBool::new(false))),
@@ -598,39 +649,18 @@ impl HostHandle {
             }
             let loaded = {
                 let st = self.lock();
-                st.k.db
-                    .id(&rec.name)
-                    .and_then(|id| st.k.state(id))
-                    .is_some()
+                st.k.db.id(&rec.name).is_some_and(|id| {
+                    // A forced unload leaves the pins it ignored dangling: a Symbol of
+                    // the freed module may still be called, so its library stays open
+                    // until the last one is put (which reaps again).
+                    st.k.state(id).is_some() || st.k.dangling.values().any(|p| p.module == id)
+                })
             };
             if loaded || !lock(&rec.threads).is_empty() {
                 continue;
             }
-            for (_, e) in &rec.exports {
-                e.func.store(0, Ordering::Release);
-            }
-            // SAFETY: the handle came from dlopen and is closed once (status leaves Open);
-            // the module is unloaded, no Symbol pins it and its threads are joined, so no
-            // code of the library runs or will be called.
-            unsafe { libc::dlclose(lib.handle as *mut c_void) };
-            lib.handle = 0;
-            lib.desc = 0;
-            let still = cpath(&rec.path).ok().and_then(|c| {
-                // SAFETY: RTLD_NOLOAD only looks the library up; a non-null handle is
-                // closed again at once to keep the count balanced.
-                let h = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD) };
-                (!h.is_null()).then(|| {
-                    // SAFETY: `h` came from the RTLD_NOLOAD dlopen above.
-                    unsafe { libc::dlclose(h) };
-                })
-            });
-            lib.status = if still.is_some() {
-                tracing::warn!(plugin = %rec.name, "plugin library still mapped after dlclose");
-                PluginStatus::StillMapped
-            } else {
-                tracing::info!(plugin = %rec.name, "plugin library closed");
-                PluginStatus::Closed
-            };
+            // The module is unloaded, no Symbol pins it and its threads are joined.
+            rec.close_locked(&mut lib);
         }
     }
 
@@ -651,17 +681,7 @@ impl HostHandle {
         name: &str,
     ) -> Result<Symbol<PluginFn<A, R>>, Error> {
         let sym = self.symbol_get::<PluginExport>(name, None)?;
-        let want = describe_fn::<A, R>();
-        if sym.desc != want {
-            return Err(PluginError::TypeMismatch {
-                symbol: name.into(),
-                user: "the host".into(),
-                exporter: format!("plugin {}", sym.owner),
-                expected: want,
-                found: sym.desc.clone(),
-            }
-            .into());
-        }
+        sym.check::<A, R>(name)?;
         let addr = sym.func.load(Ordering::Acquire);
         if addr == 0 {
             return Err(Error::new(
@@ -728,7 +748,7 @@ extern "C-unwind" fn cb_spawn(
     let stop = lock(&env.rec.stop).clone();
     let arg = arg as usize;
     let label = format!("{}/{name}", env.rec.name);
-    let r = std::thread::Builder::new()
+    let r = crate::sync::thread::Builder::new()
         .name(label.clone())
         .spawn(move || {
             // SAFETY: `run` is the plugin's thread trampoline; the library stays open until
@@ -754,6 +774,28 @@ extern "C-unwind" fn cb_log(data: *const c_void, line: RawStr) {
 }
 
 impl PluginRec {
+    /// Closes the open library (`lib` is its locked state) and records whether it stays
+    /// mapped. The caller has checked that no code of it runs or will be called: the module
+    /// is not loaded (or its previous instance is torn down), no Symbol pins it, its owned
+    /// threads are joined.
+    fn close_locked(&self, lib: &mut Lib) {
+        for (_, e) in &self.exports {
+            e.func.store(0, Ordering::Release);
+        }
+        // The handle came from the loader and is closed once (status leaves Open).
+        self.loader.close(lib.handle);
+        lib.handle = 0;
+        lib.desc = 0;
+        lib.unloaded = false;
+        lib.status = if self.loader.still_mapped(&self.path) {
+            tracing::warn!(plugin = %self.name, "plugin library still mapped after dlclose");
+            PluginStatus::StillMapped
+        } else {
+            tracing::info!(plugin = %self.name, "plugin library closed");
+            PluginStatus::Closed
+        };
+    }
+
     fn stop_and_join(&self) {
         lock(&self.stop).store(true, Ordering::Release);
         let threads = std::mem::take(&mut *lock(&self.threads));
@@ -767,6 +809,22 @@ impl PluginRec {
     /// Opens the library again if it was closed (checking that its descriptor still
     /// matches what was registered), then fills the import slots from the exporters.
     fn link(&self, ctx: &mut InitCtx<'_>) -> Result<(), String> {
+        {
+            // A mapping left open by an unload whose reap a concurrent load overtook (not
+            // while a Symbol that a forced unload left dangling may still call it).
+            let mut lib = lock(&self.lib);
+            if lib.status == PluginStatus::Open && lib.unloaded && lock(&self.threads).is_empty() {
+                let st = ctx.host().lock();
+                let dangling =
+                    st.k.db
+                        .id(&self.name)
+                        .is_some_and(|id| st.k.dangling.values().any(|p| p.module == id));
+                drop(st);
+                if !dangling {
+                    self.close_locked(&mut lib);
+                }
+            }
+        }
         self.reopen().map_err(|e| e.to_string())?;
         let lib = lock(&self.lib);
         *lock(&self.stop) = Arc::new(AtomicBool::new(false));
@@ -781,11 +839,11 @@ impl PluginRec {
         let mut opened = None;
         if lib.status != PluginStatus::Open {
             let verdict = super::sighook::check(&self.sig, &self.path)?;
-            let (h, d, info) = open(&self.path)?;
+            let (h, d, info) = open(&*self.loader, &self.path)?;
             if let Err(e) = verdict.confirm(&self.path) {
-                // SAFETY: the handle just opened is closed once; modkit called none of its code
-                // (its ELF constructors, if any, ran inside dlopen: see plugin::signing).
-                unsafe { libc::dlclose(h as *mut c_void) };
+                // The handle just opened is closed once; modkit called none of its code (its
+                // ELF constructors, if any, ran inside dlopen: see plugin::signing).
+                self.loader.close(h);
                 return Err(e);
             }
             opened = Some(verdict.signed);
@@ -795,8 +853,8 @@ impl PluginRec {
             for (n, desc, _) in &info.exports {
                 if let Some((_, e)) = self.exports.iter().find(|(m, _)| m == n) {
                     if &e.desc != desc {
-                        // SAFETY: the handle just opened is closed once.
-                        unsafe { libc::dlclose(h as *mut c_void) };
+                        // The handle just opened is closed once.
+                        self.loader.close(h);
                         return Err(PluginError::TypeMismatch {
                             symbol: n.clone(),
                             user: format!("the registered plugin {}", self.name),
@@ -808,8 +866,7 @@ impl PluginRec {
                 }
             }
             if !same {
-                // SAFETY: as above.
-                unsafe { libc::dlclose(h as *mut c_void) };
+                self.loader.close(h);
                 return Err(PluginError::NotPlugin {
                     path: self.path.display().to_string(),
                     reason: "the rebuilt plugin changed its exports, imports or init steps; a new host is needed to register it".into(),
@@ -824,6 +881,7 @@ impl PluginRec {
                 handle: h,
                 desc: d,
                 status: PluginStatus::Open,
+                unloaded: false,
             };
             tracing::info!(plugin = %self.name, "plugin library opened again");
         }
@@ -931,6 +989,7 @@ impl ModuleCode for PluginCode {
     fn undo(&self, ctx: &mut InitCtx<'_>, step: usize) {
         if step == 0 {
             self.rec.stop_and_join();
+            lock(&self.rec.lib).unloaded = true;
             return;
         }
         if self.rec.call(ctx, step - 1, true) == STATUS_PANIC {

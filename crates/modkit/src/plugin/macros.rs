@@ -166,15 +166,22 @@ macro_rules! __modkit_undo {
 pub const STOP: i32 = STATUS_STOP;
 
 /// Declares the plugin of a `cdylib` crate: its `.modinfo` section (name, license, alias=,
-/// depends=, vermagic=), its exports as `extern "C-unwind"` trampolines, its imports as
-/// slots the host links, its init table, and the one descriptor symbol the host looks up.
+/// vermagic=, one export= per export and one import= per import, depends=), its exports
+/// as `extern "C-unwind"` trampolines, its imports as slots the host links, its init
+/// table, and the one descriptor symbol the host looks up.
+///
+/// `depends:` is optional: the plugins a plugin needs are computed from its `import=`
+/// entries and the other plugins' `export=` entries, as the kernel's depmod computes
+/// modules.dep from undefined symbols (`modkit depmod` on a plugin directory, and
+/// `Host::with_plugin_dir` when it scans one). Names listed in `depends:` are added to
+/// those (a dependency the imports do not show, e.g. a plugin loaded for its side
+/// effects).
 ///
 /// ```ignore
 /// modkit::plugin! {
 ///     name: "greeter",
 ///     license: "MIT",
 ///     aliases: ["greet:*"],
-///     depends: ["textutil"],
 ///     imports: { fn upper(c: u32) -> u32; },
 ///     exports: { fn greet(x: u32) -> u32 { upper(x) + 1 } },
 ///     init: [
@@ -188,7 +195,7 @@ macro_rules! plugin {
         name: $name:literal,
         license: $license:literal,
         aliases: [$($alias:literal),* $(,)?],
-        depends: [$($dep:literal),* $(,)?],
+        $(depends: [$($dep:literal),* $(,)?],)?
         imports: { $(fn $iname:ident($($iarg:ident : $ity:ty),* $(,)?) -> $iret:ty;)* },
         exports: { $(fn $ename:ident($($earg:ident : $ety:ty),* $(,)?) -> $eret:ty $ebody:block)* },
         init: [ $( $sname:literal => $sinit:expr $(, undo $sundo:expr)? );* $(;)? ] $(,)?
@@ -202,8 +209,10 @@ macro_rules! plugin {
                 ("license", $license),
                 $(("alias", $alias),)*
                 ("vermagic", $crate::plugin::VERMAGIC),
+                $(("export", stringify!($ename)),)*
+                $(("import", stringify!($iname)),)*
             ];
-            const DEPENDS: &[&str] = &[$($dep),*];
+            const DEPENDS: &[&str] = &[$($($dep),*)?];
             const LEN: usize = $crate::plugin::macros::modinfo_len(ENTRIES, DEPENDS);
             #[used]
             #[link_section = ".modinfo"]

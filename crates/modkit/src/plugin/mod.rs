@@ -9,6 +9,8 @@
 //! plugin exposes is an `extern "C-unwind"` trampoline that catches panics and returns a
 //! status, so a panic never unwinds into the host.
 
+mod deps;
+pub mod dl;
 mod elf;
 mod loader;
 #[doc(hidden)]
@@ -220,6 +222,41 @@ impl<A: AbiArgs, R: Abi> PluginFn<A, R> {
             Ok(unsafe { ret.assume_init() })
         } else {
             Err(PluginPanic)
+        }
+    }
+}
+
+/// A plugin function borrowed from the [`crate::Symbol`] that holds it
+/// ([`crate::Symbol::bind`]): the bare trampoline pointer, copied out of the handle so that a
+/// hot loop calls it without going through the handle, and usable only while the handle
+/// is borrowed (so while the plugin stays pinned).
+pub struct BoundFn<'s, A: AbiArgs, R: Abi> {
+    f: PluginFn<A, R>,
+    _held: PhantomData<&'s ()>,
+}
+
+impl<A: AbiArgs, R: Abi> Clone for BoundFn<'_, A, R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<A: AbiArgs, R: Abi> Copy for BoundFn<'_, A, R> {}
+
+impl<A: AbiArgs, R: Abi> BoundFn<'_, A, R> {
+    /// Calls the function; a panic inside it is an error.
+    #[inline]
+    pub fn call(&self, args: A) -> Result<R, PluginPanic> {
+        self.f.call(args)
+    }
+}
+
+impl<A: AbiArgs, R: Abi> crate::Symbol<PluginFn<A, R>> {
+    /// The function as a plain copy tied to this handle's borrow (see [`BoundFn`]).
+    #[inline]
+    pub fn bind(&self) -> BoundFn<'_, A, R> {
+        BoundFn {
+            f: **self,
+            _held: PhantomData,
         }
     }
 }

@@ -5,8 +5,8 @@
 //!
 //! Usage: plugin-host PLUGIN_DIR MATHCORE_V2_SO MATHCORE_CHANGED_TYPE_SO
 
-mod bench;
 mod signed;
+mod stress;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -189,15 +189,21 @@ fn run(dir: PathBuf, v2: PathBuf, changed: PathBuf) -> Result<()> {
 
 fn main() -> ExitCode {
     let args: Vec<PathBuf> = std::env::args_os().skip(1).map(PathBuf::from).collect();
-    if args.first().is_some_and(|a| a.as_os_str() == "bench") {
-        let Some(dir) = args.get(1) else {
-            eprintln!("usage: plugin-host bench PLUGIN_DIR");
+    if args.first().is_some_and(|a| a.as_os_str() == "stress") {
+        let (Some(dir), Some(v1), Some(v2)) = (args.get(1), args.get(2), args.get(3)) else {
+            eprintln!(
+                "usage: plugin-host stress PLUGIN_DIR MATHCORE_V1_SO MATHCORE_V2_SO [SECONDS]"
+            );
             return ExitCode::from(2);
         };
-        return match bench::run(dir) {
+        let secs = args
+            .get(4)
+            .and_then(|s| s.to_str()?.parse().ok())
+            .unwrap_or(3.0);
+        return match stress::run(dir, [v1.clone(), v2.clone()], secs) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("plugin-host bench: {e}");
+                eprintln!("plugin-host stress: {e}");
                 ExitCode::FAILURE
             }
         };

@@ -6,7 +6,6 @@ modkit::plugin! {
     name: "mathcore",
     license: "MIT",
     aliases: [],
-    depends: [],
     imports: {},
     exports: {
         fn add(a: i64, b: i64) -> i64 { a + b }
@@ -23,7 +22,6 @@ modkit::plugin! {
     name: "mathcore",
     license: "MIT",
     aliases: [],
-    depends: [],
     imports: {},
     exports: {
         fn add(a: i64, b: i64) -> i64 { a + b }
@@ -36,3 +34,10 @@ modkit::plugin! {
 const FACTOR: i64 = 10;
 #[cfg(feature = "v2")]
 const FACTOR: i64 = 100;
+
+/// The benchmark's build only: `scale` as a plain C symbol for libloading's side.
+#[cfg(feature = "c-abi")]
+#[no_mangle]
+pub extern "C" fn mathcore_scale_c(x: i64) -> i64 {
+    x * FACTOR
+}

@@ -1,11 +1,13 @@
 //! stats: found by its alias `calc:stats`; imports mathcore's functions (linked by modkit,
-//! not by the dynamic linker) and exports its own, one of which can panic.
+//! not by the dynamic linker; its dependency on mathcore is computed from these imports)
+//! and exports its own, one of which can panic.
 
 modkit::plugin! {
     name: "stats",
     license: "MIT",
     aliases: ["calc:*"],
-    depends: ["mathcore"],
+    // No `depends:`: mathcore is found from the imports below (their `import=` entries
+    // against mathcore's `export=` entries), by `modkit depmod` and by the host.
     imports: {
         fn add(a: i64, b: i64) -> i64;
         fn scale(x: i64) -> i64;

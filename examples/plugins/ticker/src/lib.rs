@@ -17,6 +17,7 @@ modkit::plugin! {
     name: "ticker",
     license: "MIT",
     aliases: [],
+    // Declared by hand (it would also be computed from the import of `add`): both work.
     depends: ["mathcore"],
     imports: {
         fn add(a: i64, b: i64) -> i64;
