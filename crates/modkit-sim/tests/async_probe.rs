@@ -2,16 +2,9 @@
 //! device added later is probed by one, the wait after init per era, and a bad
 //! `probe_type` is a clear error.
 
-use modkit_core::Policy;
-use modkit_sim::{parse, Run, Sim};
-
-fn run(policy: &str, text: &str) -> Run {
-    let sc = parse("t.toml", text).unwrap_or_else(|e| panic!("{e}"));
-    let p: Policy = policy.parse().unwrap();
-    let r = Sim::new(&sc, p, 0).run().unwrap();
-    assert!(r.kernel.violations.is_empty(), "{:?}", r.kernel.violations);
-    r
-}
+mod common;
+use common::*;
+use modkit_sim::parse;
 
 const BASE: &str = r#"
 deferred_probe_timeout = -1

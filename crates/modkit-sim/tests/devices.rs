@@ -2,32 +2,9 @@
 //! devres, sysfs bind/unbind, udev's worker limit and event timeout, and clear errors for
 //! bad device keys.
 
-use modkit_core::Policy;
-use modkit_sim::{parse, Run, Sim};
-
-fn run(policy: &str, text: &str) -> Run {
-    let sc = parse("t.toml", text).unwrap_or_else(|e| panic!("{e}"));
-    let p: Policy = policy.parse().unwrap();
-    let r = Sim::new(&sc, p, 0).run().unwrap();
-    assert!(r.kernel.violations.is_empty(), "{:?}", r.kernel.violations);
-    r
-}
-
-fn state(r: &Run, dev: &str) -> String {
-    let row = r.devices.iter().find(|d| d.device == dev).expect("device");
-    match (&row.driver, row.state) {
-        (Some(d), "bound") => format!("bound:{d}"),
-        (_, s) => s.to_string(),
-    }
-}
-
-fn log(r: &Run) -> Vec<String> {
-    r.kernel.log.iter().map(|l| l.text.clone()).collect()
-}
-
-fn err(text: &str) -> String {
-    parse("t.toml", text).unwrap_err().to_string()
-}
+mod common;
+use common::*;
+use modkit_sim::parse;
 
 const TWO_DRIVERS: &str = r#"
 [[module]]
