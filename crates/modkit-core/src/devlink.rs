@@ -183,7 +183,7 @@ impl FwDevlink {
                 self.links[i].device_link = true;
                 // device_link_add() fails when the supplier already depends on the consumer.
                 let mut path = Vec::new();
-                if self.depends(sup, con, &mut path, &mut BTreeSet::new()) {
+                if self.depends(sup, con, &mut path) {
                     k.printk(format!(
                         "{}: Fixing up cyclic dependency with {}",
                         dm.prefix(con),
@@ -218,22 +218,31 @@ impl FwDevlink {
 
     /// `device_is_dependent()`: whether `from` reaches `to` through enforced device links
     /// (consumer to supplier); `path` gets the links of the first way found.
-    fn depends(
+    fn depends(&self, from: DevId, to: DevId, path: &mut Vec<usize>) -> bool {
+        self.walk(from, to, path, &mut BTreeSet::new(), &|l| {
+            l.device_link && !l.relaxed
+        })
+    }
+
+    /// Whether `from` reaches `to` through the links `usable` keeps (consumer to supplier);
+    /// `path` gets the links of the first way found.
+    fn walk(
         &self,
         from: DevId,
         to: DevId,
         path: &mut Vec<usize>,
         seen: &mut BTreeSet<DevId>,
+        usable: &dyn Fn(&Link) -> bool,
     ) -> bool {
         if !seen.insert(from) {
             return false;
         }
         for (j, l) in self.links.iter().enumerate() {
-            if l.consumer != from || !l.device_link || l.relaxed {
+            if l.consumer != from || !usable(l) {
                 continue;
             }
             path.push(j);
-            if l.supplier == to || self.depends(l.supplier, to, path, seen) {
+            if l.supplier == to || self.walk(l.supplier, to, path, seen, usable) {
                 return true;
             }
             path.pop();
@@ -270,7 +279,7 @@ impl FwDevlink {
     fn report(&mut self, k: &mut Kernel, dm: &DeviceModel, con: DevId, sup: DevId) {
         let mut path = Vec::new();
         let mut cycle = vec![con];
-        if self.any_path(sup, con, &mut path, &mut BTreeSet::new()) {
+        if self.walk(sup, con, &mut path, &mut BTreeSet::new(), &|_| true) {
             cycle.push(sup);
             cycle.extend(path.iter().map(|&j| self.links[j].supplier));
         } else {
@@ -301,30 +310,6 @@ impl FwDevlink {
                     .into(),
             ),
         );
-    }
-
-    /// Any way from `from` to `to` through the links, relaxed or not.
-    fn any_path(
-        &self,
-        from: DevId,
-        to: DevId,
-        path: &mut Vec<usize>,
-        seen: &mut BTreeSet<DevId>,
-    ) -> bool {
-        if !seen.insert(from) {
-            return false;
-        }
-        for (j, l) in self.links.iter().enumerate() {
-            if l.consumer != from {
-                continue;
-            }
-            path.push(j);
-            if l.supplier == to || self.any_path(l.supplier, to, path, seen) {
-                return true;
-            }
-            path.pop();
-        }
-        false
     }
 
     /// The suppliers `dev`'s enforced links name (as `device:NAME` keys): once they are
