@@ -2,7 +2,7 @@
 //! `modkit modprobe`, mirroring kmod's options. Each `run_*` returns the exit status.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 
@@ -87,6 +87,16 @@ fn is_version_number(v: &str) -> bool {
     rest.bytes().next().is_some_and(|b| b.is_ascii_digit())
 }
 
+/// The path a command-line argument names: the multicall entry hands arguments over as
+/// [`modkit_ko::bytestr`] strings (bytes that are not UTF-8 kept as escapes), turned back
+/// into the bytes here; a path that is not UTF-8 already is kept as it is.
+fn os_path(p: &Path) -> PathBuf {
+    match p.to_str() {
+        Some(s) => modkit_ko::bytestr::path(s).into_owned(),
+        None => p.to_path_buf(),
+    }
+}
+
 /// Runs `modkit depmod`.
 pub fn run_depmod(args: &DepmodArgs) -> i32 {
     let stderr = std::io::stderr();
@@ -118,21 +128,22 @@ pub fn run_depmod(args: &DepmodArgs) -> i32 {
         Some(v) => v.clone(),
         None => uname_release(),
     };
-    let files: Vec<PathBuf> = positional.map(PathBuf::from).collect();
+    let files: Vec<PathBuf> = positional.map(|f| os_path(Path::new(f))).collect();
     let opts = DepmodOptions {
-        basedir: args.basedir.clone(),
+        basedir: args.basedir.as_deref().map(os_path),
         kversion,
         print_unknown: args.errsyms,
-        symvers: args.symvers.clone(),
-        system_map: args.filesyms.clone(),
-        config_paths: (!args.config.is_empty()).then(|| args.config.clone()),
+        symvers: args.symvers.as_deref().map(os_path),
+        system_map: args.filesyms.as_deref().map(os_path),
+        config_paths: (!args.config.is_empty())
+            .then(|| args.config.iter().map(|c| os_path(c)).collect()),
         dry_run: args.show,
         warn_dups: args.warn,
         sym_prefix,
         quick: args.quick,
         module_files: if args.all { Vec::new() } else { files },
         no_cache: args.no_cache,
-        outdir: args.outdir.clone(),
+        outdir: args.outdir.as_deref().map(os_path),
     };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

@@ -329,13 +329,28 @@ fn run_ko_clap_tool(tool: &str, bin_name: &str, rest: &[String]) -> ExitCode {
     ExitCode::from(code as u8)
 }
 
-fn main() -> ExitCode {
+fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
+}
+
+fn main() -> ExitCode {
+    // MODKIT_TRACE_TIMES: the CPU used before main (dynamic loading, runtime start-up)
+    modkit_ko::ops::phase::mark("main");
+    // Without RUST_LOG the filter shows errors only, and the kmod tools log none through
+    // tracing: they skip setting the subscriber up (part of every modprobe's start-up,
+    // which a storm pays a hundred times; issue 12).
+    let log_asked = std::env::var_os("RUST_LOG").is_some();
+    if log_asked {
+        init_tracing();
+    }
     if let Some(code) = multicall() {
         return code;
+    }
+    if !log_asked {
+        init_tracing();
     }
     let cli = Cli::parse();
     modkit_sim::set_memory_limit(cli.max_memory, heap::in_use);

@@ -136,6 +136,10 @@ pub struct Storm {
     pub loaded: u32,
     /// Wall time from release to the last exit, ms.
     pub wall_ms: f64,
+    /// CPU time of all callers together (user, system), ms, from `wait4`'s rusage.
+    pub cpu_ms: (f64, f64),
+    /// Minor page faults of all callers together.
+    pub minflt: u64,
     /// `exit STATUS xCOUNT` lines.
     pub exits: Vec<String>,
     /// Distinct outputs with their counts.
@@ -173,12 +177,15 @@ impl std::fmt::Display for ToolReport {
         for s in &self.storms {
             writeln!(
                 f,
-                "  storm {:<6} 100 x modprobe {:<11}: inits {:>3}, (f)init_module calls {:>3}, wall {:>7.1} ms, loaded {}, {}",
+                "  storm {:<6} 100 x modprobe {:<11}: inits {:>3}, (f)init_module calls {:>3}, wall {:>7.1} ms, cpu {:.0}+{:.0} ms, minflt {}, loaded {}, {}",
                 s.set,
                 s.module,
                 s.inits,
                 s.calls,
                 s.wall_ms,
+                s.cpu_ms.0,
+                s.cpu_ms.1,
+                s.minflt,
                 s.loaded,
                 s.exits.join(", ")
             )?;
@@ -249,6 +256,8 @@ pub fn parse_report(text: &str) -> (BTreeMap<(String, usize), Step>, Vec<Storm>)
     let mut storms = Vec::new();
     for block in text.split("@@storm ").skip(1) {
         let block = block.split("@@stormend").next().unwrap_or("");
+        let block = block.split("@@trace\n").next().unwrap_or("");
+        let block = block.split("@@times\n").next().unwrap_or("");
         let (head, body) = block.split_once('\n').unwrap_or((block, ""));
         let mut hw = head.split(' ');
         let mut s = Storm {
@@ -270,6 +279,12 @@ pub fn parse_report(text: &str) -> (BTreeMap<(String, usize), Step>, Vec<Storm>)
         while let Some(l) = lines.next() {
             if let Some(w) = l.strip_prefix("wall_ms ") {
                 s.wall_ms = w.trim().parse().unwrap_or(0.0);
+            } else if let Some(c) = l.strip_prefix("cpu_ms ") {
+                // `user U sys S minflt F`
+                let w: Vec<&str> = c.split_whitespace().collect();
+                let num = |i: usize| w.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+                s.cpu_ms = (num(1), num(3));
+                s.minflt = num(5) as u64;
             } else if l.starts_with("exit ") {
                 s.exits.push(l.to_string());
             } else if let Some(c) = l.strip_prefix("output x") {
@@ -358,9 +373,69 @@ fn run_cmd(cmd: &mut Command) -> Result<(), ToolCheckError> {
     Ok(())
 }
 
+/// Measurement knobs of a boot (CI uses the defaults).
+#[derive(Debug, Clone, Default)]
+pub struct ToolCheckOptions {
+    /// Skip the command sequence: only the storms run (no steps are compared).
+    pub storm_only: bool,
+    /// Rounds of storms (each round: kmod, modkit, modkit, kmod per module); 0 means 1.
+    pub rounds: u32,
+    /// Record each storm's process and system-call trace (CLOCK_MONOTONIC) into the
+    /// report (`@@trace` blocks in `WORK/report.txt`) for a per-phase timing.
+    pub trace: bool,
+    /// Also run storms of cheaper commands (`busybox true`, `modprobe -V`, `modprobe -n`:
+    /// `@@phase` blocks) and record modkit's own phase times (`MODKIT_TRACE_TIMES`,
+    /// `@@times` blocks).
+    pub phases: bool,
+}
+
+impl ToolCheckOptions {
+    /// The knobs from the environment: `MODKIT_TOOLS_STORM_ONLY=1`,
+    /// `MODKIT_TOOLS_ROUNDS=N`, `MODKIT_TOOLS_TRACE=1`, `MODKIT_TOOLS_PHASES=1`.
+    pub fn from_env() -> ToolCheckOptions {
+        let on = |k: &str| std::env::var(k).is_ok_and(|v| !v.is_empty() && v != "0");
+        ToolCheckOptions {
+            storm_only: on("MODKIT_TOOLS_STORM_ONLY"),
+            rounds: std::env::var("MODKIT_TOOLS_ROUNDS")
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(1),
+            trace: on("MODKIT_TOOLS_TRACE"),
+            phases: on("MODKIT_TOOLS_PHASES"),
+        }
+    }
+
+    fn cmdline(&self) -> String {
+        let mut c = String::new();
+        if self.storm_only {
+            c.push_str(" mt_storm_only");
+        }
+        if self.rounds > 1 {
+            c.push_str(&format!(" mt_rounds={}", self.rounds));
+        }
+        if self.trace {
+            c.push_str(" mt_trace");
+        }
+        if self.phases {
+            c.push_str(" mt_phases");
+        }
+        c
+    }
+}
+
 /// Boots `kver` with kmod 30 and the `modkit` binary at `modkit`, runs the sequence and
 /// the storms, and reports. `work` holds the build, image, console and report.
 pub fn run(kver: &str, modkit: &Path, work: &Path) -> Result<ToolReport, ToolCheckError> {
+    run_with(kver, modkit, work, &ToolCheckOptions::default())
+}
+
+/// [`run`] with measurement knobs.
+pub fn run_with(
+    kver: &str,
+    modkit: &Path,
+    work: &Path,
+    topts: &ToolCheckOptions,
+) -> Result<ToolReport, ToolCheckError> {
     let ka = assets::kernel(kver).map_err(|e| ToolCheckError::Setup(e.to_string()))?;
     let tools = assets::guest_tools().map_err(|e| ToolCheckError::Setup(e.to_string()))?;
     let src = work.join("src");
@@ -467,7 +542,7 @@ pub fn run(kver: &str, modkit: &Path, work: &Path) -> Result<ToolReport, ToolChe
     img.write(&image).map_err(ie)?;
 
     let opts = qemu::BootOptions {
-        extra_cmdline: CMDLINE.to_string(),
+        extra_cmdline: format!("{CMDLINE}{}", topts.cmdline()),
         timeout: std::time::Duration::from_secs(900),
         ..Default::default()
     };
@@ -488,7 +563,7 @@ pub fn run(kver: &str, modkit: &Path, work: &Path) -> Result<ToolReport, ToolChe
         storms,
         wall: out.wall,
     };
-    if n == 0 {
+    if n == 0 && !topts.storm_only {
         report.diffs.push("no steps reported".into());
     }
     let mut listing = String::new();
@@ -532,7 +607,7 @@ mod tests {
     fn parses_steps_and_storms() {
         let text = "@@step kmod 1 modprobe mt_top\r\n@@rc 0\n@@out\n\n@@err\nmodprobe: ERROR: x\n\n@@mods\nmt_top 16384 0 - Live 0xffffffffc0001000\n\n@@end\n\
 @@step modkit 1 modprobe mt_top\n@@rc 0\n@@out\n\n@@err\nmodprobe: ERROR: y\n\n@@mods\nmt_top 16384 0 - Live 0xffffffffc0002000\n\n@@end\n\
-@@storm kmod mt_slowfail inits=1 calls=100 loaded=0\nwall_ms 812.5\nexit 1 x100\noutput x99\nmodprobe: ERROR: could not insert 'mt_slowfail': Device or resource busy\n@@\noutput x1\nmodprobe: ERROR: could not insert 'mt_slowfail': No such device\n@@\n@@stormend\n@@done\n";
+@@storm kmod mt_slowfail inits=1 calls=100 loaded=0\nwall_ms 812.5\ncpu_ms user 1200.5 sys 800.0 minflt 9000\nexit 1 x100\noutput x99\nmodprobe: ERROR: could not insert 'mt_slowfail': Device or resource busy\n@@\noutput x1\nmodprobe: ERROR: could not insert 'mt_slowfail': No such device\n@@\n@@stormend\n@@done\n";
         let (steps, storms) = parse_report(text);
         assert_eq!(steps.len(), 2);
         let k = &steps[&("kmod".to_string(), 1)];
@@ -546,6 +621,8 @@ mod tests {
         assert_eq!(storms.len(), 1);
         assert_eq!(storms[0].calls, 100);
         assert_eq!(storms[0].wall_ms, 812.5);
+        assert_eq!(storms[0].cpu_ms, (1200.5, 800.0));
+        assert_eq!(storms[0].minflt, 9000);
         assert_eq!(storms[0].outputs.len(), 2);
         assert_eq!(storms[0].outputs[0].0, 99);
     }

@@ -36,7 +36,7 @@ pub fn search(dirname: &str, cfg: &DepmodConfig, log: &mut Log) -> std::io::Resu
         ancestors: Vec::new(),
         base_fd: 3,
     };
-    if let Err(e) = std::fs::read_dir(dirname) {
+    if let Err(e) = std::fs::read_dir(crate::bytestr::path(dirname)) {
         log.msg(
             "ERROR",
             &format!("could not open directory {dirname}: {}\n", strerror(&e)),
@@ -44,7 +44,7 @@ pub fn search(dirname: &str, cfg: &DepmodConfig, log: &mut Log) -> std::io::Resu
         return Err(e);
     }
     st.base_fd = first_free_fd(dirname);
-    walk(&mut st, dirname.as_bytes(), 0, log);
+    walk(&mut st, &crate::bytestr::to_bytes(dirname), 0, log);
     for ext in &cfg.externals {
         if std::fs::read_dir(ext).is_err() {
             log.msg(
@@ -66,7 +66,7 @@ pub fn search(dirname: &str, cfg: &DepmodConfig, log: &mut Log) -> std::io::Resu
 /// at depth `d` is `first + d`.
 fn first_free_fd(dir: &str) -> i32 {
     use std::os::fd::AsRawFd;
-    std::fs::File::open(dir).map_or(3, |f| f.as_raw_fd())
+    std::fs::File::open(crate::bytestr::path(dir)).map_or(3, |f| f.as_raw_fd())
 }
 
 struct State<'a> {
@@ -239,7 +239,8 @@ fn consider_file(st: &mut State, path: Vec<u8>, name: &[u8]) {
 /// `newpath`?
 fn existing_is_higher_priority(st: &State, oldpath: &[u8], newpath: &[u8], modname: &[u8]) -> bool {
     let cfg = st.cfg;
-    let dn = st.dirname.as_bytes();
+    let dn = crate::bytestr::to_bytes(st.dirname);
+    let dn: &[u8] = &dn;
     // Path lengths up to the end of the module name inside the basename.
     let cut = |p: &[u8]| p.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1) + modname.len();
     let (newlen, oldlen) = (cut(newpath), cut(oldpath));
@@ -309,7 +310,8 @@ pub type RelPaths = (Option<Vec<u8>>, Option<Vec<u8>>);
 
 /// (relpath, uncrelpath) of a module path, as `depmod_module_add` computes them.
 pub fn relpaths(path: &[u8], dirname: &str, modname: &[u8]) -> RelPaths {
-    let dn = dirname.as_bytes();
+    let dn = crate::bytestr::to_bytes(dirname);
+    let dn: &[u8] = &dn;
     if !(path.starts_with(dn) && path.get(dn.len()) == Some(&b'/')) {
         return (None, None);
     }
@@ -325,7 +327,7 @@ pub fn relpaths(path: &[u8], dirname: &str, modname: &[u8]) -> RelPaths {
 /// wins), the rest after them in their current order.
 pub(crate) fn sort_by_modules_order(mods: &mut Vec<Mod>, dirname: &str, log: &mut Log) {
     let path = format!("{dirname}/modules.order");
-    let data = match std::fs::read(&path) {
+    let data = match std::fs::read(crate::bytestr::path(&path)) {
         Ok(d) => d,
         Err(e) => {
             log.msg(
@@ -384,7 +386,7 @@ pub fn fgets_lines(data: &[u8]) -> Vec<&[u8]> {
 
 /// `depfile_up_to_date`: is `modules.dep` newer than every module file?
 pub(crate) fn up_to_date(dirname: &str, log: &mut Log) -> bool {
-    let dep = match std::fs::metadata(format!("{dirname}/modules.dep")) {
+    let dep = match std::fs::metadata(crate::bytestr::path(&format!("{dirname}/modules.dep"))) {
         Ok(m) => m,
         Err(e) => {
             log.msg(
@@ -456,7 +458,12 @@ pub(crate) fn up_to_date(dirname: &str, log: &mut Log) -> bool {
         }
         false
     }
-    !newer(dirname.as_bytes(), &mut Vec::new(), secs(mtime), &secs)
+    !newer(
+        &crate::bytestr::to_bytes(dirname),
+        &mut Vec::new(),
+        secs(mtime),
+        &secs,
+    )
 }
 
 #[cfg(test)]

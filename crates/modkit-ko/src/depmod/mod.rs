@@ -28,7 +28,8 @@ pub use config::DepmodConfig;
 pub struct DepmodOptions {
     /// `-b BASEDIR`: root of the module tree (made absolute).
     pub basedir: Option<PathBuf>,
-    /// The kernel version (`VERSION` argument, else `uname -r`).
+    /// The kernel version (`VERSION` argument, else `uname -r`), a [`crate::bytestr`]
+    /// string (bytes that are not UTF-8 kept as escapes).
     pub kversion: String,
     /// `-e`: report unresolved symbols.
     pub print_unknown: bool,
@@ -96,8 +97,11 @@ pub(crate) struct Log<'a> {
 }
 
 impl Log<'_> {
+    /// `text` may hold [`crate::bytestr`] escapes (paths under a base directory that is
+    /// not UTF-8): written as the bytes they stand for.
     pub fn msg(&mut self, level: &str, text: &str) {
-        let _ = write!(self.err, "depmod: {level}: {text}");
+        let _ = write!(self.err, "depmod: {level}: ");
+        let _ = self.err.write_all(&crate::bytestr::to_bytes(text));
     }
 
     /// [`Log::msg`] with a text of bytes (paths and module names are not always UTF-8).
@@ -116,10 +120,11 @@ pub fn strerror(e: &std::io::Error) -> String {
     }
 }
 
-/// The module directory `<basedir>/lib/modules/<version>`.
+/// The module directory `<basedir>/lib/modules/<version>`, as a [`crate::bytestr`]
+/// string: a base directory that is not UTF-8 keeps its bytes (`kversion` is one too).
 pub fn module_dir(basedir: Option<&Path>, kversion: &str) -> String {
     let root = basedir
-        .map(|b| b.to_string_lossy().into_owned())
+        .map(|b| crate::bytestr::from_os(b.as_os_str()))
         .unwrap_or_default();
     format!("{root}/lib/modules/{kversion}")
 }
@@ -268,7 +273,7 @@ pub fn run(opts: &DepmodOptions, out: &mut dyn Write, err: &mut dyn Write) -> Re
             .map(|m| extract::read_module(&m.path))
             .collect()
     } else {
-        let cache = cache::Cache::open(Path::new(&outdirname));
+        let cache = cache::Cache::open(&crate::bytestr::path(&outdirname));
         let read: Vec<_> = mods
             .par_iter()
             .map(|m| {

@@ -155,7 +155,7 @@ pub(crate) fn write_all(ctx: &Ctx, log: &mut Log) -> bool {
         // kmod 31+'s `mkdir_p(dname, 0755)` for `--outdir`.
         let mut b = std::fs::DirBuilder::new();
         std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o755);
-        if let Err(e) = b.recursive(true).create(ctx.outdir) {
+        if let Err(e) = b.recursive(true).create(crate::bytestr::path(ctx.outdir)) {
             log.msg(
                 "FATAL",
                 &format!(
@@ -167,7 +167,7 @@ pub(crate) fn write_all(ctx: &Ctx, log: &mut Log) -> bool {
             return false;
         }
     }
-    if let Err(e) = std::fs::read_dir(ctx.outdir) {
+    if let Err(e) = std::fs::read_dir(crate::bytestr::path(ctx.outdir)) {
         log.msg(
             "FATAL",
             &format!(
@@ -209,17 +209,17 @@ pub(crate) fn write_all(ctx: &Ctx, log: &mut Log) -> bool {
         let res = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
-            .open(&tmp)
+            .open(crate::bytestr::path(&tmp))
             .and_then(|mut fh| fh.write_all(&buf));
         if let Err(e) = res {
-            let _ = std::fs::remove_file(&tmp);
+            let _ = std::fs::remove_file(crate::bytestr::path(&tmp));
             log.msg(
                 "ERROR",
                 &format!("Could not write index '{}': {}\n", f.name, strerror(&e)),
             );
             return false;
         }
-        if let Err(e) = std::fs::rename(&tmp, &dest) {
+        if let Err(e) = std::fs::rename(crate::bytestr::path(&tmp), crate::bytestr::path(&dest)) {
             log.msg(
                 "FATAL",
                 &format!("renameat({}, {}): {}\n", ctx.outdir, f.name, strerror(&e)),
@@ -355,7 +355,7 @@ fn symbols_bin(ctx: &Ctx, out: &mut Vec<u8>, log: &mut Log) {
 }
 
 fn open_input(ctx: &Ctx, name: &str, log: &mut Log) -> Option<Vec<u8>> {
-    match std::fs::read(format!("{}/{name}", ctx.dirname)) {
+    match std::fs::read(crate::bytestr::path(&format!("{}/{name}", ctx.dirname))) {
         Ok(d) => Some(d),
         Err(e) => {
             log.msg(

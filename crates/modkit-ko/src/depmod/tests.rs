@@ -405,3 +405,57 @@ fn plugin_dependencies_come_from_imports() {
     }
     std::fs::remove_dir_all(&base).unwrap();
 }
+
+/// A base directory, output directory and version that are not UTF-8 are used byte for
+/// byte: the tree is found, the outputs are written under `--outdir`, and messages name
+/// the directories with their bytes.
+#[test]
+fn non_utf8_base_outdir_and_version_are_bytes() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    // The byte 0xE9 (Latin-1 é) in the base directory's name.
+    let mut name = b"modkit-ko-b\xe9se-".to_vec();
+    name.extend_from_slice(std::process::id().to_string().as_bytes());
+    let base = std::env::temp_dir().join(OsStr::from_bytes(&name));
+    let _ = std::fs::remove_dir_all(&base);
+    let ver = OsStr::from_bytes(b"4.4.4-\xff");
+    let moddir = base.join("lib/modules").join(ver);
+    std::fs::create_dir_all(moddir.join("kernel")).unwrap();
+    std::fs::write(
+        moddir.join("kernel/a.ko"),
+        FakeModule::new("a", &["a_sym"], &[]).build(),
+    )
+    .unwrap();
+    std::fs::write(
+        moddir.join("kernel/b.ko"),
+        FakeModule::new("b", &[], &["a_sym"]).build(),
+    )
+    .unwrap();
+    let out = base.join(OsStr::from_bytes(b"out-\xe9"));
+    let opts = DepmodOptions {
+        basedir: Some(base.clone()),
+        kversion: crate::bytestr::from_bytes(b"4.4.4-\xff"),
+        config_paths: Some(Vec::new()),
+        outdir: Some(out.clone()),
+        ..Default::default()
+    };
+    let (mut o, mut e) = (Vec::new(), Vec::new());
+    assert_eq!(run(&opts, &mut o, &mut e).unwrap(), 0);
+    // No modules.order (nor modules.builtin…): kmod's warnings, naming the module
+    // directory by its bytes.
+    let mut want = b"depmod: WARNING: could not open modules.order at ".to_vec();
+    want.extend_from_slice(moddir.as_os_str().as_bytes());
+    want.extend_from_slice(b": No such file or directory\n");
+    assert!(e.starts_with(&want), "{}", String::from_utf8_lossy(&e));
+    let dep = std::fs::read(out.join("lib/modules").join(ver).join("modules.dep")).unwrap();
+    assert_eq!(dep, b"kernel/b.ko: kernel/a.ko\nkernel/a.ko:\n");
+    assert!(!moddir.join("modules.dep").exists());
+    // In place (no --outdir).
+    let opts = DepmodOptions {
+        outdir: None,
+        ..opts
+    };
+    assert_eq!(run(&opts, &mut Vec::new(), &mut Vec::new()).unwrap(), 0);
+    assert_eq!(std::fs::read(moddir.join("modules.dep")).unwrap(), dep);
+    std::fs::remove_dir_all(&base).unwrap();
+}

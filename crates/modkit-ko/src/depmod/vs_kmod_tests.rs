@@ -381,3 +381,23 @@ fn compare_with_details(kmod: &Path, base: &Path, args: &[&str]) {
         .collect();
     assert_eq!(String::from_utf8_lossy(&k.stdout), out);
 }
+
+/// `-b` naming a directory that is not UTF-8: the same outputs and the same warning (the
+/// missing modules.order, naming the module directory with its bytes) as kmod 30.
+#[test]
+fn non_utf8_base_directory_like_kmod_30() {
+    let Some(kmod) = kmod30_depmod() else {
+        println!("skipped: kmod 30's depmod is not installed (/sbin/depmod)");
+        return;
+    };
+    let mut name = b"modkit-ko-vs-kmod-b\xe9se-".to_vec();
+    name.extend_from_slice(std::process::id().to_string().as_bytes());
+    let base = std::env::temp_dir().join(std::ffi::OsStr::from_bytes(&name));
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(base.join("lib/modules/4.4.4/kernel")).unwrap();
+    put(&base, "kernel/a.ko", &FakeModule::new("a", &["a_sym"], &[]));
+    put(&base, "kernel/b.ko", &FakeModule::new("b", &[], &["a_sym"]));
+    compare(&kmod, &base, &[]);
+    compare(&kmod, &base, &["-n"]);
+    std::fs::remove_dir_all(&base).unwrap();
+}

@@ -11,6 +11,7 @@ pub mod lock;
 pub mod log;
 pub mod lsmod;
 pub mod modprobe;
+pub mod phase;
 pub mod rmmod;
 pub mod state;
 pub mod sys;

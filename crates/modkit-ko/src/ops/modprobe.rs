@@ -17,7 +17,7 @@ use super::insert::insert_file;
 use super::lock::{Acquired, ModuleLock};
 use super::log::{Log, LOG_CRIT, LOG_EMERG, LOG_ERR, LOG_INFO, LOG_WARNING};
 use super::state::{self, InitState};
-use super::{print_version, sys};
+use super::{phase, print_version, sys};
 use crate::modprobe::config::ModprobeConfig;
 use crate::modprobe::context::{Context, ModId};
 
@@ -432,7 +432,10 @@ impl Modprobe {
             flags |= sys::MODULE_INIT_IGNORE_VERMAGIC;
         }
         let key = super::lock::attempt_key(&path, options, flags);
-        let held = match lock.map(|l| l.acquire(key)) {
+        phase::mark("acquire");
+        let acquired = lock.map(|l| l.acquire(key));
+        phase::mark("acquired");
+        let held = match acquired {
             Some(Acquired::Adopt(0)) => return -libc::EEXIST,
             Some(Acquired::Adopt(e)) => {
                 tracing::debug!("{name}: adopting the concurrent attempt's errno {e}");
@@ -442,6 +445,7 @@ impl Modprobe {
             None => None,
         };
         let r = insert_file(&path, options, flags);
+        phase::mark("inserted");
         let errno = r.err().unwrap_or(0);
         if let Some(h) = held {
             h.finish(errno);
@@ -471,11 +475,13 @@ impl Modprobe {
     pub fn probe_insert(&mut self, id: ModId, extra: Option<&str>) -> i32 {
         // The requested module's lock record is noted first of all, before its state is
         // read: an attempt that finishes after this point is one this run overlapped.
+        phase::mark("lookup");
         let mut target_lock = if self.s.dry_run {
             None
         } else {
             ModuleLock::open(&self.ctx.get(id).name.clone())
         };
+        phase::mark("lock_open");
         if !self.s.ignore_loaded && self.is_inkernel(id) {
             return if self.s.first_time { -libc::EEXIST } else { 0 };
         }
@@ -487,6 +493,7 @@ impl Modprobe {
         let mut list = Vec::new();
         let ic = self.s.ignore_commands;
         self.probe_list(id, true, ic, &mut list);
+        phase::mark("deps");
         let mut err = 0;
         let show = self.s.do_show || self.s.verbose > LOG_WARNING;
         for m in list {
@@ -870,6 +877,14 @@ fn help(prog: &str) {
 
 /// Runs modprobe with `argv` (argv\[0\] is the program name). Returns the exit status.
 pub fn run(argv: &[String]) -> i32 {
+    phase::mark("start");
+    let code = run_inner(argv);
+    phase::mark("end");
+    phase::flush();
+    code
+}
+
+fn run_inner(argv: &[String]) -> i32 {
     let prog = super::short_name(&argv[0]);
     let mut log = Log::stderr(&prog);
     let env = std::env::var("MODPROBE_OPTIONS").ok();
@@ -963,10 +978,13 @@ pub fn run(argv: &[String]) -> i32 {
     let dirname = crate::names::kmod_dirname(root.as_deref(), kversion.as_deref());
     let cmdline = std::fs::read_to_string("/proc/cmdline").ok();
     let cfg_paths = (!config_paths.is_empty()).then_some(config_paths.as_slice());
+    phase::mark("args");
     let config = ModprobeConfig::load(cfg_paths, &dirname, cmdline.as_deref(), &mut |m| {
         let _ = write!(std::io::stderr(), "{m}");
     });
+    phase::mark("config");
     let ctx = Context::new(dirname, config);
+    phase::mark("context");
     log.setup_kmod(s.verbose);
     let mut mp = Modprobe::new(s, ctx, log);
     let err = if show_config {
@@ -1000,6 +1018,10 @@ pub fn run(argv: &[String]) -> i32 {
         mp.insmod(&args[0], extra.as_deref())
     };
     flush_stdout();
+    // The process ends here: freeing the indexes and configuration would only run more
+    // code (each run of a storm pays for every instruction it runs for the first time
+    // under emulation; issue 12).
+    std::mem::forget(mp);
     if err >= 0 {
         0
     } else {
