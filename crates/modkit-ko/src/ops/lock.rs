@@ -20,6 +20,12 @@
 //! lock, or a passing shortage) are not, and neither is success (a loaded module is seen
 //! as loaded anyway). A retry after the window, as a user or a later uevent makes, runs
 //! the init again. `MODKIT_FAILURE_WINDOW_MS` changes the window (0 turns it off).
+//!
+//! The same lock, keyed by a whole plain `modprobe` request instead of a module
+//! ([`ModuleLock::open_request`], `.req-KEY`), is taken before any configuration or index
+//! is read, and its record carries a payload (the module's name, when one line states the
+//! outcome): a storm's waiters then print that line without reading anything (see
+//! `request_lock_applies` in ops/modprobe.rs).
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -172,11 +178,21 @@ fn flock(f: &File, op: libc::c_int) -> std::io::Result<()> {
 }
 
 fn read_record(f: &mut File) -> Record {
+    read_record_payload(f).0
+}
+
+/// The record and its payload (a fifth token, written by [`Held::finish_with`]).
+fn read_record_payload(f: &mut File) -> (Record, Option<String>) {
     let mut s = String::new();
     if f.seek(SeekFrom::Start(0)).is_err() || f.read_to_string(&mut s).is_err() {
-        return Record::default();
+        return (Record::default(), None);
     }
-    Record::parse(&s)
+    let payload = s
+        .split_whitespace()
+        .nth(4)
+        .filter(|p| *p != "-")
+        .map(str::to_string);
+    (Record::parse(&s), payload)
 }
 
 /// What holding the lock found.
@@ -205,15 +221,28 @@ impl ModuleLock {
             tracing::debug!("no lock directory {}", dir.display());
             return None;
         }
+        ModuleLock::open_path(&dir.join(name)).ok()
+    }
+
+    /// The lock of a whole modprobe request (`key`: its arguments), `.req-KEY` in the
+    /// lock directory (module names do not start with a dot); `None` when locking is off
+    /// or impossible.
+    pub fn open_request(key: u64) -> Option<ModuleLock> {
+        let dir = lock_dir()?;
+        std::fs::create_dir_all(&dir).ok()?;
+        ModuleLock::open_path(&dir.join(format!(".req-{key:016x}"))).ok()
+    }
+
+    /// Opens (creating it) the lock file at `path` and notes its current record.
+    pub fn open_path(path: &std::path::Path) -> std::io::Result<ModuleLock> {
         let mut file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(dir.join(name))
-            .ok()?;
+            .open(path)?;
         let before = read_record(&mut file);
-        Some(ModuleLock { file, before })
+        Ok(ModuleLock { file, before })
     }
 
     /// Becomes the inserter, or waits for the one at work and adopts its outcome. The
@@ -228,45 +257,57 @@ impl ModuleLock {
     }
 
     /// [`ModuleLock::acquire`] with a given failure window.
-    pub fn acquire_with(mut self, key: u64, window: std::time::Duration) -> Acquired {
+    pub fn acquire_with(self, key: u64, window: std::time::Duration) -> Acquired {
+        self.acquire_payload(key, window).0
+    }
+
+    /// [`ModuleLock::acquire_with`], also giving an adopted attempt's payload (what its
+    /// run passed to [`Held::finish_with`]).
+    pub fn acquire_payload(
+        mut self,
+        key: u64,
+        window: std::time::Duration,
+    ) -> (Acquired, Option<String>) {
         loop {
             match flock(&self.file, libc::LOCK_EX | libc::LOCK_NB) {
                 Ok(()) => {
-                    let now = read_record(&mut self.file);
+                    let (now, payload) = read_record_payload(&mut self.file);
                     if now.seq != self.before.seq {
-                        return Acquired::Adopt(now.errno);
+                        return (Acquired::Adopt(now.errno), payload);
                     }
                     // A storm's latecomer: the failing attempt ended just before it came.
                     if let Some(e) = now.recent_failure(key, boottime_ns(), window) {
-                        return Acquired::Adopt(e);
+                        return (Acquired::Adopt(e), payload);
                     }
-                    return Acquired::Held(Held {
+                    let held = Held {
                         file: self.file,
                         seq: now.seq,
                         key,
-                    });
+                    };
+                    return (Acquired::Held(held), None);
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => {}
                 Err(_) => {
                     // Cannot lock: behave as the unlocked tool would.
-                    return Acquired::Held(Held {
+                    let held = Held {
                         file: self.file,
                         seq: self.before.seq,
                         key,
-                    });
+                    };
+                    return (Acquired::Held(held), None);
                 }
             }
             if flock(&self.file, libc::LOCK_SH).is_ok() {
-                let now = read_record(&mut self.file);
+                let (now, payload) = read_record_payload(&mut self.file);
                 let _ = flock(&self.file, libc::LOCK_UN);
                 if now.seq != self.before.seq {
-                    return Acquired::Adopt(now.errno);
+                    return (Acquired::Adopt(now.errno), payload);
                 }
                 // A latecomer sees the recent failure here too: it must not need the
                 // exclusive lock for that, or a crowd of latecomers, each holding the
                 // shared lock in turn, keeps every one of them from getting it.
                 if let Some(e) = now.recent_failure(key, boottime_ns(), window) {
-                    return Acquired::Adopt(e);
+                    return (Acquired::Adopt(e), payload);
                 }
             }
             // The holder was another run's shared wait (or one that did not finish):
@@ -278,13 +319,20 @@ impl ModuleLock {
 
 impl Held {
     /// Records this attempt's outcome (errno, 0 on success) for the runs waiting.
-    pub fn finish(mut self, errno: i32) {
+    pub fn finish(self, errno: i32) {
+        self.finish_with(errno, None);
+    }
+
+    /// [`Held::finish`] with a payload for the runs that adopt the outcome (one token:
+    /// no whitespace; `None`: nothing).
+    pub fn finish_with(mut self, errno: i32, payload: Option<&str>) {
         let rec = format!(
-            "{} {} {} {:x}\n",
+            "{} {} {} {:x} {}\n",
             self.seq + 1,
             errno,
             boottime_ns(),
-            self.key
+            self.key,
+            payload.unwrap_or("-")
         );
         let _ = self.file.set_len(0);
         let _ = self.file.seek(SeekFrom::Start(0));
@@ -342,17 +390,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("modkit-lock-crowd-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("m");
-        let open = move |p: &std::path::Path| {
-            let mut file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(p)
-                .unwrap();
-            let before = read_record(&mut file);
-            ModuleLock { file, before }
-        };
+        let open = |p: &std::path::Path| ModuleLock::open_path(p).unwrap();
         let w = std::time::Duration::from_secs(30);
         let Acquired::Held(h) = open(&path).acquire_with(3, w) else {
             panic!("first must hold")
@@ -385,17 +423,7 @@ mod tests {
     fn latecomers_adopt_a_recent_failure_and_retry_after_the_window() {
         let dir = std::env::temp_dir().join(format!("modkit-lock-late-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let open = || {
-            let mut file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(dir.join("m"))
-                .unwrap();
-            let before = read_record(&mut file);
-            ModuleLock { file, before }
-        };
+        let open = || ModuleLock::open_path(&dir.join("m")).unwrap();
         let w = std::time::Duration::from_millis(300);
         let Acquired::Held(h) = open().acquire_with(7, w) else {
             panic!("first must hold")
@@ -418,21 +446,45 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// A run that waited gets the payload its attempt finished with (a request's one-line
+    /// outcome, ops/modprobe.rs); an attempt without one gives none.
+    #[test]
+    fn a_payload_reaches_the_runs_that_adopt() {
+        let dir = std::env::temp_dir().join(format!("modkit-lock-pl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let open = || ModuleLock::open_path(&dir.join("r")).unwrap();
+        let (first, second) = (open(), open());
+        let Acquired::Held(h) = first.acquire(5) else {
+            panic!("first must hold")
+        };
+        let t = std::thread::spawn(move || {
+            match second.acquire_payload(5, std::time::Duration::ZERO) {
+                (Acquired::Adopt(e), p) => (e, p),
+                (Acquired::Held(_), _) => (-1, None),
+            }
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        h.finish_with(libc::ENODEV, Some("6d745f61"));
+        assert_eq!(
+            t.join().unwrap(),
+            (libc::ENODEV, Some("6d745f61".to_string()))
+        );
+        let (third, fourth) = (open(), open());
+        let Acquired::Held(h) = third.acquire_with(5, std::time::Duration::ZERO) else {
+            panic!("third must hold")
+        };
+        let t = std::thread::spawn(move || fourth.acquire_payload(5, std::time::Duration::ZERO).1);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        h.finish(0);
+        assert_eq!(t.join().unwrap(), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn waiters_adopt_the_outcome() {
         let dir = std::env::temp_dir().join(format!("modkit-lock-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let open = || {
-            let mut file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(dir.join("m"))
-                .unwrap();
-            let before = read_record(&mut file);
-            ModuleLock { file, before }
-        };
+        let open = || ModuleLock::open_path(&dir.join("m")).unwrap();
         let first = open();
         let second = open();
         let Acquired::Held(h) = first.acquire(1) else {

@@ -42,7 +42,21 @@ pub struct Log {
     /// libkmod's threshold once the tool's logger is installed (`log_setup_kmod_log`);
     /// `None`: libkmod's default logger.
     pub kmod: Option<i32>,
-    err: Box<dyn Write>,
+    err: Counted,
+}
+
+/// The logger's writer, counting the bytes written through it.
+struct Counted(Box<dyn Write>, usize);
+
+impl Write for Counted {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let n = self.0.write(b)?;
+        self.1 += n;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
 }
 
 impl std::fmt::Debug for Log {
@@ -67,8 +81,13 @@ impl Log {
             prog: prog.to_string(),
             priority: LOG_WARNING,
             kmod: None,
-            err,
+            err: Counted(err, 0),
         }
+    }
+
+    /// Bytes written so far (0: the run has printed nothing through this logger).
+    pub fn written(&self) -> usize {
+        self.err.1
     }
 
     /// `log_setup_kmod_log(ctx, priority)`.

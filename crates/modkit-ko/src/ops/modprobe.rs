@@ -130,6 +130,11 @@ pub struct Modprobe {
     ignorecmd: HashSet<ModId>,
     /// `->visited`.
     visited: HashSet<ModId>,
+    /// The request's outcome as (module name, errno), when a run of the same request can
+    /// print it alone: one module, nothing printed before its result, no command run.
+    replay: Option<(String, i32)>,
+    /// An install command ran (its output is not the tool's own).
+    ran_command: bool,
 }
 
 impl std::fmt::Debug for Modprobe {
@@ -206,6 +211,61 @@ pub(crate) fn concat_options(opt: Option<&str>, xopt: Option<&str>) -> Option<St
     Some(r)
 }
 
+/// modprobe.c's message for a module that could not be inserted (`errno` > 0).
+fn insert_error_text(name: &str, errno: i32) -> String {
+    match errno {
+        libc::EEXIST => format!("could not insert '{name}': Module already in kernel\n"),
+        libc::ENOENT => format!(
+            "could not insert '{name}': Unknown symbol in module, or unknown parameter (see dmesg)\n"
+        ),
+        e => format!("could not insert '{name}': {}\n", sys::strerror(e)),
+    }
+}
+
+/// Storms, request level (issue 12): concurrent runs of the same plain request
+/// (`modprobe [-q] [-b] [-s] [-d DIR] [-S VERSION] [-C CONFIG] NAME [PARAMS]`: what udev
+/// and systemd's modprobe@ run; the key is the whole argument list) take
+/// the lock of the request itself ([`ModuleLock::open_request`]) before reading any
+/// configuration or index. The first does the work; the others wait, and when the run
+/// they waited for ended with a result that one line states (loaded, or "could not insert
+/// 'NAME': ERROR"), print that line and exit as it did, without reading anything: each of
+/// a storm's processes then costs little more than its start-up. Any other ending (several
+/// modules, messages before the result, an install command, a run that died) makes the
+/// waiters run in full, where the module's own lock still applies. Runs that start after
+/// the attempt ended run in full too (a failure's record under the module's lock is keyed
+/// by the options modprobe.d gives, which this level does not read). Not inside an install
+/// or remove command (`MODPROBE_MODULE` set): a command running the same request would
+/// wait for itself.
+fn request_lock_applies(opts: &[super::getopt::Opt], operands: &[String]) -> bool {
+    !operands.is_empty()
+        && opts.iter().all(|o| {
+            ['q', 'b', 's', 'd', 'S', 'C']
+                .iter()
+                .any(|&c| o.val == c as u32)
+        })
+        && std::env::var_os("MODPROBE_MODULE").is_none()
+}
+
+/// Hex of the bytes a [`crate::bytestr`] name stands for (a record token).
+fn hex_name(name: &str) -> String {
+    crate::bytestr::to_bytes(name)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// [`hex_name`] back.
+fn unhex_name(h: &str) -> Option<String> {
+    if h.is_empty() || h.len() % 2 != 0 {
+        return None;
+    }
+    let b: Option<Vec<u8>> = (0..h.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(h.get(i..i + 2)?, 16).ok())
+        .collect();
+    Some(crate::bytestr::from_bytes(&b?))
+}
+
 /// `$CMDLINE_OPTS` substitution of install/remove commands.
 fn substitute(cmd: &str, opts: &str) -> String {
     cmd.replace("$CMDLINE_OPTS", opts)
@@ -235,6 +295,8 @@ impl Modprobe {
             required: HashSet::new(),
             ignorecmd: HashSet::new(),
             visited: HashSet::new(),
+            replay: None,
+            ran_command: false,
         }
     }
 
@@ -378,6 +440,7 @@ impl Modprobe {
 
     /// libkmod's `command_do` for install commands: 0 or `-EINVAL`.
     fn install_command_do(&mut self, m: ModId, options: &str) -> i32 {
+        self.ran_command = true;
         let cmd = substitute(&self.ctx.install_command(m).unwrap_or_default(), options);
         let name = self.ctx.get(m).name.clone();
         match system(&cmd, &name, self.s.env_options.as_deref()) {
@@ -549,6 +612,7 @@ impl Modprobe {
             return -libc::ENOENT;
         }
         let mut err = 0;
+        let single = list.len() == 1;
         for id in list {
             if self.s.lookup_only {
                 out!("{}\n", self.ctx.get(id).name);
@@ -558,20 +622,13 @@ impl Modprobe {
             }
             if err >= 0 {
                 err = 0;
-            } else {
+            }
+            if single && !self.s.lookup_only && !self.ran_command && self.log.written() == 0 {
+                self.replay = Some((self.ctx.get(id).name.clone(), -err));
+            }
+            if err < 0 {
                 let name = self.ctx.get(id).name.clone();
-                match -err {
-                    libc::EEXIST => self.err(&format!(
-                        "could not insert '{name}': Module already in kernel\n"
-                    )),
-                    libc::ENOENT => self.err(&format!(
-                        "could not insert '{name}': Unknown symbol in module, or unknown parameter (see dmesg)\n"
-                    )),
-                    e => self.err(&format!(
-                        "could not insert '{name}': {}\n",
-                        sys::strerror(e)
-                    )),
-                }
+                self.err(&insert_error_text(&name, -err));
             }
         }
         err
@@ -975,11 +1032,36 @@ fn run_inner(argv: &[String]) -> i32 {
         log.err("missing parameters. See -h.\n");
         return 1;
     }
+    let mut request = None;
+    if request_lock_applies(&parsed.opts, &args) {
+        let key = super::lock::attempt_key(&argv.join("\u{0}"), "modprobe request", 0);
+        if let Some(l) = ModuleLock::open_request(key) {
+            phase::mark("request_lock");
+            match l.acquire_payload(key, std::time::Duration::ZERO) {
+                (Acquired::Held(h), _) => request = Some(h),
+                (Acquired::Adopt(errno), Some(p)) => {
+                    if let Some(name) = unhex_name(&p) {
+                        phase::mark("replay");
+                        log.setup_kmod(s.verbose);
+                        if errno != 0 {
+                            log.err(&insert_error_text(&name, errno));
+                            return 1;
+                        }
+                        return 0;
+                    }
+                }
+                // Not stated by one line: run in full.
+                (Acquired::Adopt(_), None) => {}
+            }
+        }
+    }
     let dirname = crate::names::kmod_dirname(root.as_deref(), kversion.as_deref());
     let cmdline = std::fs::read_to_string("/proc/cmdline").ok();
     let cfg_paths = (!config_paths.is_empty()).then_some(config_paths.as_slice());
     phase::mark("args");
+    let mut config_messages = 0;
     let config = ModprobeConfig::load(cfg_paths, &dirname, cmdline.as_deref(), &mut |m| {
+        config_messages += 1;
         let _ = write!(std::io::stderr(), "{m}");
     });
     phase::mark("config");
@@ -1018,6 +1100,14 @@ fn run_inner(argv: &[String]) -> i32 {
         mp.insmod(&args[0], extra.as_deref())
     };
     flush_stdout();
+    if let Some(h) = request {
+        match mp.replay.take() {
+            Some((name, errno)) if config_messages == 0 => {
+                h.finish_with(errno, Some(&hex_name(&name)))
+            }
+            _ => h.finish_with(-err.min(0), None),
+        }
+    }
     // The process ends here: freeing the indexes and configuration would only run more
     // code (each run of a storm pays for every instruction it runs for the first time
     // under emulation; issue 12).
@@ -1058,6 +1148,28 @@ mod tests {
             vec!["modprobe", "-q", "-C", "/a b", "fuse"]
         );
         assert_eq!(prepend_env(None, &a), a);
+    }
+
+    #[test]
+    fn request_outcomes() {
+        let name = crate::bytestr::from_bytes(b"caf\xe9_x");
+        assert_eq!(unhex_name(&hex_name(&name)), Some(name));
+        assert_eq!(unhex_name("6d7"), None);
+        assert_eq!(unhex_name("zz"), None);
+        assert_eq!(
+            insert_error_text("mt_a", libc::ENODEV),
+            "could not insert 'mt_a': No such device\n"
+        );
+        let opt = |c: char| super::super::getopt::Opt {
+            val: c as u32,
+            arg: None,
+        };
+        let ops = vec!["mt_a".to_string()];
+        assert!(request_lock_applies(&[opt('q'), opt('b')], &ops));
+        assert!(!request_lock_applies(&[opt('q')], &[]));
+        for c in ['r', 'n', 'v', 'a', 'f', 'i', 'D', 'R'] {
+            assert!(!request_lock_applies(&[opt(c)], &ops), "-{c}");
+        }
     }
 
     #[test]
