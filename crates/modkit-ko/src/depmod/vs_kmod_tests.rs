@@ -29,6 +29,15 @@ pub(crate) fn kmod30_depmod() -> Option<PathBuf> {
     None
 }
 
+/// [`kmod30_depmod`], saying why the test is skipped when it is not installed.
+fn kmod30_or_skip() -> Option<PathBuf> {
+    let k = kmod30_depmod();
+    if k.is_none() {
+        println!("skipped: kmod 30's depmod is not installed (/sbin/depmod)");
+    }
+    k
+}
+
 const OUTPUTS: [&str; 10] = [
     "modules.dep",
     "modules.dep.bin",
@@ -120,8 +129,7 @@ fn compare(kmod: &Path, base: &Path, args: &[&str]) {
 
 #[test]
 fn non_utf8_names_and_symlinks_like_kmod_30() {
-    let Some(kmod) = kmod30_depmod() else {
-        println!("skipped: kmod 30's depmod is not installed (/sbin/depmod)");
+    let Some(kmod) = kmod30_or_skip() else {
         return;
     };
     let base = temp_tree("vs-kmod-bytes");
@@ -183,8 +191,7 @@ fn non_utf8_names_and_symlinks_like_kmod_30() {
 /// kmod 30's modinfo (both reading the indexes kmod's depmod wrote).
 #[test]
 fn modinfo_of_a_non_utf8_name_like_kmod_30() {
-    let Some(kmod) = kmod30_depmod() else {
-        println!("skipped: kmod 30's depmod is not installed (/sbin/depmod)");
+    let Some(kmod) = kmod30_or_skip() else {
         return;
     };
     let modinfo = kmod.with_file_name("modinfo");
@@ -274,8 +281,7 @@ fn without_details(b: &[u8]) -> (Vec<u8>, usize) {
 /// with modkit's detail on a second line; and depmod's FATAL for a missing explicit file.
 #[test]
 fn error_texts_of_malformed_files_like_kmod_30() {
-    let Some(kmod) = kmod30_depmod() else {
-        println!("skipped: kmod 30's depmod is not installed (/sbin/depmod)");
+    let Some(kmod) = kmod30_or_skip() else {
         return;
     };
     let modinfo = kmod.with_file_name("modinfo");
@@ -386,8 +392,7 @@ fn compare_with_details(kmod: &Path, base: &Path, args: &[&str]) {
 /// missing modules.order, naming the module directory with its bytes) as kmod 30.
 #[test]
 fn non_utf8_base_directory_like_kmod_30() {
-    let Some(kmod) = kmod30_depmod() else {
-        println!("skipped: kmod 30's depmod is not installed (/sbin/depmod)");
+    let Some(kmod) = kmod30_or_skip() else {
         return;
     };
     let mut name = b"modkit-ko-vs-kmod-b\xe9se-".to_vec();
