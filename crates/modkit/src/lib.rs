@@ -83,12 +83,15 @@
 
 mod api;
 mod ctx;
+mod device;
+mod devres;
 pub mod driver;
 mod error;
 mod host;
 mod lifecycle;
 mod module;
 pub mod plugin;
+mod probe;
 mod revocable;
 mod shutdown;
 mod signal;
@@ -101,7 +104,10 @@ mod watchdog;
 
 pub use api::{ModuleInfo, Rmmod};
 pub use ctx::InitCtx;
+pub use device::{register_step_name, Device, DeviceCode, DeviceDriver, DeviceRow};
+pub use devres::Devres;
 pub use error::Error;
+pub use probe::{ProbeCtx, DEFAULT_UNBIND_STALL_AFTER};
 
 pub use host::{thread_limit, Clock, HostHandle, HOST_THREAD_CAP};
 pub use lifecycle::{Host, WeakHost, DEFAULT_DROP_WAIT};
