@@ -113,6 +113,16 @@ impl Devices {
     }
 }
 
+/// Forgets the handles of threads that have ended (so a long-running program does not
+/// collect them); shuttle's handles cannot tell, and its runs are short.
+#[cfg(not(feature = "shuttle"))]
+fn prune_finished(threads: &mut Vec<thread::JoinHandle<()>>) {
+    threads.retain(|t| !t.is_finished());
+}
+
+#[cfg(feature = "shuttle")]
+fn prune_finished(_threads: &mut Vec<thread::JoinHandle<()>>) {}
+
 /// The wait key of a device's lock, woken when a probe or remove of it ends.
 fn device_lock_key(dev: DevId) -> WaitKey {
     WaitKey::Completion(format!("device_lock({dev})"))
@@ -689,7 +699,7 @@ impl HostHandle {
         let mut st = self.lock();
         match spawned {
             Ok(j) => {
-                st.devs.threads.retain(|t| !t.is_finished());
+                prune_finished(&mut st.devs.threads);
                 st.devs.threads.push(j);
                 true
             }
