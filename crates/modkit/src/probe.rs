@@ -56,7 +56,7 @@ pub(crate) struct Devices {
     /// The core's model.
     pub(crate) dm: DeviceModel,
     /// Probe and remove code, by driver id.
-    code: Vec<Arc<dyn DeviceCode>>,
+    code: BTreeMap<DrvId, Arc<dyn DeviceCode>>,
     /// Drivers that prefer asynchronous probing, by driver id.
     async_probe: Vec<bool>,
     /// Buses the host has.
@@ -75,6 +75,8 @@ pub(crate) struct Devices {
     timer: bool,
     /// Worker threads (deferred probe, async probe, autoload) running.
     busy: usize,
+    /// Every device thread running, the timer included.
+    running: usize,
     /// `modprobe MODALIAS` on each device added (udev's coldplug role).
     autoload: bool,
     /// The bound on waits under `modkit`.
@@ -89,7 +91,7 @@ impl Devices {
     pub(crate) fn new(policy: modkit_core::Policy) -> Devices {
         Devices {
             dm: DeviceModel::new(Vec::new(), modkit_core::dd::default_timeout(policy)),
-            code: Vec::new(),
+            code: BTreeMap::new(),
             async_probe: Vec::new(),
             buses: modkit_core::device::BUILTIN_BUSES
                 .iter()
@@ -105,6 +107,7 @@ impl Devices {
             deferwq: false,
             timer: false,
             busy: 0,
+            running: 0,
             autoload: false,
             stall_after: DEFAULT_UNBIND_STALL_AFTER,
             closing: false,
@@ -365,7 +368,7 @@ impl HostHandle {
                 };
                 let a = d.async_probe;
                 let id = st.devs.dm.add_driver(spec);
-                st.devs.code.push(d.into_code());
+                st.devs.code.insert(id, d.into_code());
                 st.devs.async_probe.push(a);
                 id
             })
@@ -484,7 +487,14 @@ impl HostHandle {
     ) -> Result<(), Errno> {
         let (code, module) = {
             let st = self.lock();
-            (st.devs.code[drv].clone(), st.devs.dm.drivers[drv].module)
+            (
+                st.devs.code.get(&drv).cloned(),
+                st.devs.dm.drivers[drv].module,
+            )
+        };
+        let Some(code) = code else {
+            // The host is shut down: the code is gone.
+            return if probing { Err(Errno::ENODEV) } else { Ok(()) };
         };
         let mut ctx = ProbeCtx {
             init: InitCtx::new(self, task, module),
@@ -686,6 +696,7 @@ impl HostHandle {
             };
             let task = self.new_task(&mut st, &label);
             st.devs.busy += 1;
+            st.devs.running += 1;
             (task, slot)
         };
         let h = self.clone();
@@ -694,6 +705,7 @@ impl HostHandle {
             f(&h, task);
             let mut st = h.lock();
             st.devs.busy -= 1;
+            st.devs.running -= 1;
             h.finish_task(&mut st, task, Some(Outcome::Ok));
         });
         let mut st = self.lock();
@@ -705,6 +717,7 @@ impl HostHandle {
             }
             Err(_) => {
                 st.devs.busy -= 1;
+                st.devs.running -= 1;
                 self.finish_task(&mut st, task, Some(Outcome::Err(Errno::ENOMEM)));
                 false
             }
@@ -892,17 +905,45 @@ impl HostHandle {
         st.devs.leaving.remove(&drv);
     }
 
-    /// Called when the host closes: stops the timer, joins the device threads.
+    /// Called when the host closes: stops the timer and waits for the device threads (up
+    /// to [`crate::DEFAULT_DROP_WAIT`]; a thread stuck in driver code is left running, with
+    /// a warning), then joins those that ended.
     pub(crate) fn devices_close(&self) {
-        let threads = {
-            let mut st = self.lock();
-            st.devs.closing = true;
-            st.k.wakes.push(timer_key());
-            self.deliver(&mut st);
-            self.notify();
-            std::mem::take(&mut st.devs.threads)
-        };
+        let until = std::time::Instant::now() + crate::DEFAULT_DROP_WAIT;
         let me = thread::current().id();
+        let mut st = self.lock();
+        st.devs.closing = true;
+        st.k.wakes.push(timer_key());
+        self.deliver(&mut st);
+        self.notify();
+        // A device thread that runs this close (the host dropped from a probe) is not
+        // waited for.
+        let own = usize::from(st.devs.threads.iter().any(|t| t.thread().id() == me));
+        while st.devs.running > own {
+            let now = std::time::Instant::now();
+            if now >= until {
+                tracing::warn!(
+                    target: "modkit::host",
+                    threads = st.devs.running,
+                    "host closed while device threads (probes, removes) still run: left running"
+                );
+                return;
+            }
+            st = self
+                .shared
+                .cv
+                .wait_timeout(st, (until - now).min(Duration::from_millis(20)))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        let threads = std::mem::take(&mut st.devs.threads);
+        // The drivers' code and the managed values go with the modules' code (they may
+        // hold handles to the host), dropped outside the lock.
+        let code = std::mem::take(&mut st.devs.code);
+        let values = std::mem::take(&mut st.devs.values);
+        drop(st);
+        drop(code);
+        drop(values);
         for t in threads {
             if t.thread().id() != me {
                 let _ = t.join();

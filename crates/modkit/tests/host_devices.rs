@@ -471,3 +471,65 @@ fn drivers_are_checked_when_the_module_is_added() {
         .unwrap_err();
     assert!(e.op.contains("exists already"), "{e}");
 }
+
+#[test]
+fn a_dropped_host_with_drivers_is_freed_and_its_timer_stopped() {
+    let host = host("modkit");
+    let calls = Arc::new(Calls::default());
+    let h = host.clone(); // captured by module code: must not keep the host alive
+    host.add_module(
+        Module::new("m").driver(tracing_driver("m", "endpoint:*", &calls).probe(move |_| {
+            let _ = h.lsmod();
+            Ok(())
+        })),
+    )
+    .unwrap();
+    host.add_device(Device::new("d", "endpoint").modalias("endpoint:d"))
+        .unwrap();
+    host.modprobe("m").unwrap(); // starts the deferred-probe timer (10 s under modkit)
+    let weak = host.downgrade();
+    let t = std::time::Instant::now();
+    drop(host);
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "drop waited for the timer"
+    );
+    assert!(weak.upgrade().is_none(), "the host leaked");
+    assert_eq!(calls.take(), vec!["remove d by m"]);
+}
+
+#[test]
+fn under_linux_an_unbind_waits_for_the_user_in_flight() {
+    let host = host("linux-6.12");
+    host.set_unbind_stall_after(Duration::from_millis(10)); // not used under linux-X.Y
+    let slot: Arc<Mutex<Option<Devres<u32>>>> = Arc::default();
+    let s = slot.clone();
+    host.add_module(
+        Module::new("m").driver(
+            DeviceDriver::new("m", "endpoint")
+                .matches("endpoint:m")
+                .probe(move |ctx| {
+                    *s.lock().unwrap() = Some(ctx.devm(1u32)?);
+                    Ok(())
+                }),
+        ),
+    )
+    .unwrap();
+    host.modprobe("m").unwrap();
+    host.add_device(Device::new("d", "endpoint").modalias("endpoint:m"))
+        .unwrap();
+    let res = slot.lock().unwrap().clone().unwrap();
+    let guard = res.try_access().unwrap();
+    let h = host.clone();
+    let t = std::time::Instant::now();
+    let unbinder = std::thread::spawn(move || h.unbind("d"));
+    std::thread::sleep(Duration::from_millis(60));
+    assert!(!unbinder.is_finished(), "the unbind did not wait");
+    drop(guard);
+    unbinder.join().unwrap().unwrap();
+    assert!(t.elapsed() >= Duration::from_millis(60));
+    assert!(!host
+        .diagnostics()
+        .iter()
+        .any(|d| d.kind == modkit::DiagKind::Stalled));
+}
