@@ -989,6 +989,16 @@ impl HostHandle {
         let dev = {
             let mut st = self.lock();
             self.tick(&mut st);
+            if device.bus == modkit_core::auxiliary::BUS
+                && !modkit_core::auxiliary::bus_exists(st.k.policy)
+            {
+                let line = format!(
+                    "auxiliary_device_add({}): there is no auxiliary bus before 5.11",
+                    device.name
+                );
+                st.k.remark(None, line);
+                return Err(err(&op, Errno::ENODEV));
+            }
             if !st.devs.buses.contains(&device.bus) {
                 return Err(err(&op, Errno::EINVAL));
             }
@@ -1231,4 +1241,91 @@ impl HostHandle {
 /// For engines: the device and driver of a probe context.
 pub(crate) fn probe_ctx_ids(ctx: &ProbeCtx<'_>) -> (DevId, DrvId) {
     (ctx.dev, ctx.drv)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Host, Module};
+
+    #[test]
+    fn the_buses_of_each_era() {
+        let old = Devices::new("linux-5.10".parse().unwrap());
+        assert!(old.buses.contains("pci") && !old.buses.contains("auxiliary"));
+        let new = Devices::new("linux-5.11".parse().unwrap());
+        assert!(new.buses.contains("auxiliary"));
+        let h = Host::new("linux-5.10".parse().unwrap());
+        let e = h
+            .add_device(crate::Device::auxiliary("i915", "gvt", 0))
+            .unwrap_err();
+        assert_eq!(e.errno(), Some(Errno::ENODEV));
+        assert_eq!(h.add_bus("pci").unwrap_err().errno(), Some(Errno::EEXIST));
+        assert_eq!(h.add_bus("a/b").unwrap_err().errno(), Some(Errno::EINVAL));
+    }
+
+    #[test]
+    fn an_auxiliary_device_needs_a_three_part_name_and_gets_its_modalias() {
+        let h = Host::new("modkit".parse().unwrap());
+        let e = h
+            .add_device(crate::Device::new("gvt", "auxiliary"))
+            .unwrap_err();
+        assert_eq!(e.errno(), Some(Errno::EINVAL));
+        h.add_device(crate::Device::auxiliary("i915", "gvt", 0).modalias("ignored"))
+            .unwrap();
+        let st = h.lock();
+        let d = st.devs.dm.find_device("i915.gvt.0").unwrap();
+        assert_eq!(
+            st.devs.dm.devices[d].modalias.as_deref(),
+            Some("auxiliary:i915.gvt")
+        );
+    }
+
+    #[test]
+    fn the_driver_steps_follow_the_module_steps_and_patterns_become_aliases() {
+        let h = Host::new("modkit".parse().unwrap());
+        h.add_module(
+            Module::new("m")
+                .init_step("own", |_| Ok(crate::Init::Continue))
+                .driver(crate::DeviceDriver::new("d", "pci").matches("pci:v1*")),
+        )
+        .unwrap();
+        let st = h.lock();
+        let m = st.k.db.id("m").unwrap();
+        let spec = st.k.db.spec(m);
+        let steps: Vec<&str> = spec.init.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(steps, vec!["own", "driver_register(d)"]);
+        assert!(spec.init[1].has_undo);
+        assert_eq!(spec.aliases, vec!["pci:v1*".to_string()]);
+        assert_eq!(st.k.db.lookup("pci:v1234"), vec![m]);
+    }
+
+    #[test]
+    fn a_panicking_probe_fails_with_efault_and_the_next_driver_binds() {
+        let h = Host::new("modkit".parse().unwrap());
+        h.add_module(
+            Module::new("m")
+                .driver(
+                    crate::DeviceDriver::new("bad", "pci")
+                        .matches("pci:*")
+                        .probe(|_| panic!("boom")),
+                )
+                .driver(crate::DeviceDriver::new("good", "pci").matches("pci:*")),
+        )
+        .unwrap();
+        h.modprobe("m").unwrap();
+        h.add_device(crate::Device::new("0000:00:01.0", "pci").modalias("pci:v1"))
+            .unwrap();
+        assert_eq!(h.device_state("0000:00:01.0").unwrap(), "bound:good");
+        let log = h.log();
+        assert!(
+            log.iter()
+                .any(|l| l == "bad 0000:00:01.0: probe panicked: boom"),
+            "{log:?}"
+        );
+        assert!(
+            log.iter()
+                .any(|l| l == "bad 0000:00:01.0: probe with driver bad failed with error -14"),
+            "{log:?}"
+        );
+    }
 }
