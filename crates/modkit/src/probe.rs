@@ -126,6 +126,9 @@ fn prune_finished(threads: &mut Vec<thread::JoinHandle<()>>) {
 #[cfg(feature = "shuttle")]
 fn prune_finished(_threads: &mut Vec<thread::JoinHandle<()>>) {}
 
+/// The phase of an unbind (or a failed probe) that revokes the managed resources.
+const DEVRES: &str = "devres release";
+
 /// The wait key of a device's lock, woken when a probe or remove of it ends.
 fn device_lock_key(dev: DevId) -> WaitKey {
     WaitKey::Completion(format!("device_lock({dev})"))
@@ -449,9 +452,21 @@ impl HostHandle {
                 None => return (st, Err(Errno::EINTR)),
                 Some(Resume::TimedOut) if st.devs.holder.get(&dev).map(|h| h.0) == Some(t) => {
                     let after = bound.unwrap_or_default();
-                    let msg = format!(
-                        "driver {drv}'s {what} of device {name} has not returned after {after:?}: the operation waiting for device_lock({name}) gives up"
-                    );
+                    // The phase now (the remove may have ended and the release begun).
+                    let what = st.devs.holder.get(&dev).map_or(what, |h| h.1);
+                    let (msg, link, hint) = if what == DEVRES {
+                        (
+                            format!("the release of device {name}'s managed resources (driver {drv}) still waits for users in flight after {after:?}: the operation waiting for device_lock({name}) gives up"),
+                            "devres release: users in flight".to_string(),
+                            format!("drop the Devres guards of {name} sooner (a user holds one across a wait)"),
+                        )
+                    } else {
+                        (
+                            format!("driver {drv}'s {what} of device {name} has not returned after {after:?}: the operation waiting for device_lock({name}) gives up"),
+                            format!("callback {what}"),
+                            format!("make {drv}'s {what} return (it blocks on something that never comes)"),
+                        )
+                    };
                     let m = st
                         .devs
                         .dm
@@ -461,14 +476,8 @@ impl HostHandle {
                         DiagKind::Stalled,
                         m,
                         msg,
-                        vec![
-                            format!("device {name}"),
-                            format!("driver {drv}"),
-                            format!("callback {what}"),
-                        ],
-                        Some(format!(
-                            "make {drv}'s {what} return (it blocks on something that never comes)"
-                        )),
+                        vec![format!("device {name}"), format!("driver {drv}"), link],
+                        Some(hint),
                     );
                     return (st, Err(Errno::ETIME));
                 }
@@ -617,6 +626,7 @@ impl HostHandle {
         drop(st);
         let res = self.run_device_code(task, dev, drv, true);
         if res.is_err() {
+            self.lock().devs.holder.insert(dev, (task, DEVRES));
             self.revoke_devres(dev, drv);
         }
         let mut st = self.lock();
@@ -838,6 +848,7 @@ impl HostHandle {
             devs.holder.insert(dev, (task, "remove"));
             drop(st);
             let _ = self.run_device_code(task, dev, drv, false);
+            self.lock().devs.holder.insert(dev, (task, DEVRES));
             self.revoke_devres(dev, drv);
             let mut st = self.lock();
             self.tick(&mut st);

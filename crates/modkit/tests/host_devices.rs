@@ -533,3 +533,63 @@ fn under_linux_an_unbind_waits_for_the_user_in_flight() {
         .iter()
         .any(|d| d.kind == modkit::DiagKind::Stalled));
 }
+
+/// Seed 004's hot-unplug deadlock: a user holds the device's resource (an ioctl in flight)
+/// and waits for the device while an unbind waits for that user. Under modkit both waits
+/// are bounded: the unbind reports the resource and goes on, and nothing hangs.
+#[test]
+fn a_user_in_flight_that_waits_for_the_unbinding_device_does_not_deadlock_under_modkit() {
+    let host = host("modkit");
+    host.set_unbind_stall_after(Duration::from_millis(50));
+    let slot: Arc<Mutex<Option<Devres<u32>>>> = Arc::default();
+    let s = slot.clone();
+    host.add_module(
+        Module::new("m").driver(
+            DeviceDriver::new("m", "endpoint")
+                .matches("endpoint:m")
+                .probe(move |ctx| {
+                    *s.lock().unwrap() = Some(ctx.devm_named("ioctl", 0u32)?);
+                    Ok(())
+                }),
+        ),
+    )
+    .unwrap();
+    host.modprobe("m").unwrap();
+    host.add_device(Device::new("d", "endpoint").modalias("endpoint:m"))
+        .unwrap();
+    let res = slot.lock().unwrap().clone().unwrap();
+    let guard = res.try_access().unwrap(); // the ioctl in flight
+    let h = host.clone();
+    let unbinder = std::thread::spawn(move || h.unbind("d"));
+    while host.device_state("d").as_deref() != Some("removing") {
+        if unbinder.is_finished() {
+            break;
+        }
+        std::thread::yield_now();
+    }
+    // The ioctl now wants the device (say, it unbinds it itself).
+    let mine = host.unbind("d");
+    drop(guard);
+    let theirs = unbinder.join().unwrap();
+    assert!(theirs.is_ok(), "{theirs:?}");
+    // Either it gave up waiting (ETIME) or the other unbind ended first: the device was
+    // unbound, which is what it asked for (unbind_store() checks the driver before it
+    // takes the lock).
+    assert!(
+        mine.is_ok() || mine.as_ref().unwrap_err().errno() == Some(Errno::ETIME),
+        "{mine:?}"
+    );
+    let stalls: Vec<_> = host
+        .diagnostics()
+        .into_iter()
+        .filter(|d| d.kind == modkit::DiagKind::Stalled)
+        .collect();
+    // The unbind names the resource, or the waiting unbind names the release in progress.
+    assert!(
+        stalls.iter().any(|d| d.message.contains("`ioctl`")
+            || d.chain
+                .contains(&"devres release: users in flight".to_string())),
+        "{stalls:?}"
+    );
+    assert_eq!(host.device_state("d").unwrap(), "unbound");
+}
