@@ -780,16 +780,17 @@ impl HostHandle {
     }
 
     fn timeout_work(&self, task: TaskId) {
-        // The timer does not count as busy for settle().
+        // The timer does not count as busy for settle(); it ends (and may be started again
+        // by a new timeout) when no timeout is pending, under the same lock as the check.
         self.lock().devs.busy -= 1;
         loop {
             let mut st = self.lock();
             self.tick(&mut st);
-            if st.devs.closing {
-                break;
-            }
-            let Some(due) = st.devs.dm.timeout_due else {
-                break;
+            let due = st.devs.dm.timeout_due.filter(|_| !st.devs.closing);
+            let Some(due) = due else {
+                st.devs.timer = false;
+                st.devs.busy += 1;
+                return;
             };
             let now = self.now(&st);
             if now >= due {
@@ -808,7 +809,7 @@ impl HostHandle {
                     let State { k, devs, .. } = &mut *st;
                     devs.dm.timeout_report(k);
                 }
-                break;
+                continue;
             }
             let info = WaitInfo {
                 key: timer_key(),
@@ -816,12 +817,14 @@ impl HostHandle {
                 target: None,
                 deadline: Some(due),
             };
-            let (_g, r) = self.park(st, task, info, false);
+            let (mut st, r) = self.park(st, task, info, false);
             if r.is_none() {
-                break;
+                // The run stalled (virtual clock).
+                st.devs.timer = false;
+                st.devs.busy += 1;
+                return;
             }
         }
-        self.lock().devs.busy += 1;
     }
 
     /// `__device_release_driver()`: consumers first, then remove, then the managed

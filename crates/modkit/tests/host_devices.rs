@@ -306,6 +306,18 @@ fn the_deferred_probe_timeout_prints_the_pending_devices() {
     assert!(host
         .log()
         .contains(&"endpoint cam0: deferred probe pending: no vdd".to_string()));
+    // A new timeout starts the timer again.
+    host.set_deferred_probe_timeout(Some(Duration::from_millis(20)));
+    let pending = |h: &Host| {
+        h.log()
+            .iter()
+            .filter(|l| l.contains("deferred probe pending"))
+            .count()
+    };
+    while pending(&host) < 2 {
+        assert!(std::time::Instant::now() < deadline, "{:?}", host.log());
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 #[test]
