@@ -58,7 +58,7 @@ pub(crate) struct Devices {
     /// Probe and remove code, by driver id.
     code: BTreeMap<DrvId, Arc<dyn DeviceCode>>,
     /// Drivers that prefer asynchronous probing, by driver id.
-    async_probe: Vec<bool>,
+    async_probe: BTreeSet<DrvId>,
     /// Buses the host has.
     buses: BTreeSet<String>,
     /// Drivers being unregistered: they probe nothing more.
@@ -92,7 +92,7 @@ impl Devices {
         Devices {
             dm: DeviceModel::new(Vec::new(), modkit_core::dd::default_timeout(policy)),
             code: BTreeMap::new(),
-            async_probe: Vec::new(),
+            async_probe: BTreeSet::new(),
             buses: modkit_core::device::BUILTIN_BUSES
                 .iter()
                 .filter(|b| {
@@ -372,7 +372,9 @@ impl HostHandle {
                 let a = d.async_probe;
                 let id = st.devs.dm.add_driver(spec);
                 st.devs.code.insert(id, d.into_code());
-                st.devs.async_probe.push(a);
+                if a {
+                    st.devs.async_probe.insert(id);
+                }
                 id
             })
             .collect()
@@ -658,7 +660,7 @@ impl HostHandle {
             d.dm.drivers_for(dev)
                 .into_iter()
                 .filter(|x| !d.leaving.contains(x))
-                .partition(|&x| !d.async_probe[x])
+                .partition(|x| !d.async_probe.contains(x))
         };
         if cands.is_empty() && !asyncs.is_empty() {
             self.spawn_async(dev, asyncs);
@@ -875,7 +877,7 @@ impl HostHandle {
                 .dm
                 .register_driver(k, drv)
                 .map_err(|e| err(&format!("driver_register({name})"), e))?;
-            (list, devs.async_probe[drv], name)
+            (list, devs.async_probe.contains(&drv), name)
         };
         tracing::debug!(target: "modkit::device", driver = %name, devices = devs.len(), "driver registered");
         self.start_timer();

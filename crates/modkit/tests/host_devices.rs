@@ -605,3 +605,63 @@ fn a_user_in_flight_that_waits_for_the_unbinding_device_does_not_deadlock_under_
     );
     assert_eq!(host.device_state("d").unwrap(), "unbound");
 }
+
+/// The engine seam (what modkit-hostdriver builds on): driver code as a `DeviceCode`
+/// object, device operations as a given task, and the deferred-probe timeout on the
+/// virtual clock (it fires when every thread is parked, at 10 s of virtual time).
+#[test]
+fn engines_drive_devices_as_tasks_on_the_virtual_clock() {
+    use modkit::driver::{DeviceCode, Driver};
+    use modkit::{Clock, ProbeCtx};
+
+    struct Deferring;
+    impl DeviceCode for Deferring {
+        fn probe(&self, ctx: &mut ProbeCtx<'_>) -> Result<(), Errno> {
+            ctx.devm_resource("clk")?;
+            ctx.need_with("regulator:vdd", false, Some("no vdd"))?;
+            Ok(())
+        }
+        fn remove(&self, _ctx: &mut ProbeCtx<'_>) {}
+    }
+
+    let db = modkit_core::ModuleDb::new(Vec::new()).unwrap();
+    let d = Driver::new(
+        modkit_core::Kernel::new(db, "modkit".parse().unwrap()),
+        Clock::Virtual,
+    );
+    let host = d.host().clone();
+    host.add_bus("endpoint").unwrap();
+    host.add_module(
+        Module::new("cam").driver(
+            DeviceDriver::new("cam", "endpoint")
+                .matches("endpoint:cam")
+                .code(Arc::new(Deferring)),
+        ),
+    )
+    .unwrap();
+    let t = d.new_task("event: add cam0");
+    d.add_device(t, Device::new("cam0", "endpoint").modalias("endpoint:cam"))
+        .unwrap();
+    host.modprobe("cam").unwrap(); // starts the timer: due 10 s after the registration
+    d.finish_task(t, Some(modkit::Outcome::Ok));
+    d.wait_idle();
+    assert!(
+        d.vclock() >= 10_000_000_000,
+        "the clock moved to the timeout"
+    );
+    assert!(
+        host.log()
+            .contains(&"endpoint cam0: deferred probe pending: no vdd".to_string()),
+        "{:?}",
+        host.log()
+    );
+    d.device_model(|k, dm| {
+        dm.check_devres(k);
+        assert_eq!(
+            dm.devres.live.len(),
+            0,
+            "the failed probes released their resources"
+        );
+    });
+    assert!(host.violations().is_empty(), "{:?}", host.violations());
+}
