@@ -27,6 +27,10 @@
 //!
 //! A bound device does not pin its driver's module (the kernel takes no module reference
 //! at bind): `rmmod` runs the exit, whose `driver_unregister()` unbinds every device first.
+//! A driver whose module is GOING probes nothing more (the kernel would still probe in the
+//! window between the module's GOING and its exit's `driver_unregister()`, and unbind at
+//! once; the host closes that window, so no probe runs while its module is not COMING or
+//! LIVE, the invariant the core checks).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -612,8 +616,16 @@ impl HostHandle {
         self.tick(&mut st);
         {
             let d = &st.devs;
+            // A driver whose module is going probes nothing: its exit is about to
+            // unregister it (between the module's GOING and the exit's
+            // driver_unregister() the kernel would still probe, and unbind at once).
+            let module_up = matches!(
+                st.k.state(d.dm.drivers[drv].module),
+                Some(ModState::Coming | ModState::Live)
+            );
             if d.leaving.contains(&drv)
                 || d.deleting.contains(&dev)
+                || !module_up
                 || !d.dm.is_registered(drv)
                 || !d.dm.matches(drv, dev)
             {
