@@ -903,30 +903,35 @@ impl HostHandle {
         Ok(())
     }
 
-    /// `driver_unregister()` → `driver_detach()`, then the driver leaves the bus.
+    /// `driver_unregister()` → `driver_detach()`, then the driver leaves the bus. It ends
+    /// only when, under one lock, no device is bound to the driver and no probe or remove
+    /// of it runs on another thread (an unbind that began meanwhile is waited for); a wait
+    /// that gives up (a stalled callback under `modkit`) leaves the rest as it is.
     pub(crate) fn driver_unregister_as(&self, task: TaskId, drv: DrvId) {
         self.lock().devs.leaving.insert(drv);
         loop {
-            // A probe or remove of this driver in flight on another thread ends first.
-            let busy = {
-                let st = self.lock();
-                st.devs.holder.iter().find_map(|(&d, &(t, _))| {
-                    (t != task
-                        && matches!(st.devs.dm.devices[d].state,
-                            DevState::Probing(x) | DevState::Removing(x) if x == drv))
-                    .then_some(d)
-                })
-            };
-            let Some(d) = busy else { break };
             let st = self.lock();
-            let (_st, r) = self.lock_device(st, task, d);
-            if r.is_err() {
+            let busy = st.devs.holder.iter().find_map(|(&d, &(t, _))| {
+                (t != task
+                    && matches!(st.devs.dm.devices[d].state,
+                        DevState::Probing(x) | DevState::Removing(x) if x == drv))
+                .then_some(d)
+            });
+            if let Some(d) = busy {
+                let (_st, r) = self.lock_device(st, task, d);
+                if r.is_err() {
+                    break;
+                }
+                continue;
+            }
+            let bound = st.devs.dm.bound_to(drv);
+            drop(st);
+            if bound.is_empty() {
                 break;
             }
-        }
-        let bound = self.lock().devs.dm.bound_to(drv);
-        for d in bound {
-            let _ = self.release(task, d);
+            if bound.into_iter().any(|d| self.release(task, d).is_err()) {
+                break;
+            }
         }
         let mut st = self.lock();
         st.devs.dm.unregister_driver(drv);

@@ -140,10 +140,19 @@ fn driver_module(w: &Arc<World>, m: &'static str, d: &'static str, pattern: &str
         .init_step_with_undo(
             "setup",
             |_| Ok(Init::Continue),
-            move |_| {
-                let b = wu.bound.lock().unwrap();
+            move |ctx| {
+                let b = wu.bound.lock().unwrap().clone();
                 if let Some((dev, _)) = b.iter().find(|(_, drv)| drv.as_str() == d) {
-                    wu.broke(format!("{m} goes while {dev} is bound to {d}"));
+                    let t = ctx.host().devices_text();
+                    let diags: Vec<String> = ctx
+                        .host()
+                        .diagnostics()
+                        .iter()
+                        .map(|x| x.to_string())
+                        .collect();
+                    wu.broke(format!(
+                        "{m} goes while {dev} is bound to {d}\n{t}\n{diags:?}"
+                    ));
                 }
             },
         )
