@@ -179,6 +179,20 @@ impl DeviceModel {
         }
     }
 
+    /// Declares one more driver (not registered) after the model was made, as a host that
+    /// adds modules at run time does; returns its id. Patterns that are not valid globs
+    /// match nothing (check them with [`valid_pattern`] first).
+    pub fn add_driver(&mut self, spec: DriverSpec) -> DrvId {
+        self.patterns.push(
+            spec.patterns
+                .iter()
+                .filter_map(|p| glob::Pattern::new(p).ok())
+                .collect(),
+        );
+        self.drivers.push(spec);
+        self.drivers.len() - 1
+    }
+
     /// Declares a device (absent until added); returns its id. A name declared already
     /// returns the existing id.
     pub fn declare(&mut self, name: &str, bus: &str, modalias: Option<String>) -> DevId {

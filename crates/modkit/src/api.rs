@@ -55,8 +55,9 @@ impl HostHandle {
     pub fn add_module(&self, module: Module) -> Result<(), Error> {
         let name = module.name().to_string();
         self.refuse_if_closing(&format!("add module {name}"))?;
-        let (spec, code, values) = module.into_parts();
+        let (spec, code, values, drivers) = module.into_parts();
         let mut st = self.lock();
+        self.check_drivers(&st, &name, &drivers)?;
         let id = st.k.add_module(spec).map_err(|e| {
             Error::new(
                 format!("add module {name}: {e}"),
@@ -67,6 +68,7 @@ impl HostHandle {
             st.code.resize(id + 1, None);
         }
         st.code[id] = Some(Arc::new(code));
+        self.declare_drivers(&mut st, id, drivers);
         for (sym, v) in values {
             st.values.insert(value_key(id, &sym), v);
         }

@@ -8,10 +8,12 @@ use std::sync::Arc;
 
 use modkit_core::{Kernel, ModId, Outcome, Proc, Resume, TaskId, Time, WaitKey};
 
+pub use crate::device::DeviceCode;
 use crate::host::{Clock, HostHandle, State};
 pub use crate::host::{ModuleCode, ThreadSlot};
 use crate::signal::Target;
 use crate::InitCtx;
+pub use modkit_core::device::{DevId, DeviceModel, DrvId};
 
 /// A thread started by [`Driver::spawn_thread`] (std's, or shuttle's under `shuttle`).
 pub type ThreadHandle = crate::sync::thread::JoinHandle<()>;
@@ -214,6 +216,97 @@ impl Driver {
     pub fn kill_modprobe(&self, name: &str) -> Outcome {
         self.host.kill(Target::Modprobe(name))
     }
+}
+
+/// The device model, for engines that run device scenarios on the host: drivers declared
+/// with their code, device operations as a given task, the core's model under the lock.
+impl Driver {
+    /// Declares a driver of module `m` whose probe and remove are `driver`'s code (for an
+    /// engine, [`crate::DeviceDriver::code`] with its own [`DeviceCode`]). Its patterns
+    /// are not added to the module's aliases (the engine's module specs carry them).
+    /// EINVAL for a name taken, an unknown bus or an invalid pattern.
+    pub fn add_device_driver(
+        &self,
+        m: ModId,
+        driver: crate::DeviceDriver,
+    ) -> Result<DrvId, crate::Error> {
+        let mut st = self.host.lock();
+        let name = st.k.name(m).to_string();
+        self.host
+            .check_drivers(&st, &name, std::slice::from_ref(&driver))?;
+        Ok(self.host.declare_drivers(&mut st, m, vec![driver])[0])
+    }
+
+    /// `driver_register()` as `task` (a builtin module's driver at boot, or a
+    /// `register = "driver:NAME"` action): probes the matching devices on this thread.
+    pub fn driver_register(&self, task: TaskId, drv: DrvId) -> Result<(), crate::Error> {
+        self.known_driver(drv)?;
+        self.host.driver_register_as(task, drv)
+    }
+
+    fn known_driver(&self, drv: DrvId) -> Result<(), crate::Error> {
+        if drv < self.host.lock().devs.dm.drivers.len() {
+            return Ok(());
+        }
+        Err(crate::Error {
+            op: format!("driver_register: no driver {drv}"),
+            outcome: Outcome::Err(modkit_core::Errno::EINVAL),
+            diagnostics: Vec::new(),
+        })
+    }
+
+    /// `driver_unregister()` as `task`: unbinds every device of the driver, then it leaves
+    /// the bus.
+    pub fn driver_unregister(&self, task: TaskId, drv: DrvId) {
+        if self.known_driver(drv).is_ok() {
+            self.host.driver_unregister_as(task, drv)
+        }
+    }
+
+    /// [`HostHandle::add_device`] as `task`.
+    pub fn add_device(&self, task: TaskId, device: crate::Device) -> Result<(), crate::Error> {
+        self.host.add_device_as(Some(task), device)
+    }
+
+    /// [`HostHandle::remove_device`] as `task`.
+    pub fn remove_device(&self, task: TaskId, name: &str) -> Result<(), crate::Error> {
+        self.host.remove_device_as(Some(task), name)
+    }
+
+    /// [`HostHandle::bind`] as `task`.
+    pub fn bind(&self, task: TaskId, device: &str, driver: &str) -> Result<(), crate::Error> {
+        self.host.bind_as(Some(task), device, driver)
+    }
+
+    /// [`HostHandle::unbind`] as `task`.
+    pub fn unbind(&self, task: TaskId, device: &str) -> Result<(), crate::Error> {
+        self.host.unbind_as(Some(task), device)
+    }
+
+    /// Runs `f` on the core's state and the device model under the host's lock.
+    pub fn device_model<R>(&self, f: impl FnOnce(&mut Kernel, &mut DeviceModel) -> R) -> R {
+        let mut st = self.host.lock();
+        self.host.tick(&mut st);
+        let State { k, devs, .. } = &mut *st;
+        let r = f(k, &mut devs.dm);
+        self.host.deliver(&mut st);
+        r
+    }
+
+    /// Sets the deferred-probe timeout in the host clock's nanoseconds (virtual time under
+    /// [`Clock::Virtual`]): `None` none, `Some(0)` expired from the start, else counted from
+    /// now. The timer thread starts with the first driver registration.
+    pub fn set_deferred_probe_timeout_ns(&self, ns: Option<Time>) {
+        let mut st = self.host.lock();
+        let now = self.host.now(&st);
+        st.devs.dm.timeout = ns;
+        st.devs.dm.timeout_due = ns.filter(|&t| t > 0).map(|t| now.saturating_add(t));
+    }
+}
+
+/// The device and the driver whose probe or remove runs in `ctx`.
+pub fn probe_ctx_ids(ctx: &crate::ProbeCtx<'_>) -> (DevId, DrvId) {
+    crate::probe::probe_ctx_ids(ctx)
 }
 
 /// The task running the code `ctx` belongs to.

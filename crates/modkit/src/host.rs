@@ -109,6 +109,8 @@ pub(crate) struct State {
     pub(crate) guard: crate::watchdog::Guard,
     /// OS threads the host has started and that have not ended (see [`thread_limit`]).
     pub(crate) threads_live: usize,
+    /// The device model (crate::probe).
+    pub(crate) devs: crate::probe::Devices,
     /// A thread could not be started because [`thread_limit`] threads were live.
     pub(crate) thread_limit_hit: bool,
 }
@@ -143,6 +145,7 @@ impl HostHandle {
     pub(crate) fn from_kernel(mut k: Kernel, clock: Clock) -> HostHandle {
         k.observer = Some(crate::trace::emit);
         let n = k.db.len();
+        let devs = crate::probe::Devices::new(k.policy);
         HostHandle {
             shared: Arc::new(Shared {
                 id: NEXT_HOST_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -164,6 +167,7 @@ impl HostHandle {
                     guard: Default::default(),
                     threads_live: 0,
                     thread_limit_hit: false,
+                    devs,
                 }),
                 cv: Condvar::new(),
                 start: Instant::now(),
@@ -650,7 +654,7 @@ impl Drop for ThreadSlot {
     }
 }
 
-fn panic_message(p: &(dyn Any + Send)) -> String {
+pub(crate) fn panic_message(p: &(dyn Any + Send)) -> String {
     if let Some(s) = p.downcast_ref::<&str>() {
         s.to_string()
     } else if let Some(s) = p.downcast_ref::<String>() {
@@ -670,4 +674,10 @@ crate::sync::thread_local! {
 /// The task whose module body the calling thread runs, if any.
 pub(crate) fn body_task() -> Option<TaskId> {
     BODY_TASK.with(|c| c.get())
+}
+
+/// Sets the task whose module body the calling thread runs (a driver's probe or remove,
+/// crate::probe); returns the previous one.
+pub(crate) fn set_body_task(t: Option<TaskId>) -> Option<TaskId> {
+    BODY_TASK.with(|c| c.replace(t))
 }

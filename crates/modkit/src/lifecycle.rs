@@ -98,6 +98,7 @@ impl HostHandle {
     /// Drops all module code and exported values (module states stay as they are), marks
     /// the host shut down and closes the plugins' libraries that nothing runs any more.
     fn discard_code(&self) {
+        self.devices_close();
         // Taken out under the lock, dropped outside it: their drops may drop handles or run
         // arbitrary code.
         let (code, values) = {

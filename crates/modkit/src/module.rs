@@ -49,6 +49,7 @@ pub struct Module {
     pub(crate) spec: ModuleSpec,
     steps: Vec<NativeStep>,
     pub(crate) values: Values,
+    drivers: Vec<crate::device::DeviceDriver>,
 }
 
 impl Module {
@@ -58,7 +59,18 @@ impl Module {
             spec: ModuleSpec::new(name),
             steps: Vec::new(),
             values: Vec::new(),
+            drivers: Vec::new(),
         }
+    }
+
+    /// A device driver the module declares (`module_driver()`): its patterns become the
+    /// module's aliases (`MODULE_DEVICE_TABLE`), and a step `driver_register(NAME)` is
+    /// appended to the init table (after the steps declared so far and later), undone at
+    /// exit by `driver_unregister()`, which unbinds every device the driver has first. A
+    /// bound device does not pin the module. See [`crate::DeviceDriver`].
+    pub fn driver(mut self, driver: crate::device::DeviceDriver) -> Self {
+        self.drivers.push(driver);
+        self
     }
 
     /// `MODULE_LICENSE`: a licence that is not GPL-compatible cannot use GPL-only exports.
@@ -173,8 +185,34 @@ impl Module {
         &self.spec.name
     }
 
-    pub(crate) fn into_parts(mut self) -> (ModuleSpec, NativeCode, Values) {
+    pub(crate) fn into_parts(
+        mut self,
+    ) -> (
+        ModuleSpec,
+        NativeCode,
+        Values,
+        Vec<crate::device::DeviceDriver>,
+    ) {
         self.spec.name = normalize_name(&self.spec.name);
+        for d in &self.drivers {
+            for p in &d.patterns {
+                if !self.spec.aliases.contains(p) {
+                    self.spec.aliases.push(p.clone());
+                }
+            }
+            let name = d.name.clone();
+            let undo_name = d.name.clone();
+            self.steps.push(NativeStep {
+                name: crate::device::register_step_name(&d.name),
+                init: Arc::new(move |ctx: &mut InitCtx<'_>| {
+                    ctx.driver_register(&name)?;
+                    Ok(Init::Continue)
+                }),
+                undo: Some(Arc::new(move |ctx: &mut InitCtx<'_>| {
+                    let _ = ctx.driver_unregister(&undo_name);
+                })),
+            });
+        }
         self.spec.init = self
             .steps
             .iter()
@@ -183,7 +221,12 @@ impl Module {
                 has_undo: s.undo.is_some(),
             })
             .collect();
-        (self.spec, NativeCode { steps: self.steps }, self.values)
+        (
+            self.spec,
+            NativeCode { steps: self.steps },
+            self.values,
+            self.drivers,
+        )
     }
 }
 
