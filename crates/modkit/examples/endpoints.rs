@@ -169,5 +169,10 @@ fn main() -> Result<(), modkit::Error> {
         "stall reports: {stalls}; invariant violations: {}",
         host.violations().len()
     );
+    assert!(
+        host.violations().is_empty(),
+        "invariant violations: {:?}",
+        host.violations()
+    );
     Ok(())
 }
