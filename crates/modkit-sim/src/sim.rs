@@ -19,6 +19,9 @@ use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 mod devices;
+/// Read-only helpers the host driver shares: what a scenario can provide to a `need`, and
+/// fw_devlink's links of its `[[device]]`s.
+pub use devices::{fw_devlink, providers};
 
 use crate::actions::{immediate_as, ActionState};
 use crate::scenario::{Action, EventKind, Scenario};

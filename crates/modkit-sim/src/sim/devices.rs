@@ -807,7 +807,7 @@ impl Sim<'_> {
 
 /// Every `kind:name` some action of the scenario registers (`register`, `devm`), and
 /// `device:NAME` for each device (declared or added by an action) that a driver matches.
-fn providers(
+pub fn providers(
     sc: &crate::scenario::Scenario,
     dm: &modkit_core::device::DeviceModel,
 ) -> std::collections::BTreeSet<String> {
@@ -860,7 +860,7 @@ fn providers(
 }
 
 /// fw_devlink's links from the `[[device]]`s' `suppliers` (names checked at parse time).
-fn fw_devlink(
+pub fn fw_devlink(
     sc: &crate::scenario::Scenario,
     dm: &modkit_core::device::DeviceModel,
 ) -> modkit_core::devlink::FwDevlink {
