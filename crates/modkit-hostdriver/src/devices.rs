@@ -105,6 +105,12 @@ pub(crate) fn setup(host: &Driver, sc: &Scenario, policy: Policy) -> (Arc<DevEng
         }
         FwDevlink::default()
     });
+    // The scenario's own buses (`[[bus]]`); the kernel's exist already.
+    for b in &sc.devices.buses {
+        if !modkit_core::device::BUILTIN_BUSES.contains(&b.as_str()) {
+            let _ = host.host().add_bus(b);
+        }
+    }
     let mut builtin = Vec::new();
     let mut engine = DevEngine {
         setup: sc.devices.clone(),

@@ -1,0 +1,247 @@
+//! Random differential testing of the device model: random device scenarios (buses,
+//! drivers, devices, probe and remove bodies, device events, udev) run on the simulator
+//! over tie-break seeds and on the host driver, which runs them on the `modkit` library's
+//! driver core (`modkit::driver`). The contract of docs/host-contract.md: the host's
+//! outcome must be one the simulator gives under some seed (`common::judge_by`), where the
+//! outcome is the module table with init counts, the sorted results per event, the
+//! diagnostic kinds, the end time, the device table (device, bus, driver, state, reason)
+//! and the log lines with their times (`common::device_summary`).
+//!
+//! The generator: up to three modules `m0..m2`, each with zero to two drivers on
+//! `platform` or a scenario bus `vbus`, matching device types `tK`; boot and hot-plugged
+//! devices of those types (some of no driver's type); probe bodies made of `sleep`,
+//! `need` (a registration of some module's init, optional or not, or another device),
+//! `devm`, `add_device` (a child device another driver may bind), `fail` (ENODEV, ENXIO,
+//! EINVAL, ENOMEM, EPROBE_DEFER); remove bodies with `sleep` and `remove_device` of the
+//! child; module inits that register what probes need; events (modprobe, rmmod,
+//! add_device, remove_device, bind, unbind) at distinct instants; sometimes udevd (one to
+//! three workers, an event timeout that may kill one) and a short deferred-probe timeout.
+//!
+//! `MODKIT_DEVDIFF_CASES` (default 120) sets the number of scenarios,
+//! `MODKIT_DEVDIFF_SEED` the generator's seed (default 1); `MODKIT_DIFF_TRACE=1` prints each
+//! scenario. A long run:
+//! `MODKIT_DEVDIFF_CASES=2000 cargo test --release -p modkit-hostdriver --test device_differential -- --nocapture`.
+
+use std::fmt::Write as _;
+
+use modkit_hostdriver::run_scenario;
+
+mod common;
+use common::{device_summary, judge_by, Verdict, MAX_SEEDS};
+use modkit_core::Policy;
+use modkit_sim::Sim;
+use rand::Rng;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+const POLICIES: [&str; 9] = [
+    "modkit",
+    "linux-4.4",
+    "linux-5.4",
+    "linux-5.10",
+    "linux-5.15",
+    "linux-6.1",
+    "linux-6.6",
+    "linux-6.12",
+    "linux-6.1.176",
+];
+
+const ERRNOS: [&str; 5] = ["ENODEV", "ENXIO", "EINVAL", "ENOMEM", "EPROBE_DEFER"];
+
+/// One random device scenario's text.
+fn scenario(rng: &mut ChaCha8Rng) -> String {
+    let mut t = String::from("modprobe_time = \"1ms\"\n");
+    let types = rng.gen_range(1..=3usize);
+    let vbus = rng.gen_bool(0.3);
+    let bus_of = |k: usize| if vbus && k == 1 { "vbus" } else { "platform" };
+    if rng.gen_bool(0.3) {
+        let _ = writeln!(
+            t,
+            "udev = {{ workers = {}, event_timeout = \"{}ms\" }}",
+            rng.gen_range(1..=3),
+            [40, 200, 5000][rng.gen_range(0..3)]
+        );
+    }
+    if rng.gen_bool(0.4) {
+        let _ = writeln!(t, "deferred_probe_timeout = {}", rng.gen_range(0..=2));
+    }
+    if vbus {
+        let _ = writeln!(t, "\n[[bus]]\nname = \"vbus\"");
+    }
+    let n = rng.gen_range(1..=3usize);
+    let mut drivers: Vec<(String, usize)> = Vec::new();
+    let mut child = 0;
+    for i in 0..n {
+        let _ = writeln!(t, "\n[[module]]\nname = \"m{i}\"");
+        if rng.gen_bool(0.4) {
+            let sleep = rng.gen_range(0..=20);
+            let _ = writeln!(
+                t,
+                "[[module.init]]\nstep = \"reg\"\nrun = [{{ sleep = \"{sleep}ms\" }}, {{ register = \"reg:r{i}\" }}]\nundo = [{{ unregister = \"reg:r{i}\" }}]"
+            );
+        }
+        for d in 0..rng.gen_range(0..=2) {
+            let k = rng.gen_range(0..types);
+            let name = format!("d{i}{d}");
+            let mut probe: Vec<String> = Vec::new();
+            let mut remove: Vec<String> = Vec::new();
+            for _ in 0..rng.gen_range(0..=3) {
+                match rng.gen_range(0..12) {
+                    0..=3 => probe.push(format!("{{ sleep = \"{}ms\" }}", rng.gen_range(1..=30))),
+                    4 | 5 => {
+                        let r = rng.gen_range(0..n);
+                        let opt = if rng.gen_bool(0.3) {
+                            ", optional = true"
+                        } else {
+                            ""
+                        };
+                        probe.push(format!("{{ need = \"reg:r{r}\"{opt} }}"));
+                    }
+                    6 => probe.push(format!("{{ need = \"device:x{}\" }}", rng.gen_range(0..4))),
+                    7 | 8 => probe.push(format!("{{ devm = \"res{}\" }}", rng.gen_range(0..3))),
+                    9 => {
+                        let k2 = rng.gen_range(0..types);
+                        probe.push(format!(
+                            "{{ add_device = \"c{child}\", bus = \"{}\", modalias = \"dev:t{k2}c\" }}",
+                            bus_of(k2)
+                        ));
+                        if rng.gen_bool(0.7) {
+                            remove.push(format!("{{ remove_device = \"c{child}\" }}"));
+                        }
+                        child += 1;
+                    }
+                    _ => probe.push(format!(
+                        "{{ fail = \"{}\" }}",
+                        ERRNOS[rng.gen_range(0..ERRNOS.len())]
+                    )),
+                }
+            }
+            if rng.gen_bool(0.5) {
+                remove.insert(0, format!("{{ sleep = \"{}ms\" }}", rng.gen_range(1..=10)));
+            }
+            let _ = writeln!(
+                t,
+                "[[module.driver]]\nname = \"{name}\"\nbus = \"{}\"\nmatch = [\"dev:t{k}*\"]\nprobe = [{}]\nremove = [{}]",
+                bus_of(k),
+                probe.join(", "),
+                remove.join(", ")
+            );
+            drivers.push((name, k));
+        }
+    }
+    let devs = rng.gen_range(1..=4usize);
+    let mut boot = Vec::new();
+    for x in 0..devs {
+        // Some devices have a type no driver matches (types..types+1).
+        let k = rng.gen_range(0..=types);
+        let b = rng.gen_bool(0.6);
+        boot.push(b);
+        let _ = writeln!(
+            t,
+            "\n[[device]]\nname = \"x{x}\"\nbus = \"{}\"\nmodalias = \"dev:t{k}x\"\nboot = {b}",
+            bus_of(k)
+        );
+    }
+    let events = rng.gen_range(1..=6);
+    for e in 0..events {
+        let at = 5 + e * 97 + rng.gen_range(0..40);
+        let x = rng.gen_range(0..devs);
+        let m = rng.gen_range(0..n);
+        let what = match rng.gen_range(0..12) {
+            0..=3 => format!("modprobe = \"m{m}\""),
+            4 => format!("modprobe = \"dev:t{}x\"", rng.gen_range(0..types)),
+            5 | 6 => format!("rmmod = \"m{m}\""),
+            7 => format!("add_device = \"x{x}\""),
+            8 => format!("remove_device = \"x{x}\""),
+            9 if !drivers.is_empty() => {
+                let (d, _) = &drivers[rng.gen_range(0..drivers.len())];
+                format!("bind = \"x{x}\"\ndriver = \"{d}\"")
+            }
+            _ => format!("unbind = \"x{x}\""),
+        };
+        let _ = writeln!(t, "\n[[event]]\nid = \"e{e}\"\nat = \"{at}ms\"\n{what}");
+    }
+    t
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The generator makes scenarios the simulator accepts and runs under every seed tried
+/// (checked on the simulator alone, so that a generator defect is not read as a host one).
+#[test]
+fn generated_device_scenarios_run_on_the_simulator() {
+    let mut rng = ChaCha8Rng::seed_from_u64(99);
+    let mut bound = 0;
+    for case in 0..200 {
+        let text = scenario(&mut rng);
+        let sc = modkit_sim::parse("random-devices.toml", &text)
+            .unwrap_or_else(|e| panic!("case {case}: {e}\n{text}"));
+        assert!(sc.devices.used);
+        let p: Policy = POLICIES[case % POLICIES.len()].parse().unwrap();
+        for seed in 0..4 {
+            let r = Sim::new(&sc, p, seed)
+                .run()
+                .unwrap_or_else(|e| panic!("case {case} seed {seed}: {e:?}\n{text}"));
+            assert!(
+                r.kernel.violations.is_empty(),
+                "case {case}: {:?}\n{text}",
+                r.kernel.violations
+            );
+            bound += r.devices.iter().filter(|d| d.state == "bound").count();
+        }
+    }
+    // The scenarios bind devices (otherwise the probe bodies would test nothing).
+    assert!(bound > 100, "only {bound} devices bound in 800 runs");
+}
+
+#[test]
+fn random_device_scenarios_agree_on_host_and_simulator() {
+    let cases = env_u64("MODKIT_DEVDIFF_CASES", 120);
+    let mut rng = ChaCha8Rng::seed_from_u64(env_u64("MODKIT_DEVDIFF_SEED", 1));
+    let (mut same, mut covered, mut most_seeds, mut bound) = (0u64, 0u64, 0, 0usize);
+    let mut divergences = Vec::new();
+    for case in 0..cases {
+        let text = scenario(&mut rng);
+        let policy = POLICIES[rng.gen_range(0..POLICIES.len())];
+        if std::env::var_os("MODKIT_DIFF_TRACE").is_some() {
+            eprintln!("case {case} under {policy}\n{text}");
+        }
+        let sc =
+            modkit_sim::parse("random-devices.toml", &text).expect("generated scenario parses");
+        let p: Policy = policy.parse().expect("policy");
+        let host = run_scenario(&sc, p, 0).expect("the host runs the scenario");
+        assert!(
+            host.kernel.violations.is_empty(),
+            "case {case} under {policy}: {:?}\n{text}",
+            host.kernel.violations
+        );
+        bound += host.devices.iter().filter(|d| d.state == "bound").count();
+        match judge_by(&sc, p, &host, device_summary) {
+            Verdict::Same => same += 1,
+            Verdict::Covered { seeds } => {
+                covered += 1;
+                most_seeds = most_seeds.max(seeds);
+            }
+            Verdict::Diverged { sims, host } => divergences.push(format!(
+                "case {case} under {policy}:\n--- simulator ({} outcomes over {MAX_SEEDS} seeds)\n{}\n--- host\n{host}\n--- scenario\n{text}",
+                sims.len(),
+                sims.into_iter().collect::<Vec<_>>().join("\n  or\n")
+            )),
+        }
+    }
+    eprintln!(
+        "device differential: {cases} scenarios compared, {same} with one outcome under every seed, {covered} seed-dependent (host gave one of the simulator's outcomes; found within {most_seeds} seeds), {} diverged; {bound} devices bound on the host at the end",
+        divergences.len()
+    );
+    assert!(
+        divergences.is_empty(),
+        "{} of {cases} diverged:\n{}",
+        divergences.len(),
+        divergences.join("\n\n")
+    );
+}
