@@ -190,7 +190,27 @@ pub(crate) fn event(host: &Driver, sc: &Scenario, task: TaskId, ev: &DeviceEvent
             None => Outcome::Err(Errno::ENODEV),
         },
         DeviceEvent::Remove(n) => res(host.remove_device(task, n)),
-        DeviceEvent::Bind { device, driver } => res(host.bind(task, device, driver)),
+        DeviceEvent::Bind { device, driver } => {
+            // The simulator's sysfs bind fails with EBUSY at once when the device is not
+            // unbound (bound, or being probed or removed by another task); the library's
+            // `bind` waits for the device lock first, as the kernel's
+            // device_driver_attach() does (docs/host-contract.md, "Devices").
+            let busy = host.device_model(|_, dm| {
+                dm.find_device(device).is_some_and(|d| {
+                    dm.present(d) && !matches!(dm.devices[d].state, DevState::Unbound)
+                })
+            });
+            let known = host.device_model(|_, dm| {
+                dm.find_driver(driver).is_some_and(|r| {
+                    dm.is_registered(r) && dm.find_device(device).is_some_and(|d| dm.matches(r, d))
+                })
+            });
+            if busy && known {
+                Outcome::Err(Errno::EBUSY)
+            } else {
+                res(host.bind(task, device, driver))
+            }
+        }
         DeviceEvent::Unbind(n) => {
             // The simulator's sysfs unbind acts on a bound device only.
             let bound = host.device_model(|_, dm| {

@@ -54,7 +54,7 @@ fn scenario(rng: &mut ChaCha8Rng) -> String {
     let types = rng.gen_range(1..=3usize);
     let vbus = rng.gen_bool(0.3);
     let bus_of = |k: usize| if vbus && k == 1 { "vbus" } else { "platform" };
-    if rng.gen_bool(0.3) {
+    if rng.gen_bool(0.5) {
         let _ = writeln!(
             t,
             "udev = {{ workers = {}, event_timeout = \"{}ms\" }}",
@@ -71,6 +71,12 @@ fn scenario(rng: &mut ChaCha8Rng) -> String {
     let n = rng.gen_range(1..=3usize);
     let mut drivers: Vec<(String, usize)> = Vec::new();
     let mut child = 0;
+    // Every device type's drivers belong to one module: drivers of two modules matching
+    // one device would race in driver_attach(), where the host (like the kernel's
+    // __driver_attach()) waits for the device lock and the simulator skips a device being
+    // probed (docs/host-contract.md, "Devices"; see
+    // `driver_attach_waits_for_a_device_being_probed`).
+    let mut owner: Vec<Option<usize>> = vec![None; types];
     for i in 0..n {
         let _ = writeln!(t, "\n[[module]]\nname = \"m{i}\"");
         if rng.gen_bool(0.4) {
@@ -81,7 +87,14 @@ fn scenario(rng: &mut ChaCha8Rng) -> String {
             );
         }
         for d in 0..rng.gen_range(0..=2) {
-            let k = rng.gen_range(0..types);
+            let free: Vec<usize> = (0..types)
+                .filter(|&k| owner[k].is_none_or(|o| o == i))
+                .collect();
+            if free.is_empty() {
+                break;
+            }
+            let k = free[rng.gen_range(0..free.len())];
+            owner[k] = Some(i);
             let name = format!("d{i}{d}");
             let mut probe: Vec<String> = Vec::new();
             let mut remove: Vec<String> = Vec::new();
@@ -132,8 +145,12 @@ fn scenario(rng: &mut ChaCha8Rng) -> String {
     let devs = rng.gen_range(1..=4usize);
     let mut boot = Vec::new();
     for x in 0..devs {
-        // Some devices have a type no driver matches (types..types+1).
-        let k = rng.gen_range(0..=types);
+        // One in six has a type no driver matches (`types`).
+        let k = if rng.gen_bool(0.17) {
+            types
+        } else {
+            rng.gen_range(0..types)
+        };
         let b = rng.gen_bool(0.6);
         boot.push(b);
         let _ = writeln!(
@@ -143,17 +160,22 @@ fn scenario(rng: &mut ChaCha8Rng) -> String {
         );
     }
     let events = rng.gen_range(1..=6);
+    let mut at = 0;
     for e in 0..events {
-        let at = 5 + e * 97 + rng.gen_range(0..40);
+        // Mostly apart; one in five at the instant of the one before (a real race, which
+        // the simulator's seeds must cover).
+        if e == 0 || !rng.gen_bool(0.2) {
+            at = 5 + e * 97 + rng.gen_range(0..40);
+        }
         let x = rng.gen_range(0..devs);
         let m = rng.gen_range(0..n);
-        let what = match rng.gen_range(0..12) {
+        let what = match rng.gen_range(0..13) {
             0..=3 => format!("modprobe = \"m{m}\""),
             4 => format!("modprobe = \"dev:t{}x\"", rng.gen_range(0..types)),
             5 | 6 => format!("rmmod = \"m{m}\""),
-            7 => format!("add_device = \"x{x}\""),
-            8 => format!("remove_device = \"x{x}\""),
-            9 if !drivers.is_empty() => {
+            7 | 8 => format!("add_device = \"x{x}\""),
+            9 => format!("remove_device = \"x{x}\""),
+            10 if !drivers.is_empty() => {
                 let (d, _) = &drivers[rng.gen_range(0..drivers.len())];
                 format!("bind = \"x{x}\"\ndriver = \"{d}\"")
             }
@@ -244,4 +266,53 @@ fn random_device_scenarios_agree_on_host_and_simulator() {
         divergences.len(),
         divergences.join("\n\n")
     );
+}
+
+/// Found by this test's generator (seed 1, case 53, before drivers of one device type were
+/// kept in one module): m0's driver d00 and m1's d10 both match x0..x2. d00 (registered
+/// at 1 ms) probes x0 until 37 ms; d10 (registered at 32 ms) probes x1 from 32 to 47 ms.
+/// At 37 ms d00 moves on to x1, which d10 is probing: the kernel's `__driver_attach()`
+/// takes the device lock (`__device_driver_lock()`) and waits, then finds x1 bound and
+/// goes on; so d10 reaches x2 first. The host's driver core (the `modkit` library) does
+/// that. The simulator's driver_attach skips a device being probed instead (x2 goes to
+/// d00 at 37 ms), a difference recorded in docs/host-contract.md, "Devices".
+#[test]
+fn driver_attach_waits_for_a_device_being_probed() {
+    let text = r#"
+modprobe_time = "1ms"
+udev = { workers = 3, event_timeout = "200ms" }
+[[module]]
+name = "m0"
+[[module.driver]]
+name = "d00"
+bus = "platform"
+match = ["dev:t0*"]
+probe = [{ sleep = "36ms" }]
+[[module]]
+name = "m1"
+[[module.driver]]
+name = "d10"
+bus = "platform"
+match = ["dev:t0*"]
+probe = [{ sleep = "15ms" }]
+[[device]]
+name = "x"
+count = 3
+bus = "platform"
+modalias = "dev:t0x"
+[[event]]
+id = "e0"
+at = "31ms"
+modprobe = "m1"
+"#;
+    let sc = modkit_sim::parse("attach-race.toml", text).unwrap();
+    let p: Policy = "linux-6.12".parse().unwrap();
+    let host = run_scenario(&sc, p, 0).unwrap();
+    let state = |r: &modkit_sim::Run, d: &str| {
+        let row = r.devices.iter().find(|x| x.device == d).unwrap();
+        format!("{} {}", row.state, row.driver.as_deref().unwrap_or("-"))
+    };
+    assert_eq!(state(&host, "x0"), "bound d00");
+    assert_eq!(state(&host, "x1"), "bound d10");
+    assert_eq!(state(&host, "x2"), "bound d10");
 }
