@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use modkit_hostdriver::run_scenario;
 
 mod common;
-use common::{judge, Verdict};
+use common::{device_summary, judge, judge_by, Verdict};
 use modkit_sim::check;
 
 fn scenario_files() -> Vec<PathBuf> {
@@ -15,8 +15,8 @@ fn scenario_files() -> Vec<PathBuf> {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        // The host has no device model: those files are the simulator's alone
-        // (`modkit_hostdriver::unsupported`, and `modkit check --driver host` says so).
+        // What the host cannot run is the simulator's alone (`modkit_hostdriver::unsupported`,
+        // and `modkit check --driver host` says so): async-probe drivers.
         .filter(|p| {
             modkit_sim::load(p)
                 .map(|sc| modkit_hostdriver::unsupported(&sc).is_none())
@@ -64,7 +64,13 @@ fn host_and_simulator_agree() {
                 "{:?}",
                 host.kernel.violations
             );
-            match judge(&sc, p, &host) {
+            // Device files are compared on their device table and log lines too.
+            let verdict = if sc.devices.used {
+                judge_by(&sc, p, &host, device_summary)
+            } else {
+                judge(&sc, p, &host)
+            };
+            match verdict {
                 Verdict::Same => same += 1,
                 Verdict::Covered { seeds } => {
                     covered += 1;
