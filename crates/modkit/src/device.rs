@@ -170,9 +170,11 @@ impl DeviceDriver {
     }
 
     /// `probe_type = PROBE_PREFER_ASYNCHRONOUS`: the driver's registration and a device's
-    /// addition do not run its probe themselves; a worker thread does (see
-    /// [`crate::HostHandle::settle`]). A sysfs-style [`crate::HostHandle::bind`] stays
-    /// synchronous.
+    /// addition do not run its probe themselves; a worker thread per device does (wait for
+    /// them with [`crate::HostHandle::settle`]). A sysfs-style [`crate::HostHandle::bind`]
+    /// stays synchronous. Unlike the kernel's `do_init_module()`, whose
+    /// `async_synchronize_full()` makes the load wait for the async probes its init
+    /// scheduled, the host's `modprobe` returns without waiting for them.
     pub fn async_probe(mut self) -> DeviceDriver {
         self.async_probe = true;
         self

@@ -72,6 +72,71 @@
 //! loader.join().unwrap().unwrap();
 //! ```
 //!
+//! ## Devices and drivers
+//!
+//! The host has the kernel's driver core (`drivers/base/dd.c`, `bus.c`, `driver.c`, as
+//! `modkit_core::device` models them) for Rust programs. A module declares drivers with
+//! [`Module::driver`]: a [`DeviceDriver`] on a bus, with modalias patterns (which also
+//! become the module's aliases, as `MODULE_DEVICE_TABLE` does), a probe and a remove. A
+//! step `driver_register(NAME)` is appended to the module's init table and undone at exit.
+//! Devices ([`Device`]) are added and removed at run time ([`HostHandle::add_device`],
+//! [`HostHandle::remove_device`]), bound and unbound as through sysfs
+//! ([`HostHandle::bind`], [`HostHandle::unbind`]), and listed with
+//! [`HostHandle::devices`].
+//!
+//! - A driver's registration probes every present, unbound device of its bus that matches;
+//!   a device added is offered to the registered drivers in registration order until one
+//!   binds or defers. Probes run on the thread that caused them (the module's init, the
+//!   thread adding the device), outside the host's lock.
+//! - A probe returning `EPROBE_DEFER` (as [`ProbeCtx::need`] does for a supplier not
+//!   there) puts the device on the pending list, retried by a worker thread after every
+//!   successful probe; the deferred-probe timeout ([`HostHandle::set_deferred_probe_timeout`],
+//!   by default the era's) runs on the host's clock and prints "deferred probe pending".
+//!   `ENODEV`/`ENXIO` fail silently; other errors print the era's line and the next driver
+//!   is tried.
+//! - Unbinding (sysfs `unbind`, [`HostHandle::remove_device`], or the module's exit)
+//!   unbinds consumers first (devices whose probe needed `device:NAME`), then runs the
+//!   remove, then revokes the managed resources ([`ProbeCtx::devm`] gives a [`Devres`]),
+//!   newest first, exactly once, waiting for the accesses in flight.
+//! - A bound device does not pin its module: `rmmod` unbinds through the exit.
+//! - Under the `modkit` policy no unbind hangs: a [`Devres`] guard still held after
+//!   [`HostHandle::set_unbind_stall_after`] (1 s by default), or a probe or remove that
+//!   another operation waits for that long, is reported as a `stalled` [`Diagnostic`]
+//!   naming the device, the driver and the callback or resource; the unbind goes on (the
+//!   value lives until its last guard drops), the waiting operation fails with ETIME.
+//!   Under `linux-X.Y` they wait, as the kernel does.
+//! - [`HostHandle::set_device_autoload`] makes each device added run `modprobe MODALIAS`
+//!   on a worker thread, udev's role; [`HostHandle::settle`] waits for the workers.
+//! - Auxiliary devices ([`Device::auxiliary`]) are named `modname.devname.id` and announce
+//!   `auxiliary:modname.devname`.
+//!
+//! ```
+//! use modkit::{Device, DeviceDriver, Host, Module};
+//!
+//! let host = Host::new("modkit".parse().unwrap());
+//! host.add_bus("endpoint").unwrap();
+//! host.add_module(Module::new("api").driver(
+//!     DeviceDriver::new("api", "endpoint")
+//!         .matches("endpoint:http:/api/*")
+//!         .probe(|ctx| {
+//!             let handler = ctx.devm(|req: &str| format!("ok {req}"))?;   // a Devres
+//!             assert_eq!((handler.try_access().unwrap())("x"), "ok x");
+//!             Ok(())
+//!         }),
+//! )).unwrap();
+//! host.set_device_autoload(true);
+//! host.add_device(Device::new("ep0", "endpoint").modalias("endpoint:http:/api/users")).unwrap();
+//! host.settle();                                      // the autoload modprobe bound it
+//! assert_eq!(host.device_state("ep0").unwrap(), "bound:api");
+//! host.unbind("ep0").unwrap();
+//! host.bind("ep0", "api").unwrap();
+//! host.rmmod("api").unwrap();                         // the exit unbinds ep0
+//! assert_eq!(host.device_state("ep0").unwrap(), "unbound");
+//! ```
+//!
+//! `crates/modkit/examples/endpoints.rs` serves requests through [`Devres`] guards while
+//! endpoints are unbound, bound again and their module removed.
+//!
 //! ## The host's end
 //!
 //! A [`Host`] owns its host; `host.clone()` gives a [`HostHandle`], which shares it without

@@ -56,7 +56,7 @@ pub(crate) struct Devices {
     /// The core's model.
     pub(crate) dm: DeviceModel,
     /// Probe and remove code, by driver id.
-    code: Vec<Arc<dyn DeviceCode>>,
+    code: BTreeMap<DrvId, Arc<dyn DeviceCode>>,
     /// Drivers that prefer asynchronous probing, by driver id.
     async_probe: Vec<bool>,
     /// Buses the host has.
@@ -75,6 +75,8 @@ pub(crate) struct Devices {
     timer: bool,
     /// Worker threads (deferred probe, async probe, autoload) running.
     busy: usize,
+    /// Every device thread running, the timer included.
+    running: usize,
     /// `modprobe MODALIAS` on each device added (udev's coldplug role).
     autoload: bool,
     /// The bound on waits under `modkit`.
@@ -95,7 +97,7 @@ impl Devices {
     pub(crate) fn new(policy: modkit_core::Policy) -> Devices {
         Devices {
             dm: DeviceModel::new(Vec::new(), modkit_core::dd::default_timeout(policy)),
-            code: Vec::new(),
+            code: BTreeMap::new(),
             async_probe: Vec::new(),
             buses: modkit_core::device::BUILTIN_BUSES
                 .iter()
@@ -111,6 +113,7 @@ impl Devices {
             deferwq: false,
             timer: false,
             busy: 0,
+            running: 0,
             autoload: false,
             stall_after: DEFAULT_UNBIND_STALL_AFTER,
             closing: false,
@@ -119,6 +122,16 @@ impl Devices {
         }
     }
 }
+
+/// Forgets the handles of threads that have ended (so a long-running program does not
+/// collect them); shuttle's handles cannot tell, and its runs are short.
+#[cfg(not(feature = "shuttle"))]
+fn prune_finished(threads: &mut Vec<thread::JoinHandle<()>>) {
+    threads.retain(|t| !t.is_finished());
+}
+
+#[cfg(feature = "shuttle")]
+fn prune_finished(_threads: &mut Vec<thread::JoinHandle<()>>) {}
 
 /// The wait key of a device's lock, woken when a probe or remove of it ends.
 fn device_lock_key(dev: DevId) -> WaitKey {
@@ -362,7 +375,7 @@ impl HostHandle {
                 };
                 let a = d.async_probe;
                 let id = st.devs.dm.add_driver(spec);
-                st.devs.code.push(d.into_code());
+                st.devs.code.insert(id, d.into_code());
                 st.devs.async_probe.push(a);
                 id
             })
@@ -481,7 +494,14 @@ impl HostHandle {
     ) -> Result<(), Errno> {
         let (code, module) = {
             let st = self.lock();
-            (st.devs.code[drv].clone(), st.devs.dm.drivers[drv].module)
+            (
+                st.devs.code.get(&drv).cloned(),
+                st.devs.dm.drivers[drv].module,
+            )
+        };
+        let Some(code) = code else {
+            // The host is shut down: the code is gone.
+            return if probing { Err(Errno::ENODEV) } else { Ok(()) };
         };
         let mut ctx = ProbeCtx {
             init: InitCtx::new(self, task, module),
@@ -683,6 +703,7 @@ impl HostHandle {
             };
             let task = self.new_task(&mut st, &label);
             st.devs.busy += 1;
+            st.devs.running += 1;
             (task, slot)
         };
         let h = self.clone();
@@ -691,17 +712,19 @@ impl HostHandle {
             f(&h, task);
             let mut st = h.lock();
             st.devs.busy -= 1;
+            st.devs.running -= 1;
             h.finish_task(&mut st, task, Some(Outcome::Ok));
         });
         let mut st = self.lock();
         match spawned {
             Ok(j) => {
-                st.devs.threads.retain(|t| !t.is_finished());
+                prune_finished(&mut st.devs.threads);
                 st.devs.threads.push(j);
                 true
             }
             Err(_) => {
                 st.devs.busy -= 1;
+                st.devs.running -= 1;
                 self.finish_task(&mut st, task, Some(Outcome::Err(Errno::ENOMEM)));
                 false
             }
@@ -889,17 +912,45 @@ impl HostHandle {
         st.devs.leaving.remove(&drv);
     }
 
-    /// Called when the host closes: stops the timer, joins the device threads.
+    /// Called when the host closes: stops the timer and waits for the device threads (up
+    /// to [`crate::DEFAULT_DROP_WAIT`]; a thread stuck in driver code is left running, with
+    /// a warning), then joins those that ended.
     pub(crate) fn devices_close(&self) {
-        let threads = {
-            let mut st = self.lock();
-            st.devs.closing = true;
-            st.k.wakes.push(timer_key());
-            self.deliver(&mut st);
-            self.notify();
-            std::mem::take(&mut st.devs.threads)
-        };
+        let until = std::time::Instant::now() + crate::DEFAULT_DROP_WAIT;
         let me = thread::current().id();
+        let mut st = self.lock();
+        st.devs.closing = true;
+        st.k.wakes.push(timer_key());
+        self.deliver(&mut st);
+        self.notify();
+        // A device thread that runs this close (the host dropped from a probe) is not
+        // waited for.
+        let own = usize::from(st.devs.threads.iter().any(|t| t.thread().id() == me));
+        while st.devs.running > own {
+            let now = std::time::Instant::now();
+            if now >= until {
+                tracing::warn!(
+                    target: "modkit::host",
+                    threads = st.devs.running,
+                    "host closed while device threads (probes, removes) still run: left running"
+                );
+                return;
+            }
+            st = self
+                .shared
+                .cv
+                .wait_timeout(st, (until - now).min(Duration::from_millis(20)))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        let threads = std::mem::take(&mut st.devs.threads);
+        // The drivers' code and the managed values go with the modules' code (they may
+        // hold handles to the host), dropped outside the lock.
+        let code = std::mem::take(&mut st.devs.code);
+        let values = std::mem::take(&mut st.devs.values);
+        drop(st);
+        drop(code);
+        drop(values);
         for t in threads {
             if t.thread().id() != me {
                 let _ = t.join();
@@ -945,6 +996,16 @@ impl HostHandle {
         let dev = {
             let mut st = self.lock();
             self.tick(&mut st);
+            if device.bus == modkit_core::auxiliary::BUS
+                && !modkit_core::auxiliary::bus_exists(st.k.policy)
+            {
+                let line = format!(
+                    "auxiliary_device_add({}): there is no auxiliary bus before 5.11",
+                    device.name
+                );
+                st.k.remark(None, line);
+                return Err(err(&op, Errno::ENODEV));
+            }
             if !st.devs.buses.contains(&device.bus) {
                 return Err(err(&op, Errno::EINVAL));
             }
@@ -1191,4 +1252,91 @@ impl HostHandle {
 /// For engines: the device and driver of a probe context.
 pub(crate) fn probe_ctx_ids(ctx: &ProbeCtx<'_>) -> (DevId, DrvId) {
     (ctx.dev, ctx.drv)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Host, Module};
+
+    #[test]
+    fn the_buses_of_each_era() {
+        let old = Devices::new("linux-5.10".parse().unwrap());
+        assert!(old.buses.contains("pci") && !old.buses.contains("auxiliary"));
+        let new = Devices::new("linux-5.11".parse().unwrap());
+        assert!(new.buses.contains("auxiliary"));
+        let h = Host::new("linux-5.10".parse().unwrap());
+        let e = h
+            .add_device(crate::Device::auxiliary("i915", "gvt", 0))
+            .unwrap_err();
+        assert_eq!(e.errno(), Some(Errno::ENODEV));
+        assert_eq!(h.add_bus("pci").unwrap_err().errno(), Some(Errno::EEXIST));
+        assert_eq!(h.add_bus("a/b").unwrap_err().errno(), Some(Errno::EINVAL));
+    }
+
+    #[test]
+    fn an_auxiliary_device_needs_a_three_part_name_and_gets_its_modalias() {
+        let h = Host::new("modkit".parse().unwrap());
+        let e = h
+            .add_device(crate::Device::new("gvt", "auxiliary"))
+            .unwrap_err();
+        assert_eq!(e.errno(), Some(Errno::EINVAL));
+        h.add_device(crate::Device::auxiliary("i915", "gvt", 0).modalias("ignored"))
+            .unwrap();
+        let st = h.lock();
+        let d = st.devs.dm.find_device("i915.gvt.0").unwrap();
+        assert_eq!(
+            st.devs.dm.devices[d].modalias.as_deref(),
+            Some("auxiliary:i915.gvt")
+        );
+    }
+
+    #[test]
+    fn the_driver_steps_follow_the_module_steps_and_patterns_become_aliases() {
+        let h = Host::new("modkit".parse().unwrap());
+        h.add_module(
+            Module::new("m")
+                .init_step("own", |_| Ok(crate::Init::Continue))
+                .driver(crate::DeviceDriver::new("d", "pci").matches("pci:v1*")),
+        )
+        .unwrap();
+        let st = h.lock();
+        let m = st.k.db.id("m").unwrap();
+        let spec = st.k.db.spec(m);
+        let steps: Vec<&str> = spec.init.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(steps, vec!["own", "driver_register(d)"]);
+        assert!(spec.init[1].has_undo);
+        assert_eq!(spec.aliases, vec!["pci:v1*".to_string()]);
+        assert_eq!(st.k.db.lookup("pci:v1234"), vec![m]);
+    }
+
+    #[test]
+    fn a_panicking_probe_fails_with_efault_and_the_next_driver_binds() {
+        let h = Host::new("modkit".parse().unwrap());
+        h.add_module(
+            Module::new("m")
+                .driver(
+                    crate::DeviceDriver::new("bad", "pci")
+                        .matches("pci:*")
+                        .probe(|_| panic!("boom")),
+                )
+                .driver(crate::DeviceDriver::new("good", "pci").matches("pci:*")),
+        )
+        .unwrap();
+        h.modprobe("m").unwrap();
+        h.add_device(crate::Device::new("0000:00:01.0", "pci").modalias("pci:v1"))
+            .unwrap();
+        assert_eq!(h.device_state("0000:00:01.0").unwrap(), "bound:good");
+        let log = h.log();
+        assert!(
+            log.iter()
+                .any(|l| l == "bad 0000:00:01.0: probe panicked: boom"),
+            "{log:?}"
+        );
+        assert!(
+            log.iter()
+                .any(|l| l == "bad 0000:00:01.0: probe with driver bad failed with error -14"),
+            "{log:?}"
+        );
+    }
 }

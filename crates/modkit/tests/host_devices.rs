@@ -234,3 +234,302 @@ fn an_unbind_with_a_user_in_flight_reports_a_stall_under_modkit() {
     assert!(stall.chain.iter().any(|c| c == "device d"));
     assert!(stall.chain.iter().any(|c| c == "driver m"));
 }
+
+#[test]
+fn a_deferred_probe_is_retried_after_the_next_successful_probe() {
+    let host = host("modkit");
+    host.add_module(
+        Module::new("consumer").driver(
+            DeviceDriver::new("consumer", "endpoint")
+                .matches("endpoint:c")
+                .probe(|ctx| {
+                    ctx.need_with("device:sup", false, Some("supplier sup not bound"))?;
+                    Ok(())
+                }),
+        ),
+    )
+    .unwrap();
+    host.add_module(
+        Module::new("supplier")
+            .driver(DeviceDriver::new("supplier", "endpoint").matches("endpoint:s")),
+    )
+    .unwrap();
+    host.modprobe("consumer").unwrap();
+    host.add_device(Device::new("c", "endpoint").modalias("endpoint:c"))
+        .unwrap();
+    assert_eq!(host.device_state("c").unwrap(), "deferred");
+    let row = host
+        .devices()
+        .into_iter()
+        .find(|r| r.device == "c")
+        .unwrap();
+    assert_eq!(row.reason.as_deref(), Some("waits for device:sup"));
+    host.add_device(Device::new("sup", "endpoint").modalias("endpoint:s"))
+        .unwrap();
+    host.modprobe("supplier").unwrap(); // binds sup, which triggers the deferred work
+    host.settle();
+    assert_eq!(host.device_state("c").unwrap(), "bound:consumer");
+    // The managed link: unbinding the supplier unbinds its consumer first.
+    host.unbind("sup").unwrap();
+    assert_eq!(host.device_state("c").unwrap(), "unbound");
+    assert!(host.violations().is_empty(), "{:?}", host.violations());
+}
+
+#[test]
+fn the_deferred_probe_timeout_prints_the_pending_devices() {
+    let host = host("linux-6.12");
+    host.set_deferred_probe_timeout(Some(Duration::from_millis(50)));
+    host.add_module(
+        Module::new("cam").driver(
+            DeviceDriver::new("cam", "endpoint")
+                .matches("endpoint:cam")
+                .probe(|ctx| {
+                    ctx.need_with("regulator:vdd", false, Some("no vdd"))?;
+                    Ok(())
+                }),
+        ),
+    )
+    .unwrap();
+    host.add_device(Device::new("cam0", "endpoint").modalias("endpoint:cam"))
+        .unwrap();
+    host.modprobe("cam").unwrap();
+    assert_eq!(host.device_state("cam0").unwrap(), "deferred");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !host
+        .log()
+        .iter()
+        .any(|l| l.contains("deferred probe pending"))
+    {
+        assert!(std::time::Instant::now() < deadline, "{:?}", host.log());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(host
+        .log()
+        .contains(&"endpoint cam0: deferred probe pending: no vdd".to_string()));
+}
+
+#[test]
+fn auxiliary_devices_are_named_and_matched_as_auxiliary_c_does() {
+    let host = host("modkit");
+    host.add_module(
+        Module::new("i915").driver(
+            DeviceDriver::new("i915", "pci")
+                .matches("pci:v00008086*")
+                .probe(|ctx| {
+                    ctx.add_device(Device::auxiliary("i915", "gvt", 0))?;
+                    Ok(())
+                })
+                .remove(|ctx| {
+                    let _ = ctx.remove_device("i915.gvt.0");
+                }),
+        ),
+    )
+    .unwrap();
+    host.add_module(
+        Module::new("kvmgt")
+            .driver(DeviceDriver::new("kvmgt", "auxiliary").matches("auxiliary:i915.gvt")),
+    )
+    .unwrap();
+    host.set_device_autoload(true);
+    host.add_device(Device::new("0000:00:02.0", "pci").modalias("pci:v00008086d00003E92"))
+        .unwrap();
+    // udev's role: i915 loads for the PCI device, its probe adds i915.gvt.0, whose
+    // modalias loads kvmgt, which binds it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while host.device_state("i915.gvt.0").as_deref() != Some("bound:kvmgt") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            host.devices_text()
+        );
+        host.settle();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(host.device_state("0000:00:02.0").unwrap(), "bound:i915");
+    host.rmmod("kvmgt").unwrap();
+    host.rmmod("i915").unwrap();
+    assert_eq!(host.device_state("i915.gvt.0").unwrap(), "absent");
+    assert!(host.violations().is_empty(), "{:?}", host.violations());
+}
+
+#[test]
+fn a_probe_that_unbinds_its_own_device_is_refused() {
+    let host = host("modkit");
+    let seen = Arc::new(Mutex::new(None));
+    let s = seen.clone();
+    host.add_module(
+        Module::new("m").driver(
+            DeviceDriver::new("m", "endpoint")
+                .matches("endpoint:m")
+                .probe(move |ctx| {
+                    let name = ctx.device_name();
+                    *s.lock().unwrap() = ctx
+                        .host()
+                        .remove_device(&name)
+                        .err()
+                        .and_then(|e| e.errno());
+                    Ok(())
+                }),
+        ),
+    )
+    .unwrap();
+    host.modprobe("m").unwrap();
+    host.add_device(Device::new("d", "endpoint").modalias("endpoint:m"))
+        .unwrap();
+    assert_eq!(*seen.lock().unwrap(), Some(Errno::EDEADLK));
+    assert_eq!(host.device_state("d").unwrap(), "bound:m");
+}
+
+#[test]
+fn a_probe_that_never_returns_is_reported_and_the_waiter_gives_up_under_modkit() {
+    let host = host("modkit");
+    host.set_unbind_stall_after(Duration::from_millis(50));
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let rx = Mutex::new(rx);
+    host.add_module(
+        Module::new("slow").driver(
+            DeviceDriver::new("slow", "endpoint")
+                .matches("endpoint:slow")
+                .probe(move |_| {
+                    let _ = rx.lock().unwrap().recv();
+                    Ok(())
+                }),
+        ),
+    )
+    .unwrap();
+    host.modprobe("slow").unwrap();
+    let h = host.clone();
+    let adder = std::thread::spawn(move || {
+        h.add_device(Device::new("d", "endpoint").modalias("endpoint:slow"))
+    });
+    while host.device_state("d").as_deref() != Some("probing") {
+        std::thread::yield_now();
+    }
+    let e = host.unbind("d").unwrap_err();
+    assert_eq!(e.errno(), Some(Errno::ETIME));
+    let stall = e
+        .diagnostics
+        .iter()
+        .find(|d| d.kind == modkit::DiagKind::Stalled)
+        .expect("a stall diagnostic");
+    assert!(
+        stall.chain.contains(&"callback probe".to_string()),
+        "{stall}"
+    );
+    tx.send(()).unwrap();
+    adder.join().unwrap().unwrap();
+    host.unbind("d").unwrap();
+}
+
+#[test]
+fn async_drivers_probe_on_a_worker() {
+    let host = host("modkit");
+    let main = std::thread::current().id();
+    let other = Arc::new(AtomicUsize::new(0));
+    let o = other.clone();
+    host.add_module(
+        Module::new("a").driver(
+            DeviceDriver::new("a", "endpoint")
+                .matches("endpoint:a")
+                .async_probe()
+                .probe(move |_| {
+                    if std::thread::current().id() != main {
+                        o.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(())
+                }),
+        ),
+    )
+    .unwrap();
+    host.add_device(Device::new("d0", "endpoint").modalias("endpoint:a"))
+        .unwrap();
+    host.modprobe("a").unwrap();
+    host.add_device(Device::new("d1", "endpoint").modalias("endpoint:a"))
+        .unwrap();
+    host.settle();
+    assert_eq!(host.device_state("d0").unwrap(), "bound:a");
+    assert_eq!(host.device_state("d1").unwrap(), "bound:a");
+    assert_eq!(other.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn drivers_are_checked_when_the_module_is_added() {
+    let host = host("modkit");
+    let e = host
+        .add_module(Module::new("m").driver(DeviceDriver::new("m", "usb9")))
+        .unwrap_err();
+    assert_eq!(e.errno(), Some(Errno::EINVAL));
+    assert!(e.op.contains("usb9"), "{e}");
+    let e = host
+        .add_module(Module::new("m").driver(DeviceDriver::new("m", "endpoint").matches("[")))
+        .unwrap_err();
+    assert!(e.op.contains("not a valid glob"), "{e}");
+    host.add_module(Module::new("m").driver(DeviceDriver::new("m", "endpoint")))
+        .unwrap();
+    let e = host
+        .add_module(Module::new("n").driver(DeviceDriver::new("m", "endpoint")))
+        .unwrap_err();
+    assert!(e.op.contains("exists already"), "{e}");
+}
+
+#[test]
+fn a_dropped_host_with_drivers_is_freed_and_its_timer_stopped() {
+    let host = host("modkit");
+    let calls = Arc::new(Calls::default());
+    let h = host.clone(); // captured by module code: must not keep the host alive
+    host.add_module(
+        Module::new("m").driver(tracing_driver("m", "endpoint:*", &calls).probe(move |_| {
+            let _ = h.lsmod();
+            Ok(())
+        })),
+    )
+    .unwrap();
+    host.add_device(Device::new("d", "endpoint").modalias("endpoint:d"))
+        .unwrap();
+    host.modprobe("m").unwrap(); // starts the deferred-probe timer (10 s under modkit)
+    let weak = host.downgrade();
+    let t = std::time::Instant::now();
+    drop(host);
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "drop waited for the timer"
+    );
+    assert!(weak.upgrade().is_none(), "the host leaked");
+    assert_eq!(calls.take(), vec!["remove d by m"]);
+}
+
+#[test]
+fn under_linux_an_unbind_waits_for_the_user_in_flight() {
+    let host = host("linux-6.12");
+    host.set_unbind_stall_after(Duration::from_millis(10)); // not used under linux-X.Y
+    let slot: Arc<Mutex<Option<Devres<u32>>>> = Arc::default();
+    let s = slot.clone();
+    host.add_module(
+        Module::new("m").driver(
+            DeviceDriver::new("m", "endpoint")
+                .matches("endpoint:m")
+                .probe(move |ctx| {
+                    *s.lock().unwrap() = Some(ctx.devm(1u32)?);
+                    Ok(())
+                }),
+        ),
+    )
+    .unwrap();
+    host.modprobe("m").unwrap();
+    host.add_device(Device::new("d", "endpoint").modalias("endpoint:m"))
+        .unwrap();
+    let res = slot.lock().unwrap().clone().unwrap();
+    let guard = res.try_access().unwrap();
+    let h = host.clone();
+    let t = std::time::Instant::now();
+    let unbinder = std::thread::spawn(move || h.unbind("d"));
+    std::thread::sleep(Duration::from_millis(60));
+    assert!(!unbinder.is_finished(), "the unbind did not wait");
+    drop(guard);
+    unbinder.join().unwrap().unwrap();
+    assert!(t.elapsed() >= Duration::from_millis(60));
+    assert!(!host
+        .diagnostics()
+        .iter()
+        .any(|d| d.kind == modkit::DiagKind::Stalled));
+}

@@ -215,3 +215,75 @@ fn revoke_refuses_new_access_and_waits_for_accesses_in_flight() {
         ITERATIONS,
     );
 }
+
+/// The device model: a user of a device's managed resource, an unbind and an rmmod race;
+/// neither the unbind nor the rmmod (whose exit unbinds) returns while the user holds a
+/// guard, the remove runs before the revocation, and the core sees no broken invariant.
+#[test]
+fn unbind_and_rmmod_wait_for_devres_users() {
+    use modkit::{Device, DeviceDriver, Devres};
+    use std::sync::Mutex;
+    shuttle::check_random(
+        || {
+            let h = Host::new("linux-6.12".parse().unwrap());
+            h.set_deferred_probe_timeout(None);
+            h.add_bus("ep").unwrap();
+            let slot: Arc<Mutex<Option<Devres<u32>>>> = Arc::default();
+            let removed_before_revoke = Arc::new(AtomicBool::new(true));
+            let (s, s2, rb) = (slot.clone(), slot.clone(), removed_before_revoke.clone());
+            h.add_module(
+                Module::new("m").driver(
+                    DeviceDriver::new("m", "ep")
+                        .matches("ep:*")
+                        .probe(move |ctx| {
+                            *s.lock().unwrap() = Some(ctx.devm(5u32)?);
+                            Ok(())
+                        })
+                        .remove(move |_| {
+                            if let Some(r) = s2.lock().unwrap().as_ref() {
+                                if r.is_revoked() {
+                                    rb.store(false, Ordering::SeqCst);
+                                }
+                            }
+                        }),
+                ),
+            )
+            .unwrap();
+            h.modprobe("m").unwrap();
+            h.add_device(Device::new("d", "ep").modalias("ep:d"))
+                .unwrap();
+            let res = slot.lock().unwrap().clone().unwrap();
+            let released = Arc::new(AtomicBool::new(false));
+            let user = {
+                let (res, released) = (res.clone(), released.clone());
+                thread::spawn(move || {
+                    for _ in 0..2 {
+                        if let Some(g) = res.try_access() {
+                            thread::yield_now();
+                            assert!(!released.load(Ordering::SeqCst), "unbound under a guard");
+                            assert_eq!(*g, 5);
+                        }
+                    }
+                })
+            };
+            let unbinder = {
+                let (h, released) = (h.clone(), released.clone());
+                thread::spawn(move || {
+                    if h.unbind("d").is_ok() {
+                        released.store(true, Ordering::SeqCst);
+                    }
+                })
+            };
+            if h.rmmod("m").is_ok() {
+                released.store(true, Ordering::SeqCst);
+            }
+            user.join().unwrap();
+            unbinder.join().unwrap();
+            assert!(res.is_revoked());
+            assert!(removed_before_revoke.load(Ordering::SeqCst));
+            assert_eq!(h.device_state("d").unwrap(), "unbound");
+            assert!(h.violations().is_empty(), "{:?}", h.violations());
+        },
+        ITERATIONS,
+    );
+}
