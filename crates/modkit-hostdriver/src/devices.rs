@@ -105,11 +105,13 @@ pub(crate) fn setup(host: &Driver, sc: &Scenario, policy: Policy) -> (Arc<DevEng
         }
         FwDevlink::default()
     });
-    // The scenario's own buses (`[[bus]]`); the kernel's exist already.
+    // The scenario's own buses (`[[bus]]`); the kernel's exist already, but for the
+    // auxiliary bus before 5.11, which the library leaves out: the simulator declares and
+    // registers a driver on it under any era (only adding an auxiliary device fails, with
+    // its remark), so the bus is added for the drivers' sake; the library still refuses
+    // auxiliary devices before 5.11.
     for b in &sc.devices.buses {
-        if !modkit_core::device::BUILTIN_BUSES.contains(&b.as_str()) {
-            let _ = host.host().add_bus(b);
-        }
+        let _ = host.host().add_bus(b);
     }
     let mut builtin = Vec::new();
     let mut engine = DevEngine {
