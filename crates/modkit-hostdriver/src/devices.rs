@@ -50,8 +50,8 @@ pub(crate) struct DevEngine {
 /// udevd's state, kept with the rest of the driver's state under the host's lock.
 #[derive(Default)]
 pub(crate) struct UdevState {
-    /// uevents not yet handed to a worker: (device, modalias).
-    queue: VecDeque<(DevId, String)>,
+    /// uevents not yet handed to a worker: (device, modalias, SEQNUM).
+    queue: VecDeque<(DevId, String, u64)>,
     /// Workers running, by worker number: (task, device name, SEQNUM, kill deadline).
     running: BTreeMap<u64, Worker>,
     /// uevent sequence numbers.
@@ -396,7 +396,7 @@ impl DevEngine {
         h.engine(|_, s: &mut HostState| {
             s.udev.seqnum += 1;
             if let (true, Some(m)) = (udev, modalias) {
-                s.udev.queue.push_back((dev, m));
+                s.udev.queue.push_back((dev, m, s.udev.seqnum));
             }
         });
         if udev {
@@ -415,7 +415,7 @@ impl DevEngine {
                 if u.running.len() >= udev.workers as usize {
                     return None;
                 }
-                let (dev, m) = u.queue.pop_front()?;
+                let (dev, m, seq) = u.queue.pop_front()?;
                 u.next += 1;
                 let w = u.next;
                 // systemd's module_load_and_warn(): every module the alias matches is
@@ -431,7 +431,9 @@ impl DevEngine {
                     Worker {
                         task: None,
                         device: String::new(),
-                        seq: u.seqnum,
+                        // The event's own sequence number (the simulator records the
+                        // latest one at dispatch; docs/host-contract.md, "Devices").
+                        seq,
                         deadline: k.now.saturating_add(udev.event_timeout),
                         killed: false,
                     },

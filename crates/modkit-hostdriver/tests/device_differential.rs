@@ -86,7 +86,8 @@ fn scenario(rng: &mut ChaCha8Rng) -> String {
                 "[[module.init]]\nstep = \"reg\"\nrun = [{{ sleep = \"{sleep}ms\" }}, {{ register = \"reg:r{i}\" }}]\nundo = [{{ unregister = \"reg:r{i}\" }}]"
             );
         }
-        for d in 0..rng.gen_range(0..=2) {
+        let mut kinds = Vec::new();
+        for _ in 0..rng.gen_range(0..=2) {
             let free: Vec<usize> = (0..types)
                 .filter(|&k| owner[k].is_none_or(|o| o == i))
                 .collect();
@@ -95,11 +96,24 @@ fn scenario(rng: &mut ChaCha8Rng) -> String {
             }
             let k = free[rng.gen_range(0..free.len())];
             owner[k] = Some(i);
+            kinds.push(k);
+        }
+        for (d, &k) in kinds.iter().enumerate() {
+            // Two drivers of one type never defer: a device the first deferred would be
+            // retried by the deferred-probe worker while the second's driver_attach()
+            // reaches it, which the simulator runs without a preemption point between
+            // devices (docs/host-contract.md, "Devices"; seed 1 case 134, seed 2 case 1052
+            // before this rule).
+            let shared = kinds.iter().filter(|&&x| x == k).count() > 1;
             let name = format!("d{i}{d}");
             let mut probe: Vec<String> = Vec::new();
             let mut remove: Vec<String> = Vec::new();
             for _ in 0..rng.gen_range(0..=3) {
-                match rng.gen_range(0..12) {
+                let pick = match rng.gen_range(0..12) {
+                    4..=6 if shared => 0,
+                    x => x,
+                };
+                match pick {
                     0..=3 => probe.push(format!("{{ sleep = \"{}ms\" }}", rng.gen_range(1..=30))),
                     4 | 5 => {
                         let r = rng.gen_range(0..n);
@@ -123,10 +137,18 @@ fn scenario(rng: &mut ChaCha8Rng) -> String {
                         }
                         child += 1;
                     }
-                    _ => probe.push(format!(
-                        "{{ fail = \"{}\" }}",
-                        ERRNOS[rng.gen_range(0..ERRNOS.len())]
-                    )),
+                    _ => {
+                        // EPROBE_DEFER, the last, is left out for a shared type.
+                        let errnos = if shared {
+                            &ERRNOS[..ERRNOS.len() - 1]
+                        } else {
+                            &ERRNOS[..]
+                        };
+                        probe.push(format!(
+                            "{{ fail = \"{}\" }}",
+                            errnos[rng.gen_range(0..errnos.len())]
+                        ))
+                    }
                 }
             }
             if rng.gen_bool(0.5) {

@@ -105,8 +105,10 @@ pub fn judge(sc: &Scenario, p: Policy, host: &modkit_sim::Run) -> Verdict {
 }
 
 /// [`summary`] for device scenarios: also the device table (device, bus, driver, state,
-/// reason) and the log lines, in order (udevd's "Worker [PID]" is the task id, which the
-/// drivers number differently: it is left out).
+/// reason) and the log lines, in order (udevd's "Worker [PID] processing SEQNUM=N" is
+/// left out after "Worker": the PID is the task id, which the drivers number differently,
+/// and the simulator records the latest SEQNUM at dispatch where the host records the
+/// event's own).
 #[allow(dead_code)]
 pub fn device_summary(r: &modkit_sim::Run) -> String {
     let mut s = summary(r);
@@ -126,7 +128,7 @@ pub fn device_summary(r: &modkit_sim::Run) -> String {
     for l in &r.kernel.log {
         let t = &l.text;
         let line = match (t.find("Worker ["), t.find("] processing")) {
-            (Some(a), Some(b)) if a < b => format!("{}Worker [_{}", &t[..a], &t[b..]),
+            (Some(a), Some(b)) if a < b => format!("{}Worker [_] processing _ killed", &t[..a]),
             _ => t.clone(),
         };
         s.push_str(&format!("\nlog {} {line}", l.time));
