@@ -125,7 +125,11 @@ pub fn device_summary(r: &modkit_sim::Run) -> String {
             row.reason.as_deref().unwrap_or("")
         ));
     }
-    for l in &r.kernel.log {
+    // Lines of one instant are compared as a set: threads print them in the order they
+    // take the mutex (docs/host-contract.md).
+    let mut lines: Vec<&modkit_core::kernel::LogLine> = r.kernel.log.iter().collect();
+    lines.sort_by(|a, b| (a.time, &a.text).cmp(&(b.time, &b.text)));
+    for l in lines {
         let t = &l.text;
         let line = match (t.find("Worker ["), t.find("] processing")) {
             (Some(a), Some(b)) if a < b => format!("{}Worker [_] processing _ killed", &t[..a]),
