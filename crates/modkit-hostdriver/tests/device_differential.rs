@@ -306,18 +306,18 @@ fn random_device_scenarios_agree_on_host_and_simulator() {
 }
 
 /// Found by this test's generator (seed 1, case 53, before drivers of one device type were
-/// kept in one module): m0's driver d00 and m1's d10 both match x0..x2. d00 (registered
-/// at 1 ms) probes x0 until 37 ms; d10 (registered at 32 ms) probes x1 from 32 to 47 ms.
-/// At 37 ms d00 moves on to x1, which d10 is probing: the kernel's `__driver_attach()`
-/// takes the device lock (`__device_driver_lock()`) and waits, then finds x1 bound and
-/// goes on; so d10 reaches x2 first. The host's driver core (the `modkit` library) does
-/// that. The simulator's driver_attach skips a device being probed instead (x2 goes to
-/// d00 at 37 ms), a difference recorded in docs/host-contract.md, "Devices".
+/// kept in one module), reduced to a deterministic case: m0's d00 probes x0 from 0 to
+/// 36 ms; m1's d10, registered at 11 ms, probes x1 (unbound then) from 11 to 51 ms. At
+/// 36 ms d00's driver_attach() reaches x1, which d10 is probing: the kernel's
+/// `__driver_attach()` takes the device lock (`__device_driver_lock()`) and waits, then
+/// finds x1 bound and goes on; the host's driver core (the `modkit` library) does that, so
+/// m0's init, whose last step sleeps 1 ms after the registration, ends at 52 ms. The
+/// simulator's driver_attach skips a device being probed, and its run ends at 51 ms (a
+/// difference recorded in docs/host-contract.md, "Devices").
 #[test]
 fn driver_attach_waits_for_a_device_being_probed() {
     let text = r#"
-modprobe_time = "1ms"
-udev = { workers = 3, event_timeout = "200ms" }
+deferred_probe_timeout = -1
 [[module]]
 name = "m0"
 [[module.driver]]
@@ -325,24 +325,34 @@ name = "d00"
 bus = "platform"
 match = ["dev:t0*"]
 probe = [{ sleep = "36ms" }]
+[[module.init]]
+step = "reg"
+run = [{ register = "driver:d00" }]
+undo = [{ unregister = "driver:d00" }]
+[[module.init]]
+step = "after"
+run = [{ sleep = "1ms" }]
 [[module]]
 name = "m1"
 [[module.driver]]
 name = "d10"
 bus = "platform"
 match = ["dev:t0*"]
-probe = [{ sleep = "15ms" }]
+probe = [{ sleep = "40ms" }]
 [[device]]
 name = "x"
-count = 3
+count = 2
 bus = "platform"
 modalias = "dev:t0x"
 [[event]]
-id = "e0"
-at = "31ms"
+id = "a"
+modprobe = "m0"
+[[event]]
+id = "b"
+at = "10ms"
 modprobe = "m1"
 "#;
-    let sc = modkit_sim::parse("attach-race.toml", text).unwrap();
+    let sc = modkit_sim::parse("attach-lock.toml", text).unwrap();
     let p: Policy = "linux-6.12".parse().unwrap();
     let host = run_scenario(&sc, p, 0).unwrap();
     let state = |r: &modkit_sim::Run, d: &str| {
@@ -351,7 +361,7 @@ modprobe = "m1"
     };
     assert_eq!(state(&host, "x0"), "bound d00");
     assert_eq!(state(&host, "x1"), "bound d10");
-    assert_eq!(state(&host, "x2"), "bound d10");
+    assert_eq!(host.end_time, 52_000_000, "m0's init waited for x1's lock");
 }
 
 /// The auxiliary bus across the 5.11 boundary (not in the random generator): a driver on
