@@ -1,7 +1,8 @@
 //! Host driver benchmarks: loading 1,000 native modules with dependencies, modprobe of a
 //! live module (uncontended and from 64 threads), symbol lookup, and 1,000 threads
 //! requesting one slow module under modkit (merged) versus linux-6.1 (one modprobe per
-//! request, 50 slots) in the same run.
+//! request, 50 slots) in the same run; the device model's unbind/bind and a coldplug of
+//! 1,000 devices.
 //!
 //! `cargo bench -p modkit --bench host`
 
@@ -135,5 +136,56 @@ fn bench_storm(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_load, bench_storm);
+/// The device model: an unbind and bind of a device whose probe takes a managed value, and
+/// the coldplug of 1,000 devices by one driver module (its init probes them all).
+fn bench_devices(c: &mut Criterion) {
+    use modkit::{Device, DeviceDriver};
+    let driver = || {
+        DeviceDriver::new("ep", "endpoint")
+            .matches("endpoint:*")
+            .probe(|ctx| ctx.devm(0u64).map(drop).map_err(Into::into))
+    };
+    let mut g = c.benchmark_group("host devices");
+    g.sample_size(10);
+    let h = Host::new("modkit".parse().unwrap());
+    h.add_bus("endpoint").unwrap();
+    h.add_module(Module::new("ep").driver(driver())).unwrap();
+    h.modprobe("ep").unwrap();
+    h.add_device(Device::new("d", "endpoint").modalias("endpoint:d"))
+        .unwrap();
+    g.bench_function("unbind and bind one device (probe with devm)", |b| {
+        b.iter(|| {
+            h.unbind("d").unwrap();
+            h.bind("d", "ep").unwrap();
+        })
+    });
+    g.bench_function(
+        "modprobe a driver module binding 1000 devices, then rmmod",
+        |b| {
+            b.iter_batched(
+                || {
+                    let h = Host::new("modkit".parse().unwrap());
+                    h.add_bus("endpoint").unwrap();
+                    h.add_module(Module::new("ep").driver(driver())).unwrap();
+                    for i in 0..1000 {
+                        h.add_device(
+                            Device::new(&format!("d{i}"), "endpoint").modalias("endpoint:x"),
+                        )
+                        .unwrap();
+                    }
+                    h
+                },
+                |h| {
+                    h.modprobe("ep").unwrap();
+                    h.rmmod("ep").unwrap();
+                    h
+                },
+                BatchSize::PerIteration,
+            )
+        },
+    );
+    g.finish();
+}
+
+criterion_group!(benches, bench_load, bench_storm, bench_devices);
 criterion_main!(benches);

@@ -240,13 +240,27 @@ impl Driver {
     /// `driver_register()` as `task` (a builtin module's driver at boot, or a
     /// `register = "driver:NAME"` action): probes the matching devices on this thread.
     pub fn driver_register(&self, task: TaskId, drv: DrvId) -> Result<(), crate::Error> {
+        self.known_driver(drv)?;
         self.host.driver_register_as(task, drv)
+    }
+
+    fn known_driver(&self, drv: DrvId) -> Result<(), crate::Error> {
+        if drv < self.host.lock().devs.dm.drivers.len() {
+            return Ok(());
+        }
+        Err(crate::Error {
+            op: format!("driver_register: no driver {drv}"),
+            outcome: Outcome::Err(modkit_core::Errno::EINVAL),
+            diagnostics: Vec::new(),
+        })
     }
 
     /// `driver_unregister()` as `task`: unbinds every device of the driver, then it leaves
     /// the bus.
     pub fn driver_unregister(&self, task: TaskId, drv: DrvId) {
-        self.host.driver_unregister_as(task, drv)
+        if self.known_driver(drv).is_ok() {
+            self.host.driver_unregister_as(task, drv)
+        }
     }
 
     /// [`HostHandle::add_device`] as `task`.

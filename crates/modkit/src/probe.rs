@@ -27,6 +27,10 @@
 //!
 //! A bound device does not pin its driver's module (the kernel takes no module reference
 //! at bind): `rmmod` runs the exit, whose `driver_unregister()` unbinds every device first.
+//! A driver whose module is GOING probes nothing more (the kernel would still probe in the
+//! window between the module's GOING and its exit's `driver_unregister()`, and unbind at
+//! once; the host closes that window, so no probe runs while its module is not COMING or
+//! LIVE, the invariant the core checks).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -58,7 +62,7 @@ pub(crate) struct Devices {
     /// Probe and remove code, by driver id.
     code: BTreeMap<DrvId, Arc<dyn DeviceCode>>,
     /// Drivers that prefer asynchronous probing, by driver id.
-    async_probe: Vec<bool>,
+    async_probe: BTreeSet<DrvId>,
     /// Buses the host has.
     buses: BTreeSet<String>,
     /// Drivers being unregistered: they probe nothing more.
@@ -98,7 +102,7 @@ impl Devices {
         Devices {
             dm: DeviceModel::new(Vec::new(), modkit_core::dd::default_timeout(policy)),
             code: BTreeMap::new(),
-            async_probe: Vec::new(),
+            async_probe: BTreeSet::new(),
             buses: modkit_core::device::BUILTIN_BUSES
                 .iter()
                 .filter(|b| {
@@ -132,6 +136,9 @@ fn prune_finished(threads: &mut Vec<thread::JoinHandle<()>>) {
 
 #[cfg(feature = "shuttle")]
 fn prune_finished(_threads: &mut Vec<thread::JoinHandle<()>>) {}
+
+/// The phase of an unbind (or a failed probe) that revokes the managed resources.
+const DEVRES: &str = "devres release";
 
 /// The wait key of a device's lock, woken when a probe or remove of it ends.
 fn device_lock_key(dev: DevId) -> WaitKey {
@@ -376,7 +383,9 @@ impl HostHandle {
                 let a = d.async_probe;
                 let id = st.devs.dm.add_driver(spec);
                 st.devs.code.insert(id, d.into_code());
-                st.devs.async_probe.push(a);
+                if a {
+                    st.devs.async_probe.insert(id);
+                }
                 id
             })
             .collect()
@@ -456,9 +465,21 @@ impl HostHandle {
                 None => return (st, Err(Errno::EINTR)),
                 Some(Resume::TimedOut) if st.devs.holder.get(&dev).map(|h| h.0) == Some(t) => {
                     let after = bound.unwrap_or_default();
-                    let msg = format!(
-                        "driver {drv}'s {what} of device {name} has not returned after {after:?}: the operation waiting for device_lock({name}) gives up"
-                    );
+                    // The phase now (the remove may have ended and the release begun).
+                    let what = st.devs.holder.get(&dev).map_or(what, |h| h.1);
+                    let (msg, link, hint) = if what == DEVRES {
+                        (
+                            format!("the release of device {name}'s managed resources (driver {drv}) still waits for users in flight after {after:?}: the operation waiting for device_lock({name}) gives up"),
+                            "devres release: users in flight".to_string(),
+                            format!("drop the Devres guards of {name} sooner (a user holds one across a wait)"),
+                        )
+                    } else {
+                        (
+                            format!("driver {drv}'s {what} of device {name} has not returned after {after:?}: the operation waiting for device_lock({name}) gives up"),
+                            format!("callback {what}"),
+                            format!("make {drv}'s {what} return (it blocks on something that never comes)"),
+                        )
+                    };
                     let m = st
                         .devs
                         .dm
@@ -468,14 +489,8 @@ impl HostHandle {
                         DiagKind::Stalled,
                         m,
                         msg,
-                        vec![
-                            format!("device {name}"),
-                            format!("driver {drv}"),
-                            format!("callback {what}"),
-                        ],
-                        Some(format!(
-                            "make {drv}'s {what} return (it blocks on something that never comes)"
-                        )),
+                        vec![format!("device {name}"), format!("driver {drv}"), link],
+                        Some(hint),
                     );
                     return (st, Err(Errno::ETIME));
                 }
@@ -608,8 +623,16 @@ impl HostHandle {
         self.tick(&mut st);
         {
             let d = &st.devs;
+            // A driver whose module is going probes nothing: its exit is about to
+            // unregister it (between the module's GOING and the exit's
+            // driver_unregister() the kernel would still probe, and unbind at once).
+            let module_up = matches!(
+                st.k.state(d.dm.drivers[drv].module),
+                Some(ModState::Coming | ModState::Live)
+            );
             if d.leaving.contains(&drv)
                 || d.deleting.contains(&dev)
+                || !module_up
                 || !d.dm.is_registered(drv)
                 || !d.dm.matches(drv, dev)
             {
@@ -624,6 +647,7 @@ impl HostHandle {
         drop(st);
         let res = self.run_device_code(task, dev, drv, true);
         if res.is_err() {
+            self.lock().devs.holder.insert(dev, (task, DEVRES));
             self.revoke_devres(dev, drv);
         }
         let mut st = self.lock();
@@ -655,7 +679,7 @@ impl HostHandle {
             d.dm.drivers_for(dev)
                 .into_iter()
                 .filter(|x| !d.leaving.contains(x))
-                .partition(|&x| !d.async_probe[x])
+                .partition(|x| !d.async_probe.contains(x))
         };
         if cands.is_empty() && !asyncs.is_empty() {
             self.spawn_async(dev, asyncs);
@@ -777,16 +801,17 @@ impl HostHandle {
     }
 
     fn timeout_work(&self, task: TaskId) {
-        // The timer does not count as busy for settle().
+        // The timer does not count as busy for settle(); it ends (and may be started again
+        // by a new timeout) when no timeout is pending, under the same lock as the check.
         self.lock().devs.busy -= 1;
         loop {
             let mut st = self.lock();
             self.tick(&mut st);
-            if st.devs.closing {
-                break;
-            }
-            let Some(due) = st.devs.dm.timeout_due else {
-                break;
+            let due = st.devs.dm.timeout_due.filter(|_| !st.devs.closing);
+            let Some(due) = due else {
+                st.devs.timer = false;
+                st.devs.busy += 1;
+                return;
             };
             let now = self.now(&st);
             if now >= due {
@@ -805,7 +830,7 @@ impl HostHandle {
                     let State { k, devs, .. } = &mut *st;
                     devs.dm.timeout_report(k);
                 }
-                break;
+                continue;
             }
             let info = WaitInfo {
                 key: timer_key(),
@@ -813,12 +838,14 @@ impl HostHandle {
                 target: None,
                 deadline: Some(due),
             };
-            let (_g, r) = self.park(st, task, info, false);
+            let (mut st, r) = self.park(st, task, info, false);
             if r.is_none() {
-                break;
+                // The run stalled (virtual clock).
+                st.devs.timer = false;
+                st.devs.busy += 1;
+                return;
             }
         }
-        self.lock().devs.busy += 1;
     }
 
     /// `__device_release_driver()`: consumers first, then remove, then the managed
@@ -845,6 +872,7 @@ impl HostHandle {
             devs.holder.insert(dev, (task, "remove"));
             drop(st);
             let _ = self.run_device_code(task, dev, drv, false);
+            self.lock().devs.holder.insert(dev, (task, DEVRES));
             self.revoke_devres(dev, drv);
             let mut st = self.lock();
             self.tick(&mut st);
@@ -868,7 +896,7 @@ impl HostHandle {
                 .dm
                 .register_driver(k, drv)
                 .map_err(|e| err(&format!("driver_register({name})"), e))?;
-            (list, devs.async_probe[drv], name)
+            (list, devs.async_probe.contains(&drv), name)
         };
         tracing::debug!(target: "modkit::device", driver = %name, devices = devs.len(), "driver registered");
         self.start_timer();

@@ -306,6 +306,18 @@ fn the_deferred_probe_timeout_prints_the_pending_devices() {
     assert!(host
         .log()
         .contains(&"endpoint cam0: deferred probe pending: no vdd".to_string()));
+    // A new timeout starts the timer again.
+    host.set_deferred_probe_timeout(Some(Duration::from_millis(20)));
+    let pending = |h: &Host| {
+        h.log()
+            .iter()
+            .filter(|l| l.contains("deferred probe pending"))
+            .count()
+    };
+    while pending(&host) < 2 {
+        assert!(std::time::Instant::now() < deadline, "{:?}", host.log());
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 #[test]
@@ -532,4 +544,124 @@ fn under_linux_an_unbind_waits_for_the_user_in_flight() {
         .diagnostics()
         .iter()
         .any(|d| d.kind == modkit::DiagKind::Stalled));
+}
+
+/// Seed 004's hot-unplug deadlock: a user holds the device's resource (an ioctl in flight)
+/// and waits for the device while an unbind waits for that user. Under modkit both waits
+/// are bounded: the unbind reports the resource and goes on, and nothing hangs.
+#[test]
+fn a_user_in_flight_that_waits_for_the_unbinding_device_does_not_deadlock_under_modkit() {
+    let host = host("modkit");
+    host.set_unbind_stall_after(Duration::from_millis(50));
+    let slot: Arc<Mutex<Option<Devres<u32>>>> = Arc::default();
+    let s = slot.clone();
+    host.add_module(
+        Module::new("m").driver(
+            DeviceDriver::new("m", "endpoint")
+                .matches("endpoint:m")
+                .probe(move |ctx| {
+                    *s.lock().unwrap() = Some(ctx.devm_named("ioctl", 0u32)?);
+                    Ok(())
+                }),
+        ),
+    )
+    .unwrap();
+    host.modprobe("m").unwrap();
+    host.add_device(Device::new("d", "endpoint").modalias("endpoint:m"))
+        .unwrap();
+    let res = slot.lock().unwrap().clone().unwrap();
+    let guard = res.try_access().unwrap(); // the ioctl in flight
+    let h = host.clone();
+    let unbinder = std::thread::spawn(move || h.unbind("d"));
+    while host.device_state("d").as_deref() != Some("removing") {
+        if unbinder.is_finished() {
+            break;
+        }
+        std::thread::yield_now();
+    }
+    // The ioctl now wants the device (say, it unbinds it itself).
+    let mine = host.unbind("d");
+    drop(guard);
+    let theirs = unbinder.join().unwrap();
+    assert!(theirs.is_ok(), "{theirs:?}");
+    // Either it gave up waiting (ETIME) or the other unbind ended first: the device was
+    // unbound, which is what it asked for (unbind_store() checks the driver before it
+    // takes the lock).
+    assert!(
+        mine.is_ok() || mine.as_ref().unwrap_err().errno() == Some(Errno::ETIME),
+        "{mine:?}"
+    );
+    let stalls: Vec<_> = host
+        .diagnostics()
+        .into_iter()
+        .filter(|d| d.kind == modkit::DiagKind::Stalled)
+        .collect();
+    // The unbind names the resource, or the waiting unbind names the release in progress.
+    assert!(
+        stalls.iter().any(|d| d.message.contains("`ioctl`")
+            || d.chain
+                .contains(&"devres release: users in flight".to_string())),
+        "{stalls:?}"
+    );
+    assert_eq!(host.device_state("d").unwrap(), "unbound");
+}
+
+/// The engine seam (what modkit-hostdriver builds on): driver code as a `DeviceCode`
+/// object, device operations as a given task, and the deferred-probe timeout on the
+/// virtual clock (it fires when every thread is parked, at 10 s of virtual time).
+#[test]
+fn engines_drive_devices_as_tasks_on_the_virtual_clock() {
+    use modkit::driver::{DeviceCode, Driver};
+    use modkit::{Clock, ProbeCtx};
+
+    struct Deferring;
+    impl DeviceCode for Deferring {
+        fn probe(&self, ctx: &mut ProbeCtx<'_>) -> Result<(), Errno> {
+            ctx.devm_resource("clk")?;
+            ctx.need_with("regulator:vdd", false, Some("no vdd"))?;
+            Ok(())
+        }
+        fn remove(&self, _ctx: &mut ProbeCtx<'_>) {}
+    }
+
+    let db = modkit_core::ModuleDb::new(Vec::new()).unwrap();
+    let d = Driver::new(
+        modkit_core::Kernel::new(db, "modkit".parse().unwrap()),
+        Clock::Virtual,
+    );
+    let host = d.host().clone();
+    host.add_bus("endpoint").unwrap();
+    host.add_module(
+        Module::new("cam").driver(
+            DeviceDriver::new("cam", "endpoint")
+                .matches("endpoint:cam")
+                .code(Arc::new(Deferring)),
+        ),
+    )
+    .unwrap();
+    let t = d.new_task("event: add cam0");
+    d.add_device(t, Device::new("cam0", "endpoint").modalias("endpoint:cam"))
+        .unwrap();
+    host.modprobe("cam").unwrap(); // starts the timer: due 10 s after the registration
+    d.finish_task(t, Some(modkit::Outcome::Ok));
+    d.wait_idle();
+    assert!(
+        d.vclock() >= 10_000_000_000,
+        "the clock moved to the timeout"
+    );
+    assert!(
+        host.log()
+            .contains(&"endpoint cam0: deferred probe pending: no vdd".to_string()),
+        "{:?}",
+        host.log()
+    );
+    d.device_model(|k, dm| {
+        dm.check_devres(k);
+        assert_eq!(
+            dm.devres.live.len(),
+            0,
+            "the failed probes released their resources"
+        );
+    });
+    assert!(host.violations().is_empty(), "{:?}", host.violations());
 }

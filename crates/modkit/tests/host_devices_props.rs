@@ -234,7 +234,14 @@ fn run(policy: &str, threads: Vec<Vec<Op>>) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    // 64 cases in CI; MODKIT_DEVICE_PROP_CASES=N for a long run.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("MODKIT_DEVICE_PROP_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(64),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn device_invariants_hold_under_random_concurrent_operations(
