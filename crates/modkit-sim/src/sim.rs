@@ -19,6 +19,9 @@ use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 mod devices;
+mod matchdefer;
+mod probewait;
+mod unbind;
 
 use crate::actions::{immediate_as, ActionState};
 use crate::scenario::{Action, EventKind, Scenario};
@@ -834,6 +837,8 @@ impl<'a> Sim<'a> {
             for key in keys {
                 if key == WaitKey::ModuleWq {
                     self.wake_dup_waiters();
+                    // modkit: probes waiting for a module's load (sim/probewait.rs).
+                    self.probe_waits_on_module_wq();
                 }
                 if let Some(list) = self.waiters.remove(&key) {
                     for (tid, token) in list {
@@ -1223,7 +1228,7 @@ impl<'a> Sim<'a> {
                 });
             }
             let action = f.list[f.pc].clone();
-            if let Some(d) = self.device_action(f, &action) {
+            if let Some(d) = self.device_action(tid, f, &action) {
                 match d {
                     devices::DevStep::Done(o) => {
                         self.deliver_wakes();
@@ -1458,7 +1463,8 @@ fn device_model(sc: &Scenario, policy: Policy) -> modkit_core::device::DeviceMod
         if sc.devices.used { timeout } else { None },
     );
     for d in &sc.devices.devices {
-        dm.declare(&d.name, &d.bus, d.modalias.clone());
+        let id = dm.declare(&d.name, &d.bus, d.modalias.clone());
+        dm.devices[id].match_defer = d.match_defer.clone();
     }
     dm
 }
