@@ -172,6 +172,9 @@ pub struct DeviceModel {
     pub timeout_due: Option<Time>,
     /// Managed resources.
     pub devres: DevresTable,
+    /// Drivers being unregistered: `bus_remove_driver()` takes them off the bus's list
+    /// (`klist_remove()`) before `driver_detach()`, so no device matches them meanwhile.
+    pub detaching: std::collections::BTreeSet<DrvId>,
     patterns: Vec<Vec<glob::Pattern>>,
 }
 
@@ -232,6 +235,17 @@ impl DeviceModel {
     /// Whether `drv` is registered.
     pub fn is_registered(&self, drv: DrvId) -> bool {
         self.registered.contains(&drv)
+    }
+
+    /// Whether `drv` is on its bus's list of drivers (registered, not being unregistered).
+    pub fn on_bus(&self, drv: DrvId) -> bool {
+        self.is_registered(drv) && !self.detaching.contains(&drv)
+    }
+
+    /// `bus_remove_driver()`'s start: the driver leaves the bus's list before its devices
+    /// are detached.
+    pub fn begin_unregister(&mut self, drv: DrvId) {
+        self.detaching.insert(drv);
     }
 
     /// Whether the device is present (added and not removed).
@@ -301,7 +315,7 @@ impl DeviceModel {
         self.registered
             .iter()
             .copied()
-            .filter(|&d| self.drivers[d].bus == self.devices[dev].bus)
+            .filter(|&d| self.drivers[d].bus == self.devices[dev].bus && self.on_bus(d))
             .collect()
     }
 
@@ -310,7 +324,7 @@ impl DeviceModel {
         self.registered
             .iter()
             .copied()
-            .filter(|&d| self.matches(d, dev))
+            .filter(|&d| self.matches(d, dev) && self.on_bus(d))
             .collect()
     }
 
@@ -367,6 +381,7 @@ impl DeviceModel {
 
     /// `bus_remove_driver()`'s end: the driver leaves the bus.
     pub fn unregister_driver(&mut self, drv: DrvId) {
+        self.detaching.remove(&drv);
         self.registered.retain(|&d| d != drv);
     }
 

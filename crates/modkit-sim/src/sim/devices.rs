@@ -204,7 +204,7 @@ impl Sim<'_> {
                 match (dev(device), self.dm.find_driver(driver)) {
                     (Some(d), Some(r))
                         if self.dm.present(d)
-                            && self.dm.is_registered(r)
+                            && self.dm.on_bus(r)
                             // bind_store(): a deferring match is non-zero, a match.
                             && self.dm.bus_match(&self.k, r, d)
                                 != modkit_core::device::BusMatch::No =>
@@ -294,6 +294,7 @@ impl Sim<'_> {
                         .map(Job::Release),
                 );
                 jobs.push(Job::Unregister(drv));
+                self.dm.begin_unregister(drv);
                 Some(DevStep::Push(Bind::new(jobs)))
             }
             Action::Device(d) => Some(self.device_action_of(tid, f, d)),
@@ -710,7 +711,7 @@ impl Sim<'_> {
                     return ActStep::Parked;
                 }
                 Job::Probe(dev, drv) => {
-                    if !self.dm.is_registered(drv) {
+                    if !self.dm.on_bus(drv) {
                         continue;
                     }
                     let bind = b.result == Outcome::Err(Errno::ENODEV);
