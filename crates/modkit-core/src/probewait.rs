@@ -16,7 +16,9 @@
 //! A wait that would close a cycle is not made: the probe runs on the task that runs the
 //! provider's own init (the module registers its driver, whose probe needs what a later
 //! init step registers), or the task running the provider's load already waits, directly
-//! or through others, for this task. Then the probe defers as under Linux, and modkit
+//! or through others, for this task, or the provider's udev event is queued while every
+//! worker slot is held by this task or by tasks waiting for it. Then the probe defers as
+//! under Linux, and modkit
 //! retries the pending devices whose need has become available each time a module goes
 //! LIVE (its init returned), so the device binds as soon as that init ends instead of at the
 //! next unrelated bind or the timeout. Both are logged (modkit's own lines, `remark`).
@@ -65,7 +67,7 @@ pub fn wait_line(dev: &str, drv: &str, module: &str, key: &str) -> String {
 
 /// modkit's line when a wait would close a cycle.
 pub fn cycle_line(dev: &str, drv: &str, module: &str, key: &str) -> String {
-    format!("{dev}: probe by {drv} does not wait for module {module} (which provides {key}): its load waits for this probe; deferred, retried when {module} is live")
+    format!("{dev}: probe by {drv} does not wait for module {module} (which provides {key}): its load cannot end before this probe does; deferred, retried when {module} is live")
 }
 
 #[cfg(test)]

@@ -16,7 +16,8 @@
 //! `Devres<T>` is a `Revocable<T>` whose `revoke()` runs from the devres callback, i.e.
 //! after `remove()`, and waits for readers with `synchronize_rcu()`; a reader's
 //! `try_access()` is an RCU read-side section (no sleeping), and after revocation returns
-//! `None`, which drivers turn into an error (`ENXIO` here). The remove callback itself is
+//! `None`, which drivers turn into an error: `ENXIO` (`try_access().ok_or(ENXIO)` in
+//! devres.rs's own example and in nova-core's `Spec::new()`). The remove callback itself is
 //! still waited for without bound.
 //!
 //! modkit: unbind revokes the device's resources first (new users get ENXIO), waits for the

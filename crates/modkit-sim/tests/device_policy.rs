@@ -359,3 +359,49 @@ fn a_wait_on_a_load_that_waits_for_the_prober_is_not_made() {
     assert!(!has_diag(&r, DiagKind::DependencyCycle));
     assert_eq!(state(&run("linux-5.4", CROSS_CYCLE), "x0"), "deferred");
 }
+
+const UDEV: &str = r#"
+udev = { workers = 1 }
+[[module]]
+name = "a"
+[[module.driver]]
+bus = "platform"
+match = ["platform:a"]
+probe = [{ need = "clk:b" }]
+[[module]]
+name = "b"
+[[module.init]]
+step = "clk"
+run = [{ sleep = "50ms" }, { register = "clk:b" }]
+undo = [{ unregister = "clk:b" }]
+[[module.driver]]
+bus = "platform"
+match = ["platform:b"]
+[[device]]
+name = "a0"
+bus = "platform"
+modalias = "platform:a"
+[[device]]
+name = "b0"
+bus = "platform"
+modalias = "platform:b"
+"#;
+
+#[test]
+fn a_probe_in_a_udev_worker_waits_for_a_queued_load_only_if_a_worker_can_run_it() {
+    // One worker, busy with a's load (whose probe needs b): b's event cannot start until it
+    // ends, so waiting would be a cycle: deferred, retried when b goes live.
+    let r = run("modkit", UDEV);
+    assert_eq!(state(&r, "a0"), "bound:a");
+    assert!(log(&r)
+        .iter()
+        .any(|l| l.contains("does not wait for module b")));
+    assert!(!has_diag(&r, DiagKind::Stalled));
+    // Two workers: b's load runs beside it; the probe waits for it.
+    let r = run("modkit", &UDEV.replace("workers = 1", "workers = 2"));
+    assert_eq!(state(&r, "a0"), "bound:a");
+    assert!(log(&r)
+        .iter()
+        .any(|l| l.contains("a0: probe by a waits for module b's load")));
+    assert!(!has_diag(&r, DiagKind::Stalled));
+}

@@ -109,7 +109,7 @@ pub(super) struct DevRun {
     /// udev events not yet handed to a worker.
     pub(super) udev_queue: VecDeque<(DevId, String)>,
     /// udev workers running, with the device and the event's sequence number.
-    udev_workers: Vec<(TaskId, DevId, u64)>,
+    pub(super) udev_workers: Vec<(TaskId, DevId, u64)>,
     /// uevent sequence numbers.
     seqnum: u64,
     /// What the scenario can ever provide to a `need` (modkit's deferred_forever check):

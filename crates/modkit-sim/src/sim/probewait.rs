@@ -186,12 +186,22 @@ impl Sim<'_> {
         }
     }
 
-    /// Whether `tid` waiting on `target` would wait for itself.
+    /// Whether `tid` waiting on `target` would wait for itself. With no target (the
+    /// provider's udev event is queued), the event starts only when a worker ends: a cycle
+    /// when every worker slot is taken by this task or by tasks that wait for it.
     fn closes_cycle(&self, tid: TaskId, target: Option<TaskId>) -> bool {
         match target {
             Some(t) if t == tid => true,
             Some(t) => self.k.waits.cycle_through(tid, t).is_some(),
-            None => false,
+            None => {
+                let Some(u) = self.sc.devices.udev else {
+                    return false;
+                };
+                let w = &self.devs.udev_workers;
+                w.len() >= u.workers as usize
+                    && w.iter()
+                        .all(|&(t, _, _)| t == tid || self.k.waits.cycle_through(tid, t).is_some())
+            }
         }
     }
 
@@ -265,7 +275,10 @@ impl Sim<'_> {
                 out.push(m);
             }
         }
-        self.devs.providers_of.insert(key.to_string(), out.clone());
+        // A device added later by an action is not declared yet: ask again then.
+        if device.is_some() || !key.starts_with("device:") {
+            self.devs.providers_of.insert(key.to_string(), out.clone());
+        }
         out
     }
 }
