@@ -451,6 +451,8 @@ impl DeviceModel {
         let d = &mut self.devices[dev];
         d.state = DevState::Probing(drv);
         d.trigger_at_probe = tc;
+        // What this probe defers on, if it does (a need sets it again).
+        d.defer_key = None;
         true
     }
 

@@ -8,17 +8,16 @@
 //!
 //! Under `modkit`, a probe's `need` on something (`kind:name`, `device:NAME`) that a module
 //! in flight provides — its init is running (COMING), or a load of it is under way (a
-//! `modprobe`, a udev worker's kmod builtin, an `insmod` not yet at COMING), or udev has an
-//! event queued whose modalias loads it — waits for that module's load to end (its init
+//! `modprobe`, a udev worker's kmod builtin, an `insmod` not yet at COMING; not a udev event
+//! still queued, whose worker slot may only free when this probe ends) — waits for that
+//! module's load to end (its init
 //! returned, or the load failed), then asks again at once: the probe goes on if the thing is
 //! there, else it defers as under Linux (and `deferred_forever` applies).
 //!
 //! A wait that would close a cycle is not made: the probe runs on the task that runs the
 //! provider's own init (the module registers its driver, whose probe needs what a later
 //! init step registers), or the task running the provider's load already waits, directly
-//! or through others, for this task, or the provider's udev event is queued while every
-//! worker slot is held by this task or by tasks waiting for it. Then the probe defers as
-//! under Linux, and modkit
+//! or through others, for this task. Then the probe defers as under Linux, and modkit
 //! retries the pending devices whose need has become available each time a module goes
 //! LIVE (its init returned), so the device binds as soon as that init ends instead of at the
 //! next unrelated bind or the timeout. Both are logged (modkit's own lines, `remark`).

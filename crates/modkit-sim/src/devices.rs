@@ -450,7 +450,7 @@ pub(crate) fn finish(
     Ok(s)
 }
 
-/// Parses a device action (`verb` one of add_device, remove_device, need, devm).
+/// Parses a device action (`verb` one of add_device, remove_device, need, devm, use_devres).
 pub(crate) fn action(
     a: &crate::raw::RawAction,
     verb: &str,

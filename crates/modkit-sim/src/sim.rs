@@ -610,6 +610,8 @@ impl<'a> Sim<'a> {
         // Anything still parked can never be woken: the run stalled (a livelock
         // stopped on purpose is no stall).
         if !self.stopped {
+            // modkit's abandoned remove callbacks are detached (sim/unbind.rs).
+            self.forget_abandoned();
             report_stall(&mut self.k);
         }
         self.dm.check_devres(&mut self.k);

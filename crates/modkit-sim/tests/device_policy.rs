@@ -388,14 +388,12 @@ modalias = "platform:b"
 "#;
 
 #[test]
-fn a_probe_in_a_udev_worker_waits_for_a_queued_load_only_if_a_worker_can_run_it() {
+fn a_probe_in_a_udev_worker_waits_for_a_running_load_not_a_queued_event() {
     // One worker, busy with a's load (whose probe needs b): b's event cannot start until it
-    // ends, so waiting would be a cycle: deferred, retried when b goes live.
+    // ends: no wait, the probe defers and binds when b's load (or b0's bind) retries it.
     let r = run("modkit", UDEV);
     assert_eq!(state(&r, "a0"), "bound:a");
-    assert!(log(&r)
-        .iter()
-        .any(|l| l.contains("does not wait for module b")));
+    assert!(!log(&r).iter().any(|l| l.contains("waits for module b")));
     assert!(!has_diag(&r, DiagKind::Stalled));
     // Two workers: b's load runs beside it; the probe waits for it.
     let r = run("modkit", &UDEV.replace("workers = 1", "workers = 2"));
@@ -404,4 +402,63 @@ fn a_probe_in_a_udev_worker_waits_for_a_queued_load_only_if_a_worker_can_run_it(
         .iter()
         .any(|l| l.contains("a0: probe by a waits for module b's load")));
     assert!(!has_diag(&r, DiagKind::Stalled));
+}
+
+#[test]
+fn an_abandoned_callback_that_returns_later_drops_its_reference() {
+    let t = format!(
+        "{HOTUNPLUG}\n[[event]]\nid = \"busy\"\nat = \"9s\"\nrmmod = \"gpu\"\n[[event]]\nat = \"10s\"\nrun = [{{ complete = \"gpu_idle\" }}]\n[[event]]\nid = \"rmmod\"\nat = \"11s\"\nrmmod = \"gpu\"\n"
+    );
+    let r = run("modkit", &t);
+    assert_eq!(r.results["busy"], vec![Outcome::Err(Errno::EWOULDBLOCK)]);
+    assert_eq!(r.results["rmmod"], vec![Outcome::Ok]);
+    assert_eq!(
+        r.kernel
+            .diagnostics
+            .iter()
+            .filter(|d| d.kind == DiagKind::Stalled)
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn a_remove_that_blocks_in_a_nested_unbind_is_bounded_too() {
+    // The GPU's remove unregisters its auxiliary device, whose driver's remove blocks.
+    let t = r#"
+[[module]]
+name = "gpu"
+[[module.driver]]
+bus = "pci"
+match = ["pci:gpu"]
+probe = [{ add_device = "gpu.aux.0", bus = "auxiliary" }]
+remove = [{ remove_device = "gpu.aux.0" }]
+[[module]]
+name = "auxd"
+[[module.driver]]
+bus = "auxiliary"
+match = ["auxiliary:gpu.aux"]
+remove = [{ wait_for = "never" }]
+[[device]]
+name = "g0"
+bus = "pci"
+modalias = "pci:gpu"
+[[event]]
+modprobe = "auxd"
+[[event]]
+modprobe = "gpu"
+[[event]]
+id = "unbind"
+at = "1s"
+unbind = "g0"
+"#;
+    let r = run("modkit", t);
+    assert_eq!(r.results["unbind"], vec![Outcome::Ok]);
+    assert_eq!(state(&r, "g0"), "unbound");
+    assert_eq!(state(&r, "gpu.aux.0"), "absent");
+    assert!(!r
+        .kernel
+        .diagnostics
+        .iter()
+        .any(|d| d.message.starts_with("the run stalled")));
 }

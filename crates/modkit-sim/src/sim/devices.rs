@@ -107,9 +107,9 @@ pub(super) struct DevRun {
     /// The deferred work's task, while it runs.
     deferwq: Option<TaskId>,
     /// udev events not yet handed to a worker.
-    pub(super) udev_queue: VecDeque<(DevId, String)>,
+    udev_queue: VecDeque<(DevId, String)>,
     /// udev workers running, with the device and the event's sequence number.
-    pub(super) udev_workers: Vec<(TaskId, DevId, u64)>,
+    udev_workers: Vec<(TaskId, DevId, u64)>,
     /// uevent sequence numbers.
     seqnum: u64,
     /// What the scenario can ever provide to a `need` (modkit's deferred_forever check):
@@ -131,6 +131,9 @@ pub(super) struct DevRun {
     pub(super) users: modkit_core::revocable::Users,
     /// modkit: when the drain of each device's users gives up.
     pub(super) drain_due: std::collections::BTreeMap<DevId, Time>,
+    /// modkit: remove callbacks abandoned at their bound, with the module reference each
+    /// holds until it returns (sim/unbind.rs).
+    pub(super) abandoned: std::collections::BTreeMap<TaskId, u64>,
 }
 
 impl DevRun {
@@ -457,7 +460,8 @@ impl Sim<'_> {
     pub(super) fn devices_task_done(&mut self, tid: TaskId) {
         // modkit: a load that ended before COMING (a modprobe that failed) ends a probe's
         // wait for it too (sim/probewait.rs).
-        self.probe_waits_on_module_wq();
+        self.probe_waits_wake();
+        self.abandoned_done(tid);
         if self.devs.async_tasks.remove(&tid) && self.devs.async_tasks.is_empty() {
             self.k.wakes.push(async_done());
             self.deliver_wakes();
@@ -477,6 +481,9 @@ impl Sim<'_> {
         mut cands: Vec<DrvId>,
         bind: bool,
     ) -> Option<ActStep> {
+        // bus_for_each_drv() walks the bus's live list: a driver unregistered while an
+        // earlier one probed (and failed) is not tried.
+        cands.retain(|&d| self.dm.on_bus(d));
         if cands.is_empty() {
             return None;
         }

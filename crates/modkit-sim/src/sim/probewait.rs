@@ -3,7 +3,9 @@
 //!
 //! A module "in flight" is one whose init runs (COMING), or whose load is under way on some
 //! task (a `Load` before COMING, a `modprobe` whose name or alias gives it, a udev worker's
-//! kmod load queued), or one a queued udev event's modalias loads. The probe parks on
+//! kmod load still to come in its list). A udev event still queued is not: its worker slot
+//! may only free when this probe ends (the probe defers, and is retried when the module
+//! goes live). The probe parks on
 //! [`probe_wait_key`], woken whenever `module_wq` is (a module went live, failed, or was
 //! freed) and whenever a task ends (a modprobe that failed before COMING); each time it asks
 //! again: the thing is there (go on), a provider is still in flight (wait again), or not
@@ -53,13 +55,13 @@ impl Sim<'_> {
         if self.devs.deferwq_task() == Some(tid) {
             return None;
         }
-        let flight = self.provider_in_flight(key);
-        let cycle = flight.is_some_and(|(_, t)| self.closes_cycle(tid, t));
+        let flight = self.provider_in_flight(tid, key);
+        let cycle = flight.is_some_and(|(_, _, c)| c);
         let drv = self.probing_driver(dev);
         match decide(self.k.policy, flight.is_some(), cycle) {
             NeedWait::Defer => None,
             NeedWait::DeferCycle => {
-                let (m, _) = flight.expect("in flight");
+                let (m, _, _) = flight.expect("in flight");
                 let line = modkit_core::probewait::cycle_line(
                     &self.dm.devices[dev].name,
                     &drv,
@@ -70,7 +72,7 @@ impl Sim<'_> {
                 None
             }
             NeedWait::Wait => {
-                let (m, _) = flight.expect("in flight");
+                let (m, _, _) = flight.expect("in flight");
                 let line = modkit_core::probewait::wait_line(
                     &self.dm.devices[dev].name,
                     &drv,
@@ -99,26 +101,24 @@ impl Sim<'_> {
             return Some(Outcome::Err(Errno::EPROBE_DEFER));
         };
         if !self.dm.key_ready(&self.k, &a.key) {
-            if let Some((m, target)) = self.provider_in_flight(&a.key) {
-                if !self.closes_cycle(tid, target) {
-                    let name = self.dm.devices[dev].name.clone();
-                    let reason = format!(
-                        "probe of {name} waits for the load of {} (needs {})",
-                        self.k.name(m),
-                        a.key
-                    );
-                    self.park(
-                        tid,
-                        WaitInfo {
-                            key: probe_wait_key(),
-                            reason,
-                            target,
-                            deadline: None,
-                        },
-                        false,
-                    );
-                    return None;
-                }
+            if let Some((m, target, false)) = self.provider_in_flight(tid, &a.key) {
+                let name = self.dm.devices[dev].name.clone();
+                let reason = format!(
+                    "probe of {name} waits for the load of {} (needs {})",
+                    self.k.name(m),
+                    a.key
+                );
+                self.park(
+                    tid,
+                    WaitInfo {
+                        key: probe_wait_key(),
+                        reason,
+                        target,
+                        deadline: None,
+                    },
+                    false,
+                );
+                return None;
             }
         }
         self.devs.need_waits.remove(&dev);
@@ -146,9 +146,7 @@ impl Sim<'_> {
     /// `module_wq` was woken (or a task ended): waiting probes ask again, and under modkit the
     /// pending devices whose need is now there are retried at once.
     pub(super) fn probe_waits_on_module_wq(&mut self) {
-        if !self.devs.need_waits.is_empty() {
-            self.k.wakes.push(probe_wait_key());
-        }
+        self.probe_waits_wake();
         if !modkit_core::probewait::retries_on_live(self.k.policy) {
             return;
         }
@@ -178,6 +176,13 @@ impl Sim<'_> {
         }
     }
 
+    /// Waiting probes ask again (a task ended: maybe a load that failed before COMING).
+    pub(super) fn probe_waits_wake(&mut self) {
+        if !self.devs.need_waits.is_empty() {
+            self.k.wakes.push(probe_wait_key());
+        }
+    }
+
     /// The name of the driver probing `dev`.
     fn probing_driver(&self, dev: DevId) -> String {
         match self.dm.devices[dev].state {
@@ -186,59 +191,62 @@ impl Sim<'_> {
         }
     }
 
-    /// Whether `tid` waiting on `target` would wait for itself. With no target (the
-    /// provider's udev event is queued), the event starts only when a worker ends: a cycle
-    /// when every worker slot is taken by this task or by tasks that wait for it.
+    /// Whether `tid` waiting on `target` would wait for itself.
     fn closes_cycle(&self, tid: TaskId, target: Option<TaskId>) -> bool {
         match target {
             Some(t) if t == tid => true,
             Some(t) => self.k.waits.cycle_through(tid, t).is_some(),
-            None => {
-                let Some(u) = self.sc.devices.udev else {
-                    return false;
-                };
-                let w = &self.devs.udev_workers;
-                w.len() >= u.workers as usize
-                    && w.iter()
-                        .all(|&(t, _, _)| t == tid || self.k.waits.cycle_through(tid, t).is_some())
-            }
+            None => false,
         }
     }
 
     /// A module that provides `key` and is loading, with the task its load runs on (if one
-    /// does yet). Tasks are searched in id order, so the answer is the same on every run.
-    fn provider_in_flight(&mut self, key: &str) -> Option<(ModId, Option<TaskId>)> {
+    /// does yet) and whether waiting for it would close a cycle: the first whose wait would
+    /// not, else the first in flight. Tasks are searched in id order, so the answer is the
+    /// same on every run.
+    fn provider_in_flight(
+        &mut self,
+        tid: TaskId,
+        key: &str,
+    ) -> Option<(ModId, Option<TaskId>, bool)> {
         let provs = self.providers_of(key);
         let mut ids: Vec<TaskId> = self.tasks.keys().copied().collect();
         ids.sort_unstable();
+        let mut first_cycle = None;
         for &m in &provs {
-            match self.k.state(m) {
-                Some(ModState::Live | ModState::Going) => continue,
-                Some(ModState::Coming) => {
-                    let owner = self.k.instances[m].as_ref().and_then(|i| i.owner_task);
-                    return Some((m, owner));
-                }
-                _ => {}
+            let Some(target) = self.load_in_flight(m, &ids) else {
+                continue;
+            };
+            if !self.closes_cycle(tid, target) {
+                return Some((m, target, false));
             }
-            for &t in &ids {
-                let task = &self.tasks[&t];
-                let loads = task.frames.iter().any(|f| match f {
-                    Frame::Proc(Proc::Load(l)) => l.module == m,
-                    Frame::Proc(Proc::Modprobe(mp)) => self.k.db.lookup(&mp.target).contains(&m),
-                    Frame::Bind(b) => b.jobs.contains(&Job::Load(m)),
-                    _ => false,
-                });
-                if loads {
-                    return Some((m, Some(t)));
-                }
+            first_cycle.get_or_insert((m, target, true));
+        }
+        first_cycle
+    }
+
+    /// Whether module `m` is loading: `Some(task running its load)` (`Some(None)` for a
+    /// COMING module whose loading task is not known). A udev event still queued is not a
+    /// load in flight: its worker slot may only free when this probe ends; the probe
+    /// defers and is retried when the module goes live.
+    fn load_in_flight(&self, m: ModId, ids: &[TaskId]) -> Option<Option<TaskId>> {
+        match self.k.state(m) {
+            Some(ModState::Live | ModState::Going) => return None,
+            Some(ModState::Coming) => {
+                return Some(self.k.instances[m].as_ref().and_then(|i| i.owner_task));
             }
-            let queued = self
-                .devs
-                .udev_queue
-                .iter()
-                .any(|(_, alias)| self.k.db.lookup(alias).contains(&m));
-            if queued {
-                return Some((m, None));
+            _ => {}
+        }
+        for &t in ids {
+            let task = &self.tasks[&t];
+            let loads = task.frames.iter().any(|f| match f {
+                Frame::Proc(Proc::Load(l)) => l.module == m,
+                Frame::Proc(Proc::Modprobe(mp)) => self.k.db.lookup(&mp.target).contains(&m),
+                Frame::Bind(b) => b.jobs.contains(&Job::Load(m)),
+                _ => false,
+            });
+            if loads {
+                return Some(Some(t));
             }
         }
         None

@@ -62,6 +62,21 @@ impl Sim<'_> {
         }
     }
 
+    /// An abandoned remove callback returned: its reference on the module goes.
+    pub(super) fn abandoned_done(&mut self, tid: TaskId) {
+        if let Some(pin) = self.devs.abandoned.remove(&tid) {
+            let _ = self.k.module_put(pin);
+        }
+    }
+
+    /// At the end of a run: abandoned callbacks still parked are detached, not a hang of
+    /// the run (their `stalled` diagnostic was raised at the bound).
+    pub(super) fn forget_abandoned(&mut self) {
+        for &t in self.devs.abandoned.keys() {
+            self.k.waits.end(t);
+        }
+    }
+
     /// linux-X.Y: `devres_release_all()` after remove frees what users in flight still use;
     /// noted (a C driver's use-after-free), the kernel prints nothing.
     pub(super) fn note_release_in_use(&mut self, dev: DevId) {
@@ -223,15 +238,24 @@ impl Sim<'_> {
                     "{drv}'s remove must not wait without bound for what only userspace or the hardware can end: bound the wait, or cancel it at unbind"
                 )),
             );
-            // Abandoned: its task is dropped (a host detaches the thread it cannot join).
-            // The module's text must outlive the code that may still run: the callback
-            // keeps a reference for good (when the module is not already going).
-            self.tasks.remove(&child);
-            self.k.waits.forget(child);
-            if let Some(m) = module {
-                let _ = self
-                    .k
-                    .try_module_get(m, &format!("abandoned remove callback of {name}"));
+            // Abandoned: nobody waits for it any more (a host detaches the thread it
+            // cannot join); it may still end later. The module's text must outlive the code
+            // that may still run: the callback holds a reference until it returns. When the
+            // module is already going (the unbind is its rmmod's), no reference can be
+            // taken and the task is dropped with the module.
+            let pin = module.and_then(|m| {
+                self.k
+                    .try_module_get(m, &format!("abandoned remove callback of {name}"))
+                    .ok()
+            });
+            match pin {
+                Some(p) => {
+                    self.devs.abandoned.insert(child, p);
+                }
+                None => {
+                    self.tasks.remove(&child);
+                    self.k.waits.forget(child);
+                }
             }
         }
         self.dm.remove_end(&mut self.k, dev);
