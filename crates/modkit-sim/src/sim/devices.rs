@@ -52,10 +52,16 @@ pub(super) enum Job {
     /// A udev worker's kmod builtin loads one module the modalias matched
     /// (`kmod_module_probe_insert_module()`, as `modprobe NAME`), whatever the others gave.
     Load(modkit_core::ModId),
+    /// modkit: a probe's need waits for the load of a module that provides it
+    /// (sim/probewait.rs).
+    NeedWait(DevId),
+    /// A user of managed resource `.0` of device `.1` in flight until `.2`
+    /// (sim/unbind.rs).
+    Use(u64, DevId, Time),
 }
 
 #[derive(Debug, Clone)]
-enum Cur {
+pub(super) enum Cur {
     Probing {
         dev: DevId,
         drv: DrvId,
@@ -66,18 +72,21 @@ enum Cur {
     Removing(DevId),
     Waiting(Job),
     Loading,
+    /// modkit: the remove callback of `.0` runs on task `.1`, waited for until `.2`
+    /// (sim/unbind.rs).
+    RemoveWait(DevId, TaskId, Time),
 }
 
 /// The driver core working on this task.
 #[derive(Debug, Clone)]
 pub(super) struct Bind {
-    jobs: VecDeque<Job>,
-    cur: Option<Cur>,
+    pub(super) jobs: VecDeque<Job>,
+    pub(super) cur: Option<Cur>,
     /// The deferred work: when the jobs run out, take the next device of the active list.
     deferwq: bool,
     /// The timeout work: report the devices still pending at the end.
     report: bool,
-    result: Outcome,
+    pub(super) result: Outcome,
 }
 
 impl Bind {
@@ -105,15 +114,33 @@ pub(super) struct DevRun {
     seqnum: u64,
     /// What the scenario can ever provide to a `need` (modkit's deferred_forever check):
     /// registrations some code makes, and `device:NAME` of devices some driver can bind.
-    providers: Option<std::collections::BTreeSet<String>>,
+    pub(super) providers: Option<std::collections::BTreeSet<String>>,
     /// (device, key) pairs already reported.
-    reported: std::collections::BTreeSet<(DevId, String)>,
+    pub(super) reported: std::collections::BTreeSet<(DevId, String)>,
     /// fw_devlink's links (the `[[device]]`s' `suppliers`).
     fwdl: modkit_core::devlink::FwDevlink,
     /// Async probe workers running (`async_schedule_dev()`).
     async_tasks: std::collections::BTreeSet<TaskId>,
     /// Modules whose init scheduled async probes (`PF_USED_ASYNC` of the loading task).
     used_async: std::collections::BTreeSet<modkit_core::ModId>,
+    /// modkit: probes waiting for a module's load, with their need (sim/probewait.rs).
+    pub(super) need_waits: std::collections::BTreeMap<DevId, super::probewait::NeedArgs>,
+    /// The modules that provide each key asked for (sim/probewait.rs), computed once.
+    pub(super) providers_of: std::collections::BTreeMap<String, Vec<modkit_core::ModId>>,
+    /// Users in flight of managed resources, revoked devices (sim/unbind.rs).
+    pub(super) users: modkit_core::revocable::Users,
+    /// modkit: when the drain of each device's users gives up.
+    pub(super) drain_due: std::collections::BTreeMap<DevId, Time>,
+    /// modkit: remove callbacks abandoned at their bound, with the module reference each
+    /// holds until it returns (sim/unbind.rs).
+    pub(super) abandoned: std::collections::BTreeMap<TaskId, u64>,
+}
+
+impl DevRun {
+    /// The deferred work's task, while it runs.
+    pub(super) fn deferwq_task(&self) -> Option<TaskId> {
+        self.deferwq
+    }
 }
 
 impl Sim<'_> {
@@ -180,8 +207,10 @@ impl Sim<'_> {
                 match (dev(device), self.dm.find_driver(driver)) {
                     (Some(d), Some(r))
                         if self.dm.present(d)
-                            && self.dm.is_registered(r)
-                            && self.dm.matches(r, d) =>
+                            && self.dm.on_bus(r)
+                            // bind_store(): a deferring match is non-zero, a match.
+                            && self.dm.bus_match(&self.k, r, d)
+                                != modkit_core::device::BusMatch::No =>
                     {
                         if self.dm.devices[d].state == DevState::Unbound {
                             (vec![Job::Probe(d, r)], None)
@@ -211,7 +240,12 @@ impl Sim<'_> {
     }
 
     /// An action of module code that the device model handles, or `None`.
-    pub(super) fn device_action(&mut self, f: &ActionFrame, a: &Action) -> Option<DevStep> {
+    pub(super) fn device_action(
+        &mut self,
+        tid: TaskId,
+        f: &ActionFrame,
+        a: &Action,
+    ) -> Option<DevStep> {
         match a {
             Action::Register(key) if self.sc.devices.used && key.starts_with("driver:") => {
                 let name = &key["driver:".len()..];
@@ -249,15 +283,29 @@ impl Sim<'_> {
                     .into_iter()
                     .map(Job::Release)
                     .collect();
+                // driver_detach(): a device whose probe or remove by this driver runs on
+                // another task is waited for (device_lock()), then released if bound.
+                jobs.extend(
+                    self.dm
+                        .added
+                        .iter()
+                        .copied()
+                        .filter(|&d| {
+                            matches!(self.dm.devices[d].state,
+                                DevState::Probing(x) | DevState::Removing(x) if x == drv)
+                        })
+                        .map(Job::Release),
+                );
                 jobs.push(Job::Unregister(drv));
+                self.dm.begin_unregister(drv);
                 Some(DevStep::Push(Bind::new(jobs)))
             }
-            Action::Device(d) => Some(self.device_action_of(f, d)),
+            Action::Device(d) => Some(self.device_action_of(tid, f, d)),
             _ => None,
         }
     }
 
-    fn device_action_of(&mut self, f: &ActionFrame, d: &DeviceAction) -> DevStep {
+    fn device_action_of(&mut self, tid: TaskId, f: &ActionFrame, d: &DeviceAction) -> DevStep {
         let probing = matches!(f.kind, ListKind::Probe).then_some(f.step);
         match d {
             DeviceAction::Add {
@@ -289,22 +337,28 @@ impl Sim<'_> {
                 optional,
                 reason,
             } => match probing {
-                Some(dev) => DevStep::Done(
-                    self.dm
-                        .need(&mut self.k, dev, key, *optional, reason.as_deref())
-                        .into(),
-                ),
+                Some(dev) => {
+                    if let Some(s) = self.need_wait_begin(tid, dev, key, *optional, reason) {
+                        return s;
+                    }
+                    DevStep::Done(
+                        self.dm
+                            .need(&mut self.k, dev, key, *optional, reason.as_deref())
+                            .into(),
+                    )
+                }
                 None => DevStep::Done(Outcome::Err(Errno::EINVAL)),
             },
             DeviceAction::Devm(name) => match probing {
                 Some(dev) => DevStep::Done(self.dm.devm(&mut self.k, dev, name).into()),
                 None => DevStep::Done(Outcome::Err(Errno::EINVAL)),
             },
+            DeviceAction::UseDevres { name, dur } => self.use_devres_begin(name, *dur),
         }
     }
 
     /// Queues the deferred work if it is not running (`queue_work(deferred_wq, …)`).
-    fn kick_deferwq(&mut self) {
+    pub(super) fn kick_deferwq(&mut self) {
         if self.dm.active.is_empty() {
             return;
         }
@@ -404,6 +458,10 @@ impl Sim<'_> {
 
     /// A task ended: a udev worker frees its slot.
     pub(super) fn devices_task_done(&mut self, tid: TaskId) {
+        // modkit: a load that ended before COMING (a modprobe that failed) ends a probe's
+        // wait for it too (sim/probewait.rs).
+        self.probe_waits_wake();
+        self.abandoned_done(tid);
         if self.devs.async_tasks.remove(&tid) && self.devs.async_tasks.is_empty() {
             self.k.wakes.push(async_done());
             self.deliver_wakes();
@@ -423,6 +481,9 @@ impl Sim<'_> {
         mut cands: Vec<DrvId>,
         bind: bool,
     ) -> Option<ActStep> {
+        // bus_for_each_drv() walks the bus's live list: a driver unregistered while an
+        // earlier one probed (and failed) is not tried.
+        cands.retain(|&d| self.dm.on_bus(d));
         if cands.is_empty() {
             return None;
         }
@@ -534,9 +595,16 @@ impl Sim<'_> {
                         }
                     }
                     Cur::Removing(dev) => {
+                        self.note_release_in_use(dev);
                         self.dm.remove_end(&mut self.k, dev);
                         self.k.wakes.push(device_lock(dev));
                     }
+                    Cur::RemoveWait(dev, child, due) => {
+                        if let Some(s) = self.remove_wait_end(tid, b, dev, child, due, *resume) {
+                            return s;
+                        }
+                    }
+                    Cur::Waiting(Job::Use(res, dev, _)) => self.use_devres_end(res, dev),
                     Cur::Waiting(Job::Timeout) => {
                         let now = self.k.now;
                         if !self.dm.timeout_fire(now) {
@@ -591,6 +659,13 @@ impl Sim<'_> {
                     if self.dm.devices[dev].state != DevState::Unbound {
                         continue;
                     }
+                    // The bus's match defers (sim/matchdefer.rs).
+                    if let Some(cands) = self.attach_match_defer(dev) {
+                        if let Some(s) = self.start_probe(b, dev, cands, false) {
+                            return s;
+                        }
+                        continue;
+                    }
                     // __device_attach(): the drivers that do not allow async probing now;
                     // the async ones from a worker if none of those is there.
                     let (cands, asyncs): (Vec<DrvId>, Vec<DrvId>) = self
@@ -643,10 +718,21 @@ impl Sim<'_> {
                     return ActStep::Parked;
                 }
                 Job::Probe(dev, drv) => {
-                    if !self.dm.matches(drv, dev) || !self.dm.is_registered(drv) {
+                    if !self.dm.on_bus(drv) {
                         continue;
                     }
                     let bind = b.result == Outcome::Err(Errno::ENODEV);
+                    match self.dm.bus_match(&self.k, drv, dev) {
+                        modkit_core::device::BusMatch::No => continue,
+                        modkit_core::device::BusMatch::Yes => {}
+                        // bind_store(): a deferring match is non-zero, a match.
+                        modkit_core::device::BusMatch::Defer if bind => {}
+                        modkit_core::device::BusMatch::Defer => {
+                            if !self.driver_attach_match_defer(dev) {
+                                continue;
+                            }
+                        }
+                    }
                     if let Some(s) = self.start_probe(b, dev, vec![drv], bind) {
                         return s;
                     }
@@ -678,6 +764,13 @@ impl Sim<'_> {
                         b.jobs.push_front(Job::Release(dev));
                         for c in consumers.into_iter().rev() {
                             b.jobs.push_front(Job::Release(c));
+                        }
+                        continue;
+                    }
+                    // modkit: revoke, drain the users, bound the remove (sim/unbind.rs).
+                    if modkit_core::revocable::revokes_before_remove(self.k.policy) {
+                        if let Some(s) = self.unbind_bounded(tid, b, dev) {
+                            return s;
                         }
                         continue;
                     }
@@ -724,6 +817,28 @@ impl Sim<'_> {
                         WaitInfo {
                             key: WaitKey::Timer,
                             reason: "deferred_probe_timeout".into(),
+                            target: None,
+                            deadline: Some(due),
+                        },
+                        false,
+                    );
+                    return ActStep::Parked;
+                }
+                Job::NeedWait(dev) => match self.need_wait_step(tid, dev) {
+                    Some(o) => b.result = o,
+                    None => {
+                        b.jobs.push_front(job);
+                        b.cur = Some(Cur::Waiting(job));
+                        return ActStep::Parked;
+                    }
+                },
+                Job::Use(_, _, due) => {
+                    b.cur = Some(Cur::Waiting(job));
+                    self.park(
+                        tid,
+                        WaitInfo {
+                            key: WaitKey::Timer,
+                            reason: "use of a managed resource (ioctl in flight)".into(),
                             target: None,
                             deadline: Some(due),
                         },
@@ -888,7 +1003,7 @@ fn async_done() -> WaitKey {
 }
 
 /// The wait key of a device's lock (`device_lock()`), released when a probe or remove ends.
-fn device_lock(dev: DevId) -> WaitKey {
+pub(super) fn device_lock(dev: DevId) -> WaitKey {
     WaitKey::Completion(format!("device_lock({dev})"))
 }
 
