@@ -293,6 +293,9 @@ pub(crate) fn action(
                 Some(ctx) => res(ctx.devm_resource(name)),
                 None => Outcome::Err(Errno::EINVAL),
             },
+            // Refused before the run (`unsupported()`): the host's driver core has no
+            // Revocable access to a managed resource.
+            DeviceAction::UseDevres { .. } => Outcome::Err(Errno::EINVAL),
         },
         _ => return None,
     })

@@ -15,6 +15,7 @@ use modkit::driver::{ctx_module, ctx_task, Driver, ModuleCode, Unless};
 use modkit::{Clock, InitCtx, ProbeCtx};
 
 mod devices;
+mod refuse;
 use modkit_core::load::Load;
 use modkit_core::modprobe::Modprobe;
 use modkit_core::request::Request;
@@ -260,19 +261,23 @@ pub enum ScenarioError {
     },
 }
 
-/// Why the host driver cannot run `sc`, if it cannot: drivers with `probe_type =
-/// "async"`, whose module's load waits for its async probes (`async_synchronize_full()`
-/// in `do_init_module()`, holding the module's initial reference), which the host's
-/// driver core does not do (docs/host-contract.md, "Devices"). The CLI refuses such a file
-/// with this text (`modkit simulate --driver host`) or reports its blocks as skipped
-/// (`modkit check --driver host`).
+/// Why the host driver cannot run `sc` at all, if it cannot: drivers with `probe_type =
+/// "async"` (a module's load waits for its async probes, `async_synchronize_full()` in
+/// `do_init_module()`, which the host's driver core does not do), a `[[device]]` with
+/// `match_defer`, or the action `use_devres` (docs/host-contract.md, "Devices"). The CLI
+/// refuses such a file with this text (`modkit simulate --driver host`) or reports its
+/// blocks as skipped (`modkit check --driver host`).
 pub fn unsupported(sc: &Scenario) -> Option<String> {
-    sc.devices.drivers.iter().any(|d| d.async_probe).then(|| {
-        format!(
-            "{}: a driver with probe_type = \"async\": the host's driver core probes it from a worker thread but a module's load does not wait for its async probes (async_synchronize_full() in do_init_module(); docs/host-contract.md, \"Devices\"): run it with --driver sim",
-            sc.file
-        )
-    })
+    refuse::file(sc)
+}
+
+/// Why the host driver cannot run `sc` under `policy` (seed `seed`), if it cannot:
+/// [`unsupported`], or under `modkit` a file whose simulated run goes through modkit's own
+/// device policy (a probe waiting for a loading module, a pending device retried at once,
+/// a remove callback abandoned after its bound), which the host's driver core does not do.
+/// `modkit check --driver host` skips such a block with this text.
+pub fn unsupported_under(sc: &Scenario, policy: Policy, seed: u64) -> Option<String> {
+    refuse::under(sc, policy, seed)
 }
 
 /// Completion `name` has been completed (`complete_all`).
