@@ -19,6 +19,7 @@ use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 mod devices;
+mod going;
 mod matchdefer;
 mod probewait;
 mod unbind;
