@@ -24,9 +24,10 @@
 //! users in flight to drain for at most [`DRAIN_BOUND`], then runs the remove callback on a
 //! task of its own and waits for it at most [`REMOVE_BOUND`]; a callback still running then
 //! is reported as `stalled` naming the device, the driver and the callback, and is
-//! abandoned (its task is dropped, as a host detaches a thread it cannot join): the device
-//! ends unbound, its resources released, and the run goes on. Users still in flight after
-//! the drain bound are named in a `stalled` diagnostic too.
+//! abandoned (detached, as a host detaches a thread it cannot join, holding a reference on
+//! its module until it returns): the device ends unbound, its resources released, and the
+//! run goes on. Users still in flight after the drain bound are named in a `stalled`
+//! diagnostic too.
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -107,7 +107,7 @@ pub(super) struct DevRun {
     /// The deferred work's task, while it runs.
     deferwq: Option<TaskId>,
     /// udev events not yet handed to a worker.
-    udev_queue: VecDeque<(DevId, String)>,
+    udev_queue: VecDeque<(DevId, String, u64)>,
     /// udev workers running, with the device and the event's sequence number.
     udev_workers: Vec<(TaskId, DevId, u64)>,
     /// uevent sequence numbers.
@@ -387,7 +387,9 @@ impl Sim<'_> {
         let Some(m) = self.dm.devices[dev].modalias.clone() else {
             return;
         };
-        self.devs.udev_queue.push_back((dev, m));
+        // The event keeps its own sequence number (udevd's `event->seqnum`).
+        let seq = self.devs.seqnum;
+        self.devs.udev_queue.push_back((dev, m, seq));
         self.udev_dispatch(udev.workers as usize);
     }
 
@@ -396,7 +398,7 @@ impl Sim<'_> {
             return;
         };
         while self.devs.udev_workers.len() < workers {
-            let Some((dev, m)) = self.devs.udev_queue.pop_front() else {
+            let Some((dev, m, seq)) = self.devs.udev_queue.pop_front() else {
                 return;
             };
             let name = self.dm.devices[dev].name.clone();
@@ -410,7 +412,7 @@ impl Sim<'_> {
                 None,
                 None,
             );
-            self.devs.udev_workers.push((w, dev, self.devs.seqnum));
+            self.devs.udev_workers.push((w, dev, seq));
             let deadline = self.k.now.saturating_add(udev.event_timeout);
             self.spawn_task(
                 vec![Frame::Bind(Box::new(Bind::new([Job::Watch(w, deadline)])))],
@@ -483,7 +485,8 @@ impl Sim<'_> {
     ) -> Option<ActStep> {
         // bus_for_each_drv() walks the bus's live list: a driver unregistered while an
         // earlier one probed (and failed) is not tried.
-        cands.retain(|&d| self.dm.on_bus(d));
+        // A driver whose module is GOING probes nothing (sim/going.rs).
+        cands.retain(|&d| self.dm.on_bus(d) && self.module_may_probe(d));
         if cands.is_empty() {
             return None;
         }
@@ -868,7 +871,8 @@ impl Sim<'_> {
     }
 
     /// udevd kills a worker past `event_timeout` (udevd.c, on_event_timeout():
-    /// "Worker [PID] processing SEQNUM=N killed"; the PID is the model's task id).
+    /// "Worker [PID] processing SEQNUM=N killed" with `event->seqnum`, the killed event's
+    /// own number, not the latest one; the PID is the model's task id).
     fn udev_kill(&mut self, w: TaskId) {
         let Some(&(_, dev, seq)) = self.devs.udev_workers.iter().find(|x| x.0 == w) else {
             return;
