@@ -194,3 +194,59 @@ fn rmmod_while_the_deferred_probe_worker_probes_with_its_driver() {
             .all(|d| d.state != "bound" || d.driver.is_none()));
     }
 }
+
+/// h3's deterministic case (crates/modkit-hostdriver/tests/device_differential.rs,
+/// `driver_attach_waits_for_a_device_being_probed`): m0's d00 probes x0 from 0 to 36 ms;
+/// m1's d10, registered at 11 ms, probes x1 from 11 to 51 ms. At 36 ms d00's
+/// driver_attach() reaches x1: the kernel's `__driver_attach()` takes the device lock
+/// (`__device_driver_lock()`) and waits for d10's probe, then finds x1 bound (-EBUSY from
+/// `__driver_probe_device()`) and goes on; m0's init, whose last step sleeps 1 ms after
+/// the registration, ends at 52 ms (it ended at 51 ms when the simulator skipped x1).
+#[test]
+fn driver_attach_waits_for_a_device_being_probed() {
+    let text = r#"
+deferred_probe_timeout = -1
+[[module]]
+name = "m0"
+[[module.driver]]
+name = "d00"
+bus = "platform"
+match = ["dev:t0*"]
+probe = [{ sleep = "36ms" }]
+[[module.init]]
+step = "reg"
+run = [{ register = "driver:d00" }]
+undo = [{ unregister = "driver:d00" }]
+[[module.init]]
+step = "after"
+run = [{ sleep = "1ms" }]
+[[module]]
+name = "m1"
+[[module.driver]]
+name = "d10"
+bus = "platform"
+match = ["dev:t0*"]
+probe = [{ sleep = "40ms" }]
+[[device]]
+name = "x"
+count = 2
+bus = "platform"
+modalias = "dev:t0x"
+[[event]]
+id = "a"
+modprobe = "m0"
+[[event]]
+id = "b"
+at = "10ms"
+modprobe = "m1"
+"#;
+    for r in no_violation_under_any_seed(text) {
+        let st = |d: &str| {
+            let row = r.devices.iter().find(|x| x.device == d).expect("device");
+            format!("{} {}", row.state, row.driver.as_deref().unwrap_or("-"))
+        };
+        assert_eq!(st("x0"), "bound d00");
+        assert_eq!(st("x1"), "bound d10");
+        assert_eq!(r.end_time, 52_000_000, "m0's init waited for x1's lock");
+    }
+}

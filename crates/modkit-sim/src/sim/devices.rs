@@ -724,6 +724,13 @@ impl Sim<'_> {
                     if !self.dm.on_bus(drv) {
                         continue;
                     }
+                    // __driver_attach(): __device_driver_lock() waits for a probe or remove
+                    // of the device running on another task (sim/going.rs).
+                    if self.attach_waits_for_lock(tid, dev) {
+                        b.jobs.push_front(job);
+                        b.cur = Some(Cur::Waiting(job));
+                        return ActStep::Parked;
+                    }
                     let bind = b.result == Outcome::Err(Errno::ENODEV);
                     match self.dm.bus_match(&self.k, drv, dev) {
                         modkit_core::device::BusMatch::No => continue,
