@@ -6,6 +6,8 @@
 //!   device's driver is registered and its module present;
 //! - no probe or remove ran for a driver whose module was not present (coming or live for
 //!   a probe; present for a remove, which runs in its exit while GOING);
+//! - no probe starts with a driver whose module is GOING (modules whose exit sleeps before
+//!   its driver_unregister() open that window; sim/going.rs);
 //! - every managed resource was released exactly once, and never while its device was still
 //!   bound (before remove);
 //! - a module never went away with one of its devices bound (rmmod unbinds first);
@@ -79,8 +81,10 @@ fn ev() -> impl Strategy<Value = Ev> {
     ]
 }
 
-/// Matches, probe, remove: 0 none, 1 removes its auxiliary device, 2 blocks for ever.
-type Module = (Vec<u8>, Vec<ProbeAct>, u8);
+/// Matches, probe, remove: 0 none, 1 removes its auxiliary device, 2 blocks for ever;
+/// and whether the exit sleeps before its driver_unregister() (a window where the module
+/// is GOING and its driver still on the bus: the deferred-probe worker may reach it).
+type Module = (Vec<u8>, Vec<ProbeAct>, u8, bool);
 
 fn render(
     mods: &[Module],
@@ -93,7 +97,7 @@ fn render(
     if udev {
         t.push_str("udev = { workers = 2 }\n");
     }
-    for (i, (matches, probe, remove_aux)) in mods.iter().enumerate() {
+    for (i, (matches, probe, remove_aux, exit_tail)) in mods.iter().enumerate() {
         let _ = writeln!(
             t,
             "[[module]]\nname = \"m{i}\"\n[[module.driver]]\nbus = \"platform\""
@@ -137,6 +141,14 @@ fn render(
             }
             _ => {}
         }
+        if *exit_tail {
+            // The registration written out, then a step whose undo (run first at exit)
+            // sleeps while the driver is still registered.
+            let _ = writeln!(
+                t,
+                "[[module.init]]\nstep = \"reg\"\nrun = [{{ register = \"driver:m{i}\" }}]\nundo = [{{ unregister = \"driver:m{i}\" }}]\n[[module.init]]\nstep = \"tail\"\nrun = [{{ sleep = \"1ms\" }}]\nundo = [{{ sleep = \"15ms\" }}]"
+            );
+        }
     }
     for (d, b) in boot.iter().enumerate() {
         let _ = writeln!(
@@ -167,6 +179,7 @@ fn module() -> impl Strategy<Value = Module> {
         proptest::collection::vec(0u8..DEVICES as u8, 1..3),
         proptest::collection::vec(probe_act(), 0..4),
         0u8..3,
+        any::<bool>(),
     )
 }
 
