@@ -580,7 +580,7 @@ fn simulate(sc: &Scenario, how: &How, svg: Option<&std::path::Path>) -> ExitCode
         }
     } else {
         if how.driver == Driver::Host {
-            if let Some(why) = modkit_hostdriver::unsupported(sc) {
+            if let Some(why) = modkit_hostdriver::unsupported_under(sc, policy, seed) {
                 eprintln!("modkit: {why}");
                 return ExitCode::from(2);
             }
@@ -661,6 +661,14 @@ fn check(files: &[PathBuf], seed: Option<u64>, driver: Driver) -> ExitCode {
                 ex.policy,
                 if driver == Driver::Host { ", host" } else { "" }
             );
+            if driver == Driver::Host {
+                if let Some(why) = modkit_hostdriver::unsupported_under(&sc, ex.policy, seed) {
+                    // Said, counted and not a pass: the simulator checks this block.
+                    skipped += 1;
+                    outln!("skip  {place}: {why}");
+                    continue;
+                }
+            }
             match run(&sc, ex.policy, seed, driver) {
                 Ok(r) => {
                     let failures = modkit_sim::check::compare(ex, &r);

@@ -36,9 +36,10 @@
 //!   timeout, ignoring dependency\n")` and `-ETIMEDOUT`; otherwise `-EPROBE_DEFER`. So a
 //!   consumer of such a supplier that loads after the timeout fails for good.
 //!
-//! Not modelled (and why): `-EPROBE_DEFER` returned by a bus's match (5.19+, only platform
-//! buses with fw_devlink), asynchronous probing (a driver's `probe_type`; the model probes
-//! synchronously), `defer_all_probes` around suspend, 5.0–5.6's `-ENODEV` branch of
+//! A bus's match returning `-EPROBE_DEFER` (4.5+, changed in 6.0) is in
+//! [`crate::matchdefer`]; asynchronous probing in [`crate::asyncprobe`].
+//!
+//! Not modelled (and why): `defer_all_probes` around suspend, 5.0–5.6's `-ENODEV` branch of
 //! `driver_deferred_probe_check_state()` ("ignoring dependency for device, assuming no
 //! driver"), and `deferred_probe_timeout=` given on the command line other than through
 //! the scenario's `deferred_probe_timeout` key.

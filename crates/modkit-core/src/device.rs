@@ -96,6 +96,23 @@ pub struct Device {
     pub suppliers: Vec<DevId>,
     /// `deferred_trigger_count` when its current probe began.
     trigger_at_probe: u64,
+    /// The bus's match of this device returns -EPROBE_DEFER until this (`kind:name`, or
+    /// `device:NAME` bound) is there ([`crate::matchdefer`]).
+    pub match_defer: Option<String>,
+    /// Its deferring match put it on the pending list before the probe that runs anyway
+    /// (4.5–5.19): a failed probe leaves it there.
+    match_deferred: bool,
+}
+
+/// `driver_match_device()`'s answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BusMatch {
+    /// 0: no match.
+    No,
+    /// Positive: a match.
+    Yes,
+    /// -EPROBE_DEFER: the bus cannot tell yet ([`crate::matchdefer`]).
+    Defer,
 }
 
 /// One row of the report's device table.
@@ -155,6 +172,9 @@ pub struct DeviceModel {
     pub timeout_due: Option<Time>,
     /// Managed resources.
     pub devres: DevresTable,
+    /// Drivers being unregistered: `bus_remove_driver()` takes them off the bus's list
+    /// (`klist_remove()`) before `driver_detach()`, so no device matches them meanwhile.
+    pub detaching: std::collections::BTreeSet<DrvId>,
     patterns: Vec<Vec<glob::Pattern>>,
 }
 
@@ -210,6 +230,8 @@ impl DeviceModel {
             failed: None,
             suppliers: Vec::new(),
             trigger_at_probe: 0,
+            match_defer: None,
+            match_deferred: false,
         });
         self.devices.len() - 1
     }
@@ -229,6 +251,17 @@ impl DeviceModel {
         self.registered.contains(&drv)
     }
 
+    /// Whether `drv` is on its bus's list of drivers (registered, not being unregistered).
+    pub fn on_bus(&self, drv: DrvId) -> bool {
+        self.is_registered(drv) && !self.detaching.contains(&drv)
+    }
+
+    /// `bus_remove_driver()`'s start: the driver leaves the bus's list before its devices
+    /// are detached.
+    pub fn begin_unregister(&mut self, drv: DrvId) {
+        self.detaching.insert(drv);
+    }
+
     /// Whether the device is present (added and not removed).
     pub fn present(&self, dev: DevId) -> bool {
         self.devices[dev].state != DevState::Absent
@@ -243,12 +276,69 @@ impl DeviceModel {
                 .is_some_and(|m| self.patterns[drv].iter().any(|p| p.matches(m)))
     }
 
+    /// Whether `key` is there: a registration `kind:name`, or `device:NAME` bound.
+    pub fn key_ready(&self, k: &Kernel, key: &str) -> bool {
+        match key.strip_prefix("device:") {
+            Some(n) => self
+                .find_device(n)
+                .is_some_and(|s| matches!(self.devices[s].state, DevState::Bound(_))),
+            None => k.registrations.contains_key(key),
+        }
+    }
+
+    /// Whether the bus's match of `dev` defers now (its `match_defer` is not there).
+    pub fn match_defers(&self, k: &Kernel, dev: DevId) -> bool {
+        self.devices[dev]
+            .match_defer
+            .as_deref()
+            .is_some_and(|key| !self.key_ready(k, key))
+    }
+
+    /// `driver_match_device(drv, dev)`: other bus, no match; a deferring match defers for
+    /// every driver of the bus (AMBA's match reads the peripheral id before it looks at
+    /// the driver's table); else the modalias patterns.
+    pub fn bus_match(&self, k: &Kernel, drv: DrvId, dev: DevId) -> BusMatch {
+        if self.drivers[drv].bus != self.devices[dev].bus {
+            BusMatch::No
+        } else if self.match_defers(k, dev) {
+            BusMatch::Defer
+        } else if self.matches(drv, dev) {
+            BusMatch::Yes
+        } else {
+            BusMatch::No
+        }
+    }
+
+    /// `driver_deferred_probe_add()` for a deferring match (4.5+): the device joins the
+    /// pending list, with the key its match waits for as the reason. `probing`: the probe
+    /// runs anyway (4.5–5.19), so a failure keeps it there.
+    pub fn match_defer_add(&mut self, dev: DevId, probing: bool) {
+        let d = &mut self.devices[dev];
+        let key = d.match_defer.clone().unwrap_or_default();
+        d.defer_reason = Some(format!("bus match deferred: waits for {key}"));
+        d.defer_key = Some(key);
+        d.match_deferred = probing;
+        if !self.pending.contains(&dev) && !self.active.contains(&dev) {
+            self.pending.push(dev);
+        }
+    }
+
+    /// The registered drivers of `dev`'s bus, in registration order (what
+    /// `bus_for_each_drv()` walks).
+    pub fn drivers_on_bus(&self, dev: DevId) -> Vec<DrvId> {
+        self.registered
+            .iter()
+            .copied()
+            .filter(|&d| self.drivers[d].bus == self.devices[dev].bus && self.on_bus(d))
+            .collect()
+    }
+
     /// The registered drivers that match `dev`, in registration order.
     pub fn drivers_for(&self, dev: DevId) -> Vec<DrvId> {
         self.registered
             .iter()
             .copied()
-            .filter(|&d| self.matches(d, dev))
+            .filter(|&d| self.matches(d, dev) && self.on_bus(d))
             .collect()
     }
 
@@ -284,7 +374,12 @@ impl DeviceModel {
             .added
             .iter()
             .copied()
-            .filter(|&d| self.devices[d].state == DevState::Unbound && self.matches(drv, d))
+            .filter(|&d| {
+                self.devices[d].state == DevState::Unbound
+                    && (self.matches(drv, d)
+                        || (self.drivers[drv].bus == self.devices[d].bus
+                            && self.match_defers(k, d)))
+            })
             .collect())
     }
 
@@ -300,6 +395,7 @@ impl DeviceModel {
 
     /// `bus_remove_driver()`'s end: the driver leaves the bus.
     pub fn unregister_driver(&mut self, drv: DrvId) {
+        self.detaching.remove(&drv);
         self.registered.retain(|&d| d != drv);
     }
 
@@ -369,6 +465,8 @@ impl DeviceModel {
         let d = &mut self.devices[dev];
         d.state = DevState::Probing(drv);
         d.trigger_at_probe = tc;
+        // What this probe defers on, if it does (a need sets it again).
+        d.defer_key = None;
         true
     }
 
@@ -398,6 +496,7 @@ impl DeviceModel {
             Ok(()) => {
                 let d = &mut self.devices[dev];
                 d.state = DevState::Bound(drv);
+                d.match_deferred = false;
                 d.defer_reason = None;
                 d.kernel_reason = None;
                 d.failed = None;
@@ -412,6 +511,7 @@ impl DeviceModel {
                 d.state = DevState::Unbound;
                 d.suppliers.clear();
                 if e == Errno::EPROBE_DEFER {
+                    d.match_deferred = false;
                     if d.defer_reason.is_none() {
                         d.defer_reason =
                             Some(format!("{} returned -EPROBE_DEFER", self.drivers[drv].name));
@@ -426,9 +526,14 @@ impl DeviceModel {
                     return ProbeEnd::Deferred { trigger: changed };
                 }
                 d.failed = Some((drv, e));
-                d.defer_reason = None;
                 let name = d.name.clone();
-                self.pending.retain(|&x| x != dev);
+                if std::mem::take(&mut d.match_deferred) {
+                    // 4.5–5.19: driver_deferred_probe_add() ran before the probe, and a
+                    // failed probe does not take the device off the pending list.
+                } else {
+                    d.defer_reason = None;
+                    self.pending.retain(|&x| x != dev);
+                }
                 if let Some(line) =
                     crate::dd::probe_failed_line(k.policy, &self.drivers[drv].name, &name, e)
                 {
@@ -454,12 +559,7 @@ impl DeviceModel {
         let supplier = key
             .strip_prefix("device:")
             .and_then(|n| self.find_device(n));
-        let ready = match (key.strip_prefix("device:"), supplier) {
-            (Some(_), Some(s)) => matches!(self.devices[s].state, DevState::Bound(_)),
-            (Some(_), None) => false,
-            (None, _) => k.registrations.contains_key(key),
-        };
-        if ready {
+        if self.key_ready(k, key) {
             if let Some(s) = supplier {
                 if !self.devices[dev].suppliers.contains(&s) {
                     self.devices[dev].suppliers.push(s);

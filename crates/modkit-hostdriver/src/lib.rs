@@ -12,7 +12,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use modkit::driver::{ctx_module, ctx_task, Driver, ModuleCode, Unless};
-use modkit::{Clock, InitCtx};
+use modkit::{Clock, InitCtx, ProbeCtx};
+
+mod devices;
+mod refuse;
 use modkit_core::load::Load;
 use modkit_core::modprobe::Modprobe;
 use modkit_core::request::Request;
@@ -24,13 +27,22 @@ use modkit_sim::actions::{immediate_as, ActionState};
 use modkit_sim::scenario::{Action, EventKind, Scenario, Step};
 use modkit_sim::Run;
 
+/// The driver's state under the host's lock ([`Driver::engine`]): the actions' files and
+/// completions, and udevd's.
+#[derive(Default)]
+pub(crate) struct HostState {
+    acts: ActionState,
+    udev: devices::UdevState,
+}
+
 /// Interpreted module bodies.
 struct ScenarioCode {
     steps: Vec<Step>,
+    devices: Option<Arc<devices::DevEngine>>,
 }
 
 /// How an action list ended.
-enum End {
+pub(crate) enum End {
     Done,
     Stop,
     Ret(u32),
@@ -48,6 +60,8 @@ impl ModuleCode for ScenarioCode {
             &holder,
             &self.steps[step].run,
             true,
+            self.devices.as_ref(),
+            None,
         ) {
             End::Done => BodyResult::Ok,
             End::Stop => BodyResult::Stop,
@@ -67,6 +81,8 @@ impl ModuleCode for ScenarioCode {
                 &holder,
                 u,
                 true,
+                self.devices.as_ref(),
+                None,
             );
         }
     }
@@ -76,17 +92,31 @@ impl ModuleCode for ScenarioCode {
     }
 }
 
-fn run_actions(
+/// Runs an action list as `task`: the code of `module` (`holder` names it in pins), with
+/// the scenario's device engine when it has devices, and the probe or remove context when
+/// the list is a driver's body.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run_actions(
     host: &Driver,
     task: TaskId,
     module: Option<ModId>,
     holder: &str,
     list: &[Action],
     body: bool,
+    devs: Option<&Arc<devices::DevEngine>>,
+    mut probe: Option<&mut ProbeCtx<'_>>,
 ) -> End {
     for a in list {
-        if let Some(o) = host.engine(|k, acts: &mut ActionState| {
-            immediate_as(k, acts, module, holder, Some(task), a)
+        if let Some(eng) = devs {
+            if let Some(o) = devices::action(host, eng, task, module, probe.as_deref_mut(), a) {
+                if o.is_ok() {
+                    continue;
+                }
+                return End::Failed(o);
+            }
+        }
+        if let Some(o) = host.engine(|k, s: &mut HostState| {
+            immediate_as(k, &mut s.acts, module, holder, Some(task), a)
         }) {
             if o.is_ok() {
                 continue;
@@ -126,12 +156,22 @@ fn run_actions(
                 let h = host.clone();
                 let list = list.clone();
                 let holder = holder.to_string();
+                let devs = devs.cloned();
                 let slot = host.reserve_thread();
                 let spawned = match slot {
                     Some(slot) => host
                         .spawn_thread(None, move || {
                             let _slot = slot;
-                            let end = run_actions(&h, child, module, &holder, &list, false);
+                            let end = run_actions(
+                                &h,
+                                child,
+                                module,
+                                &holder,
+                                &list,
+                                false,
+                                devs.as_ref(),
+                                None,
+                            );
                             let o = match end {
                                 End::Stalled => None,
                                 End::Failed(o) => Some(o),
@@ -158,7 +198,7 @@ fn run_actions(
                     // and the wait are one step under the lock, or a `complete` in between
                     // would wake nobody (the simulator does both at once too).
                     let key = WaitKey::Completion(name.clone());
-                    let done = |acts: &ActionState| acts.completions.contains(name);
+                    let done = |s: &HostState| s.acts.completions.contains(name);
                     match host.wait_on_unless(task, key, reason, deadline, true, done) {
                         Unless::Done => break Outcome::Ok,
                         Unless::Waited(None) => return End::Stalled,
@@ -172,7 +212,7 @@ fn run_actions(
                                     "{holder} gave up waiting for completion {name} after {}",
                                     modkit_sim::duration::format_duration(timeout.unwrap_or(0))
                                 );
-                                host.engine(|k, _: &mut ActionState| {
+                                host.engine(|k, _: &mut HostState| {
                                     k.diagnose(DiagKind::Timeout, module, msg, Vec::new(), None)
                                 });
                                 break Outcome::Err(Errno::ETIME);
@@ -182,8 +222,8 @@ fn run_actions(
                     }
                 }
             }
-            // Never reached through the CLI, which refuses device scenarios on the host
-            // (`unsupported`); a library caller gets EINVAL, not a silent success.
+            // Handled above when the scenario has devices (the parser accepts device
+            // actions only then).
             Action::Device(_) => Outcome::Err(Errno::EINVAL),
             _ => unreachable!("immediate actions are handled above"),
         };
@@ -221,22 +261,28 @@ pub enum ScenarioError {
     },
 }
 
-/// Why the host driver cannot run `sc`, if it cannot: the device model (buses, drivers,
-/// devices, udev; docs/scenario-format.md, "Devices") runs in the simulator only. The CLI
+/// Why the host driver cannot run `sc` at all, if it cannot: drivers with `probe_type =
+/// "async"` (a module's load waits for its async probes, `async_synchronize_full()` in
+/// `do_init_module()`, which the host's driver core does not do), a `[[device]]` with
+/// `match_defer`, or the action `use_devres` (docs/host-contract.md, "Devices"). The CLI
 /// refuses such a file with this text (`modkit simulate --driver host`) or reports its
 /// blocks as skipped (`modkit check --driver host`).
 pub fn unsupported(sc: &Scenario) -> Option<String> {
-    sc.uses_devices().then(|| {
-        format!(
-            "{}: the host driver has no device model yet (buses, drivers, devices, udev run in the simulator only; docs/scenario-format.md, \"Devices\"): run it with --driver sim",
-            sc.file
-        )
-    })
+    refuse::file(sc)
+}
+
+/// Why the host driver cannot run `sc` under `policy` (seed `seed`), if it cannot:
+/// [`unsupported`], or under `modkit` a file whose simulated run goes through modkit's own
+/// device policy (a probe waiting for a loading module, a pending device retried at once,
+/// a remove callback abandoned after its bound), which the host's driver core does not do.
+/// `modkit check --driver host` skips such a block with this text.
+pub fn unsupported_under(sc: &Scenario, policy: Policy, seed: u64) -> Option<String> {
+    refuse::under(sc, policy, seed)
 }
 
 /// Completion `name` has been completed (`complete_all`).
 fn completed(host: &Driver, name: &str) -> bool {
-    host.engine(|_, acts: &mut ActionState| acts.completions.contains(name))
+    host.engine(|_, s: &mut HostState| s.acts.completions.contains(name))
 }
 
 /// Runs a scenario on real threads under `policy`. Same-instant ties are real races, so
@@ -275,11 +321,14 @@ pub fn run_scenario(sc: &Scenario, policy: Policy, _seed: u64) -> Result<Run, Sc
     k.record_history = true;
     let host = Driver::new(k, Clock::Virtual);
     host.set_horizon(livelock.as_ref().map(|(t, _)| *t));
+    let devs = sc.devices.used.then(|| devices::setup(&host, sc, policy));
+    let engine = devs.as_ref().map(|(e, _)| e.clone());
     for (m, steps) in sc.steps.iter().enumerate() {
         host.set_code(
             m,
             Arc::new(ScenarioCode {
                 steps: steps.clone(),
+                devices: engine.clone(),
             }),
         );
     }
@@ -291,6 +340,27 @@ pub fn run_scenario(sc: &Scenario, policy: Policy, _seed: u64) -> Result<Run, Sc
     ));
     host.hold(true);
     let mut threads = Vec::new();
+    if let Some((_, builtin)) = &devs {
+        // The boot: builtin drivers register during initcalls, then the boot devices are
+        // added (with their coldplug uevents) by one task, as the simulator does.
+        let task = host.new_task("boot: device_add");
+        let (h, sc2, builtin) = (host.clone(), sc.clone(), builtin.clone());
+        match host.reserve_thread() {
+            Some(slot) => match host.spawn_thread(Some("boot: device_add".into()), move || {
+                let _slot = slot;
+                devices::boot(&h, &sc2, task, &builtin);
+                h.finish_task(task, Some(Outcome::Ok));
+            }) {
+                Ok(j) => threads.push(j),
+                Err(_) => {
+                    host.finish_task(task, None);
+                }
+            },
+            None => {
+                host.finish_task(task, None);
+            }
+        }
+    }
     for ev in &sc.events {
         for t in 0..ev.threads {
             let what = match &ev.kind {
@@ -311,6 +381,7 @@ pub fn run_scenario(sc: &Scenario, policy: Policy, _seed: u64) -> Result<Run, Sc
             };
             let task = host.new_task(&label);
             let (h, ev, results, db) = (host.clone(), ev.clone(), results.clone(), sc.db.clone());
+            let (engine, sc2) = (engine.clone(), Arc::new(sc.clone()));
             let Some(slot) = host.reserve_thread() else {
                 host.finish_task(task, None);
                 continue;
@@ -339,10 +410,9 @@ pub fn run_scenario(sc: &Scenario, policy: Policy, _seed: u64) -> Result<Run, Sc
                 let o: Option<Outcome> = match &ev.kind {
                     EventKind::Kill(id) => Some(h.kill_event(id)),
                     EventKind::KillModprobe(n) => Some(h.kill_modprobe(n)),
-                    // See `unsupported`: the host has no device model yet.
-                    EventKind::Device(_) => Some(Outcome::Err(Errno::EINVAL)),
+                    EventKind::Device(d) => Some(devices::event(&h, &sc2, task, d)),
                     EventKind::SetModprobe(p) => {
-                        h.engine(|k, _: &mut ActionState| k.modprobe_path = p.clone());
+                        h.engine(|k, _: &mut HostState| k.modprobe_path = p.clone());
                         Some(Outcome::Ok)
                     }
                     EventKind::Modprobe(n) => {
@@ -369,7 +439,16 @@ pub fn run_scenario(sc: &Scenario, policy: Policy, _seed: u64) -> Result<Run, Sc
                         h.drive(task, Proc::Request(Request::new(name, *wait)))
                     }
                     EventKind::Run(list) => {
-                        match run_actions(&h, task, None, &label, list, false) {
+                        match run_actions(
+                            &h,
+                            task,
+                            None,
+                            &label,
+                            list,
+                            false,
+                            engine.as_ref(),
+                            None,
+                        ) {
                             End::Stalled => None,
                             End::Failed(o) => Some(o),
                             _ => Some(Outcome::Ok),
@@ -412,6 +491,15 @@ pub fn run_scenario(sc: &Scenario, policy: Policy, _seed: u64) -> Result<Run, Sc
             time: end_time,
         });
     }
+    let devices = if sc.devices.used {
+        host.device_model(|k, dm| {
+            dm.check_devres(k);
+            dm.check_bound(k);
+            dm.table()
+        })
+    } else {
+        Vec::new()
+    };
     let mut kernel = host.take_kernel();
     if let (true, Some((_, mut d))) = (horizon_hit, livelock) {
         kernel.now = end_time;
@@ -424,8 +512,9 @@ pub fn run_scenario(sc: &Scenario, policy: Policy, _seed: u64) -> Result<Run, Sc
     }
     let results = std::mem::take(&mut *results.lock().unwrap_or_else(|e| e.into_inner()));
     Ok(Run {
+        // The host records no per-step device history (the timeline's device rows).
         device_history: Vec::new(),
-        devices: Vec::new(),
+        devices,
         kernel,
         end_time,
         results,

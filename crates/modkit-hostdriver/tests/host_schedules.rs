@@ -20,12 +20,15 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 mod common;
-use common::{summary, FIRST_SEEDS, MAX_SEEDS};
+use common::{device_summary, summary, FIRST_SEEDS, MAX_SEEDS};
+
+/// What a run's outcome is (`summary`, or `device_summary` for device scenarios).
+type Outcome = fn(&modkit_sim::Run) -> String;
 #[path = "common/zero_time.rs"]
 mod zero_time;
 
 /// The distinct outcomes of the host over `iterations` random shuttle schedules.
-fn host_outcomes(text: &str, p: Policy, iterations: usize) -> BTreeSet<String> {
+fn host_outcomes(text: &str, p: Policy, iterations: usize, outcome: Outcome) -> BTreeSet<String> {
     let sc = Arc::new(modkit_sim::parse("t.toml", text).expect("parses"));
     let seen = Arc::new(Mutex::new(BTreeSet::new()));
     let (sc2, seen2) = (sc.clone(), seen.clone());
@@ -37,7 +40,7 @@ fn host_outcomes(text: &str, p: Policy, iterations: usize) -> BTreeSet<String> {
                 "{:?}",
                 run.kernel.violations
             );
-            seen2.lock().unwrap().insert(summary(&run));
+            seen2.lock().unwrap().insert(outcome(&run));
         },
         iterations,
     );
@@ -47,7 +50,12 @@ fn host_outcomes(text: &str, p: Policy, iterations: usize) -> BTreeSet<String> {
 
 /// The simulator's distinct outcomes over seeds `0..FIRST_SEEDS`, then more (up to [`MAX_SEEDS`])
 /// while some of `host` are not among them.
-fn sim_outcomes(text: &str, p: Policy, host: &BTreeSet<String>) -> BTreeSet<String> {
+fn sim_outcomes(
+    text: &str,
+    p: Policy,
+    host: &BTreeSet<String>,
+    outcome: Outcome,
+) -> BTreeSet<String> {
     let sc = modkit_sim::parse("t.toml", text).expect("parses");
     let mut sims = BTreeSet::new();
     for seed in 0..MAX_SEEDS {
@@ -59,7 +67,7 @@ fn sim_outcomes(text: &str, p: Policy, host: &BTreeSet<String>) -> BTreeSet<Stri
             "{:?}",
             run.kernel.violations
         );
-        sims.insert(summary(&run));
+        sims.insert(outcome(&run));
         if seed + 1 >= FIRST_SEEDS && host.is_subset(&sims) {
             break;
         }
@@ -69,9 +77,20 @@ fn sim_outcomes(text: &str, p: Policy, host: &BTreeSet<String>) -> BTreeSet<Stri
 
 /// Checks the contract for one scenario; returns (host outcomes, simulator outcomes).
 fn agree(what: &str, text: &str, policy: &str, iterations: usize) -> (usize, usize) {
+    agree_by(what, text, policy, iterations, summary)
+}
+
+/// [`agree`] with another outcome function.
+fn agree_by(
+    what: &str,
+    text: &str,
+    policy: &str,
+    iterations: usize,
+    outcome: Outcome,
+) -> (usize, usize) {
     let p: Policy = policy.parse().unwrap();
-    let host = host_outcomes(text, p, iterations);
-    let sims = sim_outcomes(text, p, &host);
+    let host = host_outcomes(text, p, iterations, outcome);
+    let sims = sim_outcomes(text, p, &host, outcome);
     let missing: Vec<&String> = host.difference(&sims).collect();
     assert!(
         missing.is_empty(),
@@ -235,4 +254,43 @@ fn random_zero_time_scenarios_under_host_schedules() {
         racy_sim += usize::from(sims > 1);
     }
     eprintln!("host schedules: {cases} scenarios, {racy_host} with several host outcomes, {racy_sim} with several simulator outcomes, none outside the simulator's");
+}
+
+/// The device examples the host runs (all but the async-probe file, and the CPU storm,
+/// whose 576 devices are too many for shuttle's schedules), under each policy they have
+/// blocks for: the host's driver core (the `modkit` library's, with this driver's probe
+/// bodies and udevd threads) under 10 random shuttle schedules each must give only
+/// outcomes, device table and log lines included, that the simulator gives.
+#[test]
+fn device_examples_under_host_schedules() {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/scenarios");
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    let mut checked = 0;
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let sc = modkit_sim::parse("t.toml", &text).unwrap();
+        if !sc.devices.used
+            || modkit_hostdriver::unsupported(&sc).is_some()
+            || sc.devices.devices.len() > 20
+        {
+            continue;
+        }
+        let mut policies: Vec<String> = sc.expects.iter().map(|e| e.policy.to_string()).collect();
+        policies.sort();
+        policies.dedup();
+        for p in policies {
+            let policy: modkit_core::Policy = p.parse().unwrap();
+            if modkit_hostdriver::unsupported_under(&sc, policy, sc.seed).is_some() {
+                continue;
+            }
+            agree_by(&f.display().to_string(), &text, &p, 10, device_summary);
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "only {checked} device file/policy pairs");
 }

@@ -39,6 +39,9 @@ pub struct RawDevice {
     pub suppliers: Option<Vec<String>>,
     /// Its fwnode's full name as `%pfwf` prints it (default `/NAME`).
     pub fwnode: Option<String>,
+    /// The bus's match of it returns -EPROBE_DEFER until this (`kind:name`, or
+    /// `device:NAME` bound) is there (modkit_core::matchdefer).
+    pub match_defer: Option<String>,
 }
 
 /// `udev = { workers = N, event_timeout = "180s" }`.
@@ -97,6 +100,14 @@ pub enum DeviceAction {
     },
     /// A managed resource of the device being probed.
     Devm(String),
+    /// A user of a device's managed resource for a while (an ioctl in flight:
+    /// `Revocable::try_access()`, modkit_core::revocable).
+    UseDevres {
+        /// The resource's name (`devm = "…"`).
+        name: String,
+        /// How long the access lasts.
+        dur: Time,
+    },
 }
 
 /// A device event.
@@ -145,6 +156,8 @@ pub struct DeviceDecl {
     pub suppliers: Vec<String>,
     /// Its fwnode's full name, if the file gives it.
     pub fwnode: Option<String>,
+    /// What its bus's match waits for (modkit_core::matchdefer), if anything.
+    pub match_defer: Option<String>,
 }
 
 /// udevd's settings.
@@ -363,11 +376,26 @@ pub(crate) fn finish(
                 boot: d.boot.unwrap_or(true),
                 suppliers: d.suppliers.clone().unwrap_or_default(),
                 fwnode: d.fwnode.clone(),
+                match_defer: d.match_defer.clone(),
             });
         }
     }
     for rd in raw_devices {
         let d = rd.get_ref();
+        if let Some(key) = &d.match_defer {
+            if !key
+                .split_once(':')
+                .is_some_and(|(k, n)| !k.is_empty() && !n.is_empty())
+            {
+                return Err((
+                    rd.span().start,
+                    format!(
+                        "[[device]] `{}`: `match_defer = \"{key}\"`: write `kind:name` (a registration) or `device:NAME` (a device that must be bound)",
+                        d.name
+                    ),
+                ));
+            }
+        }
         for sup in d.suppliers.iter().flatten() {
             if !s.devices.iter().any(|x| &x.name == sup) {
                 return Err((
@@ -422,7 +450,7 @@ pub(crate) fn finish(
     Ok(s)
 }
 
-/// Parses a device action (`verb` one of add_device, remove_device, need, devm).
+/// Parses a device action (`verb` one of add_device, remove_device, need, devm, use_devres).
 pub(crate) fn action(
     a: &crate::raw::RawAction,
     verb: &str,
@@ -477,6 +505,15 @@ pub(crate) fn action(
         "devm" => {
             probe_only("devm")?;
             DeviceAction::Devm(a.devm.clone().expect("verb"))
+        }
+        "use_devres" => {
+            let name = a.use_devres.clone().expect("verb");
+            let dur = match &a.for_ {
+                Some(d) => crate::duration::parse_duration(d.get_ref())
+                    .map_err(|e| format!("`for`: {e}"))?,
+                None => 0,
+            };
+            DeviceAction::UseDevres { name, dur }
         }
         _ => unreachable!("device verbs"),
     }))

@@ -203,6 +203,10 @@ pub struct RawAction {
     pub optional: Option<bool>,
     pub reason: Option<String>,
     pub devm: Option<String>,
+    /// `use_devres = "RES"`, `for = "2s"` (crate::devices).
+    pub use_devres: Option<String>,
+    #[serde(rename = "for")]
+    pub for_: Option<Spanned<String>>,
 }
 
 /// `[[event]]`.

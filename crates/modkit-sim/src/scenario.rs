@@ -426,9 +426,10 @@ fn action(a: &RawAction, wh: Where) -> Result<Action, Located> {
     verb!(remove_device, "remove_device");
     verb!(need, "need");
     verb!(devm, "devm");
+    verb!(use_devres, "use_devres");
     if verbs.len() != 1 {
         return Err(if verbs.is_empty() {
-            "an action needs one verb key (sleep, fail, stop, ret, request_module, get_module, put_module, use_symbol, symbol_get, symbol_put, register, unregister, lookup, open, close, spawn, complete, wait_for, add_device, remove_device, need, devm)".into()
+            "an action needs one verb key (sleep, fail, stop, ret, request_module, get_module, put_module, use_symbol, symbol_get, symbol_put, register, unregister, lookup, open, close, spawn, complete, wait_for, add_device, remove_device, need, devm, use_devres)".into()
         } else {
             format!(
                 "an action has one verb, this one has {}: split it into one action per verb",
@@ -449,6 +450,7 @@ fn action(a: &RawAction, wh: Where) -> Result<Action, Located> {
             ("modalias", a.modalias.is_some()),
             ("optional", a.optional.is_some()),
             ("reason", a.reason.is_some()),
+            ("for", a.for_.is_some()),
         ];
         for (k, p) in present {
             if p && !allowed.contains(&k) {
@@ -466,10 +468,11 @@ fn action(a: &RawAction, wh: Where) -> Result<Action, Located> {
         }
     };
     Ok(match verb {
-        "add_device" | "remove_device" | "need" | "devm" => {
+        "add_device" | "remove_device" | "need" | "devm" | "use_devres" => {
             extra(match verb {
                 "add_device" => &["bus", "modalias"],
                 "need" => &["optional", "reason"],
+                "use_devres" => &["for"],
                 _ => &[],
             })?;
             crate::devices::action(a, verb, wh == Where::Probe)?

@@ -6,9 +6,16 @@
 //!   device's driver is registered and its module present;
 //! - no probe or remove ran for a driver whose module was not present (coming or live for
 //!   a probe; present for a remove, which runs in its exit while GOING);
+//! - no probe starts with a driver whose module is GOING (modules whose exit sleeps before
+//!   its driver_unregister() open that window; sim/going.rs);
 //! - every managed resource was released exactly once, and never while its device was still
 //!   bound (before remove);
-//! - a module never went away with one of its devices bound (rmmod unbinds first).
+//! - a module never went away with one of its devices bound (rmmod unbinds first);
+//! - under modkit, no run ends stalled although removes may block for ever and ioctls use
+//!   managed resources during unbind (the unbind revokes, drains and bounds remove), and
+//!   a probe that waits for a loading module never hangs (issue 10, item 3).
+//!
+//! Devices may carry a bus match that defers (`match_defer`), under every era's rule.
 //!
 //! The model records each broken rule in `Kernel::violations`; the property is that it
 //! stays empty and that the device table agrees with the module table.
@@ -21,8 +28,9 @@ use proptest::prelude::*;
 
 const DEVICES: usize = 4;
 const MODULES: usize = 3;
-const POLICIES: [&str; 5] = [
+const POLICIES: [&str; 6] = [
     "modkit",
+    "linux-4.4",
     "linux-4.19",
     "linux-5.15",
     "linux-6.1",
@@ -47,6 +55,7 @@ enum Ev {
     Remove(u8),
     Bind(u8, u8),
     Unbind(u8),
+    Use(u8),
 }
 
 fn probe_act() -> impl Strategy<Value = ProbeAct> {
@@ -68,17 +77,27 @@ fn ev() -> impl Strategy<Value = Ev> {
         1 => (0u8..DEVICES as u8).prop_map(Ev::Remove),
         1 => ((0u8..DEVICES as u8), (0u8..MODULES as u8)).prop_map(|(d, m)| Ev::Bind(d, m)),
         1 => (0u8..DEVICES as u8).prop_map(Ev::Unbind),
+        1 => (0u8..MODULES as u8).prop_map(Ev::Use),
     ]
 }
 
-type Module = (Vec<u8>, Vec<ProbeAct>, bool);
+/// Matches, probe, remove: 0 none, 1 removes its auxiliary device, 2 blocks for ever;
+/// and whether the exit sleeps before its driver_unregister() (a window where the module
+/// is GOING and its driver still on the bus: the deferred-probe worker may reach it).
+type Module = (Vec<u8>, Vec<ProbeAct>, u8, bool);
 
-fn render(mods: &[Module], boot: &[bool], events: &[(u8, Ev)], udev: bool) -> String {
+fn render(
+    mods: &[Module],
+    boot: &[bool],
+    mdefer: &[Option<u8>],
+    events: &[(u8, Ev)],
+    udev: bool,
+) -> String {
     let mut t = String::new();
     if udev {
         t.push_str("udev = { workers = 2 }\n");
     }
-    for (i, (matches, probe, remove_aux)) in mods.iter().enumerate() {
+    for (i, (matches, probe, remove_aux, exit_tail)) in mods.iter().enumerate() {
         let _ = writeln!(
             t,
             "[[module]]\nname = \"m{i}\"\n[[module.driver]]\nbus = \"platform\""
@@ -113,8 +132,22 @@ fn render(mods: &[Module], boot: &[bool], events: &[(u8, Ev)], udev: bool) -> St
             })
             .collect();
         let _ = writeln!(t, "probe = [{}]", acts.join(", "));
-        if *remove_aux {
-            let _ = writeln!(t, "remove = [{{ remove_device = \"m{i}.aux.0\" }}]");
+        match remove_aux {
+            1 => {
+                let _ = writeln!(t, "remove = [{{ remove_device = \"m{i}.aux.0\" }}]");
+            }
+            2 => {
+                let _ = writeln!(t, "remove = [{{ wait_for = \"never\" }}]");
+            }
+            _ => {}
+        }
+        if *exit_tail {
+            // The registration written out, then a step whose undo (run first at exit)
+            // sleeps while the driver is still registered.
+            let _ = writeln!(
+                t,
+                "[[module.init]]\nstep = \"reg\"\nrun = [{{ register = \"driver:m{i}\" }}]\nundo = [{{ unregister = \"driver:m{i}\" }}]\n[[module.init]]\nstep = \"tail\"\nrun = [{{ sleep = \"1ms\" }}]\nundo = [{{ sleep = \"15ms\" }}]"
+            );
         }
     }
     for (d, b) in boot.iter().enumerate() {
@@ -122,6 +155,9 @@ fn render(mods: &[Module], boot: &[bool], events: &[(u8, Ev)], udev: bool) -> St
             t,
             "[[device]]\nname = \"d{d}\"\nbus = \"platform\"\nmodalias = \"platform:d{d}\"\nboot = {b}"
         );
+        if let Some(Some(r)) = mdefer.get(d) {
+            let _ = writeln!(t, "match_defer = \"res:r{r}\"");
+        }
     }
     for (i, (at, e)) in events.iter().enumerate() {
         let _ = writeln!(t, "[[event]]\nid = \"e{i}\"\nat = \"{}ms\"", *at as u32 * 7);
@@ -132,6 +168,7 @@ fn render(mods: &[Module], boot: &[bool], events: &[(u8, Ev)], udev: bool) -> St
             Ev::Remove(d) => writeln!(t, "remove_device = \"d{d}\""),
             Ev::Bind(d, m) => writeln!(t, "bind = \"d{d}\"\ndriver = \"m{m}\""),
             Ev::Unbind(d) => writeln!(t, "unbind = \"d{d}\""),
+            Ev::Use(r) => writeln!(t, "run = [{{ use_devres = \"res:r{r}\", for = \"20ms\" }}]"),
         };
     }
     t
@@ -141,6 +178,7 @@ fn module() -> impl Strategy<Value = Module> {
     (
         proptest::collection::vec(0u8..DEVICES as u8, 1..3),
         proptest::collection::vec(probe_act(), 0..4),
+        0u8..3,
         any::<bool>(),
     )
 }
@@ -151,10 +189,14 @@ proptest! {
     fn device_invariants_hold(
         mods in proptest::collection::vec(module(), MODULES..=MODULES),
         boot in proptest::collection::vec(any::<bool>(), DEVICES..=DEVICES),
+        mdefer in proptest::collection::vec(
+            proptest::option::weighted(0.3, 0u8..MODULES as u8),
+            DEVICES..=DEVICES,
+        ),
         events in proptest::collection::vec((0u8..40, ev()), 1..10),
         udev in any::<bool>(),
     ) {
-        let text = render(&mods, &boot, &events, udev);
+        let text = render(&mods, &boot, &mdefer, &events, udev);
         let sc = parse("prop.toml", &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         for p in POLICIES {
             let policy: Policy = p.parse().unwrap();
@@ -164,6 +206,13 @@ proptest! {
                 "{p}: {:?}\n{text}",
                 r.kernel.violations
             );
+            if p == "modkit" {
+                let hang = r.kernel.diagnostics.iter().find(|d| {
+                    d.kind == modkit_core::DiagKind::Stalled
+                        && d.message.starts_with("the run stalled")
+                });
+                prop_assert!(hang.is_none(), "modkit hung: {hang:?}\n{text}");
+            }
             for row in &r.devices {
                 if row.state == "bound" {
                     let drv = row.driver.as_deref().unwrap();

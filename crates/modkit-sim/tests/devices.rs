@@ -319,3 +319,38 @@ remove_device = "x"
     assert!(!r.kernel.registrations.contains_key("misc:slow"));
     assert_eq!(r.results["unplug"], vec![modkit_core::Outcome::Ok]);
 }
+
+/// udevd's kill line carries the killed event's own sequence number (systemd's udevd.c,
+/// on_event_timeout(): `log_device_error(event->dev, "Worker [" PID_FMT "] processing
+/// SEQNUM=%" PRIu64 " killed", event->worker->pid, event->seqnum)`), not the latest
+/// uevent's: with one worker, the six coldplug events are queued at once and each is
+/// killed in turn with a number of its own, in queue order.
+#[test]
+fn udev_kill_line_names_the_events_own_seqnum() {
+    let r = run("linux-6.1", &udev_file(1, "5s", "2s"));
+    let seqs: Vec<(String, u64)> = log(&r)
+        .iter()
+        .filter(|l| l.starts_with("systemd-udevd: d") && l.ends_with(" killed"))
+        .map(|l| {
+            let dev = l["systemd-udevd: ".len()..]
+                .split(':')
+                .next()
+                .unwrap()
+                .to_string();
+            let n = l
+                .split("SEQNUM=")
+                .nth(1)
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap();
+            (dev, n.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(seqs.len(), 6, "{:?}", log(&r));
+    for (i, w) in seqs.windows(2).enumerate() {
+        assert_eq!(w[1].1, w[0].1 + 1, "{i}: {seqs:?}");
+    }
+    let devs: Vec<&str> = seqs.iter().map(|s| s.0.as_str()).collect();
+    assert_eq!(devs, ["d0", "d1", "d2", "d3", "d4", "d5"]);
+}

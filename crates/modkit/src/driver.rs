@@ -293,6 +293,20 @@ impl Driver {
         r
     }
 
+    /// Runs `f` each time a device becomes present (any path: an engine's add, a probe's
+    /// `add_device`), after it is present and before it is offered to the drivers, on the
+    /// adding thread and outside the lock: where an engine sends the device's uevent and
+    /// makes its firmware links.
+    pub fn on_device_added(&self, f: impl Fn(&Driver, DevId) + Send + Sync + 'static) {
+        self.host.lock().devs.added = Some(Arc::new(move |h: &HostHandle, d| f(&Driver::of(h), d)));
+    }
+
+    /// Starts the deferred-probe timeout's worker now (it otherwise starts with the first
+    /// driver registration), as the kernel queues the timeout work at boot.
+    pub fn start_deferred_probe_timer(&self) {
+        self.host.start_timer();
+    }
+
     /// Sets the deferred-probe timeout in the host clock's nanoseconds (virtual time under
     /// [`Clock::Virtual`]): `None` none, `Some(0)` expired from the start, else counted from
     /// now. The timer thread starts with the first driver registration.

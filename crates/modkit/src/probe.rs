@@ -89,7 +89,13 @@ pub(crate) struct Devices {
     closing: bool,
     /// The threads started, joined when the host closes.
     threads: Vec<thread::JoinHandle<()>>,
+    /// Called when a device became present, before it is offered to the drivers
+    /// ([`crate::driver::Driver::on_device_added`]).
+    pub(crate) added: Option<AddedHook>,
 }
+
+/// What an engine runs when a device became present (its uevent, fw_devlink's links).
+pub(crate) type AddedHook = Arc<dyn Fn(&HostHandle, DevId) + Send + Sync>;
 
 impl Devices {
     pub(crate) fn new(policy: modkit_core::Policy) -> Devices {
@@ -116,6 +122,7 @@ impl Devices {
             stall_after: DEFAULT_UNBIND_STALL_AFTER,
             closing: false,
             threads: Vec::new(),
+            added: None,
         }
     }
 }
@@ -776,7 +783,7 @@ impl HostHandle {
     }
 
     /// Starts the deferred-probe timeout thread, once, when a timeout is pending.
-    fn start_timer(&self) {
+    pub(crate) fn start_timer(&self) {
         {
             let mut st = self.lock();
             if st.devs.timer || st.devs.dm.timeout_due.is_none() {
@@ -1053,6 +1060,10 @@ impl HostHandle {
             st.devs.deleting.remove(&id);
             id
         };
+        let hook = self.lock().devs.added.clone();
+        if let Some(f) = hook {
+            f(self, dev);
+        }
         self.as_task(task, &op, |t| self.attach(t, dev));
         self.autoload(dev);
         Ok(())

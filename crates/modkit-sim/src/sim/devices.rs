@@ -52,10 +52,16 @@ pub(super) enum Job {
     /// A udev worker's kmod builtin loads one module the modalias matched
     /// (`kmod_module_probe_insert_module()`, as `modprobe NAME`), whatever the others gave.
     Load(modkit_core::ModId),
+    /// modkit: a probe's need waits for the load of a module that provides it
+    /// (sim/probewait.rs).
+    NeedWait(DevId),
+    /// A user of managed resource `.0` of device `.1` in flight until `.2`
+    /// (sim/unbind.rs).
+    Use(u64, DevId, Time),
 }
 
 #[derive(Debug, Clone)]
-enum Cur {
+pub(super) enum Cur {
     Probing {
         dev: DevId,
         drv: DrvId,
@@ -66,18 +72,21 @@ enum Cur {
     Removing(DevId),
     Waiting(Job),
     Loading,
+    /// modkit: the remove callback of `.0` runs on task `.1`, waited for until `.2`
+    /// (sim/unbind.rs).
+    RemoveWait(DevId, TaskId, Time),
 }
 
 /// The driver core working on this task.
 #[derive(Debug, Clone)]
 pub(super) struct Bind {
-    jobs: VecDeque<Job>,
-    cur: Option<Cur>,
+    pub(super) jobs: VecDeque<Job>,
+    pub(super) cur: Option<Cur>,
     /// The deferred work: when the jobs run out, take the next device of the active list.
     deferwq: bool,
     /// The timeout work: report the devices still pending at the end.
     report: bool,
-    result: Outcome,
+    pub(super) result: Outcome,
 }
 
 impl Bind {
@@ -98,22 +107,40 @@ pub(super) struct DevRun {
     /// The deferred work's task, while it runs.
     deferwq: Option<TaskId>,
     /// udev events not yet handed to a worker.
-    udev_queue: VecDeque<(DevId, String)>,
+    udev_queue: VecDeque<(DevId, String, u64)>,
     /// udev workers running, with the device and the event's sequence number.
     udev_workers: Vec<(TaskId, DevId, u64)>,
     /// uevent sequence numbers.
     seqnum: u64,
     /// What the scenario can ever provide to a `need` (modkit's deferred_forever check):
     /// registrations some code makes, and `device:NAME` of devices some driver can bind.
-    providers: Option<std::collections::BTreeSet<String>>,
+    pub(super) providers: Option<std::collections::BTreeSet<String>>,
     /// (device, key) pairs already reported.
-    reported: std::collections::BTreeSet<(DevId, String)>,
+    pub(super) reported: std::collections::BTreeSet<(DevId, String)>,
     /// fw_devlink's links (the `[[device]]`s' `suppliers`).
     fwdl: modkit_core::devlink::FwDevlink,
     /// Async probe workers running (`async_schedule_dev()`).
     async_tasks: std::collections::BTreeSet<TaskId>,
     /// Modules whose init scheduled async probes (`PF_USED_ASYNC` of the loading task).
     used_async: std::collections::BTreeSet<modkit_core::ModId>,
+    /// modkit: probes waiting for a module's load, with their need (sim/probewait.rs).
+    pub(super) need_waits: std::collections::BTreeMap<DevId, super::probewait::NeedArgs>,
+    /// The modules that provide each key asked for (sim/probewait.rs), computed once.
+    pub(super) providers_of: std::collections::BTreeMap<String, Vec<modkit_core::ModId>>,
+    /// Users in flight of managed resources, revoked devices (sim/unbind.rs).
+    pub(super) users: modkit_core::revocable::Users,
+    /// modkit: when the drain of each device's users gives up.
+    pub(super) drain_due: std::collections::BTreeMap<DevId, Time>,
+    /// modkit: remove callbacks abandoned at their bound, with the module reference each
+    /// holds until it returns (sim/unbind.rs).
+    pub(super) abandoned: std::collections::BTreeMap<TaskId, u64>,
+}
+
+impl DevRun {
+    /// The deferred work's task, while it runs.
+    pub(super) fn deferwq_task(&self) -> Option<TaskId> {
+        self.deferwq
+    }
 }
 
 impl Sim<'_> {
@@ -180,8 +207,10 @@ impl Sim<'_> {
                 match (dev(device), self.dm.find_driver(driver)) {
                     (Some(d), Some(r))
                         if self.dm.present(d)
-                            && self.dm.is_registered(r)
-                            && self.dm.matches(r, d) =>
+                            && self.dm.on_bus(r)
+                            // bind_store(): a deferring match is non-zero, a match.
+                            && self.dm.bus_match(&self.k, r, d)
+                                != modkit_core::device::BusMatch::No =>
                     {
                         if self.dm.devices[d].state == DevState::Unbound {
                             (vec![Job::Probe(d, r)], None)
@@ -211,7 +240,12 @@ impl Sim<'_> {
     }
 
     /// An action of module code that the device model handles, or `None`.
-    pub(super) fn device_action(&mut self, f: &ActionFrame, a: &Action) -> Option<DevStep> {
+    pub(super) fn device_action(
+        &mut self,
+        tid: TaskId,
+        f: &ActionFrame,
+        a: &Action,
+    ) -> Option<DevStep> {
         match a {
             Action::Register(key) if self.sc.devices.used && key.starts_with("driver:") => {
                 let name = &key["driver:".len()..];
@@ -249,15 +283,29 @@ impl Sim<'_> {
                     .into_iter()
                     .map(Job::Release)
                     .collect();
+                // driver_detach(): a device whose probe or remove by this driver runs on
+                // another task is waited for (device_lock()), then released if bound.
+                jobs.extend(
+                    self.dm
+                        .added
+                        .iter()
+                        .copied()
+                        .filter(|&d| {
+                            matches!(self.dm.devices[d].state,
+                                DevState::Probing(x) | DevState::Removing(x) if x == drv)
+                        })
+                        .map(Job::Release),
+                );
                 jobs.push(Job::Unregister(drv));
+                self.dm.begin_unregister(drv);
                 Some(DevStep::Push(Bind::new(jobs)))
             }
-            Action::Device(d) => Some(self.device_action_of(f, d)),
+            Action::Device(d) => Some(self.device_action_of(tid, f, d)),
             _ => None,
         }
     }
 
-    fn device_action_of(&mut self, f: &ActionFrame, d: &DeviceAction) -> DevStep {
+    fn device_action_of(&mut self, tid: TaskId, f: &ActionFrame, d: &DeviceAction) -> DevStep {
         let probing = matches!(f.kind, ListKind::Probe).then_some(f.step);
         match d {
             DeviceAction::Add {
@@ -289,22 +337,28 @@ impl Sim<'_> {
                 optional,
                 reason,
             } => match probing {
-                Some(dev) => DevStep::Done(
-                    self.dm
-                        .need(&mut self.k, dev, key, *optional, reason.as_deref())
-                        .into(),
-                ),
+                Some(dev) => {
+                    if let Some(s) = self.need_wait_begin(tid, dev, key, *optional, reason) {
+                        return s;
+                    }
+                    DevStep::Done(
+                        self.dm
+                            .need(&mut self.k, dev, key, *optional, reason.as_deref())
+                            .into(),
+                    )
+                }
                 None => DevStep::Done(Outcome::Err(Errno::EINVAL)),
             },
             DeviceAction::Devm(name) => match probing {
                 Some(dev) => DevStep::Done(self.dm.devm(&mut self.k, dev, name).into()),
                 None => DevStep::Done(Outcome::Err(Errno::EINVAL)),
             },
+            DeviceAction::UseDevres { name, dur } => self.use_devres_begin(name, *dur),
         }
     }
 
     /// Queues the deferred work if it is not running (`queue_work(deferred_wq, …)`).
-    fn kick_deferwq(&mut self) {
+    pub(super) fn kick_deferwq(&mut self) {
         if self.dm.active.is_empty() {
             return;
         }
@@ -333,7 +387,9 @@ impl Sim<'_> {
         let Some(m) = self.dm.devices[dev].modalias.clone() else {
             return;
         };
-        self.devs.udev_queue.push_back((dev, m));
+        // The event keeps its own sequence number (udevd's `event->seqnum`).
+        let seq = self.devs.seqnum;
+        self.devs.udev_queue.push_back((dev, m, seq));
         self.udev_dispatch(udev.workers as usize);
     }
 
@@ -342,7 +398,7 @@ impl Sim<'_> {
             return;
         };
         while self.devs.udev_workers.len() < workers {
-            let Some((dev, m)) = self.devs.udev_queue.pop_front() else {
+            let Some((dev, m, seq)) = self.devs.udev_queue.pop_front() else {
                 return;
             };
             let name = self.dm.devices[dev].name.clone();
@@ -356,7 +412,7 @@ impl Sim<'_> {
                 None,
                 None,
             );
-            self.devs.udev_workers.push((w, dev, self.devs.seqnum));
+            self.devs.udev_workers.push((w, dev, seq));
             let deadline = self.k.now.saturating_add(udev.event_timeout);
             self.spawn_task(
                 vec![Frame::Bind(Box::new(Bind::new([Job::Watch(w, deadline)])))],
@@ -404,6 +460,10 @@ impl Sim<'_> {
 
     /// A task ended: a udev worker frees its slot.
     pub(super) fn devices_task_done(&mut self, tid: TaskId) {
+        // modkit: a load that ended before COMING (a modprobe that failed) ends a probe's
+        // wait for it too (sim/probewait.rs).
+        self.probe_waits_wake();
+        self.abandoned_done(tid);
         if self.devs.async_tasks.remove(&tid) && self.devs.async_tasks.is_empty() {
             self.k.wakes.push(async_done());
             self.deliver_wakes();
@@ -423,6 +483,10 @@ impl Sim<'_> {
         mut cands: Vec<DrvId>,
         bind: bool,
     ) -> Option<ActStep> {
+        // bus_for_each_drv() walks the bus's live list: a driver unregistered while an
+        // earlier one probed (and failed) is not tried.
+        // A driver whose module is GOING probes nothing (sim/going.rs).
+        cands.retain(|&d| self.dm.on_bus(d) && self.module_may_probe(d));
         if cands.is_empty() {
             return None;
         }
@@ -534,9 +598,16 @@ impl Sim<'_> {
                         }
                     }
                     Cur::Removing(dev) => {
+                        self.note_release_in_use(dev);
                         self.dm.remove_end(&mut self.k, dev);
                         self.k.wakes.push(device_lock(dev));
                     }
+                    Cur::RemoveWait(dev, child, due) => {
+                        if let Some(s) = self.remove_wait_end(tid, b, dev, child, due, *resume) {
+                            return s;
+                        }
+                    }
+                    Cur::Waiting(Job::Use(res, dev, _)) => self.use_devres_end(res, dev),
                     Cur::Waiting(Job::Timeout) => {
                         let now = self.k.now;
                         if !self.dm.timeout_fire(now) {
@@ -591,6 +662,13 @@ impl Sim<'_> {
                     if self.dm.devices[dev].state != DevState::Unbound {
                         continue;
                     }
+                    // The bus's match defers (sim/matchdefer.rs).
+                    if let Some(cands) = self.attach_match_defer(dev) {
+                        if let Some(s) = self.start_probe(b, dev, cands, false) {
+                            return s;
+                        }
+                        continue;
+                    }
                     // __device_attach(): the drivers that do not allow async probing now;
                     // the async ones from a worker if none of those is there.
                     let (cands, asyncs): (Vec<DrvId>, Vec<DrvId>) = self
@@ -643,10 +721,28 @@ impl Sim<'_> {
                     return ActStep::Parked;
                 }
                 Job::Probe(dev, drv) => {
-                    if !self.dm.matches(drv, dev) || !self.dm.is_registered(drv) {
+                    if !self.dm.on_bus(drv) {
                         continue;
                     }
+                    // __driver_attach(): __device_driver_lock() waits for a probe or remove
+                    // of the device running on another task (sim/going.rs).
+                    if self.attach_waits_for_lock(tid, dev) {
+                        b.jobs.push_front(job);
+                        b.cur = Some(Cur::Waiting(job));
+                        return ActStep::Parked;
+                    }
                     let bind = b.result == Outcome::Err(Errno::ENODEV);
+                    match self.dm.bus_match(&self.k, drv, dev) {
+                        modkit_core::device::BusMatch::No => continue,
+                        modkit_core::device::BusMatch::Yes => {}
+                        // bind_store(): a deferring match is non-zero, a match.
+                        modkit_core::device::BusMatch::Defer if bind => {}
+                        modkit_core::device::BusMatch::Defer => {
+                            if !self.driver_attach_match_defer(dev) {
+                                continue;
+                            }
+                        }
+                    }
                     if let Some(s) = self.start_probe(b, dev, vec![drv], bind) {
                         return s;
                     }
@@ -678,6 +774,13 @@ impl Sim<'_> {
                         b.jobs.push_front(Job::Release(dev));
                         for c in consumers.into_iter().rev() {
                             b.jobs.push_front(Job::Release(c));
+                        }
+                        continue;
+                    }
+                    // modkit: revoke, drain the users, bound the remove (sim/unbind.rs).
+                    if modkit_core::revocable::revokes_before_remove(self.k.policy) {
+                        if let Some(s) = self.unbind_bounded(tid, b, dev) {
+                            return s;
                         }
                         continue;
                     }
@@ -731,6 +834,28 @@ impl Sim<'_> {
                     );
                     return ActStep::Parked;
                 }
+                Job::NeedWait(dev) => match self.need_wait_step(tid, dev) {
+                    Some(o) => b.result = o,
+                    None => {
+                        b.jobs.push_front(job);
+                        b.cur = Some(Cur::Waiting(job));
+                        return ActStep::Parked;
+                    }
+                },
+                Job::Use(_, _, due) => {
+                    b.cur = Some(Cur::Waiting(job));
+                    self.park(
+                        tid,
+                        WaitInfo {
+                            key: WaitKey::Timer,
+                            reason: "use of a managed resource (ioctl in flight)".into(),
+                            target: None,
+                            deadline: Some(due),
+                        },
+                        false,
+                    );
+                    return ActStep::Parked;
+                }
                 Job::Watch(w, deadline) => {
                     if !self.tasks.contains_key(&w) {
                         continue;
@@ -753,7 +878,8 @@ impl Sim<'_> {
     }
 
     /// udevd kills a worker past `event_timeout` (udevd.c, on_event_timeout():
-    /// "Worker [PID] processing SEQNUM=N killed"; the PID is the model's task id).
+    /// "Worker [PID] processing SEQNUM=N killed" with `event->seqnum`, the killed event's
+    /// own number, not the latest one; the PID is the model's task id).
     fn udev_kill(&mut self, w: TaskId) {
         let Some(&(_, dev, seq)) = self.devs.udev_workers.iter().find(|x| x.0 == w) else {
             return;
@@ -807,7 +933,7 @@ impl Sim<'_> {
 
 /// Every `kind:name` some action of the scenario registers (`register`, `devm`), and
 /// `device:NAME` for each device (declared or added by an action) that a driver matches.
-fn providers(
+pub fn providers(
     sc: &crate::scenario::Scenario,
     dm: &modkit_core::device::DeviceModel,
 ) -> std::collections::BTreeSet<String> {
@@ -860,7 +986,7 @@ fn providers(
 }
 
 /// fw_devlink's links from the `[[device]]`s' `suppliers` (names checked at parse time).
-fn fw_devlink(
+pub fn fw_devlink(
     sc: &crate::scenario::Scenario,
     dm: &modkit_core::device::DeviceModel,
 ) -> modkit_core::devlink::FwDevlink {
@@ -888,7 +1014,7 @@ fn async_done() -> WaitKey {
 }
 
 /// The wait key of a device's lock (`device_lock()`), released when a probe or remove ends.
-fn device_lock(dev: DevId) -> WaitKey {
+pub(super) fn device_lock(dev: DevId) -> WaitKey {
     WaitKey::Completion(format!("device_lock({dev})"))
 }
 
