@@ -11,36 +11,7 @@
 
 use modkit_core::{DiagKind, Policy};
 use modkit_sim::devices::DeviceAction;
-use modkit_sim::scenario::{Action, EventKind, Scenario};
-
-/// Every action of `sc`, nested `spawn` bodies included.
-fn actions(sc: &Scenario) -> Vec<&Action> {
-    fn walk<'a>(list: &'a [Action], out: &mut Vec<&'a Action>) {
-        for a in list {
-            if let Action::Spawn(l) = a {
-                walk(l, out);
-            }
-            out.push(a);
-        }
-    }
-    let mut all = Vec::new();
-    for steps in &sc.steps {
-        for s in steps {
-            walk(&s.run, &mut all);
-            walk(s.undo.as_deref().unwrap_or(&[]), &mut all);
-        }
-    }
-    for d in &sc.devices.drivers {
-        walk(&d.probe, &mut all);
-        walk(&d.remove, &mut all);
-    }
-    for e in &sc.events {
-        if let EventKind::Run(l) = &e.kind {
-            walk(l, &mut all);
-        }
-    }
-    all
-}
+use modkit_sim::scenario::{Action, Scenario};
 
 /// Why the host cannot run `sc` under any policy, if it cannot.
 pub(crate) fn file(sc: &Scenario) -> Option<String> {
@@ -56,7 +27,8 @@ pub(crate) fn file(sc: &Scenario) -> Option<String> {
             d.name
         ));
     }
-    if actions(sc)
+    if sc
+        .all_actions()
         .iter()
         .any(|a| matches!(a, Action::Device(DeviceAction::UseDevres { .. })))
     {

@@ -271,6 +271,36 @@ pub struct Scenario {
 }
 
 impl Scenario {
+    /// Every action of the file: init steps and their undos, probe and remove bodies, and
+    /// the action lists of events, nested `spawn` bodies included (each before its `spawn`).
+    pub fn all_actions(&self) -> Vec<&Action> {
+        fn walk<'a>(list: &'a [Action], out: &mut Vec<&'a Action>) {
+            for a in list {
+                if let Action::Spawn(l) = a {
+                    walk(l, out);
+                }
+                out.push(a);
+            }
+        }
+        let mut all = Vec::new();
+        for steps in &self.steps {
+            for s in steps {
+                walk(&s.run, &mut all);
+                walk(s.undo.as_deref().unwrap_or(&[]), &mut all);
+            }
+        }
+        for d in &self.devices.drivers {
+            walk(&d.probe, &mut all);
+            walk(&d.remove, &mut all);
+        }
+        for e in &self.events {
+            if let EventKind::Run(l) = &e.kind {
+                walk(l, &mut all);
+            }
+        }
+        all
+    }
+
     /// Whether the file uses the device model (drivers, devices, udev, device events).
     pub fn uses_devices(&self) -> bool {
         self.devices.used

@@ -756,17 +756,7 @@ impl Sim<'_> {
                         // (or remove) running on another task holds: wait for it.
                         b.jobs.push_front(Job::Release(dev));
                         b.cur = Some(Cur::Waiting(Job::Release(dev)));
-                        let name = self.dm.devices[dev].name.clone();
-                        self.park(
-                            tid,
-                            WaitInfo {
-                                key: device_lock(dev),
-                                reason: format!("device_lock({name})"),
-                                target: None,
-                                deadline: None,
-                            },
-                            false,
-                        );
+                        self.park_on_device_lock(tid, dev);
                         return ActStep::Parked;
                     }
                     let consumers = self.dm.consumers_of(dev);
@@ -937,30 +927,7 @@ pub fn providers(
     sc: &crate::scenario::Scenario,
     dm: &modkit_core::device::DeviceModel,
 ) -> std::collections::BTreeSet<String> {
-    fn walk(list: &[Action], out: &mut Vec<Action>) {
-        for a in list {
-            if let Action::Spawn(l) = a {
-                walk(l, out);
-            }
-            out.push(a.clone());
-        }
-    }
-    let mut all = Vec::new();
-    for steps in &sc.steps {
-        for s in steps {
-            walk(&s.run, &mut all);
-            walk(s.undo.as_deref().unwrap_or(&[]), &mut all);
-        }
-    }
-    for d in &sc.devices.drivers {
-        walk(&d.probe, &mut all);
-        walk(&d.remove, &mut all);
-    }
-    for e in &sc.events {
-        if let crate::scenario::EventKind::Run(l) = &e.kind {
-            walk(l, &mut all);
-        }
-    }
+    let all = sc.all_actions();
     let mut out = std::collections::BTreeSet::new();
     for a in &all {
         match a {
@@ -1016,6 +983,24 @@ fn async_done() -> WaitKey {
 /// The wait key of a device's lock (`device_lock()`), released when a probe or remove ends.
 pub(super) fn device_lock(dev: DevId) -> WaitKey {
     WaitKey::Completion(format!("device_lock({dev})"))
+}
+
+impl Sim<'_> {
+    /// Parks `tid` on `dev`'s device lock (`device_lock()`), which a probe or remove running
+    /// on another task holds; woken when that ends.
+    pub(super) fn park_on_device_lock(&mut self, tid: TaskId, dev: DevId) {
+        let name = self.dm.devices[dev].name.clone();
+        self.park(
+            tid,
+            WaitInfo {
+                key: device_lock(dev),
+                reason: format!("device_lock({name})"),
+                target: None,
+                deadline: None,
+            },
+            false,
+        );
+    }
 }
 
 /// What a device action asks of the action interpreter.

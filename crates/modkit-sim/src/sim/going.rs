@@ -28,8 +28,8 @@
 use modkit_core::device::{DevId, DevState, DrvId};
 use modkit_core::ModState;
 
-use super::devices::{device_lock, Cur};
-use super::{Frame, Sim, TaskId, WaitInfo};
+use super::devices::Cur;
+use super::{Frame, Sim, TaskId};
 
 impl Sim<'_> {
     /// Whether `drv`'s module may probe: COMING (probes inside its init) or LIVE.
@@ -66,17 +66,7 @@ impl Sim<'_> {
         if mine {
             return false;
         }
-        let name = self.dm.devices[dev].name.clone();
-        self.park(
-            tid,
-            WaitInfo {
-                key: device_lock(dev),
-                reason: format!("device_lock({name})"),
-                target: None,
-                deadline: None,
-            },
-            false,
-        );
+        self.park_on_device_lock(tid, dev);
         true
     }
 }
