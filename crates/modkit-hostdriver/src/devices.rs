@@ -351,21 +351,10 @@ impl modkit::driver::DeviceCode for Bodies {
                     optional: false,
                     reason: b.reason,
                 })],
-                None => {
-                    let mut l: Vec<Action> = f
-                        .enforced(k.policy, dm, dev)
-                        .into_iter()
-                        .map(|key| {
-                            Action::Device(DeviceAction::Need {
-                                key,
-                                optional: false,
-                                reason: None,
-                            })
-                        })
-                        .collect();
-                    l.extend(self.probe.iter().cloned());
-                    l
-                }
+                None => modkit_sim::devices::probe_behind_links(
+                    f.enforced(k.policy, dm, dev),
+                    &self.probe,
+                ),
             }
         });
         let r = match self.run(ctx, &list) {

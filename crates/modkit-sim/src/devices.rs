@@ -75,6 +75,23 @@ pub struct RawDriver {
     pub probe_type: Option<String>,
 }
 
+/// The body a probe runs behind fw_devlink's enforced links: a `need` of each supplier link
+/// (`device:NAME`), then the driver's own probe body.
+pub fn probe_behind_links(links: Vec<String>, probe: &[Action]) -> Vec<Action> {
+    let mut l: Vec<Action> = links
+        .into_iter()
+        .map(|key| {
+            Action::Device(DeviceAction::Need {
+                key,
+                optional: false,
+                reason: None,
+            })
+        })
+        .collect();
+    l.extend(probe.iter().cloned());
+    l
+}
+
 /// A device action.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeviceAction {

@@ -503,23 +503,10 @@ impl Sim<'_> {
                 optional: false,
                 reason: blk.reason,
             })],
-            None => {
-                let mut l: Vec<Action> = self
-                    .devs
-                    .fwdl
-                    .enforced(self.k.policy, &self.dm, dev)
-                    .into_iter()
-                    .map(|key| {
-                        Action::Device(DeviceAction::Need {
-                            key,
-                            optional: false,
-                            reason: None,
-                        })
-                    })
-                    .collect();
-                l.extend(decl.probe.iter().cloned());
-                l
-            }
+            None => crate::devices::probe_behind_links(
+                self.devs.fwdl.enforced(self.k.policy, &self.dm, dev),
+                &decl.probe,
+            ),
         };
         b.cur = Some(Cur::Probing {
             dev,
@@ -777,17 +764,7 @@ impl Sim<'_> {
                     if let Some(drv) = self.dm.remove_begin(&mut self.k, dev) {
                         let decl = &self.sc.devices.drivers[drv];
                         b.cur = Some(Cur::Removing(dev));
-                        return ActStep::PushFrame(Frame::Actions(ActionFrame {
-                            list: decl.remove.clone().into(),
-                            pc: 0,
-                            kind: ListKind::Remove,
-                            module: Some(decl.spec.module),
-                            busy: false,
-                            first_err: None,
-                            deadline: None,
-                            step: dev,
-                            yielded: false,
-                        }));
+                        return ActStep::PushFrame(remove_frame(decl, dev));
                     }
                 }
                 Job::Delete(dev) => {
@@ -981,6 +958,21 @@ fn async_done() -> WaitKey {
 }
 
 /// The wait key of a device's lock (`device_lock()`), released when a probe or remove ends.
+/// The frame that runs `decl`'s remove body for `dev`.
+pub(super) fn remove_frame(decl: &crate::devices::DriverDecl, dev: DevId) -> Frame {
+    Frame::Actions(ActionFrame {
+        list: decl.remove.clone().into(),
+        pc: 0,
+        kind: ListKind::Remove,
+        module: Some(decl.spec.module),
+        busy: false,
+        first_err: None,
+        deadline: None,
+        step: dev,
+        yielded: false,
+    })
+}
+
 pub(super) fn device_lock(dev: DevId) -> WaitKey {
     WaitKey::Completion(format!("device_lock({dev})"))
 }

@@ -14,7 +14,7 @@ use modkit_core::revocable::{
 use modkit_core::{DiagKind, Errno, Outcome, Resume, TaskId, Time, WaitInfo, WaitKey};
 
 use super::devices::{device_lock, Bind, Cur, DevStep, Job};
-use super::{ActStep, ActionFrame, Frame, ListKind, Sim};
+use super::{ActStep, Sim};
 
 /// The wait key of an unbind waiting for the users of `dev`'s resources to drain.
 fn drain_key(dev: DevId) -> WaitKey {
@@ -155,17 +155,7 @@ impl Sim<'_> {
         }
         self.dm.remove_begin(&mut self.k, dev)?;
         let decl = &self.sc.devices.drivers[drv];
-        let frame = Frame::Actions(ActionFrame {
-            list: decl.remove.clone().into(),
-            pc: 0,
-            kind: ListKind::Remove,
-            module: Some(decl.spec.module),
-            busy: false,
-            first_err: None,
-            deadline: None,
-            step: dev,
-            yielded: false,
-        });
+        let frame = super::devices::remove_frame(decl, dev);
         let name = self.dm.devices[dev].name.clone();
         let label = format!("remove {name} ({})", decl.spec.name);
         let child = self.spawn_task(vec![frame], label, None, None);
