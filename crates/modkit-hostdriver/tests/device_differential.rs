@@ -437,13 +437,11 @@ fn wait_scenario(rng: &mut ChaCha8Rng) -> String {
             probe.join(", ")
         );
     }
-    for i in 0..np {
-        if has_driver[i] {
-            let _ = writeln!(
-                t,
-                "\n[[device]]\nname = \"y{i}\"\nbus = \"platform\"\nmodalias = \"dev:p{i}y\""
-            );
-        }
+    for (i, _) in has_driver.iter().enumerate().filter(|(_, &d)| d) {
+        let _ = writeln!(
+            t,
+            "\n[[device]]\nname = \"y{i}\"\nbus = \"platform\"\nmodalias = \"dev:p{i}y\""
+        );
     }
     for i in 0..nc {
         let bus = if vbus_consumer && i == 0 {
