@@ -101,7 +101,8 @@ fn res(r: Result<(), modkit::Error>) -> Outcome {
 pub(crate) fn setup(host: &Driver, sc: &Scenario, policy: Policy) -> (Arc<DevEngine>, Vec<DrvId>) {
     let fwdl = host.device_model(|_, dm| {
         for d in &sc.devices.devices {
-            dm.declare(&d.name, &d.bus, d.modalias.clone());
+            let id = dm.declare(&d.name, &d.bus, d.modalias.clone());
+            dm.devices[id].match_defer = d.match_defer.clone();
         }
         FwDevlink::default()
     });
@@ -159,6 +160,11 @@ pub(crate) fn setup(host: &Driver, sc: &Scenario, policy: Policy) -> (Arc<DevEng
     *eng_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(engine.clone());
     let e = engine.clone();
     host.on_device_added(move |h, dev| e.device_added(h, dev));
+    // modkit's probe wait asks for the same providers as the simulator's.
+    let scn = Arc::new(sc.clone());
+    host.set_need_providers(move |dm, key| modkit_sim::sim::need_providers(&scn, dm, key));
+    let e = engine.clone();
+    host.on_match_deferred(move |h, dev| e.match_defer_forever(h, dev));
     (engine, builtin)
 }
 
@@ -172,15 +178,22 @@ pub(crate) fn boot(host: &Driver, sc: &Scenario, task: TaskId, builtin: &[DrvId]
         host.start_deferred_probe_timer();
     }
     for d in sc.devices.devices.iter().filter(|d| d.boot) {
-        let _ = host.add_device(task, device_of(&d.name, &d.bus, d.modalias.as_deref()));
+        let dev = device_of(&sc.devices, &d.name, &d.bus, d.modalias.as_deref());
+        let _ = host.add_device(task, dev);
     }
 }
 
-fn device_of(name: &str, bus: &str, modalias: Option<&str>) -> Device {
-    let d = Device::new(name, bus);
-    match modalias {
-        Some(m) if bus != modkit_core::auxiliary::BUS => d.modalias(m),
-        _ => d,
+/// The library's device for `name`, with the `match_defer` of its `[[device]]` if it has
+/// one (the simulator declares every `[[device]]` with it).
+fn device_of(setup: &DeviceSetup, name: &str, bus: &str, modalias: Option<&str>) -> Device {
+    let mut d = Device::new(name, bus);
+    if let Some(m) = modalias.filter(|_| bus != modkit_core::auxiliary::BUS) {
+        d = d.modalias(m);
+    }
+    let declared = setup.devices.iter().find(|x| x.name == name);
+    match declared.and_then(|x| x.match_defer.as_deref()) {
+        Some(k) => d.match_defer(k),
+        None => d,
     }
 }
 
@@ -188,7 +201,10 @@ fn device_of(name: &str, bus: &str, modalias: Option<&str>) -> Device {
 pub(crate) fn event(host: &Driver, sc: &Scenario, task: TaskId, ev: &DeviceEvent) -> Outcome {
     match ev {
         DeviceEvent::Add(n) => match sc.devices.devices.iter().find(|d| &d.name == n) {
-            Some(d) => res(host.add_device(task, device_of(n, &d.bus, d.modalias.as_deref()))),
+            Some(d) => {
+                let dev = device_of(&sc.devices, n, &d.bus, d.modalias.as_deref());
+                res(host.add_device(task, dev))
+            }
             None => Outcome::Err(Errno::ENODEV),
         },
         DeviceEvent::Remove(n) => res(host.remove_device(task, n)),
@@ -202,9 +218,12 @@ pub(crate) fn event(host: &Driver, sc: &Scenario, task: TaskId, ev: &DeviceEvent
                     dm.present(d) && !matches!(dm.devices[d].state, DevState::Unbound)
                 })
             });
-            let known = host.device_model(|_, dm| {
+            let known = host.device_model(|k, dm| {
                 dm.find_driver(driver).is_some_and(|r| {
-                    dm.is_registered(r) && dm.find_device(device).is_some_and(|d| dm.matches(r, d))
+                    dm.is_registered(r)
+                        && dm.find_device(device).is_some_and(|d| {
+                            dm.bus_match(k, r, d) != modkit_core::device::BusMatch::No
+                        })
                 })
             });
             if busy && known {
@@ -271,7 +290,7 @@ pub(crate) fn action(
                     host.device_model(|k, _| k.remark(module, line));
                     return Some(Outcome::Err(Errno::ENODEV));
                 }
-                let dev = device_of(name, bus, modalias.as_deref());
+                let dev = device_of(&engine.setup, name, bus, modalias.as_deref());
                 match probe {
                     Some(ctx) => res(ctx.add_device(dev)),
                     None => res(host.add_device(task, dev)),
@@ -412,10 +431,10 @@ impl DevEngine {
                 let w = u.next;
                 // systemd's module_load_and_warn(): every module the alias matches is
                 // loaded, each with its dependencies, going on after a failure.
-                let names: Vec<String> =
+                let names: Vec<(String, modkit_core::ModId)> =
                     k.db.lookup(&m)
                         .into_iter()
-                        .map(|x| k.name(x).to_string())
+                        .map(|x| (k.name(x).to_string(), x))
                         .collect();
                 let _ = dev;
                 u.running.insert(
@@ -457,8 +476,10 @@ impl DevEngine {
                     .spawn_thread(Some(label), move || {
                         let _slot = slot;
                         h2.add_killable_event(task, &worker_event(w));
-                        for n in names {
-                            let o = h2.drive(task, Proc::Modprobe(Modprobe::new(&n, true)));
+                        for (i, (n, _)) in names.iter().enumerate() {
+                            // The loads still to come (modkit's probe wait looks at them).
+                            h2.plan_loads(task, names[i + 1..].iter().map(|x| x.1).collect());
+                            let o = h2.drive(task, Proc::Modprobe(Modprobe::new(n, true)));
                             let killed =
                                 h2.engine(|k, _: &mut HostState| k.fatal_signal_pending(task));
                             if o.is_none() || killed {
@@ -506,6 +527,37 @@ impl DevEngine {
             h.engine(|_, s: &mut HostState| s.udev.manager = false);
             h.finish_task(task, None);
         }
+    }
+
+    /// modkit: a bus match that waits for something nothing in the scenario provides gets
+    /// the `deferred_forever` diagnostic at once (the simulator's `match_defer_forever`).
+    fn match_defer_forever(&self, h: &Driver, dev: DevId) {
+        if !self.policy.is_modkit() {
+            return;
+        }
+        h.device_model(|k, dm| {
+            let Some(key) = dm.devices[dev].match_defer.clone() else {
+                return;
+            };
+            if self.providers.contains(&key)
+                || !self
+                    .reported
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert((dev, key.clone()))
+            {
+                return;
+            }
+            let d = dm.devices[dev].name.clone();
+            let bus = dm.devices[dev].bus.clone();
+            k.diagnose(
+                DiagKind::DeferredForever,
+                None,
+                format!("{d}: the {bus} bus's match defers until {key} is there, which nothing provides: it would stay on the pending list for ever"),
+                vec![d.clone(), format!("{bus} match waits for {key}"), "nothing in the scenario provides it".to_string()],
+                Some(format!("add the module that provides {key}, or drop `match_defer` from {d}")),
+            );
+        });
     }
 
     /// modkit: a deferral on a supplier nothing in the scenario can provide is reported at

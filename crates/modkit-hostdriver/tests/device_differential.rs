@@ -13,7 +13,11 @@
 //! `need` (a registration of some module's init, optional or not, or another device),
 //! `devm`, `add_device` (a child device another driver may bind), `fail` (ENODEV, ENXIO,
 //! EINVAL, ENOMEM, EPROBE_DEFER); remove bodies with `sleep` and `remove_device` of the
-//! child; module inits that register what probes need; events (modprobe, rmmod,
+//! child; module inits that register what probes need after a sleep (so that a probe may
+//! need what a loading module provides: modkit's probe wait), sometimes after registering
+//! their first driver themselves (a probe inside its provider's init: the declined wait);
+//! devices on `vbus` whose bus match defers until a registration (`match_defer`, every
+//! era's rule); events (modprobe, rmmod,
 //! add_device, remove_device, bind, unbind) at distinct instants; sometimes udevd (one to
 //! three workers, an event timeout that may kill one) and a short deferred-probe timeout.
 //!
@@ -77,15 +81,15 @@ fn scenario(rng: &mut ChaCha8Rng) -> String {
     // probed (docs/host-contract.md, "Devices"; see
     // `driver_attach_waits_for_a_device_being_probed`).
     let mut owner: Vec<Option<usize>> = vec![None; types];
+    // Which modules register `reg:rI` in their init (needs mostly name one of them).
+    let regs: Vec<usize> = (0..n).filter(|_| rng.gen_bool(0.5)).collect();
     for i in 0..n {
         let _ = writeln!(t, "\n[[module]]\nname = \"m{i}\"");
-        if rng.gen_bool(0.4) {
-            let sleep = rng.gen_range(0..=20);
-            let _ = writeln!(
-                t,
-                "[[module.init]]\nstep = \"reg\"\nrun = [{{ sleep = \"{sleep}ms\" }}, {{ register = \"reg:r{i}\" }}]\nundo = [{{ unregister = \"reg:r{i}\" }}]"
-            );
-        }
+        let reg = regs.contains(&i);
+        // Sometimes the module registers its first driver itself, before the step that
+        // registers what probes need: a probe of that driver needing it runs inside the
+        // provider's own init (modkit declines the wait: a cycle).
+        let early_driver = reg && rng.gen_bool(0.4);
         let mut kinds = Vec::new();
         for _ in 0..rng.gen_range(0..=2) {
             let free: Vec<usize> = (0..types)
@@ -97,6 +101,20 @@ fn scenario(rng: &mut ChaCha8Rng) -> String {
             let k = free[rng.gen_range(0..free.len())];
             owner[k] = Some(i);
             kinds.push(k);
+        }
+        if early_driver && !kinds.is_empty() {
+            let _ = writeln!(
+                t,
+                "[[module.init]]\nstep = \"drv\"\nrun = [{{ register = \"driver:d{i}0\" }}]\nundo = [{{ unregister = \"driver:d{i}0\" }}]"
+            );
+        }
+        if reg {
+            // A provider still loading when a probe needs it (modkit waits for it).
+            let sleep = [0, 5, 20, 40, 150][rng.gen_range(0..5)];
+            let _ = writeln!(
+                t,
+                "[[module.init]]\nstep = \"reg\"\nrun = [{{ sleep = \"{sleep}ms\" }}, {{ register = \"reg:r{i}\" }}]\nundo = [{{ unregister = \"reg:r{i}\" }}]"
+            );
         }
         for (d, &k) in kinds.iter().enumerate() {
             // Two drivers of one type never defer: a device the first deferred would be
@@ -116,7 +134,11 @@ fn scenario(rng: &mut ChaCha8Rng) -> String {
                 match pick {
                     0..=3 => probe.push(format!("{{ sleep = \"{}ms\" }}", rng.gen_range(1..=30))),
                     4 | 5 => {
-                        let r = rng.gen_range(0..n);
+                        let r = if !regs.is_empty() && rng.gen_bool(0.7) {
+                            regs[rng.gen_range(0..regs.len())]
+                        } else {
+                            rng.gen_range(0..n)
+                        };
                         let opt = if rng.gen_bool(0.3) {
                             ", optional = true"
                         } else {
@@ -164,6 +186,7 @@ fn scenario(rng: &mut ChaCha8Rng) -> String {
             drivers.push((name, k));
         }
     }
+    let one_vbus_driver = drivers.iter().filter(|d| d.1 == 1).count() <= 1;
     let devs = rng.gen_range(1..=4usize);
     let mut boot = Vec::new();
     for x in 0..devs {
@@ -180,6 +203,13 @@ fn scenario(rng: &mut ChaCha8Rng) -> String {
             "\n[[device]]\nname = \"x{x}\"\nbus = \"{}\"\nmodalias = \"dev:t{k}x\"\nboot = {b}",
             bus_of(k)
         );
+        // A bus match that defers until some module's registration: only on `vbus`,
+        // whose drivers (of one type, one module, at most one driver) are all the
+        // deferring match probes before 6.0 (every driver of the bus), so that no two
+        // modules' drivers race for the device.
+        if bus_of(k) == "vbus" && one_vbus_driver && rng.gen_bool(0.5) {
+            let _ = writeln!(t, "match_defer = \"reg:r{}\"", rng.gen_range(0..n));
+        }
     }
     let events = rng.gen_range(1..=6);
     let (mut at, mut last_alone) = (0, false);
@@ -263,11 +293,16 @@ fn random_device_scenarios_agree_on_host_and_simulator() {
     let cases = env_u64("MODKIT_DEVDIFF_CASES", 120);
     let mut rng = ChaCha8Rng::seed_from_u64(env_u64("MODKIT_DEVDIFF_SEED", 1));
     let (mut same, mut covered, mut most_seeds, mut bound) = (0u64, 0u64, 0, 0usize);
-    let mut refused = 0u64;
+    let (mut refused, mut waits, mut match_defer) = (0u64, 0u64, 0u64);
     let mut divergences = Vec::new();
     for case in 0..cases {
         let text = scenario(&mut rng);
-        let policy = POLICIES[rng.gen_range(0..POLICIES.len())];
+        // modkit one time in three: its probe wait and retry on live need it.
+        let policy = if rng.gen_bool(0.25) {
+            "modkit"
+        } else {
+            POLICIES[rng.gen_range(0..POLICIES.len())]
+        };
         if std::env::var_os("MODKIT_DIFF_TRACE").is_some() {
             eprintln!("case {case} under {policy}\n{text}");
         }
@@ -275,17 +310,25 @@ fn random_device_scenarios_agree_on_host_and_simulator() {
             modkit_sim::parse("random-devices.toml", &text).expect("generated scenario parses");
         let p: Policy = policy.parse().expect("policy");
         // The generator makes nothing the host refuses as a whole (async probes,
-        // match_defer, use_devres) …
+        // use_devres) …
         assert_eq!(unsupported(&sc), None, "case {case}\n{text}");
-        // … but under modkit the simulator may go through modkit's own device policy (a
-        // probe waiting for a loading module, a pending device retried at once when its
-        // need appears, an abandoned remove), which the host does not model: such a case
-        // is compared nowhere and counted (docs/host-contract.md, "Devices").
+        // … but the simulator's run may stall in a callback, or under modkit abandon a
+        // remove, which the host does not model: such a case is compared nowhere and
+        // counted (docs/host-contract.md, "Devices"). modkit's probe wait, its retry on
+        // live and match_defer are compared.
         if unsupported_under(&sc, p, 0).is_some() {
             refused += 1;
             continue;
         }
         let host = run_scenario(&sc, p, 0).expect("the host runs the scenario");
+        let policy_acted = host.kernel.diagnostics.iter().any(|d| {
+            d.message.contains("instead of deferring")
+                || d.message
+                    .contains("its load cannot end before this probe does")
+                || d.message.contains("the deferred probe is retried at once")
+        });
+        waits += u64::from(policy_acted);
+        match_defer += u64::from(sc.devices.devices.iter().any(|d| d.match_defer.is_some()));
         assert!(
             host.kernel.violations.is_empty(),
             "case {case} under {policy}: {:?}\n{text}",
@@ -306,7 +349,7 @@ fn random_device_scenarios_agree_on_host_and_simulator() {
         }
     }
     eprintln!(
-        "device differential: {cases} scenarios, {refused} refused by the host (modkit's device policy acted in the simulator), {same} with one outcome under every seed, {covered} seed-dependent (host gave one of the simulator's outcomes; found within {most_seeds} seeds), {} diverged; {bound} devices bound on the host at the end",
+        "device differential: {cases} scenarios, {refused} refused by the host (a callback stall, or modkit abandoned a remove, in the simulator), {waits} with modkit's probe wait or retry on live, {match_defer} with a match_defer, {same} with one outcome under every seed, {covered} seed-dependent (host gave one of the simulator's outcomes; found within {most_seeds} seeds), {} diverged; {bound} devices bound on the host at the end",
         divergences.len()
     );
     // The refusal must not hollow the comparison out: most cases are compared.
@@ -320,6 +363,330 @@ fn random_device_scenarios_agree_on_host_and_simulator() {
         divergences.len(),
         divergences.join("\n\n")
     );
+}
+
+/// One random scenario shaped for modkit's probe wait and a bus match that defers:
+/// provider modules `p0..` whose init sleeps (0 to 150 ms) and then registers `clk:pI`,
+/// sometimes after registering their own driver (whose probe may need their own clock: the
+/// declined, cyclic wait), consumer drivers `dc0..` needing providers' clocks (sometimes
+/// optional, sometimes a provider's device), devices of each type (one consumer device on
+/// `vbus` whose match may defer until a clock), udevd sometimes (its workers' loads in
+/// flight), and modprobes of providers and consumers at close or equal instants.
+fn wait_scenario(rng: &mut ChaCha8Rng) -> String {
+    let mut t = String::from("modprobe_time = \"1ms\"\n");
+    let udev = rng.gen_bool(0.4);
+    if udev {
+        let _ = writeln!(t, "udev = {{ workers = {} }}", rng.gen_range(1..=3));
+    }
+    if rng.gen_bool(0.3) {
+        let _ = writeln!(t, "deferred_probe_timeout = {}", rng.gen_range(0..=1));
+    }
+    let _ = writeln!(t, "\n[[bus]]\nname = \"vbus\"");
+    let np = rng.gen_range(1..=3usize);
+    let nc = rng.gen_range(1..=2usize);
+    let mut has_driver = Vec::new();
+    for i in 0..np {
+        let _ = writeln!(t, "\n[[module]]\nname = \"p{i}\"");
+        let drv = rng.gen_bool(0.6);
+        has_driver.push(drv);
+        if drv && rng.gen_bool(0.5) {
+            let _ = writeln!(
+                t,
+                "[[module.init]]\nstep = \"drv\"\nrun = [{{ register = \"driver:dp{i}\" }}]\nundo = [{{ unregister = \"driver:dp{i}\" }}]"
+            );
+        }
+        let sleep = [0, 10, 50, 150][rng.gen_range(0..4)];
+        let _ = writeln!(
+            t,
+            "[[module.init]]\nstep = \"clk\"\nrun = [{{ sleep = \"{sleep}ms\" }}, {{ register = \"clk:p{i}\" }}]\nundo = [{{ unregister = \"clk:p{i}\" }}]"
+        );
+        if drv {
+            let mut probe = Vec::new();
+            if rng.gen_bool(0.5) {
+                probe.push(format!("{{ need = \"clk:p{}\" }}", rng.gen_range(0..np)));
+            }
+            probe.push(format!("{{ devm = \"res:p{i}\" }}"));
+            let _ = writeln!(
+                t,
+                "[[module.driver]]\nname = \"dp{i}\"\nbus = \"platform\"\nmatch = [\"dev:p{i}*\"]\nprobe = [{}]",
+                probe.join(", ")
+            );
+        }
+    }
+    let vbus_consumer = rng.gen_bool(0.5);
+    for i in 0..nc {
+        let _ = writeln!(t, "\n[[module]]\nname = \"c{i}\"");
+        let mut probe = Vec::new();
+        for _ in 0..rng.gen_range(1..=2) {
+            let j = rng.gen_range(0..np);
+            probe.push(match rng.gen_range(0..6) {
+                0 => format!("{{ need = \"clk:p{j}\", optional = true }}"),
+                1 if has_driver[j] => format!("{{ need = \"device:y{j}\" }}"),
+                2 => format!("{{ sleep = \"{}ms\" }}", rng.gen_range(1..=20)),
+                _ => format!("{{ need = \"clk:p{j}\" }}"),
+            });
+        }
+        let bus = if vbus_consumer && i == 0 {
+            "vbus"
+        } else {
+            "platform"
+        };
+        let _ = writeln!(
+            t,
+            "[[module.driver]]\nname = \"dc{i}\"\nbus = \"{bus}\"\nmatch = [\"dev:c{i}*\"]\nprobe = [{}]",
+            probe.join(", ")
+        );
+    }
+    for (i, _) in has_driver.iter().enumerate().filter(|(_, &d)| d) {
+        let _ = writeln!(
+            t,
+            "\n[[device]]\nname = \"y{i}\"\nbus = \"platform\"\nmodalias = \"dev:p{i}y\""
+        );
+    }
+    for i in 0..nc {
+        let bus = if vbus_consumer && i == 0 {
+            "vbus"
+        } else {
+            "platform"
+        };
+        let _ = writeln!(
+            t,
+            "\n[[device]]\nname = \"x{i}\"\nbus = \"{bus}\"\nmodalias = \"dev:c{i}x\""
+        );
+        if bus == "vbus" && rng.gen_bool(0.6) {
+            let _ = writeln!(t, "match_defer = \"clk:p{}\"", rng.gen_range(0..np));
+        }
+    }
+    // Every module is loaded once (by name, or by a device's modalias through udev).
+    let mut names: Vec<String> = (0..np).map(|i| format!("p{i}")).collect();
+    names.extend((0..nc).map(|i| format!("c{i}")));
+    let mut at = 0;
+    for (e, n) in names.iter().enumerate() {
+        if udev && rng.gen_bool(0.5) {
+            continue;
+        }
+        if e > 0 && !rng.gen_bool(0.3) {
+            at += [5, 20, 60, 200][rng.gen_range(0..4)];
+        }
+        let _ = writeln!(
+            t,
+            "\n[[event]]\nid = \"e{e}\"\nat = \"{at}ms\"\nmodprobe = \"{n}\""
+        );
+    }
+    let _ = writeln!(
+        t,
+        "\n[[event]]\nid = \"end\"\nat = \"{}ms\"\nrun = [{{ sleep = \"1ms\" }}]",
+        at + 500
+    );
+    t
+}
+
+/// modkit's probe wait, its retry on live and `match_defer` (every era) agree between the
+/// host (the library's probewait.rs and matchdefer.rs) and the simulator, on scenarios
+/// shaped for them ([`wait_scenario`]); `MODKIT_DEVDIFF_CASES` and `MODKIT_DEVDIFF_SEED`
+/// as above.
+#[test]
+fn random_probe_wait_scenarios_agree_on_host_and_simulator() {
+    let cases = env_u64("MODKIT_DEVDIFF_CASES", 120);
+    let mut rng = ChaCha8Rng::seed_from_u64(env_u64("MODKIT_DEVDIFF_SEED", 1) ^ 0x9e37);
+    let (mut agreed, mut waits, mut cycles, mut retries, mut deferring) = (0u64, 0, 0, 0, 0);
+    let mut refused = 0u64;
+    let mut divergences = Vec::new();
+    for case in 0..cases {
+        let text = wait_scenario(&mut rng);
+        let policy = if rng.gen_bool(0.5) {
+            "modkit"
+        } else {
+            POLICIES[rng.gen_range(1..POLICIES.len())]
+        };
+        if std::env::var_os("MODKIT_DIFF_TRACE").is_some() {
+            eprintln!("case {case} under {policy}\n{text}");
+        }
+        let sc = modkit_sim::parse("random-waits.toml", &text)
+            .unwrap_or_else(|e| panic!("case {case}: {e}\n{text}"));
+        let p: Policy = policy.parse().expect("policy");
+        assert_eq!(unsupported(&sc), None, "case {case}\n{text}");
+        if unsupported_under(&sc, p, 0).is_some() {
+            refused += 1;
+            continue;
+        }
+        let host = run_scenario(&sc, p, 0).expect("the host runs the scenario");
+        assert!(
+            host.kernel.violations.is_empty(),
+            "case {case} under {policy}: {:?}\n{text}",
+            host.kernel.violations
+        );
+        let said = |m: &str| {
+            host.kernel
+                .diagnostics
+                .iter()
+                .any(|d| d.message.contains(m))
+        };
+        waits += u64::from(said("instead of deferring"));
+        cycles += u64::from(said("its load cannot end before this probe does"));
+        retries += u64::from(said("the deferred probe is retried at once"));
+        deferring += u64::from(sc.devices.devices.iter().any(|d| d.match_defer.is_some()));
+        match judge_by(&sc, p, &host, device_summary) {
+            Verdict::Same | Verdict::Covered { .. } => agreed += 1,
+            Verdict::Diverged { sims, host } => divergences.push(format!(
+                "case {case} under {policy}:\n--- simulator ({} outcomes)\n{}\n--- host\n{host}\n--- scenario\n{text}",
+                sims.len(),
+                sims.into_iter().collect::<Vec<_>>().join("\n  or\n")
+            )),
+        }
+    }
+    eprintln!(
+        "probe-wait differential: {cases} scenarios, {refused} refused, {agreed} agreed, {} diverged; host runs with a wait {waits}, a declined (cyclic) wait {cycles}, a retry on live {retries}, a match_defer {deferring}",
+        divergences.len()
+    );
+    // The generator reaches what it is for.
+    if cases >= 100 {
+        assert!(waits > 0 && cycles > 0 && retries > 0 && deferring > 0);
+    }
+    assert!(
+        divergences.is_empty(),
+        "{} of {cases} diverged:\n{}",
+        divergences.len(),
+        divergences.join("\n\n")
+    );
+}
+
+/// Stories 1 and 2 of examples/scenarios/device-policy.toml (the file is refused on the
+/// host for story 3's `use_devres`): modkit's probe wait (cam0 binds at pll's init end),
+/// the declined cyclic wait (dsi0 retried when selfclk goes live) and uart0's deferring
+/// match under each era, on the host as on the simulator, log lines and times included.
+#[test]
+fn device_policy_stories_1_and_2_agree() {
+    let text = r#"
+policy = "modkit"
+
+[[bus]]
+name = "amba"
+
+[[module]]
+name = "pll"
+[[module.init]]
+step = "calibrate"
+run = [{ sleep = "300ms" }]
+[[module.init]]
+step = "register"
+run = [{ register = "clk:pll" }]
+undo = [{ unregister = "clk:pll" }]
+
+[[module]]
+name = "cam"
+[[module.driver]]
+bus = "platform"
+match = ["of:NcamT*Cvendor,cam"]
+probe = [{ need = "clk:pll", reason = "pll not ready" }, { devm = "video:cam0" }]
+
+[[module]]
+name = "selfclk"
+[[module.init]]
+step = "driver"
+run = [{ register = "driver:selfclk" }]
+undo = [{ unregister = "driver:selfclk" }]
+[[module.init]]
+step = "clock"
+run = [{ sleep = "100ms" }, { register = "clk:self" }]
+undo = [{ unregister = "clk:self" }]
+[[module.driver]]
+bus = "platform"
+match = ["of:NdsiT*Cvendor,dsi"]
+probe = [{ need = "clk:self" }, { devm = "panel:dsi0" }]
+
+[[device]]
+name = "cam0"
+bus = "platform"
+modalias = "of:NcamT(null)Cvendor,cam"
+
+[[device]]
+name = "dsi0"
+bus = "platform"
+modalias = "of:NdsiT(null)Cvendor,dsi"
+
+[[module]]
+name = "pl011"
+[[module.driver]]
+bus = "amba"
+match = ["amba:d00041011"]
+probe = [{ lookup = "clk:apb_pclk" }, { devm = "tty:ttyAMA0" }]
+
+[[module]]
+name = "clkc"
+[[module.driver]]
+bus = "platform"
+match = ["of:NclocksT*Cvendor,clkc"]
+probe = [{ devm = "clk:apb_pclk" }]
+
+[[device]]
+name = "uart0"
+bus = "amba"
+modalias = "amba:d00041011"
+match_defer = "clk:apb_pclk"
+
+[[device]]
+name = "clocks"
+bus = "platform"
+modalias = "of:NclocksT(null)Cvendor,clkc"
+
+[[event]]
+id = "pll_load"
+modprobe = "pll"
+
+[[event]]
+id = "selfclk_load"
+modprobe = "selfclk"
+
+[[event]]
+id = "cam_load"
+at = "50ms"
+modprobe = "cam"
+
+[[event]]
+id = "check_1s"
+at = "1s"
+run = [{ lookup = "video:cam0" }, { lookup = "panel:dsi0" }]
+
+[[event]]
+id = "uart"
+at = "2s"
+modprobe = "pl011"
+
+[[event]]
+id = "clk"
+at = "3s"
+modprobe = "clkc"
+"#;
+    let sc = modkit_sim::parse("stories.toml", text).unwrap();
+    assert_eq!(unsupported(&sc), None);
+    let state = |r: &modkit_sim::Run, d: &str| {
+        let row = r.devices.iter().find(|x| x.device == d).unwrap();
+        format!("{} {}", row.state, row.driver.as_deref().unwrap_or("-"))
+    };
+    for policy in ["modkit", "linux-6.1", "linux-5.10", "linux-4.4"] {
+        let p: Policy = policy.parse().unwrap();
+        assert_eq!(unsupported_under(&sc, p, 0), None, "{policy}");
+        let host = run_scenario(&sc, p, 0).unwrap();
+        if let Verdict::Diverged { sims, host } = judge_by(&sc, p, &host, device_summary) {
+            panic!(
+                "{policy}: host\n{host}\n--- simulator\n{}",
+                sims.into_iter().collect::<Vec<_>>().join("\n  or\n")
+            );
+        }
+        let uart = if policy == "linux-4.4" {
+            "unbound -"
+        } else {
+            "bound pl011"
+        };
+        assert_eq!(state(&host, "uart0"), uart, "{policy}");
+        assert_eq!(state(&host, "cam0"), "bound cam", "{policy}");
+        assert_eq!(state(&host, "dsi0"), "bound selfclk", "{policy}");
+        let said = |m: &str| host.kernel.diagnostics.iter().any(|d| d.message == m);
+        let waited = said("cam0: probe by cam waits for module pll's load to end (it provides clk:pll) instead of deferring");
+        let retried = said("dsi0: clk:self is there now: the deferred probe is retried at once");
+        assert_eq!(waited && retried, policy == "modkit", "{policy}");
+    }
 }
 
 /// Found by this test's generator (seed 1, case 53, before drivers of one device type were

@@ -22,6 +22,7 @@ mod devices;
 /// Read-only helpers the host driver shares: what a scenario can provide to a `need`, and
 /// fw_devlink's links of its `[[device]]`s.
 pub use devices::{fw_devlink, providers};
+pub use probewait::need_providers;
 mod going;
 mod matchdefer;
 mod probewait;

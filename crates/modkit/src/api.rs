@@ -55,6 +55,7 @@ impl HostHandle {
     pub fn add_module(&self, module: Module) -> Result<(), Error> {
         let name = module.name().to_string();
         self.refuse_if_closing(&format!("add module {name}"))?;
+        let provides = module.provided_keys();
         let (spec, code, values, drivers) = module.into_parts();
         let mut st = self.lock();
         self.check_drivers(&st, &name, &drivers)?;
@@ -69,6 +70,7 @@ impl HostHandle {
         }
         st.code[id] = Some(Arc::new(code));
         self.declare_drivers(&mut st, id, drivers);
+        crate::probewait::declare(&mut st, id, provides);
         for (sym, v) in values {
             st.values.insert(value_key(id, &sym), v);
         }

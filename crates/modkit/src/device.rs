@@ -24,6 +24,7 @@ pub struct Device {
     pub(crate) name: String,
     pub(crate) bus: String,
     pub(crate) modalias: Option<String>,
+    pub(crate) match_defer: Option<String>,
 }
 
 impl Device {
@@ -34,6 +35,7 @@ impl Device {
             name: name.to_string(),
             bus: bus.to_string(),
             modalias: None,
+            match_defer: None,
         }
     }
 
@@ -49,6 +51,18 @@ impl Device {
     /// The modalias the device announces (`MODALIAS=` of its uevent).
     pub fn modalias(mut self, modalias: &str) -> Device {
         self.modalias = Some(modalias.to_string());
+        self
+    }
+
+    /// The bus's match of this device returns `-EPROBE_DEFER` until `key` is there (a
+    /// `kind:name` registration, or `device:NAME` bound), as AMBA's match does while the
+    /// device's clock cannot be read: the driver core then does what the era does
+    /// (`modkit_core::matchdefer`): before 4.5 the error counts as a match (the probe runs);
+    /// 4.5–5.19 the device goes on the pending list and the probe runs anyway; 6.0+ and
+    /// `modkit` the device goes on the pending list only, and is retried with it. A sysfs
+    /// [`crate::HostHandle::bind`] probes in every era (`bind_store()`).
+    pub fn match_defer(mut self, key: &str) -> Device {
+        self.match_defer = Some(key.to_string());
         self
     }
 

@@ -301,6 +301,36 @@ impl Driver {
         self.host.lock().devs.added = Some(Arc::new(move |h: &HostHandle, d| f(&Driver::of(h), d)));
     }
 
+    /// Replaces the library's answer to "which modules provide `key`" for modkit's probe
+    /// wait (by default the keys modules declared with [`crate::Module::provides`], then
+    /// for `device:NAME` the modules whose drivers match that device): `f` gets the device
+    /// model and the key and returns the providers in the order the wait looks at them
+    /// (the first in flight whose wait closes no cycle is waited for).
+    pub fn set_need_providers(
+        &self,
+        f: impl Fn(&DeviceModel, &str) -> Vec<ModId> + Send + Sync + 'static,
+    ) {
+        self.host.lock().devs.waits.providers = Some(Arc::new(f));
+    }
+
+    /// Announces the modules `task` will load next, in order, beyond the procedure it
+    /// drives now (a udev worker's list of `modprobe`s): under `modkit` a probe needing
+    /// what one of them provides waits for it. Call it again as the list shrinks; an
+    /// empty list (or the task's end) clears it.
+    pub fn plan_loads(&self, task: TaskId, modules: Vec<ModId>) {
+        let mut st = self.host.lock();
+        crate::probewait::plan(&mut st, task, modules);
+    }
+
+    /// Runs `f` when a bus match that defers leaves a device on the pending list without
+    /// a probe (6.0+ and `modkit`; [`crate::Device::match_defer`]), on the thread that
+    /// tried it and outside the lock: where an engine reports a match that can never
+    /// succeed.
+    pub fn on_match_deferred(&self, f: impl Fn(&Driver, DevId) + Send + Sync + 'static) {
+        self.host.lock().devs.waits.match_hook =
+            Some(Arc::new(move |h: &HostHandle, d| f(&Driver::of(h), d)));
+    }
+
     /// Starts the deferred-probe timeout's worker now (it otherwise starts with the first
     /// driver registration), as the kernel queues the timeout work at boot.
     pub fn start_deferred_probe_timer(&self) {

@@ -212,7 +212,12 @@ impl HostHandle {
         if st.k.wakes.is_empty() {
             return;
         }
-        let keys = std::mem::take(&mut st.k.wakes);
+        let mut keys = std::mem::take(&mut st.k.wakes);
+        if keys.contains(&WaitKey::ModuleWq) {
+            // modkit's probe wait (crate::probewait).
+            self.module_wq_woken(st, &mut keys);
+            keys.append(&mut st.k.wakes);
+        }
         let mut any = false;
         let State {
             parked, runnable, ..
@@ -376,6 +381,7 @@ impl HostHandle {
         o: Option<Outcome>,
     ) -> Option<Outcome> {
         st.killable_tasks.forget(task);
+        crate::probewait::task_ended(st, task);
         let o = o.map(|o| st.k.exit_outcome(task, o));
         if let Some(o) = o {
             st.k.task_exit(task, o);
@@ -395,9 +401,10 @@ impl HostHandle {
     /// Runs a procedure to its end on the calling thread as `task`. `None`: stalled.
     pub(crate) fn drive(&self, task: TaskId, proc: Proc) -> Option<Outcome> {
         let _scope = crate::trace::TaskScope::enter(task);
+        let mut st = self.lock();
+        crate::probewait::proc_pushed(&mut st, task, &proc);
         let mut stack = vec![proc];
         let mut resume = Resume::Start;
-        let mut st = self.lock();
         loop {
             if st.stalled {
                 return None;
@@ -410,12 +417,14 @@ impl HostHandle {
             match step {
                 Step::Done(o) => {
                     stack.pop();
+                    crate::probewait::proc_popped(&mut st, task);
                     if stack.is_empty() {
                         return Some(o);
                     }
                     resume = Resume::Child(o);
                 }
                 Step::Call(p) => {
+                    crate::probewait::proc_pushed(&mut st, task, &p);
                     stack.push(*p);
                     resume = Resume::Start;
                 }

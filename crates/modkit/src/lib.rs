@@ -94,6 +94,17 @@
 //!   by default the era's) runs on the host's clock and prints "deferred probe pending".
 //!   `ENODEV`/`ENXIO` fail silently; other errors print the era's line and the next driver
 //!   is tried.
+//! - Under the `modkit` policy a [`ProbeCtx::need`] whose provider is still loading (a
+//!   module that declared it with [`Module::provides`], or whose driver matches the
+//!   `device:NAME` needed) waits for that load to end instead of deferring; a wait that
+//!   would close a cycle (the probe runs inside the provider's own init) defers, and the
+//!   device is retried as soon as a module goes live with its need there. Under
+//!   `linux-X.Y` the probe defers, as the kernel's does.
+//! - A device added with [`Device::match_defer`] has a bus match that returns
+//!   `-EPROBE_DEFER` until its key is there (AMBA's match reading the peripheral id); what
+//!   the driver core does with it depends on the era (`modkit_core::matchdefer`): before
+//!   4.5 a match, 4.5–5.19 pending and probed anyway, 6.0+ and `modkit` pending only; a
+//!   sysfs [`HostHandle::bind`] probes in every era.
 //! - Unbinding (sysfs `unbind`, [`HostHandle::remove_device`], or the module's exit)
 //!   unbinds consumers first (devices whose probe needed `device:NAME`), then runs the
 //!   remove, then revokes the managed resources ([`ProbeCtx::devm`] gives a [`Devres`]),
@@ -154,9 +165,11 @@ pub mod driver;
 mod error;
 mod host;
 mod lifecycle;
+mod matchdefer;
 mod module;
 pub mod plugin;
 mod probe;
+mod probewait;
 mod revocable;
 mod shutdown;
 mod signal;

@@ -50,6 +50,7 @@ pub struct Module {
     steps: Vec<NativeStep>,
     pub(crate) values: Values,
     drivers: Vec<crate::device::DeviceDriver>,
+    provides: Vec<String>,
 }
 
 impl Module {
@@ -60,6 +61,7 @@ impl Module {
             steps: Vec::new(),
             values: Vec::new(),
             drivers: Vec::new(),
+            provides: Vec::new(),
         }
     }
 
@@ -71,6 +73,22 @@ impl Module {
     pub fn driver(mut self, driver: crate::device::DeviceDriver) -> Self {
         self.drivers.push(driver);
         self
+    }
+
+    /// Declares that the module provides `key` (a `kind:name` registration its init or one
+    /// of its drivers' probes makes). Under the `modkit` policy a probe whose
+    /// [`crate::ProbeCtx::need`] of `key` finds it missing while this module is loading
+    /// waits for the load to end instead of deferring (crate::probewait; a `device:NAME`
+    /// need is answered by the modules whose drivers match that device, without
+    /// declaring). Under `linux-X.Y` it changes nothing.
+    pub fn provides(mut self, key: &str) -> Self {
+        self.provides.push(key.to_string());
+        self
+    }
+
+    /// The keys declared with [`Module::provides`].
+    pub(crate) fn provided_keys(&self) -> Vec<String> {
+        self.provides.clone()
     }
 
     /// `MODULE_LICENSE`: a licence that is not GPL-compatible cannot use GPL-only exports.

@@ -37,7 +37,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
 
-use modkit_core::device::{DevId, DevState, DeviceModel, DeviceRow, DriverSpec, DrvId, ProbeEnd};
+use modkit_core::device::{
+    BusMatch, DevId, DevState, DeviceModel, DeviceRow, DriverSpec, DrvId, ProbeEnd,
+};
 use modkit_core::{
     DiagKind, Errno, ModId, ModState, Outcome, Resume, TaskId, Time, WaitInfo, WaitKey,
 };
@@ -66,9 +68,9 @@ pub(crate) struct Devices {
     /// Buses the host has.
     buses: BTreeSet<String>,
     /// Drivers being unregistered: they probe nothing more.
-    leaving: BTreeSet<DrvId>,
+    pub(crate) leaving: BTreeSet<DrvId>,
     /// Devices being deleted: no driver may bind them any more.
-    deleting: BTreeSet<DevId>,
+    pub(crate) deleting: BTreeSet<DevId>,
     /// The task running a device's probe or remove (`device_lock()`), and which callback.
     holder: BTreeMap<DevId, (TaskId, &'static str)>,
     /// The values of managed resources, by the core's resource id.
@@ -92,6 +94,9 @@ pub(crate) struct Devices {
     /// Called when a device became present, before it is offered to the drivers
     /// ([`crate::driver::Driver::on_device_added`]).
     pub(crate) added: Option<AddedHook>,
+    /// modkit's probe wait: loads in flight, providers, the deferred-probe worker's task
+    /// (crate::probewait).
+    pub(crate) waits: crate::probewait::ProbeWaits,
 }
 
 /// What an engine runs when a device became present (its uevent, fw_devlink's links).
@@ -123,6 +128,7 @@ impl Devices {
             closing: false,
             threads: Vec::new(),
             added: None,
+            waits: Default::default(),
         }
     }
 }
@@ -272,6 +278,8 @@ impl ProbeCtx<'_> {
             return Err(err(&op, Errno::EINVAL));
         }
         let h = self.init.host();
+        // modkit: a provider still loading is waited for (crate::probewait).
+        h.need_wait(self.task(), self.dev, self.drv, key);
         let mut st = h.lock();
         h.tick(&mut st);
         let State { k, devs, .. } = &mut *st;
@@ -634,7 +642,7 @@ impl HostHandle {
                 || d.deleting.contains(&dev)
                 || !module_up
                 || !d.dm.is_registered(drv)
-                || !d.dm.matches(drv, dev)
+                || d.dm.bus_match(&st.k, drv, dev) == BusMatch::No
             {
                 return None;
             }
@@ -670,7 +678,11 @@ impl HostHandle {
     /// `__device_attach()`: the matching drivers in registration order until one binds or
     /// defers (async drivers from a worker when no sync one matches).
     fn attach(&self, task: TaskId, dev: DevId) {
-        let (cands, asyncs): (Vec<DrvId>, Vec<DrvId>) = {
+        // A bus match that defers (crate::matchdefer): the era's drivers to probe.
+        let deferring = self.attach_match_defer(dev);
+        let (cands, asyncs): (Vec<DrvId>, Vec<DrvId>) = if let Some(c) = deferring {
+            (c, Vec::new())
+        } else {
             let st = self.lock();
             let d = &st.devs;
             if d.dm.devices[dev].state != DevState::Unbound || d.deleting.contains(&dev) {
@@ -717,19 +729,25 @@ impl HostHandle {
         label: String,
         f: impl FnOnce(&HostHandle, TaskId) + Send + 'static,
     ) -> bool {
-        let (task, slot) = {
-            let mut st = self.lock();
-            if st.devs.closing {
-                return false;
-            }
-            let Some(slot) = self.reserve_thread(&mut st) else {
-                return false;
-            };
-            let task = self.new_task(&mut st, &label);
-            st.devs.busy += 1;
-            st.devs.running += 1;
-            (task, slot)
-        };
+        let mut st = self.lock();
+        self.spawn_worker_locked(&mut st, label, f).is_some()
+    }
+
+    /// [`HostHandle::spawn_worker`] under the host's lock (the thread starts at once and
+    /// waits for the lock): its task, or `None` when it could not start.
+    fn spawn_worker_locked(
+        &self,
+        st: &mut State,
+        label: String,
+        f: impl FnOnce(&HostHandle, TaskId) + Send + 'static,
+    ) -> Option<TaskId> {
+        if st.devs.closing {
+            return None;
+        }
+        let slot = self.reserve_thread(st)?;
+        let task = self.new_task(st, &label);
+        st.devs.busy += 1;
+        st.devs.running += 1;
         let h = self.clone();
         let spawned = thread::Builder::new().name(label).spawn(move || {
             let _slot = slot;
@@ -739,46 +757,53 @@ impl HostHandle {
             st.devs.running -= 1;
             h.finish_task(&mut st, task, Some(Outcome::Ok));
         });
-        let mut st = self.lock();
         match spawned {
             Ok(j) => {
                 prune_finished(&mut st.devs.threads);
                 st.devs.threads.push(j);
-                true
+                Some(task)
             }
             Err(_) => {
                 st.devs.busy -= 1;
                 st.devs.running -= 1;
-                self.finish_task(&mut st, task, Some(Outcome::Err(Errno::ENOMEM)));
-                false
+                self.finish_task(st, task, Some(Outcome::Err(Errno::ENOMEM)));
+                None
             }
         }
     }
 
     /// Queues the deferred-probe work (a worker thread) if it is not running.
     fn kick_deferwq(&self) {
-        {
-            let mut st = self.lock();
-            if st.devs.deferwq || st.devs.dm.active.is_empty() || st.devs.closing {
-                return;
-            }
-            st.devs.deferwq = true;
+        let mut st = self.lock();
+        self.kick_deferwq_locked(&mut st);
+    }
+
+    /// [`HostHandle::kick_deferwq`] under the host's lock.
+    pub(crate) fn kick_deferwq_locked(&self, st: &mut State) {
+        if st.devs.deferwq || st.devs.dm.active.is_empty() || st.devs.closing {
+            return;
         }
-        let started = self.spawn_worker("kworker: deferred_probe_work_func".into(), |h, t| loop {
-            let dev = {
-                let mut st = h.lock();
-                match st.devs.dm.active.pop_front() {
-                    Some(d) => d,
-                    None => {
-                        st.devs.deferwq = false;
-                        return;
+        st.devs.deferwq = true;
+        let started = self.spawn_worker_locked(
+            st,
+            "kworker: deferred_probe_work_func".into(),
+            |h, t| loop {
+                let dev = {
+                    let mut st = h.lock();
+                    match st.devs.dm.active.pop_front() {
+                        Some(d) => d,
+                        None => {
+                            st.devs.deferwq = false;
+                            return;
+                        }
                     }
-                }
-            };
-            h.attach(t, dev);
-        });
-        if !started {
-            self.lock().devs.deferwq = false;
+                };
+                h.attach(t, dev);
+            },
+        );
+        match started {
+            Some(t) => st.devs.waits.deferwq = Some(t),
+            None => st.devs.deferwq = false,
         }
     }
 
@@ -901,6 +926,10 @@ impl HostHandle {
         tracing::debug!(target: "modkit::device", driver = %name, devices = devs.len(), "driver registered");
         self.start_timer();
         for d in devs {
+            // __driver_attach() of a device whose match defers (crate::matchdefer).
+            if !self.driver_attach_match_defer(d, drv) {
+                continue;
+            }
             if is_async {
                 self.spawn_async(d, vec![drv]);
             } else {
@@ -1056,6 +1085,7 @@ impl HostHandle {
             }
             dm.devices[id].bus = device.bus.clone();
             dm.devices[id].modalias = modalias;
+            dm.devices[id].match_defer = device.match_defer.clone();
             dm.add_device(id).map_err(|e| err(&op, e))?;
             st.devs.deleting.remove(&id);
             id
@@ -1147,7 +1177,9 @@ impl HostHandle {
             else {
                 return Err(err(&op, Errno::ENODEV));
             };
-            if !d.dm.is_registered(drv) || !d.dm.matches(drv, dev) || d.leaving.contains(&drv) {
+            // bind_store(): a deferring match is non-zero, a match (crate::matchdefer).
+            let no_match = d.dm.bus_match(&st.k, drv, dev) == BusMatch::No;
+            if !d.dm.is_registered(drv) || no_match || d.leaving.contains(&drv) {
                 return Err(err(&op, Errno::ENODEV));
             }
             if d.dm.devices[dev].state != DevState::Unbound && !d.holder.contains_key(&dev) {

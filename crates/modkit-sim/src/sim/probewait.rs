@@ -18,7 +18,8 @@ use modkit_core::{Errno, ModId, ModState, Outcome, Proc, TaskId, WaitInfo, WaitK
 use super::devices::{Bind, DevStep, Job};
 use super::{Frame, Sim};
 use crate::devices::DeviceAction;
-use crate::scenario::Action;
+use crate::scenario::{Action, Scenario};
+use modkit_core::device::DeviceModel;
 
 /// A waiting probe's need.
 #[derive(Debug, Clone)]
@@ -252,41 +253,50 @@ impl Sim<'_> {
         None
     }
 
-    /// The modules whose code provides `key`: an init step (or a work item it queues)
-    /// registers it, a driver's probe makes it a managed resource, or (`device:NAME`) a
-    /// driver of theirs matches that device.
+    /// The modules whose code provides `key` ([`need_providers`]), computed once per key
+    /// (a `device:NAME` key only once that device is declared).
     fn providers_of(&mut self, key: &str) -> Vec<ModId> {
         if let Some(v) = self.devs.providers_of.get(key) {
             return v.clone();
         }
-        fn registers(list: &[Action], key: &str) -> bool {
-            list.iter().any(|a| match a {
-                Action::Register(k) | Action::Device(DeviceAction::Devm(k)) => k == key,
-                Action::Spawn(l) => registers(l, key),
-                _ => false,
-            })
-        }
-        let mut out = Vec::new();
-        for (m, steps) in self.sc.steps.iter().enumerate() {
-            if steps.iter().any(|s| registers(&s.run, key)) {
-                out.push(m);
-            }
-        }
+        let out = need_providers(self.sc, &self.dm, key);
+        // A device added later by an action is not declared yet: ask again then.
         let device = key
             .strip_prefix("device:")
             .and_then(|n| self.dm.find_device(n));
-        for (i, d) in self.sc.devices.drivers.iter().enumerate() {
-            let m = d.spec.module;
-            let provides =
-                registers(&d.probe, key) || device.is_some_and(|x| self.dm.matches(i, x));
-            if provides && !out.contains(&m) {
-                out.push(m);
-            }
-        }
-        // A device added later by an action is not declared yet: ask again then.
         if device.is_some() || !key.starts_with("device:") {
             self.devs.providers_of.insert(key.to_string(), out.clone());
         }
         out
     }
+}
+
+/// The modules whose code provides `key`, in the order a probe's wait looks at them: those
+/// whose init step (or a work item it queues) registers it, by module id; then, by driver,
+/// the modules of the drivers whose probe makes it a managed resource or registers it, or
+/// (`device:NAME`) that match that device. The host driver hands this to the library
+/// (`modkit::driver::Driver::set_need_providers`), so both runs wait for the same modules.
+pub fn need_providers(sc: &Scenario, dm: &DeviceModel, key: &str) -> Vec<ModId> {
+    fn registers(list: &[Action], key: &str) -> bool {
+        list.iter().any(|a| match a {
+            Action::Register(k) | Action::Device(DeviceAction::Devm(k)) => k == key,
+            Action::Spawn(l) => registers(l, key),
+            _ => false,
+        })
+    }
+    let mut out = Vec::new();
+    for (m, steps) in sc.steps.iter().enumerate() {
+        if steps.iter().any(|s| registers(&s.run, key)) {
+            out.push(m);
+        }
+    }
+    let device = key.strip_prefix("device:").and_then(|n| dm.find_device(n));
+    for (i, d) in sc.devices.drivers.iter().enumerate() {
+        let m = d.spec.module;
+        let provides = registers(&d.probe, key) || device.is_some_and(|x| dm.matches(i, x));
+        if provides && !out.contains(&m) {
+            out.push(m);
+        }
+    }
+    out
 }
