@@ -155,6 +155,8 @@ pub(crate) fn setup(host: &Driver, sc: &Scenario, policy: Policy) -> (Arc<DevEng
         .timeout
         .unwrap_or_else(|| modkit_core::dd::default_timeout(policy));
     host.set_deferred_probe_timeout_ns(timeout);
+    // The kernel's GOING window under linux-X.Y (modkit_core::going); modkit closes it.
+    host.set_probe_while_going(modkit_core::going::probes_while_going(policy));
     let engine = Arc::new(engine);
     *eng_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(engine.clone());
     let e = engine.clone();

@@ -445,3 +445,92 @@ remove_device = "0000:00:01.0"
         }
     }
 }
+
+/// The GOING window (modkit_core::going; crates/modkit-sim/tests/device_going.rs): m0's exit
+/// unregisters d01 first, whose remove of x1 sleeps 5 ms; meanwhile m1's load binds x2,
+/// which triggers the deferred-probe worker, and x0 (deferred on reg:r1) is retried while
+/// d00 is still on the bus and m0 is GOING. Under `linux-X.Y` the host, like the kernel
+/// (drivers/base/dd.c looks at no module state) and the simulator, probes x0 with d00
+/// and the exit's driver_unregister() unbinds it (the core's remark names the probe);
+/// under `modkit` neither probes. Host and simulator agree under each policy.
+#[test]
+fn the_going_window_agrees() {
+    let text = r#"
+deferred_probe_timeout = -1
+[[module]]
+name = "m0"
+[[module.driver]]
+name = "d00"
+bus = "platform"
+match = ["dev:t0*"]
+probe = [{ need = "reg:r1" }, { sleep = "3ms" }]
+remove = [{ sleep = "1ms" }]
+[[module.driver]]
+name = "d01"
+bus = "platform"
+match = ["dev:t1*"]
+probe = [{ sleep = "1ms" }]
+remove = [{ sleep = "5ms" }]
+[[module]]
+name = "m1"
+[[module.init]]
+step = "reg"
+run = [{ register = "reg:r1" }]
+undo = [{ unregister = "reg:r1" }]
+[[module.driver]]
+name = "d10"
+bus = "platform"
+match = ["dev:t2*"]
+probe = []
+[[device]]
+name = "x0"
+bus = "platform"
+modalias = "dev:t0x"
+[[device]]
+name = "x1"
+bus = "platform"
+modalias = "dev:t1x"
+[[device]]
+name = "x2"
+bus = "platform"
+modalias = "dev:t2x"
+[[event]]
+id = "load"
+at = "1ms"
+modprobe = "m0"
+[[event]]
+id = "rmmod"
+at = "20ms"
+rmmod = "m0"
+[[event]]
+id = "m1"
+at = "21ms"
+modprobe = "m1"
+"#;
+    let sc = modkit_sim::parse("going-window.toml", text).unwrap();
+    for policy in ["modkit", "linux-4.4", "linux-5.15", "linux-6.12"] {
+        let p: Policy = policy.parse().unwrap();
+        let host = run_scenario(&sc, p, 0).unwrap();
+        assert!(
+            host.kernel.violations.is_empty(),
+            "{policy}: {:?}",
+            host.kernel.violations
+        );
+        let window = host.kernel.diagnostics.iter().any(|d| {
+            d.kind == modkit_core::DiagKind::Remark
+                && d.message
+                    .contains("probe of x0 by driver d00 runs code of module m0 on its way out")
+        });
+        assert_eq!(
+            window,
+            !p.is_modkit(),
+            "{policy}: {:?}",
+            host.kernel.diagnostics
+        );
+        let v = judge_by(&sc, p, &host, device_summary);
+        assert!(
+            matches!(v, Verdict::Same | Verdict::Covered { .. }),
+            "{policy}: host and simulator differ"
+        );
+    }
+}
