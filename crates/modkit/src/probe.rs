@@ -923,7 +923,12 @@ impl HostHandle {
     /// of it runs on another thread (an unbind that began meanwhile is waited for); a wait
     /// that gives up (a stalled callback under `modkit`) leaves the rest as it is.
     pub(crate) fn driver_unregister_as(&self, task: TaskId, drv: DrvId) {
-        self.lock().devs.leaving.insert(drv);
+        {
+            // bus_remove_driver(): off the bus's list (the model's too) before detaching.
+            let mut st = self.lock();
+            st.devs.leaving.insert(drv);
+            st.devs.dm.begin_unregister(drv);
+        }
         loop {
             let st = self.lock();
             let busy = st.devs.holder.iter().find_map(|(&d, &(t, _))| {
