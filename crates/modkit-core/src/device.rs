@@ -24,7 +24,8 @@
 //! reference at bind (`really_probe()` has no `try_module_get()`); `rmmod` runs the
 //! module's exit, whose `driver_unregister()` unbinds every device first. Probes run while
 //! the module is COMING (inside its init, as `module_pci_driver()` registers there) or
-//! LIVE; removes while it is present (COMING, LIVE, or GOING during its exit). The
+//! LIVE (under `linux-X.Y` also GOING, before its exit's `driver_unregister()`:
+//! [`crate::going`]); removes while it is present (COMING, LIVE, or GOING during its exit). The
 //! invariants the property tests check are recorded in [`Kernel::violations`].
 
 use std::collections::VecDeque;
@@ -433,7 +434,9 @@ impl DeviceModel {
     }
 
     /// `really_probe()`'s start: false when the device is not present and unbound (the
-    /// kernel skips a device already bound, "already claimed").
+    /// kernel skips a device already bound, "already claimed"). A driver whose module is
+    /// not COMING or LIVE is a broken invariant, except GOING under `linux-X.Y` (the
+    /// kernel's window, [`crate::going`]), which is allowed and named in a remark.
     pub fn probe_begin(&mut self, k: &mut Kernel, dev: DevId, drv: DrvId) -> bool {
         if self.devices[dev].state != DevState::Unbound {
             return false;
@@ -445,7 +448,17 @@ impl DeviceModel {
                 self.devices[dev].name, self.drivers[drv].name
             ));
         }
-        if !matches!(k.state(m), Some(ModState::Coming | ModState::Live)) {
+        let going_ok = crate::going::probes_while_going(k.policy);
+        if k.state(m) == Some(ModState::Going) && going_ok {
+            // The kernel's window (crate::going): allowed under linux-X.Y, and named.
+            let text = format!(
+                "probe of {} by driver {} runs code of module {} on its way out (GOING: its exit has begun and its driver_unregister() will unbind the device)",
+                self.devices[dev].name,
+                self.drivers[drv].name,
+                k.name(m)
+            );
+            k.remark(Some(m), text);
+        } else if !matches!(k.state(m), Some(ModState::Coming | ModState::Live)) {
             k.violations.push(format!(
                 "probe of {} by driver {} while module {} is {}",
                 self.devices[dev].name,
@@ -833,6 +846,45 @@ mod tests {
         m.probe_end(&mut k, x, 1, Ok(()));
         assert_eq!(m.state_word("x1").unwrap(), "bound:db");
         assert!(k.violations.is_empty());
+    }
+
+    /// The GOING window (crate::going): a probe with a driver whose module's exit has begun
+    /// is the kernel's behaviour under linux-X.Y (a remark, no violation) and a broken
+    /// invariant under modkit; a module already gone is a violation under both.
+    #[test]
+    fn a_probe_while_the_module_is_going_is_linux_only() {
+        for (policy, allowed) in [("linux-4.4", true), ("linux-6.12", true), ("modkit", false)] {
+            let mut k = kernel(policy);
+            let mut m = model(&k);
+            let x = m.declare("x1", "platform", Some("platform:x1".into()));
+            m.register_driver(&mut k, 0).unwrap();
+            m.add_device(x).unwrap();
+            k.instances[0].as_mut().unwrap().state = ModState::Going;
+            assert!(m.probe_begin(&mut k, x, 0));
+            m.probe_end(&mut k, x, 0, Ok(()));
+            assert_eq!(
+                k.violations.is_empty(),
+                allowed,
+                "{policy}: {:?}",
+                k.violations
+            );
+            let remark = k
+                .diagnostics
+                .iter()
+                .any(|d| d.kind == crate::DiagKind::Remark && d.message.contains("on its way out"));
+            assert_eq!(remark, allowed, "{policy}");
+            // Under linux the remark stays out of the kernel log.
+            assert!(k.log.iter().all(|l| !l.text.contains("on its way out")));
+            // The remove in the exit's driver_unregister() is fine under every policy.
+            let before = k.violations.len();
+            assert_eq!(m.remove_begin(&mut k, x), Some(0));
+            m.remove_end(&mut k, x);
+            assert_eq!(k.violations.len(), before, "{policy}: {:?}", k.violations);
+            // Gone: a probe is a violation under every policy.
+            k.instances[0] = None;
+            assert!(m.probe_begin(&mut k, x, 0));
+            assert!(k.violations.len() > before, "{policy}");
+        }
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod devres;
 pub mod diag;
 pub mod errno;
 pub mod events;
+pub mod going;
 pub mod initret;
 pub mod kernel;
 pub mod load;

@@ -15,9 +15,9 @@
 //!   anyway. `ret < 0` otherwise: `dev_dbg(dev, "Bus failed to match device: %d", ret)`
 //!   and that error is returned.
 //! - 25e9fbf0fd38 "driver core: Don't probe devices after bus_type.match() probe
-//!   deferral" (Isaac J. Manjarres, 2022-08-17, mainline 6.0, Cc stable; the 4.14 stable
-//!   review series carried it on 2022-09-13, the other stable lines' patch levels are not
-//!   pinned): `__device_attach_driver()` returns -EPROBE_DEFER after adding the device to
+//!   deferral" (Isaac J. Manjarres, 2022-08-17, mainline 6.0, Cc stable; backported to
+//!   4.9.328, 4.14.293, 4.19.258, 5.4.212, 5.10.142, 5.15.66 and 5.19.8, so
+//!   `linux-5.15.N` from 66 follows 6.0's rule: `crate::stable`): `__device_attach_driver()` returns -EPROBE_DEFER after adding the device to
 //!   the pending list ("Device can't match with a driver right now, so don't attempt to
 //!   match or bind with other drivers on the bus"), so no probe and no further driver;
 //!   `__driver_attach()` returns 0 ("Driver could not match with device, but may match
@@ -40,9 +40,10 @@ pub enum MatchDeferRule {
     /// Before 4.5: the non-zero value is a match; the probe runs, the device is not put on
     /// the pending list.
     TakenAsMatch,
-    /// 4.5–5.19: the device joins the pending list and the probe runs anyway.
+    /// 4.5–5.19 (stable lines before their backport of 25e9fbf0fd38): the device joins
+    /// the pending list and the probe runs anyway.
     DeferAndProbe,
-    /// 6.0+ and modkit: the device joins the pending list; no probe (`__device_attach()`
+    /// 6.0+, the stable lines from their backport, and modkit: the device joins the pending list; no probe (`__device_attach()`
     /// tries no further driver, `__driver_attach()` goes on with the next device).
     Defer,
 }
@@ -52,7 +53,9 @@ pub fn rule(policy: Policy) -> MatchDeferRule {
     match policy.version() {
         None => MatchDeferRule::Defer,
         Some(v) if v < Version::new(4, 5) => MatchDeferRule::TakenAsMatch,
-        Some(v) if v < Version::new(6, 0) => MatchDeferRule::DeferAndProbe,
+        Some(v) if !crate::stable::has(crate::stable::Change::MatchDeferNoProbe, v) => {
+            MatchDeferRule::DeferAndProbe
+        }
         Some(_) => MatchDeferRule::Defer,
     }
 }
@@ -77,7 +80,14 @@ mod tests {
         let p = |s: &str| -> Policy { s.parse().unwrap() };
         assert_eq!(rule(p("linux-4.4")), MatchDeferRule::TakenAsMatch);
         assert_eq!(rule(p("linux-4.5")), MatchDeferRule::DeferAndProbe);
-        assert_eq!(rule(p("linux-5.19.17")), MatchDeferRule::DeferAndProbe);
+        assert_eq!(rule(p("linux-5.19.7")), MatchDeferRule::DeferAndProbe);
+        // 25e9fbf0fd38's stable backports (crate::stable).
+        assert_eq!(rule(p("linux-5.19.8")), MatchDeferRule::Defer);
+        assert_eq!(rule(p("linux-5.15.65")), MatchDeferRule::DeferAndProbe);
+        assert_eq!(rule(p("linux-5.15.66")), MatchDeferRule::Defer);
+        assert_eq!(rule(p("linux-5.10.141")), MatchDeferRule::DeferAndProbe);
+        assert_eq!(rule(p("linux-5.10.142")), MatchDeferRule::Defer);
+        assert_eq!(rule(p("linux-4.19.258")), MatchDeferRule::Defer);
         assert_eq!(rule(p("linux-6.0")), MatchDeferRule::Defer);
         assert_eq!(rule(p("modkit")), MatchDeferRule::Defer);
         assert!(!adds_to_pending(p("linux-4.4")));

@@ -11,8 +11,9 @@
 //! for ever, holding the device lock; the hung-task detector only reports it. DRM chose not
 //! to wait (`drm_dev_unplug()`'s SRCU sections only guard entry).
 //!
-//! Rust for Linux (`rust/kernel/revocable.rs`, `rust/kernel/devres.rs`, merged with the
-//! driver-core bindings for 6.13; release chosen from the series, not pinned): a
+//! Rust for Linux (`rust/kernel/revocable.rs`, `rust/kernel/devres.rs`: 0494d9c82b0c and
+//! 76c01ded724b "rust: add devres abstraction", merged with `driver-core-6.14-rc1`, so
+//! 6.14; docs/loader-versions.md): a
 //! `Devres<T>` is a `Revocable<T>` whose `revoke()` runs from the devres callback, i.e.
 //! after `remove()`, and waits for readers with `synchronize_rcu()`; a reader's
 //! `try_access()` is an RCU read-side section (no sleeping), and after revocation returns

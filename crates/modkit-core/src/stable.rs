@@ -46,6 +46,10 @@ pub enum Change {
     /// a6323bd4e611 "module: Prevent silent truncation of module name in delete_module(2)"
     /// (6.17): a name of `MODULE_NAME_LEN` bytes or more is ENOENT, no longer truncated.
     DeleteModuleNameNotTruncated,
+    /// 25e9fbf0fd38 "driver core: Don't probe devices after bus_type.match() probe
+    /// deferral" (6.0): a bus match returning -EPROBE_DEFER puts the device on the pending
+    /// list and no longer probes it ([`crate::matchdefer`]).
+    MatchDeferNoProbe,
 }
 
 /// One stable line's copy of a change.
@@ -222,6 +226,30 @@ pub const BACKPORTS: &[Backport] = &[
             at(6, 16, 2, None),
         ],
     },
+    Backport {
+        change: Change::MatchDeferNoProbe,
+        mainline_commit: "25e9fbf0fd38",
+        subject: "driver core: Don't probe devices after bus_type.match() probe deferral",
+        mainline: Version::new(6, 0),
+        // Cc: stable. Two review batches carry it (each shortlog lists it, each diffstat has
+        // `drivers/base/dd.c | 10 +`): 6 Sep 2022, `[PATCH 5.10 00/80] 5.10.142-rc1`,
+        // `[PATCH 5.15 000/107] 5.15.66-rc1`, `[PATCH 5.19 000/155] 5.19.8-rc1` (the
+        // linux-stable-rc queue/5.10 push of that day ends with it; 5.10.143-rc1's diffstat
+        // has no dd.c); 13 Sep 2022, `[PATCH 4.9 00/42] 4.9.328-rc1`,
+        // `[PATCH 5.4 000/108] 5.4.212-rc1`, with 4.14.293-rc1 and 4.19.258-rc1 (the queue
+        // pushes of 11 Sep carry it for 4.14 and 4.19; Sasha Levin's for-greg/4.19 rebase
+        // has it right after "Linux 4.19.257"). 4.4.y had ended (Feb 2022). Commit ids: the
+        // queue ids seen are rebased before release, so none is recorded.
+        lines: &[
+            at(4, 9, 328, None),
+            at(4, 14, 293, None),
+            at(4, 19, 258, None),
+            at(5, 4, 212, None),
+            at(5, 10, 142, None),
+            at(5, 15, 66, None),
+            at(5, 19, 8, None),
+        ],
+    },
 ];
 
 /// The table entry of `change`.
@@ -281,6 +309,27 @@ mod tests {
                 prev = l.line;
             }
         }
+    }
+
+    #[test]
+    fn match_defer_no_probe_lines() {
+        let c = Change::MatchDeferNoProbe;
+        for (line, first) in [
+            ((4, 9), 328),
+            ((4, 14), 293),
+            ((4, 19), 258),
+            ((5, 4), 212),
+            ((5, 10), 142),
+            ((5, 15), 66),
+            ((5, 19), 8),
+        ] {
+            let (ma, mi) = line;
+            assert!(!has(c, Version::with_patch(ma, mi, first - 1)), "{ma}.{mi}");
+            assert!(has(c, Version::with_patch(ma, mi, first)), "{ma}.{mi}");
+        }
+        assert!(!has(c, Version::new(5, 15)));
+        assert!(!has(c, Version::with_patch(4, 4, 302)));
+        assert!(has(c, Version::new(6, 0)));
     }
 
     #[test]

@@ -156,6 +156,8 @@ pub(crate) fn setup(host: &Driver, sc: &Scenario, policy: Policy) -> (Arc<DevEng
         .timeout
         .unwrap_or_else(|| modkit_core::dd::default_timeout(policy));
     host.set_deferred_probe_timeout_ns(timeout);
+    // The kernel's GOING window under linux-X.Y (modkit_core::going); modkit closes it.
+    host.set_probe_while_going(modkit_core::going::probes_while_going(policy));
     let engine = Arc::new(engine);
     *eng_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(engine.clone());
     let e = engine.clone();
@@ -218,9 +220,12 @@ pub(crate) fn event(host: &Driver, sc: &Scenario, task: TaskId, ev: &DeviceEvent
                     dm.present(d) && !matches!(dm.devices[d].state, DevState::Unbound)
                 })
             });
+            // A driver being unregistered is off its bus's list: the library answers ENODEV,
+            // as the simulator does (seed 2 case 335 of device_differential.rs, a bind during
+            // the exit's driver_unregister()).
             let known = host.device_model(|k, dm| {
                 dm.find_driver(driver).is_some_and(|r| {
-                    dm.is_registered(r)
+                    dm.on_bus(r)
                         && dm.find_device(device).is_some_and(|d| {
                             dm.bus_match(k, r, d) != modkit_core::device::BusMatch::No
                         })

@@ -6,8 +6,11 @@
 //!   device's driver is registered and its module present;
 //! - no probe or remove ran for a driver whose module was not present (coming or live for
 //!   a probe; present for a remove, which runs in its exit while GOING);
-//! - no probe starts with a driver whose module is GOING (modules whose exit sleeps before
-//!   its driver_unregister() open that window; sim/going.rs);
+//! - under `modkit`, no probe starts with a driver whose module is GOING (modules whose exit
+//!   sleeps before its driver_unregister() open that window; sim/going.rs); under
+//!   `linux-X.Y` such a probe is the kernel's behaviour: the core allows exactly that case
+//!   (the module GOING, not gone nor unformed) and names it in a remark, so the invariant
+//!   holds except in the GOING window;
 //! - every managed resource was released exactly once, and never while its device was still
 //!   bound (before remove);
 //! - a module never went away with one of its devices bound (rmmod unbinds first);
@@ -206,6 +209,18 @@ proptest! {
                 "{p}: {:?}\n{text}",
                 r.kernel.violations
             );
+            // The relaxed form under linux-X.Y: a probe in the GOING window is a remark, not
+            // a violation; under modkit there is none.
+            let window = r
+                .kernel
+                .diagnostics
+                .iter()
+                .filter(|d| d.kind == modkit_core::DiagKind::Remark && d.message.contains("on its way out"))
+                .count();
+            prop_assert!(
+                window == 0 || !policy.is_modkit(),
+                "{p}: a probe in the GOING window\n{text}"
+            );
             if p == "modkit" {
                 let hang = r.kernel.diagnostics.iter().find(|d| {
                     d.kind == modkit_core::DiagKind::Stalled
@@ -224,6 +239,56 @@ proptest! {
                     );
                 }
             }
+        }
+    }
+}
+
+/// The regression seed kept in device_properties.proptest-regressions ("probe of d0 by
+/// driver m0 while module m0 is going"): m0's exit sleeps 15 ms before its
+/// driver_unregister(); d0, removed at 0 ms, is added again at 84 ms, when rmmod m0 has
+/// just made m0 GOING. Under `linux-X.Y` device_add()'s bus_probe_device() binds d0 to
+/// m0's driver (the kernel's window: drivers/base/dd.c looks at no module state) and the
+/// exit's driver_unregister() unbinds it at 99 ms; under `modkit` no probe runs
+/// (sim/going.rs) and m1's driver binds d0. Fails under modkit without that rule (the
+/// core's invariant).
+#[test]
+fn the_going_window_seed() {
+    let m = |tail| (vec![0u8], Vec::new(), 0u8, tail);
+    let text = render(
+        &[m(true), m(false), m(false)],
+        &[true, false, false, false],
+        &[None, None, None, None],
+        &[(0, Ev::Remove(0)), (12, Ev::Rmmod(0)), (12, Ev::Add(0))],
+        true,
+    );
+    let sc = parse("prop.toml", &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    for p in POLICIES {
+        let policy: Policy = p.parse().unwrap();
+        let r = Sim::new(&sc, policy, 0).with_history().run().unwrap();
+        assert!(
+            r.kernel.violations.is_empty(),
+            "{p}: {:?}",
+            r.kernel.violations
+        );
+        let probed = r.device_history.iter().any(|(t, d, st, by)| {
+            *t >= 84_000_000
+                && d == "d0"
+                && matches!(*st, "probing" | "bound")
+                && by.as_deref() == Some("m0")
+        });
+        assert_eq!(probed, !policy.is_modkit(), "{p}: {:?}", r.device_history);
+        let row = r.devices.iter().find(|x| x.device == "d0").unwrap();
+        // The same end state: m0's exit unbound d0 (under Linux), m1 (registered after m0)
+        // may then take it; never m0.
+        // The end states differ: under modkit m1's driver (m0's left out) binds d0 at
+        // once; under Linux m0's driver took it, and the exit's driver_detach() leaves it
+        // unbound (the kernel offers a released device to no other driver), unless the
+        // era's modprobe of the alias reloaded m0 after it was gone (5.15, 6.1: a load
+        // waits for a GOING module), which binds it again.
+        if policy.is_modkit() {
+            assert_eq!(row.driver.as_deref(), Some("m1"), "{p}: {row:?}");
+        } else {
+            assert_ne!(row.driver.as_deref(), Some("m1"), "{p}: {row:?}");
         }
     }
 }

@@ -331,6 +331,14 @@ impl Driver {
             Some(Arc::new(move |h: &HostHandle, d| f(&Driver::of(h), d)));
     }
 
+    /// Whether a driver whose module is GOING still probes, as the kernel does between
+    /// `delete_module()`'s GOING and the exit's `driver_unregister()` (off by default:
+    /// the host library keeps modkit's rule). An engine running a `linux-X.Y` policy turns
+    /// it on with `modkit_core::going::probes_while_going(policy)`.
+    pub fn set_probe_while_going(&self, on: bool) {
+        self.host.lock().devs.probe_while_going = on;
+    }
+
     /// Starts the deferred-probe timeout's worker now (it otherwise starts with the first
     /// driver registration), as the kernel queues the timeout work at boot.
     pub fn start_deferred_probe_timer(&self) {

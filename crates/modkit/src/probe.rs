@@ -29,8 +29,10 @@
 //! at bind): `rmmod` runs the exit, whose `driver_unregister()` unbinds every device first.
 //! A driver whose module is GOING probes nothing more (the kernel would still probe in the
 //! window between the module's GOING and its exit's `driver_unregister()`, and unbind at
-//! once; the host closes that window, so no probe runs while its module is not COMING or
-//! LIVE, the invariant the core checks).
+//! once; the host closes that window, modkit's policy, so no probe runs while its module
+//! is not COMING or LIVE, the invariant the core checks under `modkit`). An engine that
+//! runs a `linux-X.Y` policy (the host driver) reopens it through
+//! [`crate::driver::Driver::set_probe_while_going`] (`modkit_core::going`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -69,6 +71,9 @@ pub(crate) struct Devices {
     buses: BTreeSet<String>,
     /// Drivers being unregistered: they probe nothing more.
     pub(crate) leaving: BTreeSet<DrvId>,
+    /// A driver whose module is GOING still probes (the kernel's window, for an engine
+    /// that runs a `linux-X.Y` policy: [`crate::driver::Driver::set_probe_while_going`]).
+    pub(crate) probe_while_going: bool,
     /// Devices being deleted: no driver may bind them any more.
     pub(crate) deleting: BTreeSet<DevId>,
     /// The task running a device's probe or remove (`device_lock()`), and which callback.
@@ -116,6 +121,7 @@ impl Devices {
                 .map(|b| b.to_string())
                 .collect(),
             leaving: BTreeSet::new(),
+            probe_while_going: false,
             deleting: BTreeSet::new(),
             holder: BTreeMap::new(),
             values: BTreeMap::new(),
@@ -633,11 +639,13 @@ impl HostHandle {
             let d = &st.devs;
             // A driver whose module is going probes nothing: its exit is about to
             // unregister it (between the module's GOING and the exit's
-            // driver_unregister() the kernel would still probe, and unbind at once).
-            let module_up = matches!(
-                st.k.state(d.dm.drivers[drv].module),
-                Some(ModState::Coming | ModState::Live)
-            );
+            // driver_unregister() the kernel would still probe, and unbind at once; an
+            // engine running a linux-X.Y policy asks for that: probe_while_going).
+            let module_up = match st.k.state(d.dm.drivers[drv].module) {
+                Some(ModState::Coming | ModState::Live) => true,
+                Some(ModState::Going) => d.probe_while_going,
+                _ => false,
+            };
             if d.leaving.contains(&drv)
                 || d.deleting.contains(&dev)
                 || !module_up
@@ -944,7 +952,12 @@ impl HostHandle {
     /// of it runs on another thread (an unbind that began meanwhile is waited for); a wait
     /// that gives up (a stalled callback under `modkit`) leaves the rest as it is.
     pub(crate) fn driver_unregister_as(&self, task: TaskId, drv: DrvId) {
-        self.lock().devs.leaving.insert(drv);
+        {
+            // bus_remove_driver(): off the bus's list (the model's too) before detaching.
+            let mut st = self.lock();
+            st.devs.leaving.insert(drv);
+            st.devs.dm.begin_unregister(drv);
+        }
         loop {
             let st = self.lock();
             let busy = st.devs.holder.iter().find_map(|(&d, &(t, _))| {

@@ -485,7 +485,7 @@ impl Sim<'_> {
     ) -> Option<ActStep> {
         // bus_for_each_drv() walks the bus's live list: a driver unregistered while an
         // earlier one probed (and failed) is not tried.
-        // A driver whose module is GOING probes nothing (sim/going.rs).
+        // A driver whose module is GOING probes under linux-X.Y only (sim/going.rs).
         cands.retain(|&d| self.dm.on_bus(d) && self.module_may_probe(d));
         if cands.is_empty() {
             return None;

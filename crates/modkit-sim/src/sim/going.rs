@@ -1,20 +1,23 @@
-//! A driver whose module is GOING probes nothing.
+//! A driver whose module is GOING: the kernel probes with it, modkit does not.
 //!
 //! Between `delete_module()` setting the module GOING and its exit's
 //! `driver_unregister()` (`bus_remove_driver()`: `klist_remove()` from the bus's list, then
 //! `driver_detach()`), the driver is still on its bus's list, and the kernel's driver core
-//! looks at no module state on the way to the probe: `deferred_probe_work_func()` →
-//! `bus_probe_device()` → `__device_attach()` → `bus_for_each_drv(__device_attach_driver)`
-//! → `driver_probe_device()` → `really_probe()` (drivers/base/dd.c takes no module
-//! reference and checks no `mod->state`; a bus may, e.g. nvdimm's `nvdimm_bus_probe()`
-//! takes its provider with `try_module_get()`, but the platform bus does not). So the
-//! kernel can probe in that window, and the exit's `driver_unregister()` unbinds the device
-//! right after. That probe runs code of a module on its way out, which the core's
-//! invariant (`DeviceModel::probe_begin`) reports; the host library closes the window
-//! (h1, commit 8ab9dcf, "a driver whose module is GOING probes nothing"), and the
-//! simulator does the same under every policy, so that both agree: the end state is the
-//! kernel's (the device unbound once the exit has run), without the probe and remove
-//! bodies the kernel would run in between.
+//! looks at no module state on the way to the probe: `deferred_probe_work_func()` (or
+//! `device_add()`, or sysfs `bind`) → `bus_probe_device()` → `__device_attach()` →
+//! `bus_for_each_drv(__device_attach_driver)` → `driver_probe_device()` →
+//! `really_probe()` (drivers/base/dd.c takes no module reference and checks no
+//! `mod->state`, 4.4 to 6.x alike; a bus may, e.g. nvdimm's `nvdimm_bus_probe()` takes its
+//! provider with `try_module_get()`, but the platform bus does not). So the kernel probes
+//! in that window, and the exit's `driver_unregister()` unbinds the device right after:
+//! the probe's and the remove's bodies run and print what they print, and the device is
+//! left unbound (`driver_detach()` offers it to no other driver, even one that matches).
+//! Under `linux-X.Y` the simulator does the same (the core allows it and names it in a
+//! remark, `modkit_core::going`).
+//!
+//! Under `modkit` a driver whose module is GOING probes nothing: that is modkit's policy
+//! (the host library's too, crates/modkit/src/probe.rs, h1 commit 8ab9dcf), not the
+//! kernel's; the core reports such a probe under `modkit` as a broken invariant.
 //!
 //! Also here: a registering driver's `driver_attach()` reaching a device that another task
 //! is probing (or removing) waits for the device lock, as the kernel's `__driver_attach()`
@@ -32,12 +35,14 @@ use super::devices::Cur;
 use super::{Frame, Sim, TaskId};
 
 impl Sim<'_> {
-    /// Whether `drv`'s module may probe: COMING (probes inside its init) or LIVE.
+    /// Whether `drv`'s module may probe: COMING (probes inside its init) or LIVE; GOING
+    /// too under `linux-X.Y` (the kernel's window before the exit's `driver_unregister()`).
     pub(super) fn module_may_probe(&self, drv: DrvId) -> bool {
-        matches!(
-            self.k.state(self.dm.drivers[drv].module),
-            Some(ModState::Coming | ModState::Live)
-        )
+        match self.k.state(self.dm.drivers[drv].module) {
+            Some(ModState::Coming | ModState::Live) => true,
+            Some(ModState::Going) => modkit_core::going::probes_while_going(self.k.policy),
+            _ => false,
+        }
     }
 }
 
