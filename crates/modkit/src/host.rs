@@ -409,7 +409,15 @@ impl HostHandle {
             self.deliver(&mut st);
             match step {
                 Step::Done(o) => {
-                    stack.pop();
+                    // do_init_module(): async_synchronize_full() after LIVE
+                    // (crate::asyncprobe).
+                    if let Some(Proc::Load(l)) = stack.pop() {
+                        let (g, go_on) = self.async_synchronize_after_load(st, task, &l, o);
+                        st = g;
+                        if !go_on {
+                            return None;
+                        }
+                    }
                     if stack.is_empty() {
                         return Some(o);
                     }
