@@ -2,7 +2,7 @@
 //!
 //! Two kinds of refusal:
 //! - a whole file ([`file`]): it uses something the host's driver core does not model at all
-//!   (`probe_type = "async"`, a `[[device]]`'s `match_defer`, the `use_devres` action);
+//!   (a `[[device]]`'s `match_defer`, the `use_devres` action);
 //! - one policy of a file ([`under`]): under `modkit`, the simulator's run of the file acts
 //!   through modkit's own device policy, which the host's driver core does not do (a probe
 //!   waiting for a loading module, a pending device retried at once when its need appears,
@@ -16,11 +16,6 @@ use modkit_sim::scenario::{Action, Scenario};
 /// Why the host cannot run `sc` under any policy, if it cannot.
 pub(crate) fn file(sc: &Scenario) -> Option<String> {
     let f = &sc.file;
-    if sc.devices.drivers.iter().any(|d| d.async_probe) {
-        return Some(format!(
-            "{f}: a driver with probe_type = \"async\": the host's driver core probes it from a worker thread but a module's load does not wait for its async probes (async_synchronize_full() in do_init_module(); docs/host-contract.md, \"Devices\"): run it with --driver sim"
-        ));
-    }
     if let Some(d) = sc.devices.devices.iter().find(|d| d.match_defer.is_some()) {
         return Some(format!(
             "{f}: [[device]] `{}` has match_defer: the host's driver core has no bus match returning -EPROBE_DEFER (its match is the modalias only; docs/host-contract.md, \"Devices\"): run it with --driver sim",

@@ -154,9 +154,16 @@ fn scenario(rng: &mut ChaCha8Rng) -> String {
             if rng.gen_bool(0.5) {
                 remove.insert(0, format!("{{ sleep = \"{}ms\" }}", rng.gen_range(1..=10)));
             }
+            // One driver in four prefers asynchronous probing (crate modkit's
+            // asyncprobe.rs: probes on workers, the load's wait after its init).
+            let probe_type = if rng.gen_bool(0.25) {
+                "probe_type = \"async\"\n"
+            } else {
+                ""
+            };
             let _ = writeln!(
                 t,
-                "[[module.driver]]\nname = \"{name}\"\nbus = \"{}\"\nmatch = [\"dev:t{k}*\"]\nprobe = [{}]\nremove = [{}]",
+                "[[module.driver]]\nname = \"{name}\"\nbus = \"{}\"\nmatch = [\"dev:t{k}*\"]\n{probe_type}probe = [{}]\nremove = [{}]",
                 bus_of(k),
                 probe.join(", "),
                 remove.join(", ")

@@ -86,6 +86,8 @@ pub(super) struct Bind {
     deferwq: bool,
     /// The timeout work: report the devices still pending at the end.
     report: bool,
+    /// The timeout work took its preemption point before the report.
+    report_yielded: bool,
     pub(super) result: Outcome,
 }
 
@@ -96,6 +98,7 @@ impl Bind {
             cur: None,
             deferwq: false,
             report: false,
+            report_yielded: false,
             result: Outcome::Ok,
         }
     }
@@ -423,6 +426,19 @@ impl Sim<'_> {
         }
     }
 
+    /// A preemption point of device work (see `Sim::preempt`): when preemptible and `done`
+    /// is not yet set, sets it and queues the task again at this instant (the caller
+    /// returns [`ActStep::Yielded`]).
+    fn preempt_at(&mut self, tid: TaskId, done: &mut bool) -> bool {
+        if !self.preempt || *done {
+            return false;
+        }
+        *done = true;
+        let token = self.tasks.get(&tid).expect("task").token;
+        self.push(self.k.now, tid, token, super::R_YIELD);
+        true
+    }
+
     /// Schedules an async probe worker (`async_schedule_dev()`).
     fn spawn_async(&mut self, job: Job) {
         let dev = match job {
@@ -628,6 +644,12 @@ impl Sim<'_> {
                     }
                 }
                 if b.report {
+                    // deferred_probe_timeout_work_func(): the list walk takes
+                    // deferred_probe_mutex after flush_work(), and the host its lock: an
+                    // async probe the retry scheduled may defer (or bind) first.
+                    if self.preempt_at(tid, &mut b.report_yielded) {
+                        return ActStep::Yielded;
+                    }
                     self.dm.timeout_report(&mut self.k);
                 }
                 if b.deferwq && self.devs.deferwq == Some(tid) {
