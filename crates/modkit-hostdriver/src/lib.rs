@@ -261,9 +261,7 @@ pub enum ScenarioError {
     },
 }
 
-/// Why the host driver cannot run `sc` at all, if it cannot: drivers with `probe_type =
-/// "async"` (a module's load waits for its async probes, `async_synchronize_full()` in
-/// `do_init_module()`, which the host's driver core does not do), a `[[device]]` with
+/// Why the host driver cannot run `sc` at all, if it cannot: a `[[device]]` with
 /// `match_defer`, or the action `use_devres` (docs/host-contract.md, "Devices"). The CLI
 /// refuses such a file with this text (`modkit simulate --driver host`) or reports its
 /// blocks as skipped (`modkit check --driver host`).

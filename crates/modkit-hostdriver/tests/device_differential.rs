@@ -12,7 +12,7 @@
 //! devices of those types (some of no driver's type); probe bodies made of `sleep`,
 //! `need` (a registration of some module's init, optional or not, or another device),
 //! `devm`, `add_device` (a child device another driver may bind), `fail` (ENODEV, ENXIO,
-//! EINVAL, ENOMEM, EPROBE_DEFER); remove bodies with `sleep` and `remove_device` of the
+//! EINVAL, ENOMEM, EPROBE_DEFER); one driver in four with `probe_type = "async"`; remove bodies with `sleep` and `remove_device` of the
 //! child; module inits that register what probes need; events (modprobe, rmmod,
 //! add_device, remove_device, bind, unbind) at distinct instants; sometimes udevd (one to
 //! three workers, an event timeout that may kill one) and a short deferred-probe timeout.
@@ -271,9 +271,11 @@ fn random_device_scenarios_agree_on_host_and_simulator() {
     let mut rng = ChaCha8Rng::seed_from_u64(env_u64("MODKIT_DEVDIFF_SEED", 1));
     let (mut same, mut covered, mut most_seeds, mut bound) = (0u64, 0u64, 0, 0usize);
     let mut refused = 0u64;
+    let mut with_async = 0u64;
     let mut divergences = Vec::new();
     for case in 0..cases {
         let text = scenario(&mut rng);
+        with_async += u64::from(text.contains("probe_type = \"async\""));
         let policy = POLICIES[rng.gen_range(0..POLICIES.len())];
         if std::env::var_os("MODKIT_DIFF_TRACE").is_some() {
             eprintln!("case {case} under {policy}\n{text}");
@@ -281,8 +283,8 @@ fn random_device_scenarios_agree_on_host_and_simulator() {
         let sc =
             modkit_sim::parse("random-devices.toml", &text).expect("generated scenario parses");
         let p: Policy = policy.parse().expect("policy");
-        // The generator makes nothing the host refuses as a whole (async probes,
-        // match_defer, use_devres) …
+        // The generator makes nothing the host refuses as a whole (match_defer,
+        // use_devres) …
         assert_eq!(unsupported(&sc), None, "case {case}\n{text}");
         // … but under modkit the simulator may go through modkit's own device policy (a
         // probe waiting for a loading module, a pending device retried at once when its
@@ -313,7 +315,7 @@ fn random_device_scenarios_agree_on_host_and_simulator() {
         }
     }
     eprintln!(
-        "device differential: {cases} scenarios, {refused} refused by the host (modkit's device policy acted in the simulator), {same} with one outcome under every seed, {covered} seed-dependent (host gave one of the simulator's outcomes; found within {most_seeds} seeds), {} diverged; {bound} devices bound on the host at the end",
+        "device differential: {cases} scenarios, {refused} refused by the host (modkit's device policy acted in the simulator), {same} with one outcome under every seed, {covered} seed-dependent (host gave one of the simulator's outcomes; found within {most_seeds} seeds), {} diverged; {bound} devices bound on the host at the end; {with_async} scenarios with an async driver",
         divergences.len()
     );
     // The refusal must not hollow the comparison out: most cases are compared.
