@@ -71,12 +71,19 @@ fn scenario(rng: &mut ChaCha8Rng) -> String {
     let n = rng.gen_range(1..=3usize);
     let mut drivers: Vec<(String, usize)> = Vec::new();
     let mut child = 0;
-    // Every device type's drivers belong to one module: drivers of two modules matching
-    // one device would race in driver_attach(), where the host (like the kernel's
-    // __driver_attach()) waits for the device lock and the simulator skips a device being
-    // probed (docs/host-contract.md, "Devices"; see
-    // `driver_attach_waits_for_a_device_being_probed`).
-    let mut owner: Vec<Option<usize>> = vec![None; types];
+    // Each module's drivers: zero to two, of any device type. (Until h2's cba4c05 every
+    // device type's drivers belonged to one module: drivers of two modules matching one
+    // device raced in driver_attach(), where the host, like the kernel's
+    // __driver_attach(), waits for the device lock and the simulator skipped a device being
+    // probed; see `driver_attach_waits_for_a_device_being_probed`.)
+    let kinds_of: Vec<Vec<usize>> = (0..n)
+        .map(|_| {
+            (0..rng.gen_range(0..=2))
+                .map(|_| rng.gen_range(0..types))
+                .collect()
+        })
+        .collect();
+    let drivers_of_type = |k: usize| kinds_of.iter().flatten().filter(|&&x| x == k).count();
     for i in 0..n {
         let _ = writeln!(t, "\n[[module]]\nname = \"m{i}\"");
         if rng.gen_bool(0.4) {
@@ -86,25 +93,14 @@ fn scenario(rng: &mut ChaCha8Rng) -> String {
                 "[[module.init]]\nstep = \"reg\"\nrun = [{{ sleep = \"{sleep}ms\" }}, {{ register = \"reg:r{i}\" }}]\nundo = [{{ unregister = \"reg:r{i}\" }}]"
             );
         }
-        let mut kinds = Vec::new();
-        for _ in 0..rng.gen_range(0..=2) {
-            let free: Vec<usize> = (0..types)
-                .filter(|&k| owner[k].is_none_or(|o| o == i))
-                .collect();
-            if free.is_empty() {
-                break;
-            }
-            let k = free[rng.gen_range(0..free.len())];
-            owner[k] = Some(i);
-            kinds.push(k);
-        }
+        let kinds = &kinds_of[i];
         for (d, &k) in kinds.iter().enumerate() {
-            // Two drivers of one type never defer: a device the first deferred would be
-            // retried by the deferred-probe worker while the second's driver_attach()
-            // reaches it, which the simulator runs without a preemption point between
-            // devices (docs/host-contract.md, "Devices"; seed 1 case 134, seed 2 case 1052
-            // before this rule).
-            let shared = kinds.iter().filter(|&&x| x == k).count() > 1;
+            // Two drivers of one type (of one module or two) never defer: a device the
+            // first deferred would be retried by the deferred-probe worker while the
+            // second's driver_attach() reaches it, which the simulator runs without a
+            // preemption point between devices (docs/host-contract.md, "Devices"; seed 1
+            // case 134, seed 2 case 1052 before this rule).
+            let shared = drivers_of_type(k) > 1;
             let name = format!("d{i}{d}");
             let mut probe: Vec<String> = Vec::new();
             let mut remove: Vec<String> = Vec::new();

@@ -88,6 +88,8 @@ pub(super) struct Bind {
     report: bool,
     /// The timeout work took its preemption point before the report.
     report_yielded: bool,
+    /// The preemption point before the next `Job::Probe` was taken.
+    probe_yielded: bool,
     pub(super) result: Outcome,
 }
 
@@ -99,6 +101,7 @@ impl Bind {
             deferwq: false,
             report: false,
             report_yielded: false,
+            probe_yielded: false,
             result: Outcome::Ok,
         }
     }
@@ -657,6 +660,16 @@ impl Sim<'_> {
                 }
                 return ActStep::End(FrameEnd::Proc(b.result));
             };
+            // driver_attach() goes from one device to the next (bus_for_each_dev()), and
+            // the host's driver core takes its lock for each: another task may lock the
+            // next device first (an async probe just scheduled, the deferred-probe work).
+            if matches!(job, Job::Probe(..)) {
+                if self.preempt_at(tid, &mut b.probe_yielded) {
+                    b.jobs.push_front(job);
+                    return ActStep::Yielded;
+                }
+                b.probe_yielded = false;
+            }
             match job {
                 Job::Add(dev) => {
                     if self.dm.add_device(dev).is_err() {
