@@ -88,7 +88,7 @@ pub(super) struct Bind {
     report: bool,
     /// The timeout work took its preemption point before the report.
     report_yielded: bool,
-    /// The preemption point before the next `Job::Probe` was taken.
+    /// The preemption point before the next `Job::Probe` or `Job::Attach` was taken.
     probe_yielded: bool,
     pub(super) result: Outcome,
 }
@@ -663,7 +663,10 @@ impl Sim<'_> {
             // driver_attach() goes from one device to the next (bus_for_each_dev()), and
             // the host's driver core takes its lock for each: another task may lock the
             // next device first (an async probe just scheduled, the deferred-probe work).
-            if matches!(job, Job::Probe(..)) {
+            // Likewise between device_add() making a device present (bus_add_device())
+            // and its own attach (bus_probe_device()): a driver registered meanwhile probes
+            // it from its driver_attach(), and the attach tries it again.
+            if matches!(job, Job::Probe(..) | Job::Attach(..)) {
                 if self.preempt_at(tid, &mut b.probe_yielded) {
                     b.jobs.push_front(job);
                     return ActStep::Yielded;
