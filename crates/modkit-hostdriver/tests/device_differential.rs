@@ -84,7 +84,7 @@ fn scenario(rng: &mut ChaCha8Rng) -> String {
         })
         .collect();
     let drivers_of_type = |k: usize| kinds_of.iter().flatten().filter(|&&x| x == k).count();
-    for i in 0..n {
+    for (i, kinds) in kinds_of.iter().enumerate() {
         let _ = writeln!(t, "\n[[module]]\nname = \"m{i}\"");
         if rng.gen_bool(0.4) {
             let sleep = rng.gen_range(0..=20);
@@ -93,7 +93,6 @@ fn scenario(rng: &mut ChaCha8Rng) -> String {
                 "[[module.init]]\nstep = \"reg\"\nrun = [{{ sleep = \"{sleep}ms\" }}, {{ register = \"reg:r{i}\" }}]\nundo = [{{ unregister = \"reg:r{i}\" }}]"
             );
         }
-        let kinds = &kinds_of[i];
         for (d, &k) in kinds.iter().enumerate() {
             // Two drivers of one type (of one module or two) never defer: a device the
             // first deferred would be retried by the deferred-probe worker while the
