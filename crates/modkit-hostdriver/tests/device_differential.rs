@@ -83,6 +83,7 @@ fn scenario(rng: &mut ChaCha8Rng) -> String {
                 .collect()
         })
         .collect();
+    let mut async_types = std::collections::BTreeSet::new();
     let drivers_of_type = |k: usize| kinds_of.iter().flatten().filter(|&&x| x == k).count();
     for (i, kinds) in kinds_of.iter().enumerate() {
         let _ = writeln!(t, "\n[[module]]\nname = \"m{i}\"");
@@ -150,8 +151,12 @@ fn scenario(rng: &mut ChaCha8Rng) -> String {
                 remove.insert(0, format!("{{ sleep = \"{}ms\" }}", rng.gen_range(1..=10)));
             }
             // One driver in four prefers asynchronous probing (crate modkit's
-            // asyncprobe.rs: probes on workers, the load's wait after its init).
-            let probe_type = if rng.gen_bool(0.25) {
+            // asyncprobe.rs: probes on workers, the load's wait after its init), at most
+            // one per device type: two async drivers of one type, each registration
+            // scheduling a worker per device, multiply the same-instant orders past the
+            // judge's 1,024 seeds (seed 5 case 1802: 744 simulator outcomes, the host's
+            // one of the orders not drawn).
+            let probe_type = if rng.gen_bool(0.25) && async_types.insert(k) {
                 "probe_type = \"async\"\n"
             } else {
                 ""
