@@ -699,6 +699,26 @@ impl Gate {
     }
 }
 
+/// Waits (up to 10 s) until module `name` is LIVE and still holds a reference: its load
+/// waits in `async_synchronize_full()`.
+fn wait_live_and_held(host: &Host, name: &str) {
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let held = host
+            .lsmod()
+            .into_iter()
+            .any(|m| m.name == name && m.state == Some(modkit::ModState::Live) && m.refcount >= 1);
+        if held {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "{name} never waited LIVE"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// `do_init_module()`'s `async_synchronize_full()`: the load of a module whose init
 /// scheduled async probes returns only when they end, holding the module's reference
 /// meanwhile (rmmod: EWOULDBLOCK); from 5.18 every load waits for all async work in
@@ -739,6 +759,7 @@ fn a_load_waits_for_the_async_probes_after_its_init() {
             !load_a.is_finished(),
             "{policy}: modprobe a returned before its probes"
         );
+        wait_live_and_held(&host, "a");
         let e = host.rmmod("a").unwrap_err();
         assert_eq!(e.errno(), Some(Errno::EWOULDBLOCK), "{policy}: {e}");
         let h = host.handle();
@@ -756,6 +777,7 @@ fn a_load_waits_for_the_async_probes_after_its_init() {
             "{policy}: other's load waited: {waited}"
         );
         if others_wait {
+            wait_live_and_held(&host, "other");
             let e = host.rmmod("other").unwrap_err();
             assert_eq!(e.errno(), Some(Errno::EWOULDBLOCK), "{policy}: {e}");
         } else {
