@@ -16,9 +16,9 @@
 //! - under `modkit`, a deferral on a supplier that nothing in the scenario provides is
 //!   reported at once (`deferred_forever`), as in the simulator.
 //!
-//! Not run on the host (docs/host-contract.md, "Devices"): the wait of a module's load for
-//! the async probes it scheduled (`async_synchronize_full()` in `do_init_module()`);
-//! [`unsupported`](crate::unsupported) names the expectations that depend on it.
+//! Asynchronous probing (`probe_type = "async"`, and the wait of a module's load for the
+//! async probes after its init) is the library's (`modkit`'s asyncprobe.rs): this file
+//! only declares the driver with `DeviceDriver::async_probe`.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};

@@ -261,10 +261,8 @@ pub enum ScenarioError {
     },
 }
 
-/// Why the host driver cannot run `sc` at all, if it cannot: drivers with `probe_type =
-/// "async"` (a module's load waits for its async probes, `async_synchronize_full()` in
-/// `do_init_module()`, which the host's driver core does not do), or the action
-/// `use_devres` (docs/host-contract.md, "Devices"). The CLI
+/// Why the host driver cannot run `sc` at all, if it cannot: the action `use_devres`
+/// (docs/host-contract.md, "Devices"). The CLI
 /// refuses such a file with this text (`modkit simulate --driver host`) or reports its
 /// blocks as skipped (`modkit check --driver host`).
 pub fn unsupported(sc: &Scenario) -> Option<String> {

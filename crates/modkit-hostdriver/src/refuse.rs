@@ -2,7 +2,7 @@
 //!
 //! Two kinds of refusal:
 //! - a whole file ([`file`]): it uses something the host's driver core does not model at all
-//!   (`probe_type = "async"`, the `use_devres` action);
+//!   (the `use_devres` action);
 //! - one policy of a file ([`under`]): under `modkit`, the simulator's run of the file acts
 //!   through a part of modkit's own device policy that the host's driver core does not do
 //!   (a remove callback abandoned after its bound). The simulator is asked, so a file whose
@@ -18,11 +18,6 @@ use modkit_sim::scenario::{Action, Scenario};
 /// Why the host cannot run `sc` under any policy, if it cannot.
 pub(crate) fn file(sc: &Scenario) -> Option<String> {
     let f = &sc.file;
-    if sc.devices.drivers.iter().any(|d| d.async_probe) {
-        return Some(format!(
-            "{f}: a driver with probe_type = \"async\": the host's driver core probes it from a worker thread but a module's load does not wait for its async probes (async_synchronize_full() in do_init_module(); docs/host-contract.md, \"Devices\"): run it with --driver sim"
-        ));
-    }
     if sc
         .all_actions()
         .iter()

@@ -12,7 +12,8 @@
 //! devices of those types (some of no driver's type); probe bodies made of `sleep`,
 //! `need` (a registration of some module's init, optional or not, or another device),
 //! `devm`, `add_device` (a child device another driver may bind), `fail` (ENODEV, ENXIO,
-//! EINVAL, ENOMEM, EPROBE_DEFER); remove bodies with `sleep` and `remove_device` of the
+//! EINVAL, ENOMEM, EPROBE_DEFER); one driver in four with `probe_type = "async"`; remove
+//! bodies with `sleep` and `remove_device` of the
 //! child; module inits that register what probes need after a sleep (so that a probe may
 //! need what a loading module provides: modkit's probe wait), sometimes after registering
 //! their first driver themselves (a probe inside its provider's init: the declined wait);
@@ -76,12 +77,20 @@ fn scenario(rng: &mut ChaCha8Rng) -> String {
     let n = rng.gen_range(1..=3usize);
     let mut drivers: Vec<(String, usize)> = Vec::new();
     let mut child = 0;
-    // Every device type's drivers belong to one module: drivers of two modules matching
-    // one device would race in driver_attach(), where the host (like the kernel's
-    // __driver_attach()) waits for the device lock and the simulator skips a device being
-    // probed (docs/host-contract.md, "Devices"; see
-    // `driver_attach_waits_for_a_device_being_probed`).
-    let mut owner: Vec<Option<usize>> = vec![None; types];
+    // Each module's drivers: zero to two, of any device type. (Until h2's cba4c05 every
+    // device type's drivers belonged to one module: drivers of two modules matching one
+    // device raced in driver_attach(), where the host, like the kernel's
+    // __driver_attach(), waits for the device lock and the simulator skipped a device being
+    // probed; see `driver_attach_waits_for_a_device_being_probed`.)
+    let kinds_of: Vec<Vec<usize>> = (0..n)
+        .map(|_| {
+            (0..rng.gen_range(0..=2))
+                .map(|_| rng.gen_range(0..types))
+                .collect()
+        })
+        .collect();
+    let mut async_types = std::collections::BTreeSet::new();
+    let drivers_of_type = |k: usize| kinds_of.iter().flatten().filter(|&&x| x == k).count();
     // Which modules register `reg:rI` in their init (needs mostly name one of them).
     let regs: Vec<usize> = (0..n).filter(|_| rng.gen_bool(0.5)).collect();
     for i in 0..n {
@@ -91,18 +100,7 @@ fn scenario(rng: &mut ChaCha8Rng) -> String {
         // registers what probes need: a probe of that driver needing it runs inside the
         // provider's own init (modkit declines the wait: a cycle).
         let early_driver = reg && rng.gen_bool(0.4);
-        let mut kinds = Vec::new();
-        for _ in 0..rng.gen_range(0..=2) {
-            let free: Vec<usize> = (0..types)
-                .filter(|&k| owner[k].is_none_or(|o| o == i))
-                .collect();
-            if free.is_empty() {
-                break;
-            }
-            let k = free[rng.gen_range(0..free.len())];
-            owner[k] = Some(i);
-            kinds.push(k);
-        }
+        let kinds = &kinds_of[i];
         if early_driver && !kinds.is_empty() {
             let _ = writeln!(
                 t,
@@ -118,12 +116,12 @@ fn scenario(rng: &mut ChaCha8Rng) -> String {
             );
         }
         for (d, &k) in kinds.iter().enumerate() {
-            // Two drivers of one type never defer: a device the first deferred would be
-            // retried by the deferred-probe worker while the second's driver_attach()
-            // reaches it, which the simulator runs without a preemption point between
-            // devices (docs/host-contract.md, "Devices"; seed 1 case 134, seed 2 case 1052
-            // before this rule).
-            let shared = kinds.iter().filter(|&&x| x == k).count() > 1;
+            // Two drivers of one type (of one module or two) never defer: a device the
+            // first deferred would be retried by the deferred-probe worker while the
+            // second's driver_attach() reaches it, which the simulator runs without a
+            // preemption point between devices (docs/host-contract.md, "Devices"; seed 1
+            // case 134, seed 2 case 1052 before this rule).
+            let shared = drivers_of_type(k) > 1;
             let name = format!("d{i}{d}");
             let mut probe: Vec<String> = Vec::new();
             let mut remove: Vec<String> = Vec::new();
@@ -177,9 +175,20 @@ fn scenario(rng: &mut ChaCha8Rng) -> String {
             if rng.gen_bool(0.5) {
                 remove.insert(0, format!("{{ sleep = \"{}ms\" }}", rng.gen_range(1..=10)));
             }
+            // One driver in four prefers asynchronous probing (crate modkit's
+            // asyncprobe.rs: probes on workers, the load's wait after its init), at most
+            // one per device type: two async drivers of one type, each registration
+            // scheduling a worker per device, multiply the same-instant orders past the
+            // judge's 1,024 seeds (seed 5 case 1802: 744 simulator outcomes, the host's
+            // one of the orders not drawn).
+            let probe_type = if rng.gen_bool(0.25) && async_types.insert(k) {
+                "probe_type = \"async\"\n"
+            } else {
+                ""
+            };
             let _ = writeln!(
                 t,
-                "[[module.driver]]\nname = \"{name}\"\nbus = \"{}\"\nmatch = [\"dev:t{k}*\"]\nprobe = [{}]\nremove = [{}]",
+                "[[module.driver]]\nname = \"{name}\"\nbus = \"{}\"\nmatch = [\"dev:t{k}*\"]\n{probe_type}probe = [{}]\nremove = [{}]",
                 bus_of(k),
                 probe.join(", "),
                 remove.join(", ")
@@ -221,10 +230,12 @@ fn scenario(rng: &mut ChaCha8Rng) -> String {
             bus_of(k)
         );
         // A bus match that defers until some module's registration: only on `vbus`,
-        // whose drivers (of one type, one module, at most one driver) are all the
-        // deferring match probes before 6.0 (every driver of the bus), so that no two
-        // modules' drivers race for the device.
-        if bus_of(k) == "vbus" && one_vbus_driver && rng.gen_bool(0.5) {
+        // with at most one driver of that type (the deferring match probes every driver of
+        // the bus before 6.0, so that no two modules' drivers race for the device), and
+        // not an async one (the host applies the era's rule when the driver registers, the
+        // simulator in each async worker).
+        if bus_of(k) == "vbus" && one_vbus_driver && !async_types.contains(&1) && rng.gen_bool(0.5)
+        {
             let _ = writeln!(t, "match_defer = \"reg:r{}\"", rng.gen_range(0..n));
         }
     }
@@ -275,14 +286,14 @@ fn scenario(rng: &mut ChaCha8Rng) -> String {
         // (modkit_core::going); the GOING window is reached at instants of their own
         // instead (exits that quiesce before unregistering their drivers, device events
         // soon after an rmmod).
-        // Nor a sysfs bind: a bind at the instant of the device's add can run, on the host
-        // as on the kernel's other CPUs, between device_add() making the device present
-        // and its own attach (seed 2, cases 633 and 1536), where the simulator has no
-        // preemption point (docs/host-contract.md, "Devices").
         // Nor a remove_device: a second removal of a device being removed gives ENODEV
         // in the library and waits, then succeeds, in the simulator (seed 3 case 1429;
         // docs/host-contract.md, "Devices").
-        let alone = ["rmmod", "bind", "remove_device"]
+        // (A sysfs bind at the instant of the device's add can run, on the host as on the
+        // kernel's other CPUs, between device_add() making the device present and its own
+        // attach (seed 2, cases 633 and 1536 of an earlier generator): the simulator has
+        // a preemption point there since h1's change, so binds may share an instant.)
+        let alone = ["rmmod", "remove_device"]
             .iter()
             .any(|v| what.starts_with(v));
         if soon {
@@ -340,9 +351,11 @@ fn random_device_scenarios_agree_on_host_and_simulator() {
     let (mut refused, mut waits, mut match_defer) = (0u64, 0u64, 0u64);
     // Cases where the host probed in the GOING window (linux-X.Y only).
     let mut window = 0u64;
+    let mut with_async = 0u64;
     let mut divergences = Vec::new();
     for case in 0..cases {
         let text = scenario(&mut rng);
+        with_async += u64::from(text.contains("probe_type = \"async\""));
         // modkit one time in three: its probe wait and retry on live need it.
         let policy = if rng.gen_bool(0.25) {
             "modkit"
@@ -355,8 +368,7 @@ fn random_device_scenarios_agree_on_host_and_simulator() {
         let sc =
             modkit_sim::parse("random-devices.toml", &text).expect("generated scenario parses");
         let p: Policy = policy.parse().expect("policy");
-        // The generator makes nothing the host refuses as a whole (async probes,
-        // use_devres) …
+        // The generator makes nothing the host refuses as a whole (use_devres) …
         assert_eq!(unsupported(&sc), None, "case {case}\n{text}");
         // … but the simulator's run may stall in a callback, or under modkit abandon a
         // remove, which the host does not model: such a case is compared nowhere and
@@ -403,7 +415,7 @@ fn random_device_scenarios_agree_on_host_and_simulator() {
         }
     }
     eprintln!(
-        "device differential: {cases} scenarios, {refused} refused by the host (a callback stall, or modkit abandoned a remove, in the simulator), {waits} with modkit's probe wait or retry on live, {match_defer} with a match_defer, {same} with one outcome under every seed, {covered} seed-dependent (host gave one of the simulator's outcomes; found within {most_seeds} seeds), {} diverged; {bound} devices bound on the host at the end; {window} probed in a GOING window",
+        "device differential: {cases} scenarios, {refused} refused by the host (a callback stall, or modkit abandoned a remove, in the simulator), {waits} with modkit's probe wait or retry on live, {match_defer} with a match_defer, {same} with one outcome under every seed, {covered} seed-dependent (host gave one of the simulator's outcomes; found within {most_seeds} seeds), {} diverged; {bound} devices bound on the host at the end; {window} probed in a GOING window; {with_async} scenarios with an async driver",
         divergences.len()
     );
     // The refusal must not hollow the comparison out: most cases are compared.

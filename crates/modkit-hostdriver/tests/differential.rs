@@ -16,7 +16,7 @@ fn scenario_files() -> Vec<PathBuf> {
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
         // What the host cannot run is the simulator's alone (`modkit_hostdriver::unsupported`,
-        // and `modkit check --driver host` says so): async-probe drivers.
+        // and `modkit check --driver host` says so): match_defer, use_devres.
         .filter(|p| {
             modkit_sim::load(p)
                 .map(|sc| modkit_hostdriver::unsupported(&sc).is_none())

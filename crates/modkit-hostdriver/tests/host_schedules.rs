@@ -256,7 +256,7 @@ fn random_zero_time_scenarios_under_host_schedules() {
     eprintln!("host schedules: {cases} scenarios, {racy_host} with several host outcomes, {racy_sim} with several simulator outcomes, none outside the simulator's");
 }
 
-/// The device examples the host runs (all but the async-probe file, and the CPU storm,
+/// The device examples the host runs (all but those it refuses, and the CPU storm,
 /// whose 576 devices are too many for shuttle's schedules), under each policy they have
 /// blocks for: the host's driver core (the `modkit` library's, with this driver's probe
 /// bodies and udevd threads) under 10 random shuttle schedules each must give only

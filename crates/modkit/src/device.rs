@@ -186,9 +186,12 @@ impl DeviceDriver {
     /// `probe_type = PROBE_PREFER_ASYNCHRONOUS`: the driver's registration and a device's
     /// addition do not run its probe themselves; a worker thread per device does (wait for
     /// them with [`crate::HostHandle::settle`]). A sysfs-style [`crate::HostHandle::bind`]
-    /// stays synchronous. Unlike the kernel's `do_init_module()`, whose
-    /// `async_synchronize_full()` makes the load wait for the async probes its init
-    /// scheduled, the host's `modprobe` returns without waiting for them.
+    /// stays synchronous. As the kernel's `do_init_module()` does with
+    /// `async_synchronize_full()`, a load whose init's registration scheduled async probes
+    /// (from 5.18: every load) waits, once its module is LIVE, until no async probe is in
+    /// flight, and holds the module's initial reference meanwhile (an `rmmod` of it gets
+    /// EWOULDBLOCK). A probe that loads a module and waits for it can thus deadlock under
+    /// 5.18+, as in the kernel (`request_module()` from async workers is not allowed).
     pub fn async_probe(mut self) -> DeviceDriver {
         self.async_probe = true;
         self

@@ -416,8 +416,17 @@ impl HostHandle {
             self.deliver(&mut st);
             match step {
                 Step::Done(o) => {
-                    stack.pop();
+                    // do_init_module(): async_synchronize_full() after LIVE
+                    // (crate::asyncprobe).
+                    let popped = stack.pop();
                     crate::probewait::proc_popped(&mut st, task);
+                    if let Some(Proc::Load(l)) = popped {
+                        let (g, go_on) = self.async_synchronize_after_load(st, task, &l, o);
+                        st = g;
+                        if !go_on {
+                            return None;
+                        }
+                    }
                     if stack.is_empty() {
                         return Some(o);
                     }

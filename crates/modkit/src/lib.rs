@@ -158,6 +158,7 @@
 //! [`HostHandle::shutdown`] does the same on demand and reports what it could not unload.
 
 mod api;
+mod asyncprobe;
 mod ctx;
 mod device;
 mod devres;

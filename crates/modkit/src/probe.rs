@@ -67,6 +67,8 @@ pub(crate) struct Devices {
     code: BTreeMap<DrvId, Arc<dyn DeviceCode>>,
     /// Drivers that prefer asynchronous probing, by driver id.
     async_probe: BTreeSet<DrvId>,
+    /// Async probe workers in flight, loads that scheduled some (crate::asyncprobe).
+    pub(crate) asyncs: crate::asyncprobe::AsyncProbes,
     /// Buses the host has.
     buses: BTreeSet<String>,
     /// Drivers being unregistered: they probe nothing more.
@@ -113,6 +115,7 @@ impl Devices {
             dm: DeviceModel::new(Vec::new(), modkit_core::dd::default_timeout(policy)),
             code: BTreeMap::new(),
             async_probe: BTreeSet::new(),
+            asyncs: Default::default(),
             buses: modkit_core::device::BUILTIN_BUSES
                 .iter()
                 .filter(|b| {
@@ -721,14 +724,19 @@ impl HostHandle {
 
     fn spawn_async(&self, dev: DevId, drivers: Vec<DrvId>) {
         let name = self.lock().devs.dm.devices[dev].name.clone();
-        self.spawn_worker(format!("async: probe {name}"), move |h, t| {
+        self.async_probe_scheduled();
+        let started = self.spawn_worker(format!("async: probe {name}"), move |h, t| {
             for drv in drivers {
                 match h.probe_one(t, dev, drv) {
-                    Some(Ok(())) | Some(Err(Errno::EPROBE_DEFER)) => return,
+                    Some(Ok(())) | Some(Err(Errno::EPROBE_DEFER)) => break,
                     _ => {}
                 }
             }
+            h.async_probe_ended();
         });
+        if !started {
+            self.async_probe_ended();
+        }
     }
 
     /// Starts a worker thread as a new task; false when it could not start.
@@ -929,7 +937,12 @@ impl HostHandle {
                 .dm
                 .register_driver(k, drv)
                 .map_err(|e| err(&format!("driver_register({name})"), e))?;
-            (list, devs.async_probe.contains(&drv), name)
+            let is_async = devs.async_probe.contains(&drv);
+            if is_async {
+                let m = devs.dm.drivers[drv].module;
+                HostHandle::note_async_register(&mut st, m, list.len());
+            }
+            (list, is_async, name)
         };
         tracing::debug!(target: "modkit::device", driver = %name, devices = devs.len(), "driver registered");
         self.start_timer();

@@ -665,3 +665,132 @@ fn engines_drive_devices_as_tasks_on_the_virtual_clock() {
     });
     assert!(host.violations().is_empty(), "{:?}", host.violations());
 }
+
+/// A gate an async probe blocks on until the test opens it; `started` counts the probes
+/// that reached it.
+#[derive(Default)]
+struct Gate {
+    open: Mutex<bool>,
+    cv: std::sync::Condvar,
+    started: AtomicUsize,
+}
+
+impl Gate {
+    fn pass(&self) {
+        self.started.fetch_add(1, Ordering::SeqCst);
+        let mut g = self.open.lock().unwrap();
+        while !*g {
+            g = self.cv.wait(g).unwrap();
+        }
+    }
+    fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.cv.notify_all();
+    }
+    fn wait_started(&self, n: usize) {
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while self.started.load(Ordering::SeqCst) < n {
+            assert!(
+                std::time::Instant::now() < until,
+                "the async probes never ran"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// Waits (up to 10 s) until module `name` is LIVE and still holds a reference: its load
+/// waits in `async_synchronize_full()`.
+fn wait_live_and_held(host: &Host, name: &str) {
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let held = host
+            .lsmod()
+            .into_iter()
+            .any(|m| m.name == name && m.state == Some(modkit::ModState::Live) && m.refcount >= 1);
+        if held {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "{name} never waited LIVE"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// `do_init_module()`'s `async_synchronize_full()`: the load of a module whose init
+/// scheduled async probes returns only when they end, holding the module's reference
+/// meanwhile (rmmod: EWOULDBLOCK); from 5.18 every load waits for all async work in
+/// flight, before (and under modkit) a load whose init scheduled none does not.
+#[test]
+fn a_load_waits_for_the_async_probes_after_its_init() {
+    for (policy, others_wait) in [
+        ("modkit", false),
+        ("linux-5.17", false),
+        ("linux-5.18", true),
+        ("linux-6.1", true),
+    ] {
+        let host = host(policy);
+        let gate = Arc::new(Gate::default());
+        let g = gate.clone();
+        host.add_module(
+            Module::new("a").driver(
+                DeviceDriver::new("a", "endpoint")
+                    .matches("endpoint:a")
+                    .async_probe()
+                    .probe(move |_| {
+                        g.pass();
+                        Ok(())
+                    }),
+            ),
+        )
+        .unwrap();
+        host.add_module(Module::new("other")).unwrap();
+        for d in ["d0", "d1"] {
+            host.add_device(Device::new(d, "endpoint").modalias("endpoint:a"))
+                .unwrap();
+        }
+        let h = host.handle();
+        let load_a = std::thread::spawn(move || h.modprobe("a"));
+        gate.wait_started(2);
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            !load_a.is_finished(),
+            "{policy}: modprobe a returned before its probes"
+        );
+        wait_live_and_held(&host, "a");
+        let e = host.rmmod("a").unwrap_err();
+        assert_eq!(e.errno(), Some(Errno::EWOULDBLOCK), "{policy}: {e}");
+        let h = host.handle();
+        let load_other = std::thread::spawn(move || h.modprobe("other"));
+        // A load that does not wait ends at once; one that waits is still there after
+        // 100 ms (the gate is closed).
+        let until =
+            std::time::Instant::now() + Duration::from_millis(if others_wait { 100 } else { 5000 });
+        while !load_other.is_finished() && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let waited = !load_other.is_finished();
+        assert_eq!(
+            waited, others_wait,
+            "{policy}: other's load waited: {waited}"
+        );
+        if others_wait {
+            wait_live_and_held(&host, "other");
+            let e = host.rmmod("other").unwrap_err();
+            assert_eq!(e.errno(), Some(Errno::EWOULDBLOCK), "{policy}: {e}");
+        } else {
+            host.rmmod("other").unwrap();
+        }
+        gate.open();
+        load_a.join().unwrap().unwrap();
+        load_other.join().unwrap().unwrap();
+        if others_wait {
+            host.rmmod("other").unwrap();
+        }
+        assert_eq!(host.device_state("d0").unwrap(), "bound:a", "{policy}");
+        assert_eq!(host.device_state("d1").unwrap(), "bound:a", "{policy}");
+        host.rmmod("a").unwrap();
+    }
+}

@@ -86,6 +86,10 @@ pub(super) struct Bind {
     deferwq: bool,
     /// The timeout work: report the devices still pending at the end.
     report: bool,
+    /// The timeout work took its preemption point before the report.
+    report_yielded: bool,
+    /// The preemption point before the next `Job::Probe` or `Job::Attach` was taken.
+    probe_yielded: bool,
     pub(super) result: Outcome,
 }
 
@@ -96,6 +100,8 @@ impl Bind {
             cur: None,
             deferwq: false,
             report: false,
+            report_yielded: false,
+            probe_yielded: false,
             result: Outcome::Ok,
         }
     }
@@ -423,6 +429,19 @@ impl Sim<'_> {
         }
     }
 
+    /// A preemption point of device work (see `Sim::preempt`): when preemptible and `done`
+    /// is not yet set, sets it and queues the task again at this instant (the caller
+    /// returns [`ActStep::Yielded`]).
+    fn preempt_at(&mut self, tid: TaskId, done: &mut bool) -> bool {
+        if !self.preempt || *done {
+            return false;
+        }
+        *done = true;
+        let token = self.tasks.get(&tid).expect("task").token;
+        self.push(self.k.now, tid, token, super::R_YIELD);
+        true
+    }
+
     /// Schedules an async probe worker (`async_schedule_dev()`).
     fn spawn_async(&mut self, job: Job) {
         let dev = match job {
@@ -628,6 +647,12 @@ impl Sim<'_> {
                     }
                 }
                 if b.report {
+                    // deferred_probe_timeout_work_func(): the list walk takes
+                    // deferred_probe_mutex after flush_work(), and the host its lock: an
+                    // async probe the retry scheduled may defer (or bind) first.
+                    if self.preempt_at(tid, &mut b.report_yielded) {
+                        return ActStep::Yielded;
+                    }
                     self.dm.timeout_report(&mut self.k);
                 }
                 if b.deferwq && self.devs.deferwq == Some(tid) {
@@ -635,6 +660,19 @@ impl Sim<'_> {
                 }
                 return ActStep::End(FrameEnd::Proc(b.result));
             };
+            // driver_attach() goes from one device to the next (bus_for_each_dev()), and
+            // the host's driver core takes its lock for each: another task may lock the
+            // next device first (an async probe just scheduled, the deferred-probe work).
+            // Likewise between device_add() making a device present (bus_add_device())
+            // and its own attach (bus_probe_device()): a driver registered meanwhile probes
+            // it from its driver_attach(), and the attach tries it again.
+            if matches!(job, Job::Probe(..) | Job::Attach(..)) {
+                if self.preempt_at(tid, &mut b.probe_yielded) {
+                    b.jobs.push_front(job);
+                    return ActStep::Yielded;
+                }
+                b.probe_yielded = false;
+            }
             match job {
                 Job::Add(dev) => {
                     if self.dm.add_device(dev).is_err() {
