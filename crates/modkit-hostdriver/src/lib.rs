@@ -410,7 +410,12 @@ pub fn run_scenario(sc: &Scenario, policy: Policy, _seed: u64) -> Result<Run, Sc
                 let o: Option<Outcome> = match &ev.kind {
                     EventKind::Kill(id) => Some(h.kill_event(id)),
                     EventKind::KillModprobe(n) => Some(h.kill_modprobe(n)),
-                    EventKind::Device(d) => Some(devices::event(&h, &sc2, task, d)),
+                    EventKind::Device(d) => {
+                        let o = devices::event(&h, &sc2, task, d);
+                        // An event the run stalled in (a remove that never returns) has
+                        // no result, as in the simulator.
+                        (!h.stopped().0).then_some(o)
+                    }
                     EventKind::SetModprobe(p) => {
                         h.engine(|k, _: &mut HostState| k.modprobe_path = p.clone());
                         Some(Outcome::Ok)
@@ -450,6 +455,8 @@ pub fn run_scenario(sc: &Scenario, policy: Policy, _seed: u64) -> Result<Run, Sc
                             None,
                         ) {
                             End::Stalled => None,
+                            // A use_devres cut short by the run's stall.
+                            End::Failed(_) if h.stopped().0 => None,
                             End::Failed(o) => Some(o),
                             _ => Some(Outcome::Ok),
                         }
@@ -500,7 +507,11 @@ pub fn run_scenario(sc: &Scenario, policy: Policy, _seed: u64) -> Result<Run, Sc
     } else {
         Vec::new()
     };
+    // modkit's abandoned remove callbacks are detached (modkit's unbind.rs).
+    host.forget_abandoned();
+    let device_history = host.device_history();
     let mut kernel = host.take_kernel();
+    host.release_abandoned();
     if let (true, Some((_, mut d))) = (horizon_hit, livelock) {
         kernel.now = end_time;
         d.message
@@ -512,8 +523,8 @@ pub fn run_scenario(sc: &Scenario, policy: Policy, _seed: u64) -> Result<Run, Sc
     }
     let results = std::mem::take(&mut *results.lock().unwrap_or_else(|e| e.into_inner()));
     Ok(Run {
-        // The host records no per-step device history (the timeline's device rows).
-        device_history: Vec::new(),
+        // Sampled when the virtual clock moves (modkit's history.rs).
+        device_history,
         devices,
         kernel,
         end_time,

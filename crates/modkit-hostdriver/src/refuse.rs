@@ -2,16 +2,18 @@
 //!
 //! Two kinds of refusal:
 //! - a whole file ([`file`]): it uses something the host's driver core does not model at all
-//!   (`probe_type = "async"`, a `[[device]]`'s `match_defer`, the `use_devres` action);
+//!   (`probe_type = "async"`, a `[[device]]`'s `match_defer`);
 //! - one policy of a file ([`under`]): under `modkit`, the simulator's run of the file acts
 //!   through modkit's own device policy, which the host's driver core does not do (a probe
-//!   waiting for a loading module, a pending device retried at once when its need appears,
-//!   a remove callback abandoned after its bound). The simulator is asked, so a file whose
-//!   modkit run never reaches these paths still runs on the host.
+//!   waiting for a loading module, a pending device retried at once when its need appears).
+//!   The simulator is asked, so a file whose modkit run never reaches these paths still
+//!   runs on the host.
+//!
+//! `use_devres`, a driver callback that never returns and modkit's bounded unbind run on
+//! the host (modkit's `unbind.rs`: the simulator's rules and words on the virtual clock).
 
 use modkit_core::{DiagKind, Policy};
-use modkit_sim::devices::DeviceAction;
-use modkit_sim::scenario::{Action, Scenario};
+use modkit_sim::scenario::Scenario;
 
 /// Why the host cannot run `sc` under any policy, if it cannot.
 pub(crate) fn file(sc: &Scenario) -> Option<String> {
@@ -27,22 +29,13 @@ pub(crate) fn file(sc: &Scenario) -> Option<String> {
             d.name
         ));
     }
-    if sc
-        .all_actions()
-        .iter()
-        .any(|a| matches!(a, Action::Device(DeviceAction::UseDevres { .. })))
-    {
-        return Some(format!(
-            "{f}: the action use_devres: the host's driver core has no Revocable access to a device's managed resources (nor unbind's revocation and drain of its users; docs/host-contract.md, \"Devices\"): run it with --driver sim"
-        ));
-    }
     None
 }
 
 /// Parts of modkit's own lines (crates/modkit-core/src/probewait.rs, revocable.rs; the
 /// simulator's sim/probewait.rs) that show its device policy acted, with what each means.
 /// The unit test below keeps them in step with the core's wording.
-const MARKERS: [(&str, &str); 4] = [
+const MARKERS: [(&str, &str); 3] = [
     (
         ") instead of deferring",
         "a probe waits for a loading module instead of deferring",
@@ -55,35 +48,11 @@ const MARKERS: [(&str, &str); 4] = [
         "is there now: the deferred probe is retried at once",
         "a pending device is retried at once when its need appears",
     ),
-    (
-        "modkit abandons it",
-        "unbind abandons a remove callback after its bound",
-    ),
 ];
 
-/// The completions a driver's probe or remove body waits for without a bound.
-fn callback_waits(sc: &Scenario) -> Vec<&str> {
-    let mut out = Vec::new();
-    for d in &sc.devices.drivers {
-        for a in d.probe.iter().chain(&d.remove) {
-            if let Action::WaitFor {
-                name,
-                timeout: None,
-            } = a
-            {
-                out.push(name.as_str());
-            }
-        }
-    }
-    out
-}
-
-/// Why the host cannot run `sc` under `policy`, if it cannot: [`file`]; a simulated run
-/// (same seed) that stalls in a driver's probe or remove callback (the host's driver core
-/// lets a callback unwind when the run stalls: a remove returns and the unbind succeeds, a
-/// probe fails, where the simulator leaves the callback parked and the event unfinished);
-/// or under `modkit` a simulated run that went through modkit's device policy (see the
-/// module doc).
+/// Why the host cannot run `sc` under `policy`, if it cannot: [`file`], or under `modkit`
+/// a simulated run (same seed) that went through modkit's device policy (see the module
+/// doc).
 pub(crate) fn under(sc: &Scenario, policy: Policy, seed: u64) -> Option<String> {
     if let Some(why) = file(sc) {
         return Some(why);
@@ -91,29 +60,10 @@ pub(crate) fn under(sc: &Scenario, policy: Policy, seed: u64) -> Option<String> 
     if !sc.devices.used {
         return None;
     }
-    let run = modkit_sim::Sim::new(sc, policy, seed).run().ok()?;
-    let waits = callback_waits(sc);
-    let stuck = run.kernel.diagnostics.iter().find_map(|d| {
-        if d.kind != DiagKind::Stalled {
-            return None;
-        }
-        let text = std::iter::once(&d.message).chain(&d.chain);
-        text.flat_map(|t| {
-            waits
-                .iter()
-                .filter(move |w| t.contains(&format!("wait_for_completion({w})")))
-        })
-        .next()
-    });
-    if let Some(w) = stuck {
-        return Some(format!(
-            "{}: under {policy}, the simulated run stalls in a driver callback (wait_for_completion({w}) never returns): the host's driver core lets the callback unwind when the run stalls (a remove returns, its unbind succeeds) instead of leaving it parked (docs/host-contract.md, \"Devices\"): checked by --driver sim",
-            sc.file
-        ));
-    }
     if !policy.is_modkit() {
         return None;
     }
+    let run = modkit_sim::Sim::new(sc, policy, seed).run().ok()?;
     let (_, what) = MARKERS.iter().find(|(m, _)| {
         run.kernel.diagnostics.iter().any(|d| {
             matches!(d.kind, DiagKind::Remark | DiagKind::Stalled) && d.message.contains(m)
@@ -128,7 +78,7 @@ pub(crate) fn under(sc: &Scenario, policy: Policy, seed: u64) -> Option<String> 
 #[cfg(test)]
 mod tests {
     use super::{file, under, MARKERS};
-    use modkit_core::{probewait, revocable, Policy};
+    use modkit_core::{probewait, Policy};
 
     const GPU: &str = r#"
 [[module]]
@@ -165,23 +115,19 @@ unbind = "g0"
     }
 
     #[test]
-    fn a_remove_that_never_returns_is_refused_under_every_policy() {
-        let sc = gpu(r#"{ wait_for = "gpu_idle" }"#, "");
+    fn a_remove_that_never_returns_and_use_devres_run_everywhere() {
+        let sc = gpu(
+            r#"{ wait_for = "gpu_idle" }"#,
+            "[[event]]\nid = \"io\"\nat = \"2s\"\nrun = [{ use_devres = \"drm:card0\", for = \"1ms\" }]\n",
+        );
         assert_eq!(file(&sc), None);
-        let why = under(&sc, "linux-6.1".parse().unwrap(), 0).unwrap();
-        assert!(why.contains("wait_for_completion(gpu_idle)"), "{why}");
-        // Under modkit the simulator abandons it after 5 s (its `stalled` names the wait).
-        let why = under(&sc, Policy::Modkit, 0).unwrap();
-        assert!(why.contains("under modkit"), "{why}");
+        for p in ["linux-6.1", "modkit"] {
+            assert_eq!(under(&sc, p.parse::<Policy>().unwrap(), 0), None, "{p}");
+        }
     }
 
     #[test]
-    fn use_devres_and_match_defer_refuse_the_file() {
-        let sc = gpu(
-            r#"{ sleep = "1ms" }"#,
-            "[[event]]\nid = \"io\"\nat = \"2s\"\nrun = [{ use_devres = \"drm:card0\", for = \"1ms\" }]\n",
-        );
-        assert!(file(&sc).unwrap().contains("use_devres"));
+    fn match_defer_refuses_the_file() {
         let text = GPU.replace("REMOVE", "").replace(
             "modalias = \"pci:v000010DEd00002684\"",
             "modalias = \"pci:v000010DEd00002684\"\nmatch_defer = \"clk:x\"",
@@ -194,6 +140,5 @@ unbind = "g0"
     fn markers_match_the_core_wording() {
         assert!(probewait::wait_line("d", "drv", "m", "clk:x").contains(MARKERS[0].0));
         assert!(probewait::cycle_line("d", "drv", "m", "clk:x").contains(MARKERS[1].0));
-        assert!(revocable::remove_stall_message("d", "drv", "it waits").contains(MARKERS[3].0));
     }
 }

@@ -70,9 +70,9 @@ pub(crate) struct Devices {
     /// Devices being deleted: no driver may bind them any more.
     deleting: BTreeSet<DevId>,
     /// The task running a device's probe or remove (`device_lock()`), and which callback.
-    holder: BTreeMap<DevId, (TaskId, &'static str)>,
+    pub(crate) holder: BTreeMap<DevId, (TaskId, &'static str)>,
     /// The values of managed resources, by the core's resource id.
-    values: BTreeMap<u64, (String, Arc<dyn Revoke>)>,
+    pub(crate) values: BTreeMap<u64, (String, Arc<dyn Revoke>)>,
     /// The deferred-probe worker runs.
     deferwq: bool,
     /// The deferred-probe timeout thread was started.
@@ -80,7 +80,7 @@ pub(crate) struct Devices {
     /// Worker threads (deferred probe, async probe, autoload) running.
     busy: usize,
     /// Every device thread running, the timer included.
-    running: usize,
+    pub(crate) running: usize,
     /// `modprobe MODALIAS` on each device added (udev's coldplug role).
     autoload: bool,
     /// The bound on waits under `modkit`.
@@ -88,10 +88,12 @@ pub(crate) struct Devices {
     /// The host is closing: no new worker threads.
     closing: bool,
     /// The threads started, joined when the host closes.
-    threads: Vec<thread::JoinHandle<()>>,
+    pub(crate) threads: Vec<thread::JoinHandle<()>>,
     /// Called when a device became present, before it is offered to the drivers
     /// ([`crate::driver::Driver::on_device_added`]).
     pub(crate) added: Option<AddedHook>,
+    /// Users of managed resources and modkit's bounded unbind (crate::unbind).
+    pub(crate) unbind: crate::unbind::UnbindState,
 }
 
 /// What an engine runs when a device became present (its uevent, fw_devlink's links).
@@ -123,6 +125,7 @@ impl Devices {
             closing: false,
             threads: Vec::new(),
             added: None,
+            unbind: Default::default(),
         }
     }
 }
@@ -141,7 +144,7 @@ fn prune_finished(_threads: &mut Vec<thread::JoinHandle<()>>) {}
 const DEVRES: &str = "devres release";
 
 /// The wait key of a device's lock, woken when a probe or remove of it ends.
-fn device_lock_key(dev: DevId) -> WaitKey {
+pub(crate) fn device_lock_key(dev: DevId) -> WaitKey {
     WaitKey::Completion(format!("device_lock({dev})"))
 }
 
@@ -245,6 +248,9 @@ impl ProbeCtx<'_> {
         let State { k, devs, .. } = &mut *st;
         devs.dm.devm(k, self.dev, name).map_err(|e| err(&op, e))?;
         let id = *devs.dm.devres.live.keys().next_back().expect("just added");
+        // A value-less resource gets an access gate (crate::unbind, `devres_use`).
+        let v = v.or_else(|| Some(h.devres_gate(&mut st, id)));
+        let State { devs, .. } = &mut *st;
         if let Some(v) = v {
             devs.values.insert(id, (name.to_string(), v));
         }
@@ -500,7 +506,7 @@ impl HostHandle {
     }
 
     /// Runs a probe or a remove outside the lock, as the module body of `task`.
-    fn run_device_code(
+    pub(crate) fn run_device_code(
         &self,
         task: TaskId,
         dev: DevId,
@@ -646,6 +652,11 @@ impl HostHandle {
         devs.holder.insert(dev, (task, "probe"));
         drop(st);
         let res = self.run_device_code(task, dev, drv, true);
+        if self.lock().stalled {
+            // The run stalled in the probe (virtual clock): it stays probing, as the
+            // simulator leaves it parked.
+            return Some(Err(Errno::EINTR));
+        }
         if res.is_err() {
             self.lock().devs.holder.insert(dev, (task, DEVRES));
             self.revoke_devres(dev, drv);
@@ -867,13 +878,25 @@ impl HostHandle {
                 }
                 continue;
             }
+            if self.unbind_is_bounded(&st) {
+                // modkit on the virtual clock: the simulator's rules (crate::unbind).
+                drop(st);
+                return self.unbind_bounded(task, dev, drv);
+            }
             let State { k, devs, .. } = &mut *st;
             devs.dm.remove_begin(k, dev);
             devs.holder.insert(dev, (task, "remove"));
             drop(st);
             let _ = self.run_device_code(task, dev, drv, false);
+            if self.lock().stalled {
+                // The run stalled in the remove (virtual clock): the device stays
+                // removing and the unbind unfinished, as the kernel's would.
+                return Err(Errno::EINTR);
+            }
             self.lock().devs.holder.insert(dev, (task, DEVRES));
-            self.revoke_devres(dev, drv);
+            if !self.release_unwaited(dev) {
+                self.revoke_devres(dev, drv);
+            }
             let mut st = self.lock();
             self.tick(&mut st);
             let State { k, devs, .. } = &mut *st;
