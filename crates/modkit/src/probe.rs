@@ -964,6 +964,11 @@ impl HostHandle {
             }
         }
         let mut st = self.lock();
+        if st.stalled {
+            // The run stalled in a wait above (virtual clock): a device is still being
+            // removed by the driver, which stays on the bus, as the kernel's would.
+            return;
+        }
         st.devs.dm.unregister_driver(drv);
         st.devs.leaving.remove(&drv);
     }
