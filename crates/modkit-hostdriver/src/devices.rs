@@ -204,7 +204,7 @@ pub(crate) fn event(host: &Driver, sc: &Scenario, task: TaskId, ev: &DeviceEvent
             });
             let known = host.device_model(|_, dm| {
                 dm.find_driver(driver).is_some_and(|r| {
-                    dm.is_registered(r) && dm.find_device(device).is_some_and(|d| dm.matches(r, d))
+                    dm.on_bus(r) && dm.find_device(device).is_some_and(|d| dm.matches(r, d))
                 })
             });
             if busy && known {

@@ -72,6 +72,8 @@ fn scenario(rng: &mut ChaCha8Rng) -> String {
     let n = rng.gen_range(1..=3usize);
     let mut drivers: Vec<(String, usize)> = Vec::new();
     let mut child = 0;
+    // The managed resources some probe takes (what `use_devres` events name).
+    let mut taken: Vec<String> = Vec::new();
     // Every device type's drivers belong to one module: drivers of two modules matching
     // one device would race in driver_attach(), where the host (like the kernel's
     // __driver_attach()) waits for the device lock and the simulator skips a device being
@@ -126,7 +128,11 @@ fn scenario(rng: &mut ChaCha8Rng) -> String {
                         probe.push(format!("{{ need = \"reg:r{r}\"{opt} }}"));
                     }
                     6 => probe.push(format!("{{ need = \"device:x{}\" }}", rng.gen_range(0..4))),
-                    7 | 8 => probe.push(format!("{{ devm = \"res{}\" }}", rng.gen_range(0..3))),
+                    7 | 8 => {
+                        let r = format!("res{}", rng.gen_range(0..3));
+                        probe.push(format!("{{ devm = \"{r}\" }}"));
+                        taken.push(r);
+                    }
                     9 => {
                         let k2 = rng.gen_range(0..types);
                         probe.push(format!(
@@ -192,7 +198,7 @@ fn scenario(rng: &mut ChaCha8Rng) -> String {
     for e in 0..events {
         let x = rng.gen_range(0..devs);
         let m = rng.gen_range(0..n);
-        let what = match rng.gen_range(0..15) {
+        let what = match rng.gen_range(0..16) {
             0..=3 => format!("modprobe = \"m{m}\""),
             4 => format!("modprobe = \"dev:t{}x\"", rng.gen_range(0..types)),
             5 | 6 => format!("rmmod = \"m{m}\""),
@@ -204,9 +210,13 @@ fn scenario(rng: &mut ChaCha8Rng) -> String {
             }
             // An ioctl in flight on a managed resource, which an unbind revokes (modkit)
             // or frees under it (Linux).
-            13 => format!(
-                "run = [{{ use_devres = \"res{}\", for = \"{}ms\" }}]",
-                rng.gen_range(0..3),
+            13 | 14 => format!(
+                "run = [{{ use_devres = \"{}\", for = \"{}ms\" }}]",
+                if taken.is_empty() {
+                    "res0".to_string()
+                } else {
+                    taken[rng.gen_range(0..taken.len())].clone()
+                },
                 rng.gen_range(1..=300)
             ),
             _ => format!("unbind = \"x{x}\""),
@@ -234,6 +244,67 @@ fn scenario(rng: &mut ChaCha8Rng) -> String {
         let _ = writeln!(t, "\n[[event]]\nid = \"e{e}\"\nat = \"{at}ms\"\n{what}");
     }
     t
+}
+
+/// How far the host's runs went through `use_devres` and unbind with users in flight.
+#[derive(Default)]
+struct Uses {
+    ok: u64,
+    enxio: u64,
+    drained: u64,
+    freed: u64,
+    abandoned: u64,
+}
+
+impl Uses {
+    fn count(&mut self, sc: &modkit_sim::scenario::Scenario, host: &modkit_sim::Run) {
+        use modkit_sim::devices::DeviceAction;
+        use modkit_sim::scenario::{Action, EventKind};
+        for e in &sc.events {
+            let EventKind::Run(list) = &e.kind else {
+                continue;
+            };
+            if !list
+                .iter()
+                .any(|a| matches!(a, Action::Device(DeviceAction::UseDevres { .. })))
+            {
+                continue;
+            }
+            for o in host.results.get(&e.id).into_iter().flatten() {
+                match o.errno() {
+                    None => self.ok += 1,
+                    Some(modkit_core::Errno::ENXIO) => self.enxio += 1,
+                    Some(_) => {}
+                }
+            }
+        }
+        for d in &host.kernel.diagnostics {
+            if d.message.contains("devres_release_all() frees") {
+                self.freed += 1;
+            }
+            if d.message.contains("modkit abandons it") {
+                self.abandoned += 1;
+            }
+        }
+        // A drain shows in the end time only; count the modkit runs where a use was in
+        // flight when an unbind revoked it (the late users get ENXIO).
+        if host.kernel.policy.is_modkit() && host.results.values().flatten().any(|o| o.is_ok()) {
+            let ok_use = sc.events.iter().any(|e| {
+                matches!(&e.kind, EventKind::Run(l) if l.iter().any(|a| matches!(a, Action::Device(DeviceAction::UseDevres { .. }))))
+                    && host.results.get(&e.id).is_some_and(|v| v.iter().any(|o| o.is_ok()))
+            });
+            let unbind = sc.events.iter().any(|e| {
+                matches!(&e.kind, EventKind::Device(_) | EventKind::Rmmod { .. })
+                    && host
+                        .results
+                        .get(&e.id)
+                        .is_some_and(|v| v.iter().any(|o| o.is_ok()))
+            });
+            if ok_use && unbind {
+                self.drained += 1;
+            }
+        }
+    }
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -277,6 +348,7 @@ fn random_device_scenarios_agree_on_host_and_simulator() {
     let mut rng = ChaCha8Rng::seed_from_u64(env_u64("MODKIT_DEVDIFF_SEED", 1));
     let (mut same, mut covered, mut most_seeds, mut bound) = (0u64, 0u64, 0, 0usize);
     let mut refused = 0u64;
+    let mut uses = Uses::default();
     let mut divergences = Vec::new();
     for case in 0..cases {
         let text = scenario(&mut rng);
@@ -305,6 +377,7 @@ fn random_device_scenarios_agree_on_host_and_simulator() {
             host.kernel.violations
         );
         bound += host.devices.iter().filter(|d| d.state == "bound").count();
+        uses.count(&sc, &host);
         match judge_by(&sc, p, &host, device_summary) {
             Verdict::Same => same += 1,
             Verdict::Covered { seeds } => {
@@ -321,6 +394,10 @@ fn random_device_scenarios_agree_on_host_and_simulator() {
     eprintln!(
         "device differential: {cases} scenarios, {refused} refused by the host (modkit's device policy acted in the simulator), {same} with one outcome under every seed, {covered} seed-dependent (host gave one of the simulator's outcomes; found within {most_seeds} seeds), {} diverged; {bound} devices bound on the host at the end",
         divergences.len()
+    );
+    eprintln!(
+        "use_devres on the host: {} ok, {} ENXIO; modkit runs with a use and a device event or rmmod that succeeded: {}; resources freed under users (linux remark): {}; removes abandoned (modkit): {}",
+        uses.ok, uses.enxio, uses.drained, uses.freed, uses.abandoned
     );
     // The refusal must not hollow the comparison out: most cases are compared.
     assert!(
@@ -457,4 +534,111 @@ remove_device = "0000:00:01.0"
             }
         }
     }
+}
+
+/// Random scenarios of unbind with users in flight (seed 004's hot-unplug deadlock): one
+/// to three drivers, each binding its boot devices at load and taking a managed resource;
+/// remove bodies that sleep, return at once or (rarely) never return; `use_devres` events
+/// of those resources overlapping unbinds, device removals, rebinding and rmmods. Under
+/// `modkit` the host must revoke, drain (5 s), bound the remove (5 s) and abandon it as the
+/// simulator does; under `linux-X.Y` wait without bound and free under the users.
+fn unbind_scenario(rng: &mut ChaCha8Rng) -> String {
+    let mut t = String::from("modprobe_time = \"1ms\"\n");
+    let n = rng.gen_range(1..=3usize);
+    for i in 0..n {
+        let remove = match rng.gen_range(0..10) {
+            0 => "{ wait_for = \"never\" }".to_string(),
+            1..=3 => String::new(),
+            _ => format!("{{ sleep = \"{}ms\" }}", rng.gen_range(1..=400)),
+        };
+        let sleep = if rng.gen_bool(0.3) {
+            format!("{{ sleep = \"{}ms\" }}, ", rng.gen_range(1..=20))
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            t,
+            "\n[[module]]\nname = \"m{i}\"\n[[module.driver]]\nname = \"d{i}\"\nbus = \"platform\"\nmatch = [\"dev:t{i}*\"]\nprobe = [{sleep}{{ devm = \"res{i}\" }}]\nremove = [{remove}]"
+        );
+        let _ = writeln!(
+            t,
+            "\n[[device]]\nname = \"x{i}\"\nbus = \"platform\"\nmodalias = \"dev:t{i}x\""
+        );
+        let _ = writeln!(t, "\n[[event]]\nid = \"load{i}\"\nmodprobe = \"m{i}\"");
+    }
+    let events = rng.gen_range(2..=7);
+    // One removal per device: a second removal of a device being removed gives ENODEV in
+    // the library and waits in the simulator (docs/host-contract.md, "Devices").
+    let mut removed = vec![false; n];
+    for e in 0..events {
+        let i = rng.gen_range(0..n);
+        let at = rng.gen_range(30..1500);
+        let long = if rng.gen_bool(0.1) { 7000 } else { 800 };
+        let what = match rng.gen_range(0..10) {
+            0..=3 => format!(
+                "run = [{{ use_devres = \"res{i}\", for = \"{}ms\" }}]",
+                rng.gen_range(1..=long)
+            ),
+            4..=6 => format!("unbind = \"x{i}\""),
+            7 if !removed[i] => {
+                removed[i] = true;
+                format!("remove_device = \"x{i}\"")
+            }
+            7 | 8 => format!("bind = \"x{i}\"\ndriver = \"d{i}\""),
+            _ => format!("rmmod = \"m{i}\""),
+        };
+        let _ = writeln!(t, "\n[[event]]\nid = \"e{e}\"\nat = \"{at}ms\"\n{what}");
+    }
+    t
+}
+
+#[test]
+fn random_unbinds_with_users_agree_on_host_and_simulator() {
+    let cases = env_u64("MODKIT_DEVDIFF_CASES", 120);
+    let mut rng = ChaCha8Rng::seed_from_u64(env_u64("MODKIT_DEVDIFF_SEED", 1) ^ 0x0004);
+    let (mut compared, mut uses) = (0u64, Uses::default());
+    let mut divergences = Vec::new();
+    for case in 0..cases {
+        let text = unbind_scenario(&mut rng);
+        let policy = POLICIES[rng.gen_range(0..POLICIES.len())];
+        if std::env::var_os("MODKIT_DIFF_TRACE").is_some() {
+            eprintln!("unbind case {case} under {policy}\n{text}");
+        }
+        let sc = modkit_sim::parse("random-unbind.toml", &text).expect("generated scenario parses");
+        let p: Policy = policy.parse().expect("policy");
+        assert_eq!(unsupported_under(&sc, p, 0), None, "case {case}\n{text}");
+        let host = run_scenario(&sc, p, 0).expect("the host runs the scenario");
+        assert!(
+            host.kernel.violations.is_empty(),
+            "case {case} under {policy}: {:?}\n{text}",
+            host.kernel.violations
+        );
+        uses.count(&sc, &host);
+        compared += 1;
+        if let Verdict::Diverged { sims, host } = judge_by(&sc, p, &host, device_summary) {
+            divergences.push(format!(
+                "unbind case {case} under {policy}:\n--- simulator ({} outcomes over {MAX_SEEDS} seeds)\n{}\n--- host\n{host}\n--- scenario\n{text}",
+                sims.len(),
+                sims.into_iter().collect::<Vec<_>>().join("\n  or\n")
+            ));
+        }
+    }
+    eprintln!(
+        "unbind differential: {compared} scenarios, {} diverged; use_devres on the host: {} ok, {} ENXIO; resources freed under users (linux remark): {}; removes abandoned (modkit): {}",
+        divergences.len(),
+        uses.ok,
+        uses.enxio,
+        uses.freed,
+        uses.abandoned
+    );
+    // The generator reaches what it is for.
+    if cases >= 100 {
+        assert!(uses.ok > 0 && uses.enxio > 0 && uses.freed > 0 && uses.abandoned > 0);
+    }
+    assert!(
+        divergences.is_empty(),
+        "{} of {cases} diverged:\n{}",
+        divergences.len(),
+        divergences.join("\n\n")
+    );
 }

@@ -938,28 +938,37 @@ impl HostHandle {
     /// of it runs on another thread (an unbind that began meanwhile is waited for); a wait
     /// that gives up (a stalled callback under `modkit`) leaves the rest as it is.
     pub(crate) fn driver_unregister_as(&self, task: TaskId, drv: DrvId) {
-        self.lock().devs.leaving.insert(drv);
+        {
+            // bus_remove_driver(): the driver is off its bus from now on (sysfs bind
+            // fails with ENODEV), as the simulator's begin_unregister().
+            let mut st = self.lock();
+            st.devs.leaving.insert(drv);
+            st.devs.dm.begin_unregister(drv);
+        }
         loop {
             let st = self.lock();
+            // The bound devices first (newest first), then those whose probe or remove
+            // runs on another task, as the simulator's driver_detach() (a remove that
+            // never returns on one of them decides where the exit hangs).
+            let bound = st.devs.dm.bound_to(drv);
+            if !bound.is_empty() {
+                drop(st);
+                if bound.into_iter().any(|d| self.release(task, d).is_err()) {
+                    break;
+                }
+                continue;
+            }
             let busy = st.devs.holder.iter().find_map(|(&d, &(t, _))| {
                 (t != task
                     && matches!(st.devs.dm.devices[d].state,
                         DevState::Probing(x) | DevState::Removing(x) if x == drv))
                 .then_some(d)
             });
-            if let Some(d) = busy {
-                let (_st, r) = self.lock_device(st, task, d);
-                if r.is_err() {
-                    break;
-                }
-                continue;
-            }
-            let bound = st.devs.dm.bound_to(drv);
-            drop(st);
-            if bound.is_empty() {
+            let Some(d) = busy else {
                 break;
-            }
-            if bound.into_iter().any(|d| self.release(task, d).is_err()) {
+            };
+            let (_st, r) = self.lock_device(st, task, d);
+            if r.is_err() {
                 break;
             }
         }
