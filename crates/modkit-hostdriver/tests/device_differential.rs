@@ -18,7 +18,12 @@
 //! `use_devres` of a managed resource for up to 300 ms) at distinct instants; sometimes udevd (one to
 //! three workers, an event timeout that may kill one) and a short deferred-probe timeout.
 //!
-//! `MODKIT_DEVDIFF_CASES` (default 120) sets the number of scenarios,
+//! A second generator (`random_unbinds_with_users_agree_on_host_and_simulator`) aims at
+//! seed 004's hot-unplug deadlock: drivers that bind at load and take a managed resource,
+//! `use_devres` events overlapping unbinds, removals, binds and rmmods, removes that sleep
+//! or never return.
+//!
+//! `MODKIT_DEVDIFF_CASES` (default 120) sets the number of scenarios (of each generator),
 //! `MODKIT_DEVDIFF_SEED` the generator's seed (default 1); `MODKIT_DIFF_TRACE=1` prints each
 //! scenario. A long run:
 //! `MODKIT_DEVDIFF_CASES=2000 cargo test --release -p modkit-hostdriver --test device_differential -- --nocapture`.
@@ -251,7 +256,6 @@ fn scenario(rng: &mut ChaCha8Rng) -> String {
 struct Uses {
     ok: u64,
     enxio: u64,
-    drained: u64,
     freed: u64,
     abandoned: u64,
 }
@@ -284,24 +288,6 @@ impl Uses {
             }
             if d.message.contains("modkit abandons it") {
                 self.abandoned += 1;
-            }
-        }
-        // A drain shows in the end time only; count the modkit runs where a use was in
-        // flight when an unbind revoked it (the late users get ENXIO).
-        if host.kernel.policy.is_modkit() && host.results.values().flatten().any(|o| o.is_ok()) {
-            let ok_use = sc.events.iter().any(|e| {
-                matches!(&e.kind, EventKind::Run(l) if l.iter().any(|a| matches!(a, Action::Device(DeviceAction::UseDevres { .. }))))
-                    && host.results.get(&e.id).is_some_and(|v| v.iter().any(|o| o.is_ok()))
-            });
-            let unbind = sc.events.iter().any(|e| {
-                matches!(&e.kind, EventKind::Device(_) | EventKind::Rmmod { .. })
-                    && host
-                        .results
-                        .get(&e.id)
-                        .is_some_and(|v| v.iter().any(|o| o.is_ok()))
-            });
-            if ok_use && unbind {
-                self.drained += 1;
             }
         }
     }
@@ -396,8 +382,8 @@ fn random_device_scenarios_agree_on_host_and_simulator() {
         divergences.len()
     );
     eprintln!(
-        "use_devres on the host: {} ok, {} ENXIO; modkit runs with a use and a device event or rmmod that succeeded: {}; resources freed under users (linux remark): {}; removes abandoned (modkit): {}",
-        uses.ok, uses.enxio, uses.drained, uses.freed, uses.abandoned
+        "use_devres on the host: {} ok, {} ENXIO; resources freed under users (linux remark): {}; removes abandoned (modkit): {}",
+        uses.ok, uses.enxio, uses.freed, uses.abandoned
     );
     // The refusal must not hollow the comparison out: most cases are compared.
     assert!(
@@ -547,8 +533,8 @@ fn unbind_scenario(rng: &mut ChaCha8Rng) -> String {
     let n = rng.gen_range(1..=3usize);
     for i in 0..n {
         let remove = match rng.gen_range(0..10) {
-            0 => "{ wait_for = \"never\" }".to_string(),
-            1..=3 => String::new(),
+            0 | 1 => "{ wait_for = \"never\" }".to_string(),
+            2 | 3 => String::new(),
             _ => format!("{{ sleep = \"{}ms\" }}", rng.gen_range(1..=400)),
         };
         let sleep = if rng.gen_bool(0.3) {
