@@ -310,3 +310,54 @@ fn the_hosts_svg_has_device_rows() {
     };
     assert_eq!(spans(&host.device_history), spans(&sim.device_history));
 }
+
+/// A use in flight of a resource whose probe then fails (found by the device generator,
+/// seed 1, before the fix: the host's failed-probe release blocked its thread on the
+/// use's guard, off the virtual clock's books, and the run never ended). The resources of
+/// a failed probe go at once, whoever uses them, as in the simulator.
+#[test]
+fn a_use_of_a_failing_probes_resource_does_not_hang_the_run() {
+    let text = r#"
+[[module]]
+name = "m"
+[[module.driver]]
+bus = "platform"
+match = ["dev:x"]
+probe = [{ devm = "res" }, { sleep = "50ms" }, { fail = "ENOMEM" }]
+[[device]]
+name = "x0"
+bus = "platform"
+modalias = "dev:x"
+[[event]]
+id = "load"
+modprobe = "m"
+[[event]]
+id = "use"
+at = "20ms"
+run = [{ use_devres = "res", for = "100ms" }]
+[[event]]
+id = "late"
+at = "60ms"
+run = [{ use_devres = "res", for = "1ms" }]
+"#;
+    let sc = modkit_sim::parse("failing-probe-use.toml", text).unwrap();
+    for p in ["modkit", "linux-6.12"] {
+        let p: Policy = p.parse().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sc2 = sc.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(run_scenario(&sc2, p, 0));
+        });
+        let host = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("{p}: the host run hangs"))
+            .unwrap();
+        agree(&sc, p, &host);
+        assert_eq!(result(&host, "use"), Some(Outcome::Ok), "{p}");
+        assert_eq!(
+            result(&host, "late"),
+            Some(Outcome::Err(Errno::ENXIO)),
+            "{p}"
+        );
+    }
+}

@@ -579,6 +579,10 @@ impl HostHandle {
     /// Revokes the managed values of `dev` (newest first) outside the lock; a value still
     /// in use at the bound is reported as a stall.
     fn revoke_devres(&self, dev: DevId, drv: DrvId) {
+        if self.revoke_unwaited(dev) {
+            // The virtual clock: no thread may block off the host's books (crate::unbind).
+            return;
+        }
         let (values, bound) = {
             let mut st = self.lock();
             let ids: Vec<u64> = st

@@ -158,6 +158,21 @@ impl HostHandle {
         Arc::new(g)
     }
 
+    /// On the virtual clock, revokes `dev`'s managed values without waiting for their
+    /// users (a thread blocked on a guard is off the host's books, so the clock could never
+    /// move; the simulator waits for none either: a failed probe's resources go at once).
+    /// False on the real clock.
+    pub(crate) fn revoke_unwaited(&self, dev: DevId) -> bool {
+        if self.shared.clock != Clock::Virtual {
+            return false;
+        }
+        let values = take_values(&mut self.lock(), dev);
+        for v in values {
+            v.revoke(Some(Duration::ZERO));
+        }
+        true
+    }
+
     /// Whether this unbind follows the simulator's bounded rules (modkit, virtual clock).
     pub(crate) fn unbind_is_bounded(&self, st: &State) -> bool {
         st.k.policy.is_modkit() && self.shared.clock == Clock::Virtual
@@ -170,7 +185,7 @@ impl HostHandle {
         if self.shared.clock != Clock::Virtual {
             return false;
         }
-        let values = {
+        {
             let mut st = self.lock();
             self.tick(&mut st);
             let n = users_of(&st, dev);
@@ -184,12 +199,8 @@ impl HostHandle {
                     None,
                 );
             }
-            take_values(&mut st, dev)
-        };
-        for v in values {
-            v.revoke(Some(Duration::ZERO));
         }
-        true
+        self.revoke_unwaited(dev)
     }
 
     /// modkit's `__device_release_driver()` on the virtual clock, from the revocation on
