@@ -597,7 +597,10 @@ impl HostHandle {
                 .collect();
             let vals: Vec<(String, Arc<dyn Revoke>)> = ids
                 .iter()
-                .filter_map(|id| st.devs.values.remove(id))
+                .filter_map(|id| {
+                    st.devs.unbind.forget_gate(*id);
+                    st.devs.values.remove(id)
+                })
                 .collect();
             (vals, self.stall_bound(&st))
         };

@@ -51,6 +51,13 @@ pub(crate) struct UnbindState {
     released: bool,
 }
 
+impl UnbindState {
+    /// The resource `res` is being released: its access gate goes with it.
+    pub(crate) fn forget_gate(&mut self, res: u64) {
+        self.gates.remove(&res);
+    }
+}
+
 /// The wait key of an unbind waiting for the users of `dev`'s resources to drain.
 fn drain_key(dev: DevId) -> WaitKey {
     WaitKey::Completion(format!("modkit: users of the resources of device {dev}"))
