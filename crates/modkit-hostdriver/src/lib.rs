@@ -263,8 +263,8 @@ pub enum ScenarioError {
 
 /// Why the host driver cannot run `sc` at all, if it cannot: drivers with `probe_type =
 /// "async"` (a module's load waits for its async probes, `async_synchronize_full()` in
-/// `do_init_module()`, which the host's driver core does not do), a `[[device]]` with
-/// `match_defer`, or the action `use_devres` (docs/host-contract.md, "Devices"). The CLI
+/// `do_init_module()`, which the host's driver core does not do), or a `[[device]]` with
+/// `match_defer` (docs/host-contract.md, "Devices"). The CLI
 /// refuses such a file with this text (`modkit simulate --driver host`) or reports its
 /// blocks as skipped (`modkit check --driver host`).
 pub fn unsupported(sc: &Scenario) -> Option<String> {
@@ -273,8 +273,9 @@ pub fn unsupported(sc: &Scenario) -> Option<String> {
 
 /// Why the host driver cannot run `sc` under `policy` (seed `seed`), if it cannot:
 /// [`unsupported`], or under `modkit` a file whose simulated run goes through modkit's own
-/// device policy (a probe waiting for a loading module, a pending device retried at once,
-/// a remove callback abandoned after its bound), which the host's driver core does not do.
+/// device policy (a probe waiting for a loading module, a pending device retried at once),
+/// which the host's driver core does not do. (`use_devres` and modkit's bounded unbind run
+/// on the host, with the simulator's rules on the virtual clock.)
 /// `modkit check --driver host` skips such a block with this text.
 pub fn unsupported_under(sc: &Scenario, policy: Policy, seed: u64) -> Option<String> {
     refuse::under(sc, policy, seed)
