@@ -579,12 +579,6 @@ fn simulate(sc: &Scenario, how: &How, svg: Option<&std::path::Path>) -> ExitCode
             }
         }
     } else {
-        if how.driver == Driver::Host {
-            if let Some(why) = modkit_hostdriver::unsupported_under(sc, policy, seed) {
-                eprintln!("modkit: {why}");
-                return ExitCode::from(2);
-            }
-        }
         let run = match run(sc, policy, seed, how.driver) {
             Ok(r) => r,
             Err(e) => {
@@ -621,7 +615,7 @@ fn simulate(sc: &Scenario, how: &How, svg: Option<&std::path::Path>) -> ExitCode
 }
 
 fn check(files: &[PathBuf], seed: Option<u64>, driver: Driver) -> ExitCode {
-    let (mut passed, mut failed, mut skipped) = (0usize, 0usize, 0usize);
+    let (mut passed, mut failed) = (0usize, 0usize);
     for file in files {
         let sc = match modkit_sim::load(file) {
             Ok(s) => s,
@@ -640,18 +634,6 @@ fn check(files: &[PathBuf], seed: Option<u64>, driver: Driver) -> ExitCode {
             continue;
         }
         let seed = seed.unwrap_or(sc.seed);
-        if driver == Driver::Host {
-            if let Some(why) = modkit_hostdriver::unsupported(&sc) {
-                // Said, counted and not a pass: the simulator checks these blocks.
-                outln!(
-                    "skip  {}: {} block(s): {why}",
-                    file.display(),
-                    sc.expects.len()
-                );
-                skipped += sc.expects.len();
-                continue;
-            }
-        }
         for ex in &sc.expects {
             let place = format!(
                 "{}:{} [expect #{} {}{}]",
@@ -661,14 +643,6 @@ fn check(files: &[PathBuf], seed: Option<u64>, driver: Driver) -> ExitCode {
                 ex.policy,
                 if driver == Driver::Host { ", host" } else { "" }
             );
-            if driver == Driver::Host {
-                if let Some(why) = modkit_hostdriver::unsupported_under(&sc, ex.policy, seed) {
-                    // Said, counted and not a pass: the simulator checks this block.
-                    skipped += 1;
-                    outln!("skip  {place}: {why}");
-                    continue;
-                }
-            }
             match run(&sc, ex.policy, seed, driver) {
                 Ok(r) => {
                     let failures = modkit_sim::check::compare(ex, &r);
@@ -690,11 +664,7 @@ fn check(files: &[PathBuf], seed: Option<u64>, driver: Driver) -> ExitCode {
             }
         }
     }
-    if skipped > 0 {
-        outln!("check: {passed} passed, {failed} failed, {skipped} skipped");
-    } else {
-        outln!("check: {passed} passed, {failed} failed");
-    }
+    outln!("check: {passed} passed, {failed} failed");
     if failed == 0 {
         ExitCode::SUCCESS
     } else {

@@ -317,9 +317,27 @@ pub(crate) fn action(
                 Some(ctx) => res(ctx.devm_resource(name)),
                 None => Outcome::Err(Errno::EINVAL),
             },
-            // Refused before the run (`unsupported()`): the host's driver core has no
-            // Revocable access to a managed resource.
-            DeviceAction::UseDevres { .. } => Outcome::Err(Errno::EINVAL),
+            // `try_access()` of the resource, held for `dur` of virtual time (an ioctl in
+            // flight); ENXIO when it is gone or revoked (modkit::HostHandle::devres_use).
+            DeviceAction::UseDevres { name, dur } => {
+                let Ok(user) = host.host().devres_use(name) else {
+                    return Some(Outcome::Err(Errno::ENXIO));
+                };
+                let due = host.host().now_ns().saturating_add(*dur);
+                let r = host.wait_on(
+                    task,
+                    WaitKey::Timer,
+                    "use of a managed resource (ioctl in flight)".into(),
+                    Some(due),
+                    false,
+                );
+                drop(user);
+                match r {
+                    Some(_) => Outcome::Ok,
+                    // The run stalled: the caller sees it (`Driver::stopped`).
+                    None => Outcome::Err(Errno::EINTR),
+                }
+            }
         },
         _ => return None,
     })

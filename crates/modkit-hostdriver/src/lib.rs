@@ -15,7 +15,6 @@ use modkit::driver::{ctx_module, ctx_task, Driver, ModuleCode, Unless};
 use modkit::{Clock, InitCtx, ProbeCtx};
 
 mod devices;
-mod refuse;
 use modkit_core::load::Load;
 use modkit_core::modprobe::Modprobe;
 use modkit_core::request::Request;
@@ -261,23 +260,6 @@ pub enum ScenarioError {
     },
 }
 
-/// Why the host driver cannot run `sc` at all, if it cannot: the action `use_devres`
-/// (docs/host-contract.md, "Devices"). The CLI
-/// refuses such a file with this text (`modkit simulate --driver host`) or reports its
-/// blocks as skipped (`modkit check --driver host`).
-pub fn unsupported(sc: &Scenario) -> Option<String> {
-    refuse::file(sc)
-}
-
-/// Why the host driver cannot run `sc` under `policy` (seed `seed`), if it cannot:
-/// [`unsupported`], a simulated run that stalls in a driver callback, or under `modkit` a
-/// file whose simulated run abandons a remove callback after its bound, which the host's
-/// driver core does not do (its probe wait and retry on live it does).
-/// `modkit check --driver host` skips such a block with this text.
-pub fn unsupported_under(sc: &Scenario, policy: Policy, seed: u64) -> Option<String> {
-    refuse::under(sc, policy, seed)
-}
-
 /// Completion `name` has been completed (`complete_all`).
 fn completed(host: &Driver, name: &str) -> bool {
     host.engine(|_, s: &mut HostState| s.acts.completions.contains(name))
@@ -408,7 +390,12 @@ pub fn run_scenario(sc: &Scenario, policy: Policy, _seed: u64) -> Result<Run, Sc
                 let o: Option<Outcome> = match &ev.kind {
                     EventKind::Kill(id) => Some(h.kill_event(id)),
                     EventKind::KillModprobe(n) => Some(h.kill_modprobe(n)),
-                    EventKind::Device(d) => Some(devices::event(&h, &sc2, task, d)),
+                    EventKind::Device(d) => {
+                        let o = devices::event(&h, &sc2, task, d);
+                        // An event the run stalled in (a remove that never returns) has
+                        // no result, as in the simulator.
+                        (!h.stopped().0).then_some(o)
+                    }
                     EventKind::SetModprobe(p) => {
                         h.engine(|k, _: &mut HostState| k.modprobe_path = p.clone());
                         Some(Outcome::Ok)
@@ -448,6 +435,8 @@ pub fn run_scenario(sc: &Scenario, policy: Policy, _seed: u64) -> Result<Run, Sc
                             None,
                         ) {
                             End::Stalled => None,
+                            // A use_devres cut short by the run's stall.
+                            End::Failed(_) if h.stopped().0 => None,
                             End::Failed(o) => Some(o),
                             _ => Some(Outcome::Ok),
                         }
@@ -498,7 +487,11 @@ pub fn run_scenario(sc: &Scenario, policy: Policy, _seed: u64) -> Result<Run, Sc
     } else {
         Vec::new()
     };
+    // modkit's abandoned remove callbacks are detached (modkit's unbind.rs).
+    host.forget_abandoned();
+    let device_history = host.device_history();
     let mut kernel = host.take_kernel();
+    host.release_abandoned();
     if let (true, Some((_, mut d))) = (horizon_hit, livelock) {
         kernel.now = end_time;
         d.message
@@ -510,8 +503,8 @@ pub fn run_scenario(sc: &Scenario, policy: Policy, _seed: u64) -> Result<Run, Sc
     }
     let results = std::mem::take(&mut *results.lock().unwrap_or_else(|e| e.into_inner()));
     Ok(Run {
-        // The host records no per-step device history (the timeline's device rows).
-        device_history: Vec::new(),
+        // Sampled when the virtual clock moves (modkit's history.rs).
+        device_history,
         devices,
         kernel,
         end_time,

@@ -15,13 +15,6 @@ fn scenario_files() -> Vec<PathBuf> {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        // What the host cannot run is the simulator's alone (`modkit_hostdriver::unsupported`,
-        // and `modkit check --driver host` says so): match_defer, use_devres.
-        .filter(|p| {
-            modkit_sim::load(p)
-                .map(|sc| modkit_hostdriver::unsupported(&sc).is_none())
-                .unwrap_or(true)
-        })
         .collect();
     v.sort();
     v
@@ -32,11 +25,6 @@ fn host_driver_meets_every_expectation() {
     for f in scenario_files() {
         let sc = modkit_sim::load(&f).unwrap();
         for ex in &sc.expects {
-            // A block the host refuses (modkit's device policy acted in the simulator) is
-            // skipped by `modkit check --driver host` with its reason, and here.
-            if modkit_hostdriver::unsupported_under(&sc, ex.policy, sc.seed).is_some() {
-                continue;
-            }
             let run = run_scenario(&sc, ex.policy, sc.seed).expect("the host runs it");
             let failures = check::compare(ex, &run);
             assert!(
@@ -63,9 +51,6 @@ fn host_and_simulator_agree() {
         let mut policies: Vec<_> = sc.expects.iter().map(|e| e.policy).collect();
         policies.dedup();
         for p in policies {
-            if modkit_hostdriver::unsupported_under(&sc, p, sc.seed).is_some() {
-                continue;
-            }
             let host = run_scenario(&sc, p, sc.seed).expect("the host runs it");
             assert!(
                 host.kernel.violations.is_empty(),

@@ -278,6 +278,28 @@ impl Driver {
         self.host.bind_as(Some(task), device, driver)
     }
 
+    /// Each device's state changes `(virtual time, device, state word, driver)` from
+    /// `absent` on, as the simulator's `Run::device_history` (recorded on the virtual
+    /// clock when the kernel records history; crate::history).
+    pub fn device_history(&self) -> Vec<(Time, String, &'static str, Option<String>)> {
+        let mut st = self.host.lock();
+        let now = self.host.now(&st);
+        crate::history::note(&mut st, now);
+        crate::history::rows(&st)
+    }
+
+    /// At the end of a run, before [`Driver::take_kernel`]: modkit's abandoned remove
+    /// callbacks still parked leave the wait-for graph (detached, not a hang).
+    pub fn forget_abandoned(&self) {
+        self.host.forget_abandoned()
+    }
+
+    /// After the run: abandoned remove callbacks still parked are let go, so that their
+    /// threads end.
+    pub fn release_abandoned(&self) {
+        self.host.release_abandoned()
+    }
+
     /// [`HostHandle::unbind`] as `task`.
     pub fn unbind(&self, task: TaskId, device: &str) -> Result<(), crate::Error> {
         self.host.unbind_as(Some(task), device)

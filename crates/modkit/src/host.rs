@@ -113,6 +113,8 @@ pub(crate) struct State {
     pub(crate) devs: crate::probe::Devices,
     /// A thread could not be started because [`thread_limit`] threads were live.
     pub(crate) thread_limit_hit: bool,
+    /// Devices' state changes on the virtual clock (crate::history).
+    pub(crate) history: crate::history::DevHistory,
 }
 
 pub(crate) struct Shared {
@@ -167,6 +169,7 @@ impl HostHandle {
                     guard: Default::default(),
                     threads_live: 0,
                     thread_limit_hit: false,
+                    history: Default::default(),
                     devs,
                 }),
                 cv: Condvar::new(),
@@ -239,6 +242,9 @@ impl HostHandle {
         if self.shared.clock != Clock::Virtual || st.runnable > 0 || st.stalled {
             return;
         }
+        // Sampled before the clock moves (crate::history).
+        let now = st.vclock;
+        crate::history::note(st, now);
         let waiting = st
             .parked
             .values()
@@ -263,7 +269,12 @@ impl HostHandle {
                 }
             }
             None => {
-                if waiting.count() > 0 {
+                // An abandoned remove callback's wait is no hang of the run
+                // (crate::unbind).
+                let hung = st.parked.iter().any(|(&t, p)| {
+                    p.status == WaitStatus::Waiting && !crate::unbind::detached(st, t)
+                });
+                if hung {
                     st.stalled = true;
                 }
             }
@@ -319,7 +330,7 @@ impl HostHandle {
                 Some(WaitStatus::Killed) => break Some(Resume::Killed),
                 _ => {}
             }
-            if st.stalled {
+            if st.stalled || crate::unbind::let_go(&st, task) {
                 break None;
             }
             let wake_at = match (deadline, op_deadline) {
@@ -614,7 +625,15 @@ impl HostHandle {
     /// Waits until no thread runs and nothing is parked (or the run stalled).
     pub(crate) fn wait_idle(&self) {
         let mut st = self.lock();
-        while !(st.runnable == 0 && (st.parked.is_empty() || st.stalled)) {
+        // Abandoned remove callbacks parked for ever do not keep the run going.
+        let idle = |st: &State| {
+            st.parked.iter().all(|(&t, p)| {
+                p.status == WaitStatus::Waiting
+                    && p.deadline.is_none()
+                    && crate::unbind::detached(st, t)
+            })
+        };
+        while !(st.runnable == 0 && (idle(&st) || st.stalled)) {
             st = self.shared.cv.wait(st).unwrap_or_else(|e| e.into_inner());
         }
     }

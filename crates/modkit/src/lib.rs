@@ -116,6 +116,14 @@
 //!   naming the device, the driver and the callback or resource; the unbind goes on (the
 //!   value lives until its last guard drops), the waiting operation fails with ETIME.
 //!   Under `linux-X.Y` they wait, as the kernel does.
+//! - [`HostHandle::devres_use`] is a use in flight of a managed resource by name (ENXIO
+//!   once its device's resources are revoked), waited for by an unbind like a [`Devres`]
+//!   guard. On [`Clock::Virtual`] (scenario runs) unbind follows the simulator instead:
+//!   under `modkit` it revokes first, waits for the uses at most 5 s, runs the remove on a
+//!   thread of its own at most 5 s and abandons a remove still running (a `stalled`
+//!   diagnostic; the callback holds its module until it returns); under `linux-X.Y` it
+//!   waits for the remove without bound and frees the resources under their users (a
+//!   `remark`).
 //! - [`HostHandle::set_device_autoload`] makes each device added run `modprobe MODALIAS`
 //!   on a worker thread, udev's role; [`HostHandle::settle`] waits for the workers.
 //! - Auxiliary devices ([`Device::auxiliary`]) are named `modname.devname.id` and announce
@@ -164,6 +172,7 @@ mod device;
 mod devres;
 pub mod driver;
 mod error;
+mod history;
 mod host;
 mod lifecycle;
 mod matchdefer;
@@ -179,6 +188,7 @@ mod sync;
 mod taints;
 mod threadtask;
 pub mod trace;
+mod unbind;
 mod watchdog;
 
 pub use api::{ModuleInfo, Rmmod};
@@ -194,3 +204,4 @@ pub use modkit_core::{DiagKind, Diagnostic, Errno, ModState, Outcome, Policy};
 pub use module::{Init, Module};
 pub use revocable::{Revocable, RevocableGuard};
 pub use symbol::{crc_of, ModuleRef, Symbol};
+pub use unbind::DevresUse;

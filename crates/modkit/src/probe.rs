@@ -79,9 +79,9 @@ pub(crate) struct Devices {
     /// Devices being deleted: no driver may bind them any more.
     pub(crate) deleting: BTreeSet<DevId>,
     /// The task running a device's probe or remove (`device_lock()`), and which callback.
-    holder: BTreeMap<DevId, (TaskId, &'static str)>,
+    pub(crate) holder: BTreeMap<DevId, (TaskId, &'static str)>,
     /// The values of managed resources, by the core's resource id.
-    values: BTreeMap<u64, (String, Arc<dyn Revoke>)>,
+    pub(crate) values: BTreeMap<u64, (String, Arc<dyn Revoke>)>,
     /// The deferred-probe worker runs.
     deferwq: bool,
     /// The deferred-probe timeout thread was started.
@@ -89,7 +89,7 @@ pub(crate) struct Devices {
     /// Worker threads (deferred probe, async probe, autoload) running.
     busy: usize,
     /// Every device thread running, the timer included.
-    running: usize,
+    pub(crate) running: usize,
     /// `modprobe MODALIAS` on each device added (udev's coldplug role).
     autoload: bool,
     /// The bound on waits under `modkit`.
@@ -97,13 +97,15 @@ pub(crate) struct Devices {
     /// The host is closing: no new worker threads.
     closing: bool,
     /// The threads started, joined when the host closes.
-    threads: Vec<thread::JoinHandle<()>>,
+    pub(crate) threads: Vec<thread::JoinHandle<()>>,
     /// Called when a device became present, before it is offered to the drivers
     /// ([`crate::driver::Driver::on_device_added`]).
     pub(crate) added: Option<AddedHook>,
     /// modkit's probe wait: loads in flight, providers, the deferred-probe worker's task
     /// (crate::probewait).
     pub(crate) waits: crate::probewait::ProbeWaits,
+    /// Users of managed resources and modkit's bounded unbind (crate::unbind).
+    pub(crate) unbind: crate::unbind::UnbindState,
 }
 
 /// What an engine runs when a device became present (its uevent, fw_devlink's links).
@@ -138,6 +140,7 @@ impl Devices {
             threads: Vec::new(),
             added: None,
             waits: Default::default(),
+            unbind: Default::default(),
         }
     }
 }
@@ -156,7 +159,7 @@ fn prune_finished(_threads: &mut Vec<thread::JoinHandle<()>>) {}
 const DEVRES: &str = "devres release";
 
 /// The wait key of a device's lock, woken when a probe or remove of it ends.
-fn device_lock_key(dev: DevId) -> WaitKey {
+pub(crate) fn device_lock_key(dev: DevId) -> WaitKey {
     WaitKey::Completion(format!("device_lock({dev})"))
 }
 
@@ -260,6 +263,9 @@ impl ProbeCtx<'_> {
         let State { k, devs, .. } = &mut *st;
         devs.dm.devm(k, self.dev, name).map_err(|e| err(&op, e))?;
         let id = *devs.dm.devres.live.keys().next_back().expect("just added");
+        // A value-less resource gets an access gate (crate::unbind, `devres_use`).
+        let v = v.or_else(|| Some(h.devres_gate(&mut st, id)));
+        let State { devs, .. } = &mut *st;
         if let Some(v) = v {
             devs.values.insert(id, (name.to_string(), v));
         }
@@ -517,7 +523,7 @@ impl HostHandle {
     }
 
     /// Runs a probe or a remove outside the lock, as the module body of `task`.
-    fn run_device_code(
+    pub(crate) fn run_device_code(
         &self,
         task: TaskId,
         dev: DevId,
@@ -590,6 +596,10 @@ impl HostHandle {
     /// Revokes the managed values of `dev` (newest first) outside the lock; a value still
     /// in use at the bound is reported as a stall.
     fn revoke_devres(&self, dev: DevId, drv: DrvId) {
+        if self.revoke_unwaited(dev) {
+            // The virtual clock: no thread may block off the host's books (crate::unbind).
+            return;
+        }
         let (values, bound) = {
             let mut st = self.lock();
             let ids: Vec<u64> = st
@@ -604,7 +614,10 @@ impl HostHandle {
                 .collect();
             let vals: Vec<(String, Arc<dyn Revoke>)> = ids
                 .iter()
-                .filter_map(|id| st.devs.values.remove(id))
+                .filter_map(|id| {
+                    st.devs.unbind.forget_gate(*id);
+                    st.devs.values.remove(id)
+                })
                 .collect();
             (vals, self.stall_bound(&st))
         };
@@ -665,6 +678,11 @@ impl HostHandle {
         devs.holder.insert(dev, (task, "probe"));
         drop(st);
         let res = self.run_device_code(task, dev, drv, true);
+        if self.lock().stalled {
+            // The run stalled in the probe (virtual clock): it stays probing, as the
+            // simulator leaves it parked.
+            return Some(Err(Errno::EINTR));
+        }
         if res.is_err() {
             self.lock().devs.holder.insert(dev, (task, DEVRES));
             self.revoke_devres(dev, drv);
@@ -908,13 +926,25 @@ impl HostHandle {
                 }
                 continue;
             }
+            if self.unbind_is_bounded(&st) {
+                // modkit on the virtual clock: the simulator's rules (crate::unbind).
+                drop(st);
+                return self.unbind_bounded(task, dev, drv);
+            }
             let State { k, devs, .. } = &mut *st;
             devs.dm.remove_begin(k, dev);
             devs.holder.insert(dev, (task, "remove"));
             drop(st);
             let _ = self.run_device_code(task, dev, drv, false);
+            if self.lock().stalled {
+                // The run stalled in the remove (virtual clock): the device stays
+                // removing and the unbind unfinished, as the kernel's would.
+                return Err(Errno::EINTR);
+            }
             self.lock().devs.holder.insert(dev, (task, DEVRES));
-            self.revoke_devres(dev, drv);
+            if !self.release_unwaited(dev) {
+                self.revoke_devres(dev, drv);
+            }
             let mut st = self.lock();
             self.tick(&mut st);
             let State { k, devs, .. } = &mut *st;
@@ -967,35 +997,45 @@ impl HostHandle {
     pub(crate) fn driver_unregister_as(&self, task: TaskId, drv: DrvId) {
         {
             // bus_remove_driver(): off the bus's list (the model's too) before detaching.
+            // bus_remove_driver(): the driver is off its bus from now on (sysfs bind
+            // fails with ENODEV), as the simulator's begin_unregister().
             let mut st = self.lock();
             st.devs.leaving.insert(drv);
             st.devs.dm.begin_unregister(drv);
         }
         loop {
             let st = self.lock();
+            // The bound devices first (newest first), then those whose probe or remove
+            // runs on another task, as the simulator's driver_detach() (a remove that
+            // never returns on one of them decides where the exit hangs).
+            let bound = st.devs.dm.bound_to(drv);
+            if !bound.is_empty() {
+                drop(st);
+                if bound.into_iter().any(|d| self.release(task, d).is_err()) {
+                    break;
+                }
+                continue;
+            }
             let busy = st.devs.holder.iter().find_map(|(&d, &(t, _))| {
                 (t != task
                     && matches!(st.devs.dm.devices[d].state,
                         DevState::Probing(x) | DevState::Removing(x) if x == drv))
                 .then_some(d)
             });
-            if let Some(d) = busy {
-                let (_st, r) = self.lock_device(st, task, d);
-                if r.is_err() {
-                    break;
-                }
-                continue;
-            }
-            let bound = st.devs.dm.bound_to(drv);
-            drop(st);
-            if bound.is_empty() {
+            let Some(d) = busy else {
                 break;
-            }
-            if bound.into_iter().any(|d| self.release(task, d).is_err()) {
+            };
+            let (_st, r) = self.lock_device(st, task, d);
+            if r.is_err() {
                 break;
             }
         }
         let mut st = self.lock();
+        if st.stalled {
+            // The run stalled in a wait above (virtual clock): a device is still being
+            // removed by the driver, which stays on the bus, as the kernel's would.
+            return;
+        }
         st.devs.dm.unregister_driver(drv);
         st.devs.leaving.remove(&drv);
     }
