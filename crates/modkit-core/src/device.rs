@@ -344,7 +344,13 @@ impl DeviceModel {
     }
 
     /// `bus_add_driver()`: registers `drv`; returns the devices `driver_attach()` probes
-    /// (present, unbound, matching, in the order added). From 5.19 a registration extends
+    /// (present, unbound, matching, in the order added), and those another driver is
+    /// probing or removing that `drv` matches: `__driver_attach()` (drivers/base/dd.c)
+    /// walks every device of the bus, takes the device lock (`__device_driver_lock()`,
+    /// waiting for that probe or remove) and probes if the device is unbound then
+    /// (`__driver_probe_device()`: -EBUSY when `dev->driver` is set). The caller waits for
+    /// the lock and checks again; a device being deleted is the caller's to leave out
+    /// (`bus_remove_device()` takes it off the bus's list before releasing its driver). From 5.19 a registration extends
     /// a timeout still pending (`deferred_probe_extend_timeout()`).
     pub fn register_driver(&mut self, k: &mut Kernel, drv: DrvId) -> Result<Vec<DevId>, Errno> {
         if self.is_registered(drv) {
@@ -375,11 +381,17 @@ impl DeviceModel {
             .added
             .iter()
             .copied()
-            .filter(|&d| {
-                self.devices[d].state == DevState::Unbound
-                    && (self.matches(drv, d)
-                        || (self.drivers[drv].bus == self.devices[d].bus
-                            && self.match_defers(k, d)))
+            .filter(|&d| match self.devices[d].state {
+                DevState::Unbound => {
+                    self.matches(drv, d)
+                        || (self.drivers[drv].bus == self.devices[d].bus && self.match_defers(k, d))
+                }
+                // In flight: a plain match waits for the lock (a deferring match of a
+                // device in flight is left out: the model has no pending-list add for it).
+                DevState::Probing(_) | DevState::Removing(_) => {
+                    self.matches(drv, d) && !self.match_defers(k, d)
+                }
+                _ => false,
             })
             .collect())
     }

@@ -821,7 +821,9 @@ modprobe = "clkc"
 /// finds x1 bound and goes on; the host's driver core (the `modkit` library) does that, so
 /// m0's init, whose last step sleeps 1 ms after the registration, ends at 52 ms. The
 /// simulator did so too since h2's cba4c05 (before, it skipped a device being probed and
-/// ended at 51 ms): both are judged here.
+/// ended at 51 ms): both are judged here. d10 matches x1 only: since the registration's
+/// list holds devices in flight too (`DeviceModel::register_driver()`), a d10 matching x0
+/// would first wait for x0's lock and race d00 for x1 at 36 ms, as in the kernel.
 #[test]
 fn driver_attach_waits_for_a_device_being_probed() {
     let text = r#"
@@ -845,13 +847,16 @@ name = "m1"
 [[module.driver]]
 name = "d10"
 bus = "platform"
-match = ["dev:t0*"]
+match = ["dev:t0b"]
 probe = [{ sleep = "40ms" }]
 [[device]]
-name = "x"
-count = 2
+name = "x0"
 bus = "platform"
-modalias = "dev:t0x"
+modalias = "dev:t0a"
+[[device]]
+name = "x1"
+bus = "platform"
+modalias = "dev:t0b"
 [[event]]
 id = "a"
 modprobe = "m0"
@@ -1130,4 +1135,122 @@ fn random_unbinds_with_users_agree_on_host_and_simulator() {
         divergences.len(),
         divergences.join("\n\n")
     );
+}
+
+/// A driver registering while another driver's probe of a matching device runs, and that
+/// probe then fails: `__driver_attach()` (drivers/base/dd.c) waits for the device lock and
+/// probes the device, unbound again (`__driver_probe_device()` answers -EBUSY only when
+/// `dev->driver` is set). ma's da probes x0 from 1 ms to 11 ms and fails (ENODEV); mb's db,
+/// registered at 4 ms, binds x0 from 11 ms to 12 ms on the host and on the simulator alike
+/// (crates/modkit-sim/tests/device_going.rs has the same case under every policy and 32
+/// seeds). Before `DeviceModel::register_driver()` listed devices in flight, x0 stayed
+/// unbound on both (the earlier seed 6 case 1155 of this test).
+#[test]
+fn a_driver_registering_during_a_failing_probe_binds_the_device() {
+    let text = r#"
+deferred_probe_timeout = -1
+[[module]]
+name = "ma"
+[[module.driver]]
+name = "da"
+bus = "platform"
+match = ["dev:t0*"]
+probe = [{ sleep = "10ms" }, { fail = "ENODEV" }]
+[[module]]
+name = "mb"
+[[module.driver]]
+name = "db"
+bus = "platform"
+match = ["dev:t0*"]
+probe = [{ sleep = "1ms" }]
+[[device]]
+name = "x0"
+bus = "platform"
+modalias = "dev:t0x"
+[[event]]
+id = "a"
+modprobe = "ma"
+[[event]]
+id = "b"
+at = "3ms"
+modprobe = "mb"
+"#;
+    let sc = modkit_sim::parse("attach-failed.toml", text).unwrap();
+    for policy in ["linux-6.12", "modkit"] {
+        let p: Policy = policy.parse().unwrap();
+        let host = run_scenario(&sc, p, 0).unwrap();
+        let row = host.devices.iter().find(|x| x.device == "x0").unwrap();
+        assert_eq!(
+            format!("{} {}", row.state, row.driver.as_deref().unwrap_or("-")),
+            "bound db",
+            "{policy}: db binds x0 after da's probe failed"
+        );
+        assert_eq!(host.end_time, 12_000_000, "{policy}: mb's init waited");
+        let sim = Sim::new(&sc, p, 0).run().unwrap();
+        assert_eq!(sim.end_time, 12_000_000, "{policy}: the simulator too");
+        assert!(matches!(
+            judge_by(&sc, p, &host, device_summary),
+            Verdict::Same | Verdict::Covered { .. }
+        ));
+    }
+}
+
+/// A driver registering while a matching device is being deleted (da's remove sleeps
+/// 10 ms from 2 ms): `device_del()` marks it dead and `bus_remove_device()` takes it off
+/// the bus's list first, so db's driver_attach() neither waits for it nor probes it; mb's
+/// init (registering at 4 ms, then sleeping 20 ms) ends at 24 ms on both drivers.
+#[test]
+fn a_driver_registering_during_a_device_deletion_skips_it() {
+    let text = r#"
+deferred_probe_timeout = -1
+[[module]]
+name = "ma"
+[[module.driver]]
+name = "da"
+bus = "platform"
+match = ["dev:t0*"]
+probe = []
+remove = [{ sleep = "10ms" }]
+[[module]]
+name = "mb"
+[[module.driver]]
+name = "db"
+bus = "platform"
+match = ["dev:t0*"]
+probe = []
+[[module.init]]
+step = "reg"
+run = [{ register = "driver:db" }]
+undo = [{ unregister = "driver:db" }]
+[[module.init]]
+step = "after"
+run = [{ sleep = "20ms" }]
+[[device]]
+name = "x0"
+bus = "platform"
+modalias = "dev:t0x"
+[[event]]
+id = "a"
+modprobe = "ma"
+[[event]]
+id = "del"
+at = "2ms"
+remove_device = "x0"
+[[event]]
+id = "b"
+at = "3ms"
+modprobe = "mb"
+"#;
+    let sc = modkit_sim::parse("attach-deleted.toml", text).unwrap();
+    for policy in ["linux-6.12", "modkit"] {
+        let p: Policy = policy.parse().unwrap();
+        let host = run_scenario(&sc, p, 0).unwrap();
+        assert_eq!(host.end_time, 24_000_000, "{policy}: db skipped x0");
+        let sim = Sim::new(&sc, p, 0).run().unwrap();
+        assert_eq!(sim.end_time, 24_000_000, "{policy}: the simulator too");
+        assert!(matches!(
+            judge_by(&sc, p, &host, device_summary),
+            Verdict::Same | Verdict::Covered { .. }
+        ));
+    }
 }

@@ -244,6 +244,10 @@ fn rmmod_while_the_deferred_probe_worker_probes_with_its_driver() {
 /// (`__device_driver_lock()`) and waits for d10's probe, then finds x1 bound (-EBUSY from
 /// `__driver_probe_device()`) and goes on; m0's init, whose last step sleeps 1 ms after
 /// the registration, ends at 52 ms (it ended at 51 ms when the simulator skipped x1).
+/// d10 matches x1 only: were it to match x0 too, its own driver_attach() would wait for
+/// x0's lock first (the registration's list holds devices in flight, see
+/// `a_driver_registering_while_another_probe_runs_binds_the_device_if_that_probe_fails`)
+/// and race d00 for x1 at 36 ms.
 #[test]
 fn driver_attach_waits_for_a_device_being_probed() {
     let text = r#"
@@ -267,13 +271,16 @@ name = "m1"
 [[module.driver]]
 name = "d10"
 bus = "platform"
-match = ["dev:t0*"]
+match = ["dev:t0b"]
 probe = [{ sleep = "40ms" }]
 [[device]]
-name = "x"
-count = 2
+name = "x0"
 bus = "platform"
-modalias = "dev:t0x"
+modalias = "dev:t0a"
+[[device]]
+name = "x1"
+bus = "platform"
+modalias = "dev:t0b"
 [[event]]
 id = "a"
 modprobe = "m0"
@@ -290,5 +297,140 @@ modprobe = "m1"
         assert_eq!(st("x0"), "bound d00");
         assert_eq!(st("x1"), "bound d10");
         assert_eq!(r.end_time, 52_000_000, "m0's init waited for x1's lock");
+    }
+}
+
+/// As [`no_violation_under_any_seed`], with the device history recorded.
+fn with_history_under_any_seed(text: &str) -> Vec<modkit_sim::Run> {
+    let sc = modkit_sim::parse("attach.toml", text).expect("parses");
+    let mut runs = Vec::new();
+    for policy in POLICIES {
+        let p: Policy = policy.parse().expect("policy");
+        for seed in 0..32 {
+            let r = Sim::new(&sc, p, seed).with_history().run().expect("runs");
+            assert!(
+                r.kernel.violations.is_empty(),
+                "{policy} seed {seed}: {:?}",
+                r.kernel.violations
+            );
+            assert!(!r.device_history.is_empty(), "the history is recorded");
+            runs.push(r);
+        }
+    }
+    runs
+}
+
+/// A device another driver is probing when a driver registers: `__driver_attach()`
+/// (drivers/base/dd.c, 4.4 to 6.x) walks every device of the bus, not only the unbound
+/// ones; after a positive match it takes the device lock (`__device_driver_lock()`, which
+/// waits for the probe in progress) and calls `driver_probe_device()`, which probes when
+/// `dev->driver` is NULL again (`__driver_probe_device()` answers -EBUSY only when it is
+/// set). So when ma's da probes x0 from 1 ms (ma's load takes 1 ms), sleeps 10 ms and
+/// fails with ENODEV while mb's db registers (at 4 ms), db waits for x0's lock, probes it
+/// at 11 ms and binds it; mb's init ends when db's probe (1 ms) returns: 12 ms. Before,
+/// `DeviceModel::register_driver()` listed only the devices unbound at that moment: db
+/// never tried x0, which stayed unbound, and the run ended at 11 ms.
+#[test]
+fn a_driver_registering_while_another_probe_runs_binds_the_device_if_that_probe_fails() {
+    let text = r#"
+deferred_probe_timeout = -1
+[[module]]
+name = "ma"
+[[module.driver]]
+name = "da"
+bus = "platform"
+match = ["dev:t0*"]
+probe = [{ sleep = "10ms" }, { fail = "ENODEV" }]
+[[module]]
+name = "mb"
+[[module.driver]]
+name = "db"
+bus = "platform"
+match = ["dev:t0*"]
+probe = [{ sleep = "1ms" }]
+[[device]]
+name = "x0"
+bus = "platform"
+modalias = "dev:t0x"
+[[event]]
+id = "a"
+modprobe = "ma"
+[[event]]
+id = "b"
+at = "3ms"
+modprobe = "mb"
+"#;
+    for r in with_history_under_any_seed(text) {
+        let row = r.devices.iter().find(|x| x.device == "x0").expect("x0");
+        assert_eq!(
+            (row.state, row.driver.as_deref()),
+            ("bound", Some("db")),
+            "db probes x0 after da's probe failed"
+        );
+        assert!(probed_after(&r, "x0", "da", 0));
+        assert!(
+            probed_after(&r, "x0", "db", 11_000_000)
+                && !r.device_history.iter().any(|(t, d, st, by)| {
+                    *t < 11_000_000 && d == "x0" && *st == "probing" && by.as_deref() == Some("db")
+                }),
+            "db probes x0 only once da's probe has failed"
+        );
+        assert_eq!(r.end_time, 12_000_000, "mb's init waited for x0's lock");
+    }
+}
+
+/// The same registration while the device is being deleted: `device_del()` marks it dead
+/// (`kill_device()`) and `bus_remove_device()` takes it off the bus's list before
+/// releasing its driver, so the new driver neither waits for it nor probes it: mb's init,
+/// which sleeps 20 ms after registering db, is not held up by da's 10 ms remove.
+#[test]
+fn a_driver_registering_while_a_device_is_deleted_leaves_it_alone() {
+    let text = r#"
+deferred_probe_timeout = -1
+[[module]]
+name = "ma"
+[[module.driver]]
+name = "da"
+bus = "platform"
+match = ["dev:t0*"]
+probe = []
+remove = [{ sleep = "10ms" }]
+[[module]]
+name = "mb"
+[[module.driver]]
+name = "db"
+bus = "platform"
+match = ["dev:t0*"]
+probe = []
+[[module.init]]
+step = "reg"
+run = [{ register = "driver:db" }]
+undo = [{ unregister = "driver:db" }]
+[[module.init]]
+step = "after"
+run = [{ sleep = "20ms" }]
+[[device]]
+name = "x0"
+bus = "platform"
+modalias = "dev:t0x"
+[[event]]
+id = "a"
+modprobe = "ma"
+[[event]]
+id = "del"
+at = "2ms"
+remove_device = "x0"
+[[event]]
+id = "b"
+at = "3ms"
+modprobe = "mb"
+"#;
+    for r in with_history_under_any_seed(text) {
+        assert!(!probed_after(&r, "x0", "db", 0), "db never probes x0");
+        let row = r.devices.iter().find(|x| x.device == "x0").expect("x0");
+        assert_ne!(row.state, "bound");
+        // mb's init (loaded from 3 ms, registering at 4 ms) did not wait for the remove
+        // (2 ms to 12 ms): 4 + 20 ms. Waiting for x0's lock it would end at 32 ms.
+        assert_eq!(r.end_time, 24_000_000, "db's driver_attach() skipped x0");
     }
 }

@@ -963,10 +963,14 @@ impl HostHandle {
             self.tick(&mut st);
             let State { k, devs, .. } = &mut *st;
             let name = devs.dm.drivers[drv].name.clone();
-            let list = devs
+            // Devices another thread probes or removes are listed too: probe_one() waits
+            // for their lock and probes if unbound then, as __driver_attach() does; one
+            // being deleted is off the bus's list already (bus_remove_device()).
+            let mut list = devs
                 .dm
                 .register_driver(k, drv)
                 .map_err(|e| err(&format!("driver_register({name})"), e))?;
+            list.retain(|d| !devs.deleting.contains(d));
             let is_async = devs.async_probe.contains(&drv);
             if is_async {
                 let m = devs.dm.drivers[drv].module;

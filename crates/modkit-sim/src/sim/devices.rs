@@ -140,6 +140,9 @@ pub(super) struct DevRun {
     /// modkit: remove callbacks abandoned at their bound, with the module reference each
     /// holds until it returns (sim/unbind.rs).
     pub(super) abandoned: std::collections::BTreeMap<TaskId, u64>,
+    /// Devices whose deletion has begun (`device_del()`'s `kill_device()`: `dev->p->dead`),
+    /// until they are gone: no driver_attach() reaches them (sim/going.rs).
+    pub(super) deleting: std::collections::BTreeSet<DevId>,
 }
 
 impl DevRun {
@@ -258,7 +261,13 @@ impl Sim<'_> {
                 let Some(drv) = self.dm.find_driver(name) else {
                     return Some(DevStep::Done(Outcome::Err(Errno::EINVAL)));
                 };
-                Some(match self.dm.register_driver(&mut self.k, drv) {
+                // Devices another task probes or removes are in the list (sim/going.rs);
+                // one being deleted is off the bus's list already (bus_remove_device()).
+                let listed = self.dm.register_driver(&mut self.k, drv).map(|mut devs| {
+                    devs.retain(|d| !self.devs.deleting.contains(d));
+                    devs
+                });
+                Some(match listed {
                     Err(e) => DevStep::Done(Outcome::Err(e)),
                     Ok(devs) if self.sc.devices.drivers[drv].async_probe => {
                         // __driver_attach(): one async helper per device, then return.
@@ -756,6 +765,10 @@ impl Sim<'_> {
                         b.cur = Some(Cur::Waiting(job));
                         return ActStep::Parked;
                     }
+                    // __driver_probe_device(): a device being deleted is dead (-ENODEV).
+                    if self.devs.deleting.contains(&dev) {
+                        continue;
+                    }
                     let bind = b.result == Outcome::Err(Errno::ENODEV);
                     match self.dm.bus_match(&self.k, drv, dev) {
                         modkit_core::device::BusMatch::No => continue,
@@ -806,10 +819,12 @@ impl Sim<'_> {
                     }
                 }
                 Job::Delete(dev) => {
+                    self.devs.deleting.insert(dev);
                     b.jobs.push_front(Job::Gone(dev));
                     b.jobs.push_front(Job::Release(dev));
                 }
                 Job::Gone(dev) => {
+                    self.devs.deleting.remove(&dev);
                     if self.dm.present(dev) {
                         self.dm.del_device(&mut self.k, dev);
                     }

@@ -27,6 +27,11 @@
 //! crates/modkit-hostdriver/tests/device_differential.rs: the host, like the kernel, waits).
 //! A device this very task is probing or removing (a probe whose body loads the module
 //! whose driver reaches it) is still skipped: the kernel's mutex would deadlock there.
+//! The registration's list (`DeviceModel::register_driver()`) holds the matching devices
+//! in flight at that moment too, so after the wait a device whose probe failed (or whose
+//! driver was unbound) is probed by the new driver, as `__driver_probe_device()` does when
+//! `dev->driver` is NULL again; a device being deleted (`kill_device()`: `dev->p->dead`,
+//! and off the bus's list) is not.
 
 use modkit_core::device::{DevId, DevState, DrvId};
 use modkit_core::ModState;
