@@ -1030,6 +1030,8 @@ impl Sim<'_> {
             },
             false,
         );
+        // modkit: a probe waiting for a load that now waits for this task stops waiting.
+        self.need_wait_break(tid, dev);
     }
 }
 
