@@ -21,6 +21,11 @@
 //! retries the pending devices whose need has become available each time a module goes
 //! LIVE (its init returned), so the device binds as soon as that init ends instead of at the
 //! next unrelated bind or the timeout. Both are logged (modkit's own lines, `remark`).
+//!
+//! A cycle that forms after a wait began breaks it ([`breaks_wait`]): when a task starts
+//! waiting for the device lock held by a probe that waits for a load, and that load waits,
+//! directly or through others, for this task (e.g. a failing init's undo unregisters the
+//! probing driver), the probe stops waiting and defers ([`broken_line`]).
 
 use crate::policy::Policy;
 
@@ -69,6 +74,19 @@ pub fn cycle_line(dev: &str, drv: &str, module: &str, key: &str) -> String {
     format!("{dev}: probe by {drv} does not wait for module {module} (which provides {key}): its load cannot end before this probe does; deferred, retried when {module} is live")
 }
 
+/// Whether a probe already waiting for a module's load stops waiting because a task now
+/// waits for it (here: for its device lock) while the load it waits for waits, directly or
+/// through others, for that task (`closes_cycle`): a cycle formed after the wait began. The
+/// probe defers, as a wait that would close a cycle at its start does (modkit only).
+pub fn breaks_wait(policy: Policy, closes_cycle: bool) -> bool {
+    waits_for_loading_module(policy) && closes_cycle
+}
+
+/// modkit's line when a probe's wait is broken ([`breaks_wait`]).
+pub fn broken_line(dev: &str, drv: &str, module: &str, key: &str) -> String {
+    format!("{dev}: probe by {drv} stops waiting for module {module} (which provides {key}): its load now waits for this probe; deferred, retried when {module} is live")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,5 +100,15 @@ mod tests {
         assert_eq!(decide(m, false, false), NeedWait::Defer);
         assert_eq!(decide(l, true, false), NeedWait::Defer);
         assert!(retries_on_live(m) && !retries_on_live(l));
+    }
+
+    #[test]
+    fn a_cycle_formed_later_breaks_the_wait_under_modkit_only() {
+        let m: Policy = "modkit".parse().unwrap();
+        let l: Policy = "linux-6.12".parse().unwrap();
+        assert!(breaks_wait(m, true));
+        assert!(!breaks_wait(m, false));
+        assert!(!breaks_wait(l, true));
+        assert!(broken_line("x0", "d", "m", "reg:r").contains("stops waiting for module m"));
     }
 }

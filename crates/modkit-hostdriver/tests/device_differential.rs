@@ -1254,3 +1254,67 @@ modprobe = "mb"
         ));
     }
 }
+
+/// A cycle formed after a probe's wait began (modkit_core::probewait::breaks_wait; found
+/// by this differential, seed 1, case 74): m0's async probes wait for m0's load, whose
+/// init then fails and whose undo's driver_unregister() waits for their device locks.
+/// Under `modkit` host and simulator break each wait at once (no stall, the core's line);
+/// under `linux-X.Y` there is no probe wait. Host and simulator agree under each policy.
+#[test]
+fn a_cycle_formed_after_the_probe_wait_began_agrees() {
+    let text = r#"
+deferred_probe_timeout = 1
+udev = { workers = 3 }
+[[module]]
+name = "m0"
+[[module.init]]
+step = "driver"
+run = [{ register = "driver:d00" }]
+undo = [{ unregister = "driver:d00" }]
+[[module.init]]
+step = "reg"
+run = [{ sleep = "150ms" }, { register = "reg:r0" }]
+undo = [{ unregister = "reg:r0" }]
+[[module.init]]
+step = "again"
+run = [{ register = "driver:d00" }]
+[[module.driver]]
+name = "d00"
+bus = "platform"
+match = ["platform:x"]
+probe_type = "async"
+probe = [{ need = "reg:r0" }, { sleep = "12ms" }, { devm = "res0" }]
+[[device]]
+name = "x"
+bus = "platform"
+modalias = "platform:x"
+count = 3
+[[event]]
+id = "load"
+modprobe = "m0"
+"#;
+    let sc = modkit_sim::parse("late-cycle.toml", text).unwrap();
+    for policy in ["linux-6.12", "modkit"] {
+        let p: Policy = policy.parse().unwrap();
+        let host = run_scenario(&sc, p, 0).unwrap();
+        if let Verdict::Diverged { sims, host } = judge_by(&sc, p, &host, device_summary) {
+            panic!(
+                "{policy}: host\n{host}\n--- simulator\n{}",
+                sims.into_iter().collect::<Vec<_>>().join("\n  or\n")
+            );
+        }
+        let stalled = host
+            .kernel
+            .diagnostics
+            .iter()
+            .any(|d| d.kind == modkit_core::DiagKind::Stalled);
+        assert!(!stalled, "{policy}: the run stalled");
+        let broke = host
+            .kernel
+            .log
+            .iter()
+            .filter(|l| l.text.contains("probe by d00 stops waiting for module m0"))
+            .count();
+        assert_eq!(broke, if policy == "modkit" { 3 } else { 0 }, "{policy}");
+    }
+}

@@ -838,7 +838,7 @@ impl<'a> Sim<'a> {
         h.finish()
     }
 
-    fn deliver_wakes(&mut self) {
+    pub(super) fn deliver_wakes(&mut self) {
         while !self.k.wakes.is_empty() {
             let keys: Vec<WaitKey> = std::mem::take(&mut self.k.wakes);
             for key in keys {

@@ -462,3 +462,74 @@ unbind = "g0"
         .iter()
         .any(|d| d.message.starts_with("the run stalled")));
 }
+
+/// m0 registers d00 (async probe needing reg:r0), registers reg:r0 150 ms later, then fails
+/// (driver d00 registered again): the undo's driver_unregister() waits for the device lock
+/// of each device whose async probe waits for m0's load, a cycle formed after the waits
+/// began (found by the device differential, seed 1, case 74).
+const LATE_CYCLE: &str = r#"
+deferred_probe_timeout = 1
+udev = { workers = 3 }
+[[module]]
+name = "m0"
+[[module.init]]
+step = "driver"
+run = [{ register = "driver:d00" }]
+undo = [{ unregister = "driver:d00" }]
+[[module.init]]
+step = "reg"
+run = [{ sleep = "150ms" }, { register = "reg:r0" }]
+undo = [{ unregister = "reg:r0" }]
+[[module.init]]
+step = "again"
+run = [{ register = "driver:d00" }]
+[[module.driver]]
+name = "d00"
+bus = "platform"
+match = ["platform:x"]
+probe_type = "async"
+probe = [{ need = "reg:r0" }, { sleep = "12ms" }, { devm = "res0" }]
+[[device]]
+name = "x"
+bus = "platform"
+modalias = "platform:x"
+count = 3
+[[event]]
+id = "load"
+modprobe = "m0"
+"#;
+
+#[test]
+fn a_cycle_formed_after_the_wait_began_breaks_the_wait() {
+    for text in [
+        LATE_CYCLE.to_string(),
+        // A plain failing step after the sleep does it too.
+        LATE_CYCLE.replace(
+            "step = \"again\"\nrun = [{ register = \"driver:d00\" }]",
+            "step = \"again\"\nrun = [{ fail = \"ENOMEM\" }]",
+        ),
+    ] {
+        let r = run("modkit", &text);
+        assert!(!has_diag(&r, DiagKind::Stalled), "{:?}", log(&r));
+        assert!(matches!(result(&r, "load"), Outcome::Err(_)));
+        for x in ["x0", "x1", "x2"] {
+            assert_eq!(state(&r, x), "unbound", "{x}");
+            let line = format!("{x}: probe by d00 stops waiting for module m0 (which provides reg:r0): its load now waits for this probe; deferred, retried when m0 is live");
+            let at = r.kernel.log.iter().find(|l| l.text == line).map(|l| l.time);
+            assert_eq!(at, Some(151_000_000), "{x}: {:?}", log(&r));
+        }
+        assert!(r
+            .kernel
+            .log
+            .iter()
+            .all(|l| !l.text.contains("ended without")));
+    }
+    // Linux: no probe wait, so no cycle to break (the probes defer at once).
+    let r = run("linux-6.12", LATE_CYCLE);
+    assert!(!has_diag(&r, DiagKind::Stalled), "{:?}", log(&r));
+    assert!(r
+        .kernel
+        .log
+        .iter()
+        .all(|l| !l.text.contains("stops waiting")));
+}

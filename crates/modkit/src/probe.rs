@@ -476,6 +476,10 @@ impl HostHandle {
             }
             let bound = self.stall_bound(&st);
             let deadline = bound.map(|b| self.now(&st).saturating_add(b.as_nanos() as Time));
+            // modkit: a probe waiting for a load that now waits for this task stops waiting.
+            if crate::probewait::break_for(&mut st, task, t) {
+                self.deliver(&mut st);
+            }
             let info = WaitInfo {
                 key: device_lock_key(dev),
                 reason: format!("device_lock({name}): the {what} by {drv} runs"),

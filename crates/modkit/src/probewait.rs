@@ -47,6 +47,8 @@ pub(crate) struct ProbeWaits {
     pub(crate) deferwq: Option<TaskId>,
     /// Probes waiting now.
     waiting: usize,
+    /// The probes (by task) whose wait was broken ([`break_for`]).
+    broken: BTreeSet<TaskId>,
     /// An engine's hook when a deferring bus match leaves a device pending without a
     /// probe ([`crate::driver::Driver::on_match_deferred`]; crate::matchdefer).
     pub(crate) match_hook: Option<crate::probe::AddedHook>,
@@ -90,6 +92,28 @@ pub(crate) fn task_ended(st: &mut State, task: TaskId) {
     if st.devs.waits.waiting > 0 {
         st.k.wakes.push(probe_wait_key());
     }
+}
+
+/// `waiter` starts waiting for a device lock `holder` holds: if `holder` is a probe waiting
+/// for a module's load and that load waits, directly or through others, for `waiter`, the
+/// probe's wait is broken (`modkit_core::probewait::breaks_wait`: a cycle formed after the
+/// wait began); it defers, which frees the lock. Returns whether it broke one (the caller
+/// delivers the wake).
+pub(crate) fn break_for(st: &mut State, waiter: TaskId, holder: TaskId) -> bool {
+    if st.devs.waits.waiting == 0 || st.devs.waits.broken.contains(&holder) {
+        return false;
+    }
+    let target = match st.k.waits.get(holder) {
+        Some(w) if w.key == probe_wait_key() => w.target,
+        _ => return false,
+    };
+    let cycle = target.is_some_and(|t| st.k.waits.cycle_through(waiter, t).is_some());
+    if !modkit_core::probewait::breaks_wait(st.k.policy, cycle) {
+        return false;
+    }
+    st.devs.waits.broken.insert(holder);
+    st.k.wakes.push(probe_wait_key());
+    true
 }
 
 /// Declares the keys module `m` provides.
@@ -217,6 +241,7 @@ impl HostHandle {
                 let line = modkit_core::probewait::wait_line(&dev_name, &drv_name, &mod_name, key);
                 st.k.remark(Some(m), line);
                 st.devs.waits.waiting += 1;
+                let mut stalled = false;
                 loop {
                     if st.devs.dm.key_ready(&st.k, key) {
                         break;
@@ -236,14 +261,25 @@ impl HostHandle {
                     let (g, r) = self.park(st, task, info, false);
                     st = g;
                     if r.is_none() {
-                        // The run stalled (virtual clock): the probe defers.
+                        // The run stalled (virtual clock): the probe defers, saying
+                        // nothing (the simulator's stalled tasks never resume).
+                        stalled = true;
+                        break;
+                    }
+                    if st.devs.waits.broken.contains(&task) {
                         break;
                     }
                 }
                 st.devs.waits.waiting -= 1;
+                let broken = st.devs.waits.broken.remove(&task);
+                if stalled {
+                    return;
+                }
                 self.tick(&mut st);
                 let line = if st.devs.dm.key_ready(&st.k, key) {
                     format!("{dev_name}: {key} is there after module {mod_name}'s load: the probe goes on")
+                } else if broken {
+                    modkit_core::probewait::broken_line(&dev_name, &drv_name, &mod_name, key)
                 } else {
                     format!("{dev_name}: module {mod_name}'s load ended without {key}: the probe defers")
                 };

@@ -1045,6 +1045,8 @@ impl Sim<'_> {
             },
             false,
         );
+        // modkit: a probe waiting for a load that now waits for this task stops waiting.
+        self.need_wait_break(tid, dev);
     }
 }
 

@@ -15,7 +15,7 @@ use modkit_core::device::DevId;
 use modkit_core::probewait::{decide, NeedWait};
 use modkit_core::{Errno, ModId, ModState, Outcome, Proc, TaskId, WaitInfo, WaitKey};
 
-use super::devices::{Bind, DevStep, Job};
+use super::devices::{Bind, Cur, DevStep, Job};
 use super::{Frame, Sim};
 use crate::devices::DeviceAction;
 use crate::scenario::{Action, Scenario};
@@ -28,6 +28,8 @@ pub(super) struct NeedArgs {
     key: String,
     optional: bool,
     reason: Option<String>,
+    /// The wait was broken: a task the load waits for now waits for this probe.
+    broken: bool,
 }
 
 /// The key probes waiting for a module's load park on.
@@ -88,6 +90,7 @@ impl Sim<'_> {
                         key: key.to_string(),
                         optional,
                         reason: reason.clone(),
+                        broken: false,
                     },
                 );
                 Some(DevStep::Push(Bind::new([Job::NeedWait(dev)])))
@@ -101,7 +104,7 @@ impl Sim<'_> {
         let Some(a) = self.devs.need_waits.get(&dev).cloned() else {
             return Some(Outcome::Err(Errno::EPROBE_DEFER));
         };
-        if !self.dm.key_ready(&self.k, &a.key) {
+        if !self.dm.key_ready(&self.k, &a.key) && !a.broken {
             if let Some((m, target, false)) = self.provider_in_flight(tid, &a.key) {
                 let name = self.dm.devices[dev].name.clone();
                 let reason = format!(
@@ -130,6 +133,9 @@ impl Sim<'_> {
                 "{name}: {} is there after module {m}'s load: the probe goes on",
                 a.key
             )
+        } else if a.broken {
+            let drv = self.probing_driver(dev);
+            modkit_core::probewait::broken_line(&name, &drv, &m, &a.key)
         } else {
             format!(
                 "{name}: module {m}'s load ended without {}: the probe defers",
@@ -142,6 +148,40 @@ impl Sim<'_> {
                 .need(&mut self.k, dev, &a.key, a.optional, a.reason.as_deref())
                 .into(),
         )
+    }
+
+    /// `tid` starts waiting for `dev`'s device lock: if the task holding it is a probe
+    /// waiting for a module's load, and that load waits, directly or through others, for
+    /// `tid`, the probe's wait is broken (`modkit_core::probewait::breaks_wait`): it defers,
+    /// which frees the lock.
+    pub(super) fn need_wait_break(&mut self, tid: TaskId, dev: DevId) {
+        if self.devs.need_waits.get(&dev).is_none_or(|a| a.broken) {
+            return;
+        }
+        let mut ids: Vec<TaskId> = self.tasks.keys().copied().collect();
+        ids.sort_unstable();
+        let holder = ids.into_iter().find(|t| {
+            *t != tid
+                && self.tasks[t].frames.iter().any(|f| {
+                    matches!(f, Frame::Bind(b) if matches!(b.cur, Some(Cur::Probing { dev: d, .. }) if d == dev))
+                })
+        });
+        let Some(h) = holder else {
+            return;
+        };
+        let target = match self.k.waits.get(h) {
+            Some(w) if w.key == probe_wait_key() => w.target,
+            _ => return,
+        };
+        let cycle = target.is_some_and(|t| self.k.waits.cycle_through(tid, t).is_some());
+        if !modkit_core::probewait::breaks_wait(self.k.policy, cycle) {
+            return;
+        }
+        if let Some(a) = self.devs.need_waits.get_mut(&dev) {
+            a.broken = true;
+        }
+        self.k.wakes.push(probe_wait_key());
+        self.deliver_wakes();
     }
 
     /// `module_wq` was woken (or a task ended): waiting probes ask again, and under modkit the
