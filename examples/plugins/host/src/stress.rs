@@ -1,5 +1,7 @@
 //! `plugin-host stress DIR MATHCORE_V1_SO MATHCORE_V2_SO [SECONDS]`: many threads load,
-//! call, reload and unload real plugins at once for a bounded time, then check the books.
+//! call, reload and unload real plugins at once for at least SECONDS, and on until both
+//! builds were called and two reloads checked (at most ten times SECONDS, at least 30 s),
+//! then check the books.
 //!
 //! - 6 user threads: `modprobe calc:stats`, take `weighted`, call it twice with a yield
 //!   between, drop it; sometimes `rmmod stats`. While a `Symbol` of stats is held, stats'
@@ -189,7 +191,20 @@ pub fn run(dir: &Path, builds: [PathBuf; 2], secs: f64) -> Result<()> {
             reloader(&h, &dir, &builds, &stop, &n).map_err(|e| e.to_string())
         })
     };
-    std::thread::sleep(Duration::from_secs_f64(secs));
+    // At least `secs`; then on until the run has called both builds and checked two
+    // reloads (the reloader's `rmmod --wait` competes with six loading users, so on a busy
+    // machine 3 s can hold a single reload), but never past ten times `secs` (at least
+    // 30 s): the check below then says what was not reached.
+    let least = Duration::from_secs_f64(secs);
+    let most = least.saturating_mul(10).max(Duration::from_secs(30));
+    let covered = |n: &Counts| {
+        n.calls.load(Ordering::Relaxed) > 0
+            && n.calls_v2.load(Ordering::Relaxed) > 0
+            && n.reloads_seen.load(Ordering::Relaxed) >= 2
+    };
+    while t0.elapsed() < least || (!covered(&n) && t0.elapsed() < most) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     stop.store(true, Ordering::Relaxed);
     for u in users {
         u.join().map_err(|_| "a user thread panicked")??;
