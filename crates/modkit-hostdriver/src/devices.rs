@@ -552,6 +552,17 @@ impl DevEngine {
         }
     }
 
+    /// Whether `key` is something nothing in the scenario provides and `dev` was not yet
+    /// reported as waiting for it for ever (the pair is then recorded as reported).
+    fn first_unprovided(&self, dev: DevId, key: &str) -> bool {
+        !self.providers.contains(key)
+            && self
+                .reported
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert((dev, key.to_string()))
+    }
+
     /// modkit: a bus match that waits for something nothing in the scenario provides gets
     /// the `deferred_forever` diagnostic at once (the simulator's `match_defer_forever`).
     fn match_defer_forever(&self, h: &Driver, dev: DevId) {
@@ -562,13 +573,7 @@ impl DevEngine {
             let Some(key) = dm.devices[dev].match_defer.clone() else {
                 return;
             };
-            if self.providers.contains(&key)
-                || !self
-                    .reported
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert((dev, key.clone()))
-            {
+            if !self.first_unprovided(dev, &key) {
                 return;
             }
             let d = dm.devices[dev].name.clone();
@@ -590,13 +595,7 @@ impl DevEngine {
             let Some(key) = dm.devices[dev].defer_key.clone() else {
                 return;
             };
-            if self.providers.contains(&key)
-                || !self
-                    .reported
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert((dev, key.clone()))
-            {
+            if !self.first_unprovided(dev, &key) {
                 return;
             }
             let d = dm.devices[dev].name.clone();
