@@ -68,11 +68,42 @@ impl DevresTable {
     pub fn held_by(&self, device: DevId) -> usize {
         self.live.values().filter(|r| r.device == device).count()
     }
+
+    /// The ids of the resources `device` holds, oldest first.
+    pub fn ids_of(&self, device: DevId) -> Vec<u64> {
+        self.live
+            .iter()
+            .filter(|(_, r)| r.device == device)
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
+    /// The live resource named `name` (the oldest if several): its id and its device.
+    pub fn find(&self, name: &str) -> Option<(u64, DevId)> {
+        self.live
+            .iter()
+            .find(|(_, r)| r.name == name)
+            .map(|(&id, r)| (id, r.device))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_of_and_find() {
+        let mut t = DevresTable::default();
+        let a = t.add(1, "irq");
+        let b = t.add(2, "clk");
+        let c = t.add(1, "mem");
+        assert_eq!(t.ids_of(1), vec![a, c]);
+        assert_eq!(t.find("clk"), Some((b, 2)));
+        assert_eq!(t.find("gone"), None);
+        t.release_all(1);
+        assert!(t.ids_of(1).is_empty());
+        assert_eq!(t.find("irq"), None);
+    }
 
     #[test]
     fn release_all_is_newest_first_and_once() {

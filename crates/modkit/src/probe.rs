@@ -606,16 +606,8 @@ impl HostHandle {
         }
         let (values, bound) = {
             let mut st = self.lock();
-            let ids: Vec<u64> = st
-                .devs
-                .dm
-                .devres
-                .live
-                .iter()
-                .filter(|(_, r)| r.device == dev)
-                .map(|(&id, _)| id)
-                .rev()
-                .collect();
+            let mut ids = st.devs.dm.devres.ids_of(dev);
+            ids.reverse();
             let vals: Vec<(String, Arc<dyn Revoke>)> = ids
                 .iter()
                 .filter_map(|id| {

@@ -65,14 +65,7 @@ fn drain_key(dev: DevId) -> WaitKey {
 
 /// The ids of the managed resources `dev` holds.
 fn resources_of(st: &State, dev: DevId) -> Vec<u64> {
-    st.devs
-        .dm
-        .devres
-        .live
-        .iter()
-        .filter(|(_, r)| r.device == dev)
-        .map(|(&id, _)| id)
-        .collect()
+    st.devs.dm.devres.ids_of(dev)
 }
 
 fn users_of(st: &State, dev: DevId) -> u32 {
@@ -130,14 +123,7 @@ impl HostHandle {
         let enxio = || Error::new(op.clone(), Outcome::Err(Errno::ENXIO));
         let mut st = self.lock();
         self.tick(&mut st);
-        let found = st
-            .devs
-            .dm
-            .devres
-            .live
-            .iter()
-            .find(|(_, r)| r.name == name)
-            .map(|(&id, r)| (id, r.device));
+        let found = st.devs.dm.devres.find(name);
         let Some((res, dev)) = found else {
             return Err(enxio());
         };

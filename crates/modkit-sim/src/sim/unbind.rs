@@ -24,25 +24,13 @@ fn drain_key(dev: DevId) -> WaitKey {
 impl Sim<'_> {
     /// The ids of the resources `dev` holds.
     fn resources_of(&self, dev: DevId) -> Vec<u64> {
-        self.dm
-            .devres
-            .live
-            .iter()
-            .filter(|(_, r)| r.device == dev)
-            .map(|(&id, _)| id)
-            .collect()
+        self.dm.devres.ids_of(dev)
     }
 
     /// `use_devres = NAME`: `try_access()` of the resource; ENXIO when it is gone or
     /// revoked, else a user in flight for `dur`.
     pub(super) fn use_devres_begin(&mut self, name: &str, dur: Time) -> DevStep {
-        let found = self
-            .dm
-            .devres
-            .live
-            .iter()
-            .find(|(_, r)| r.name == name)
-            .map(|(&id, r)| (id, r.device));
+        let found = self.dm.devres.find(name);
         let Some((id, dev)) = found else {
             return DevStep::Done(Outcome::Err(Errno::ENXIO));
         };
